@@ -38,6 +38,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     for krate in &crates {
         let out = workspace_root().join("target").join("mutants").join(krate);
         let _ = std::fs::remove_dir_all(out.join("mutants.out"));
+        std::fs::create_dir_all(&out).map_err(|e| format!("creating {}: {e}", out.display()))?;
         let result = step(&format!("mutants {krate}"), || {
             let status = cargo()
                 .args(["mutants", "--package", krate, "--output"])
