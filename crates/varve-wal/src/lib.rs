@@ -50,8 +50,9 @@
 //!    no valid record that *starts a sync epoch* (the first record written after a
 //!    completed sync) follows the bad spot, the bytes after the end are a **torn tail**
 //!    from an interrupted write: they are zeroed (the file stays preallocated) and counted
-//!    in the [`RecoveryReport`]. A valid epoch-starting record after the bad spot, or any
-//!    garbage in a sealed (non-last) segment, means data that had been synced is damaged:
+//!    in the [`RecoveryReport`]. A valid epoch-starting record after the bad spot, or a
+//!    sealed (non-last) segment whose records stop before the next segment's first LSN,
+//!    means data that had been synced is damaged:
 //!    [`Error::Corrupted`] with the segment and offset, unless the caller opened with
 //!    [`RecoveryMode::TolerateCorruptTail`], which keeps the clean prefix, zeroes the rest
 //!    of that segment, deletes the later segments and reports where the corruption was.

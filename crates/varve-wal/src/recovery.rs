@@ -10,8 +10,8 @@
 //!   valid record flagged `EPOCH_START` follows the bad spot: every record since the last
 //!   completed sync belongs to one epoch, and only that epoch can be partly on disk after a
 //!   crash. A valid `EPOCH_START` record after the bad spot means data that had been synced
-//!   is damaged; garbage after the end of a non-last segment (synced before the next one
-//!   was created) means the same. Both are `Error::Corrupted` unless the caller chose
+//!   is damaged; a sealed (non-last) segment, synced before the next one was created,
+//!   whose records stop before the next segment's first LSN means the same. Both are `Error::Corrupted` unless the caller chose
 //!   [`RecoveryMode::TolerateCorruptTail`](crate::RecoveryMode::TolerateCorruptTail), which
 //!   keeps the clean prefix, zeroes the rest and deletes later segments.
 
@@ -223,23 +223,44 @@ pub(crate) fn recover(
             return Err(corrupted(0, "LSN gap between consecutive segments"));
         }
         // Records are bounded by the segment, not by today's max_record_size.
+        // Records are bounded by the segment, not by today's max_record_size.
         let scan = scan_segment(&buf, first, buf.len());
         report.segments += 1;
         report.records += scan.records;
-        let is_last = i + 1 == segs.len();
-        if scan.garbage_end > scan.end {
-            if !is_last || scan.epoch_after_bad {
-                let what = if is_last {
-                    "bad record followed by valid synced records"
-                } else {
-                    "bad record in a sealed segment"
-                };
+        match segs.get(i + 1) {
+            Some(next) => {
+                // A sealed segment was synced before its successor was created: it must
+                // end exactly where the next one begins. Stray bytes after that end (in
+                // never-written space) hold no record and are left alone.
+                if scan.next_lsn != next.first_lsn {
+                    if scan.garbage_end == scan.end {
+                        // Nothing damaged here: the records in between are missing.
+                        return Err(Error::Corrupted {
+                            segment: next.path.clone(),
+                            offset: 0,
+                            what: "LSN gap between consecutive segments",
+                        });
+                    }
+                    if mode == RecoveryMode::Strict {
+                        return Err(corrupted(scan.bad_offset, "bad record in a sealed segment"));
+                    }
+                    report.corruption = Some((seg.path.clone(), scan.bad_offset as u64));
+                    keep = i + 1;
+                }
+            }
+            None if scan.garbage_end > scan.end && scan.epoch_after_bad => {
                 if mode == RecoveryMode::Strict {
-                    return Err(corrupted(scan.bad_offset, what));
+                    return Err(corrupted(
+                        scan.bad_offset,
+                        "bad record followed by valid synced records",
+                    ));
                 }
                 report.corruption = Some((seg.path.clone(), scan.bad_offset as u64));
-                keep = i + 1;
             }
+            None => {}
+        }
+        let cut = keep == i + 1 || i + 1 == segs.len();
+        if cut && scan.garbage_end > scan.end {
             zero_range(&seg.path, scan.end, scan.garbage_end)?;
             report.dropped_bytes += (scan.garbage_end - scan.end) as u64;
             report.dropped_records += scan.dropped_records;
