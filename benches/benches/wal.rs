@@ -38,7 +38,10 @@ fn run_threads(
             })
             .collect();
         hs.into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("bench thread panicked".into())))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("bench thread panicked".into()))
+            })
             .collect()
     });
     let secs = start.elapsed().as_secs_f64();
@@ -114,7 +117,14 @@ fn main() -> Res<()> {
     let dir = scratch_dir()?;
     let mut raw = machine::fdatasync_append_latency(dir.path(), 4096, budget * 2)?;
     let raw_p50 = raw.percentile_us(50.0);
-    reference("wal", "raw append 4 KiB + fdatasync, p50", "µs", Better::Lower, "raw file", raw_p50);
+    reference(
+        "wal",
+        "raw append 4 KiB + fdatasync, p50",
+        "µs",
+        Better::Lower,
+        "raw file",
+        raw_p50,
+    );
     reference(
         "wal",
         "raw append 4 KiB + fdatasync, p99",
@@ -124,7 +134,14 @@ fn main() -> Res<()> {
         raw.percentile_us(99.0),
     );
     let bw = machine::write_sync_bandwidth(dir.path(), scaled(64 << 20, 256 << 20), 1 << 20)?;
-    reference("wal", "sequential write, fdatasync per 1 MiB", "MB/s", Better::Higher, "raw file", bw);
+    reference(
+        "wal",
+        "sequential write, fdatasync per 1 MiB",
+        "MB/s",
+        Better::Higher,
+        "raw file",
+        bw,
+    );
 
     // A lone writer's durable append latency, 4 KiB like the raw probe.
     {
@@ -175,7 +192,15 @@ fn main() -> Res<()> {
             log.shutdown()?;
             let w = format!("{threads} threads, {size} B durable appends");
             compare("wal", &w, "ops/s", Better::Higher, v_ops, "okaywal", o_ops);
-            compare("wal", &w, "ops/s", Better::Higher, v_ops, "Mutex<File>+fdatasync", m_ops);
+            compare(
+                "wal",
+                &w,
+                "ops/s",
+                Better::Higher,
+                v_ops,
+                "Mutex<File>+fdatasync",
+                m_ops,
+            );
             compare(
                 "wal",
                 &format!("{w}, p50"),

@@ -175,7 +175,8 @@ impl Flusher {
         for t in self.tickets.drain(..) {
             t.complete();
         }
-        self.shared.release(std::mem::take(&mut self.group_accounted));
+        self.shared
+            .release(std::mem::take(&mut self.group_accounted));
         Ok(())
     }
 
@@ -241,7 +242,8 @@ impl Flusher {
         for t in self.tickets.drain(..) {
             t.fail(Arc::clone(&cause));
         }
-        self.shared.release(std::mem::take(&mut self.group_accounted));
+        self.shared
+            .release(std::mem::take(&mut self.group_accounted));
         if let Some(e) = self.carry.take() {
             self.shared.release(e.frames.len() as u64);
             e.ticket.fail(Arc::clone(&cause));

@@ -250,8 +250,14 @@ mod tests {
             w[i] ^= 0x10;
             assert!(verify_record(&w, 100, |l| l == 42).is_none(), "byte {i}");
         }
-        assert!(verify_record(&v, 12, |_| true).is_none(), "max_len enforced");
-        assert!(verify_record(&v, 100, |l| l == 41).is_none(), "lsn check used");
+        assert!(
+            verify_record(&v, 12, |_| true).is_none(),
+            "max_len enforced"
+        );
+        assert!(
+            verify_record(&v, 100, |l| l == 41).is_none(),
+            "lsn check used"
+        );
         assert!(verify_record(&v[..v.len() - 1], 100, |_| true).is_none());
     }
 

@@ -444,11 +444,7 @@ impl Wal {
                     first_lsn: rec.next_lsn,
                     path,
                 });
-                (
-                    seg,
-                    opts.segment_size,
-                    format::SEGMENT_HEADER_LEN as u64,
-                )
+                (seg, opts.segment_size, format::SEGMENT_HEADER_LEN as u64)
             }
         };
         let last_first = segments.last().map_or(rec.next_lsn, |s| s.first_lsn);

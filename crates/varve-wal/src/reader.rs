@@ -49,7 +49,9 @@ impl OpenSegment {
         self.buf_start = self.pos;
         let mut got = 0;
         while got < need {
-            let n = self.file.read_at(&mut self.buf[got..], self.pos + got as u64)?;
+            let n = self
+                .file
+                .read_at(&mut self.buf[got..], self.pos + got as u64)?;
             if n == 0 {
                 break;
             }

@@ -113,7 +113,11 @@ fn scan_after(buf: &[u8], from: usize, lo: u64, max_record: usize) -> (u64, bool
             // A record header's first non-zero byte is within its first 24 bytes.
             match buf[off..].iter().position(|&b| b != 0) {
                 None => break,
-                Some(p) => off = (off + p).saturating_sub(format::RECORD_HEADER_LEN - 1).max(off),
+                Some(p) => {
+                    off = (off + p)
+                        .saturating_sub(format::RECORD_HEADER_LEN - 1)
+                        .max(off)
+                }
             }
         }
         match format::verify_record(&buf[off..], max_record, |l| l >= lo && l <= hi) {
@@ -193,11 +197,7 @@ fn zero_range(path: &Path, from: usize, to: usize) -> Result<()> {
 }
 
 /// Runs recovery over `dir` (which must be locked by the caller).
-pub(crate) fn recover(
-    dir: &Path,
-    mode: RecoveryMode,
-    storage: &dyn Storage,
-) -> Result<Recovered> {
+pub(crate) fn recover(dir: &Path, mode: RecoveryMode, storage: &dyn Storage) -> Result<Recovered> {
     let (mut segs, removed_tmp) = list_segments(dir)?;
     let mut report = RecoveryReport {
         removed_temp_files: removed_tmp,
@@ -217,47 +217,43 @@ pub(crate) fn recover(
             what,
         };
         if first != seg.first_lsn {
-            return Err(corrupted(0, "segment name and header disagree on the first LSN"));
+            return Err(corrupted(
+                0,
+                "segment name and header disagree on the first LSN",
+            ));
         }
         if expected.is_some_and(|e| e != first) {
             return Err(corrupted(0, "LSN gap between consecutive segments"));
         }
         // Records are bounded by the segment, not by today's max_record_size.
-        // Records are bounded by the segment, not by today's max_record_size.
         let scan = scan_segment(&buf, first, buf.len());
         report.segments += 1;
         report.records += scan.records;
-        match segs.get(i + 1) {
-            Some(next) => {
-                // A sealed segment was synced before its successor was created: it must
-                // end exactly where the next one begins. Stray bytes after that end (in
-                // never-written space) hold no record and are left alone.
-                if scan.next_lsn != next.first_lsn {
-                    if scan.garbage_end == scan.end {
-                        // Nothing damaged here: the records in between are missing.
-                        return Err(Error::Corrupted {
-                            segment: next.path.clone(),
-                            offset: 0,
-                            what: "LSN gap between consecutive segments",
-                        });
-                    }
-                    if mode == RecoveryMode::Strict {
-                        return Err(corrupted(scan.bad_offset, "bad record in a sealed segment"));
-                    }
-                    report.corruption = Some((seg.path.clone(), scan.bad_offset as u64));
-                    keep = i + 1;
-                }
+        let damaged = scan.garbage_end > scan.end;
+        // A sealed segment was synced before its successor was created: it must end
+        // exactly where the next one begins. Stray bytes after that end (in never-written
+        // space) hold no record and are left alone.
+        let damage = match segs.get(i + 1) {
+            Some(next) if scan.next_lsn != next.first_lsn && !damaged => {
+                // Nothing damaged here: the records in between are missing.
+                return Err(Error::Corrupted {
+                    segment: next.path.clone(),
+                    offset: 0,
+                    what: "LSN gap between consecutive segments",
+                });
             }
-            None if scan.garbage_end > scan.end && scan.epoch_after_bad => {
-                if mode == RecoveryMode::Strict {
-                    return Err(corrupted(
-                        scan.bad_offset,
-                        "bad record followed by valid synced records",
-                    ));
-                }
-                report.corruption = Some((seg.path.clone(), scan.bad_offset as u64));
+            Some(next) if scan.next_lsn != next.first_lsn => Some("bad record in a sealed segment"),
+            None if damaged && scan.epoch_after_bad => {
+                Some("bad record followed by valid synced records")
             }
-            None => {}
+            _ => None,
+        };
+        if let Some(what) = damage {
+            if mode == RecoveryMode::Strict {
+                return Err(corrupted(scan.bad_offset, what));
+            }
+            report.corruption = Some((seg.path.clone(), scan.bad_offset as u64));
+            keep = i + 1;
         }
         let cut = keep == i + 1 || i + 1 == segs.len();
         if cut && scan.garbage_end > scan.end {

@@ -130,7 +130,9 @@ fn every_single_byte_flip_gives_a_clean_prefix_or_corrupted() {
                 }
                 prefixes += 1;
             }
-            Err(Error::Corrupted { segment, offset, .. }) => {
+            Err(Error::Corrupted {
+                segment, offset, ..
+            }) => {
                 assert_eq!(segment, seg);
                 if off >= 32 {
                     // Reported at the start of the damaged record.
@@ -154,7 +156,11 @@ fn damage_in_a_sealed_segment_is_corruption_and_other_files_are_refused() {
     let wal = Wal::open(d.path(), opts()).unwrap();
     let mut n = 0u64;
     while segments(d.path()).len() < 3 {
-        n = wal.append(&payload(n as usize, 1000)).unwrap().wait().unwrap();
+        n = wal
+            .append(&payload(n as usize, 1000))
+            .unwrap()
+            .wait()
+            .unwrap();
     }
     drop(wal);
     let segs = segments(d.path());
@@ -194,7 +200,11 @@ fn damage_in_a_sealed_segment_is_corruption_and_other_files_are_refused() {
     std::fs::write(&segs[1], &v).unwrap();
     assert!(matches!(
         Wal::open(d.path(), opts()),
-        Err(Error::UnsupportedVersion { version: 9, supported: 1, .. })
+        Err(Error::UnsupportedVersion {
+            version: 9,
+            supported: 1,
+            ..
+        })
     ));
     std::fs::write(&segs[1], b"not a wal segment at all, just text").unwrap();
     assert!(matches!(

@@ -56,7 +56,9 @@ fn make(id: Id) -> Vec<u8> {
     v.extend_from_slice(&id.seq.to_le_bytes());
     v.extend_from_slice(&[id.idx, id.n]);
     v.extend_from_slice(&id.len.to_le_bytes());
-    let mut s = u64::from(id.round) << 40 ^ u64::from(id.thread) << 32 ^ u64::from(id.seq) << 8
+    let mut s = u64::from(id.round) << 40
+        ^ u64::from(id.thread) << 32
+        ^ u64::from(id.seq) << 8
         ^ u64::from(id.idx)
         | 1;
     while v.len() < usize::from(id.len) {
@@ -76,7 +78,11 @@ fn parse(p: &[u8]) -> Id {
         n: p[13],
         len: u16::from_le_bytes([p[14], p[15]]),
     };
-    assert_eq!(make(id), p, "record bytes differ from what was appended: {id:?}");
+    assert_eq!(
+        make(id),
+        p,
+        "record bytes differ from what was appended: {id:?}"
+    );
     id
 }
 
@@ -106,7 +112,7 @@ fn crash_child() {
             s.spawn(move || {
                 let mut rng = u64::from(round) * 7919 + u64::from(thread) * 104_729 + 1;
                 for seq in 0.. {
-                    let n = if xorshift(&mut rng) % 3 == 0 {
+                    let n = if xorshift(&mut rng).is_multiple_of(3) {
                         1 + (xorshift(&mut rng) % 4) as u8
                     } else {
                         1
@@ -114,7 +120,14 @@ fn crash_child() {
                     let recs: Vec<Vec<u8>> = (0..n)
                         .map(|idx| {
                             let len = 16 + (xorshift(&mut rng) % 1500) as u16;
-                            make(Id { round, thread, seq, idx, n, len })
+                            make(Id {
+                                round,
+                                thread,
+                                seq,
+                                idx,
+                                n,
+                                len,
+                            })
                         })
                         .collect();
                     let refs: Vec<&[u8]> = recs.iter().map(Vec::as_slice).collect();
@@ -212,7 +225,10 @@ fn sigkill_at_random_moments_loses_no_acknowledged_record() {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("child exited early: {status}");
             }
-            assert!(started.elapsed() < Duration::from_secs(60), "child never got ready");
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "child never got ready"
+            );
             std::thread::sleep(Duration::from_micros(500));
         }
         std::thread::sleep(Duration::from_micros(500 + xorshift(&mut rng) % 15_000));
@@ -230,9 +246,15 @@ fn sigkill_at_random_moments_loses_no_acknowledged_record() {
             assert!(prev.is_none(), "LSN {} acknowledged twice", f[0]);
         }
         let next = check(&dir, &acked, round);
-        assert!(next >= last_next, "the log went backwards: {next} < {last_next}");
+        assert!(
+            next >= last_next,
+            "the log went backwards: {next} < {last_next}"
+        );
         last_next = next;
     }
     assert!(!acked.is_empty(), "children acknowledged nothing");
-    eprintln!("{rounds} crash rounds, {} acknowledged appends, log end LSN {last_next}", acked.len());
+    eprintln!(
+        "{rounds} crash rounds, {} acknowledged appends, log end LSN {last_next}",
+        acked.len()
+    );
 }

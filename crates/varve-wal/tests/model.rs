@@ -31,7 +31,7 @@ const MAX: usize = 1024;
 
 fn opts(mode: SyncMode) -> Options {
     Options::default()
-        .segment_size(4096)
+        .segment_size(16 << 10)
         .max_record_size(MAX)
         .sync_mode(mode)
 }
@@ -47,7 +47,7 @@ fn check(wal: &Wal, model: &[(u8, Vec<u8>)], from: u64) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 
     #[test]
     fn wal_matches_a_vec(ops in prop::collection::vec(op(), 1..40), lax in any::<bool>()) {
@@ -85,7 +85,7 @@ proptest! {
                         }
                         Err(Error::EmptyBatch) => prop_assert!(lens.is_empty()),
                         Err(Error::BatchTooLarge { size, .. }) => {
-                            prop_assert!(size > 4096 - 32);
+                            prop_assert!(size > (16 << 10) - 32);
                         }
                         Err(e) => panic!("{e:?}"),
                     }

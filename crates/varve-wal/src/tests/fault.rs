@@ -42,7 +42,7 @@ pub(crate) struct FaultyStorage {
 }
 
 impl FaultyStorage {
-    pub(crate) fn new() -> (Arc<dyn Storage>, Arc<Plan>) {
+    pub(crate) fn create() -> (Arc<dyn Storage>, Arc<Plan>) {
         let plan = Arc::new(Plan::default());
         (
             Arc::new(FaultyStorage {
@@ -133,7 +133,7 @@ fn assert_poisoned<T: std::fmt::Debug>(r: crate::Result<T>, errno: i32) {
 #[test]
 fn fsync_failure_poisons_for_good_and_is_never_retried() {
     let d = tempfile::tempdir().unwrap();
-    let (storage, plan) = FaultyStorage::new();
+    let (storage, plan) = FaultyStorage::create();
     let wal = Wal::open_with(d.path(), small(), storage).unwrap();
     assert_eq!(wal.append(b"acked").unwrap().wait().unwrap(), 1);
     plan.fail_sync.store(true, Ordering::SeqCst);
@@ -141,7 +141,10 @@ fn fsync_failure_poisons_for_good_and_is_never_retried() {
     // Sticky: later appends fail at once, blocked readers learn it too.
     assert_poisoned(wal.append(b"later"), libc::EIO);
     assert_poisoned(wal.try_append(b"later"), libc::EIO);
-    assert_poisoned(wal.wait_for(2, std::time::Duration::from_secs(5)), libc::EIO);
+    assert_poisoned(
+        wal.wait_for(2, std::time::Duration::from_secs(5)),
+        libc::EIO,
+    );
     assert_eq!(wal.durable_lsn(), 1);
     assert_poisoned(wal.close(), libc::EIO);
     assert_eq!(plan.sync_attempts_after_failure.load(Ordering::SeqCst), 1);
@@ -150,13 +153,16 @@ fn fsync_failure_poisons_for_good_and_is_never_retried() {
     assert_eq!(all[0], (1, 0, b"acked".to_vec()));
     // "lost" was written before the failed sync; whether it survives is unknown.
     assert!(all.len() <= 2);
-    assert_eq!(wal.append(b"next").unwrap().wait().unwrap(), all.len() as u64 + 1);
+    assert_eq!(
+        wal.append(b"next").unwrap().wait().unwrap(),
+        all.len() as u64 + 1
+    );
 }
 
 #[test]
 fn short_write_then_enospc_fails_the_group_and_keeps_acked_records() {
     let d = tempfile::tempdir().unwrap();
-    let (storage, plan) = FaultyStorage::new();
+    let (storage, plan) = FaultyStorage::create();
     let wal = Wal::open_with(d.path(), small(), storage).unwrap();
     wal.append(b"first").unwrap().wait().unwrap();
     wal.append_batch(&[b"second", b"third"])
@@ -188,7 +194,7 @@ fn short_write_then_enospc_fails_the_group_and_keeps_acked_records() {
 #[test]
 fn failed_write_fails_every_ticket_of_the_group_and_the_queue() {
     let d = tempfile::tempdir().unwrap();
-    let (storage, plan) = FaultyStorage::new();
+    let (storage, plan) = FaultyStorage::create();
     let wal = Wal::open_with(d.path(), small(), storage).unwrap();
     wal.append(b"ok").unwrap().wait().unwrap();
     plan.hold_writes(true);
@@ -209,7 +215,7 @@ fn failed_write_fails_every_ticket_of_the_group_and_the_queue() {
 #[test]
 fn failed_segment_creation_poisons() {
     let d = tempfile::tempdir().unwrap();
-    let (storage, plan) = FaultyStorage::new();
+    let (storage, plan) = FaultyStorage::create();
     let wal = Wal::open_with(d.path(), small(), storage).unwrap();
     let rec = [5u8; 4000];
     let mut n = 0;

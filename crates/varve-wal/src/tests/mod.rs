@@ -143,7 +143,10 @@ fn segments_roll_over_keep_lsns_gapless_and_truncate() {
         wal.iter_from(third - 1),
         Err(Error::Truncated { requested, first }) if requested == third - 1 && first == third
     ));
-    assert_eq!(wal.iter_from(third).unwrap().next().unwrap().unwrap().lsn, third);
+    assert_eq!(
+        wal.iter_from(third).unwrap().next().unwrap().unwrap().lsn,
+        third
+    );
     // Never the active segment.
     assert_eq!(wal.truncate_before(u64::MAX).unwrap(), segs.len() - 3);
     drop(wal);
@@ -174,7 +177,7 @@ fn tailing_reader_waits_for_new_records() {
             assert_eq!(r.payload, vec![seen as u8; 100]);
             seen += 1;
         }
-        assert!(seen as u64 <= wal.durable_lsn());
+        assert!(seen <= wal.durable_lsn());
     }
     h.join().unwrap();
     assert_eq!(it.next_lsn(), 51);
@@ -183,7 +186,7 @@ fn tailing_reader_waits_for_new_records() {
 #[test]
 fn try_append_reports_backpressure_and_append_blocks_until_space() {
     let d = tempfile::tempdir().unwrap();
-    let (storage, plan) = fault::FaultyStorage::new();
+    let (storage, plan) = fault::FaultyStorage::create();
     plan.hold_writes(true);
     let wal = Wal::open_with(d.path(), small().max_queued_bytes(1300), storage).unwrap();
     // The first entry is taken by the flusher, which then blocks in its write.
@@ -210,12 +213,18 @@ fn try_append_reports_backpressure_and_append_blocks_until_space() {
 
 #[test]
 fn lax_sync_modes_acknowledge_and_survive_reopen() {
-    for mode in [SyncMode::Never, SyncMode::Interval(Duration::from_millis(2))] {
+    for mode in [
+        SyncMode::Never,
+        SyncMode::Interval(Duration::from_millis(2)),
+    ] {
         let d = tempfile::tempdir().unwrap();
-        let (storage, plan) = fault::FaultyStorage::new();
+        let (storage, plan) = fault::FaultyStorage::create();
         let wal = Wal::open_with(d.path(), small().sync_mode(mode), storage).unwrap();
         for i in 0..30u8 {
-            assert_eq!(wal.append(&[i; 40]).unwrap().wait().unwrap(), u64::from(i) + 1);
+            assert_eq!(
+                wal.append(&[i; 40]).unwrap().wait().unwrap(),
+                u64::from(i) + 1
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
         let syncs = plan.syncs();
@@ -235,7 +244,7 @@ fn lax_sync_modes_acknowledge_and_survive_reopen() {
 #[test]
 fn always_mode_syncs_before_acknowledging() {
     let d = tempfile::tempdir().unwrap();
-    let (storage, plan) = fault::FaultyStorage::new();
+    let (storage, plan) = fault::FaultyStorage::create();
     let wal = Wal::open_with(d.path(), small(), storage).unwrap();
     for i in 1..=5u64 {
         let before = plan.syncs();
@@ -252,14 +261,18 @@ fn tolerant_mode_keeps_the_prefix_before_mid_log_corruption() {
         wal.append(&[i; 50]).unwrap().wait().unwrap();
     }
     drop(wal);
-    let seg = crate::recovery::list_segments(d.path()).unwrap().0[0].path.clone();
+    let seg = crate::recovery::list_segments(d.path()).unwrap().0[0]
+        .path
+        .clone();
     let mut bytes = std::fs::read(&seg).unwrap();
     let rec = 24 + 50;
     let bad = 32 + 3 * rec + 30; // inside record 4's payload
     bytes[bad] ^= 0xFF;
     std::fs::write(&seg, &bytes).unwrap();
     match Wal::open(d.path(), small()) {
-        Err(Error::Corrupted { segment, offset, .. }) => {
+        Err(Error::Corrupted {
+            segment, offset, ..
+        }) => {
             assert_eq!((segment, offset), (seg.clone(), (32 + 3 * rec) as u64));
         }
         other => panic!("{other:?}"),
