@@ -13,7 +13,7 @@ use varve_benches::report::{Better, compare, reference};
 use varve_benches::{machine, scaled, scratch_dir};
 use varve_wal::{Options, Wal};
 
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 /// Runs `op` on `threads` threads for `budget`; returns ops/s and per-op latencies.
 fn run_threads(
@@ -86,6 +86,37 @@ impl MutexFile {
     }
 }
 
+/// Like `machine::fdatasync_append_latency`, but into a file whose blocks were written
+/// (zeroed) beforehand, so each sync is a plain data sync without an extent conversion:
+/// the stricter physical limit for a WAL that writes zeros ahead.
+fn zeroed_fdatasync_latency(dir: &Path, record: usize, budget: Duration) -> Res<Samples> {
+    let path = dir.join("zeroed-probe");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)?;
+    let size: u64 = 64 << 20;
+    let zeros = vec![0u8; 1 << 20];
+    for i in 0..size >> 20 {
+        f.write_all_at(&zeros, i << 20)?;
+    }
+    f.sync_all()?;
+    let buf = vec![0xA5u8; record];
+    let mut off = 0u64;
+    let (samples, _) = varve_benches::measure::run_for(budget, 50, || {
+        if off + record as u64 > size {
+            off = 0;
+        }
+        let r = f.write_all_at(&buf, off).and_then(|()| f.sync_data());
+        assert!(r.is_ok(), "probe write failed: {r:?}");
+        off += record as u64;
+    });
+    drop(f);
+    std::fs::remove_file(&path)?;
+    Ok(samples)
+}
+
 #[derive(Debug)]
 struct NoCheckpoint;
 
@@ -133,6 +164,16 @@ fn main() -> Res<()> {
         "raw file",
         raw.percentile_us(99.0),
     );
+    let mut zeroed = zeroed_fdatasync_latency(dir.path(), 4096, budget * 2)?;
+    let zeroed_p50 = zeroed.percentile_us(50.0);
+    reference(
+        "wal",
+        "raw append 4 KiB + fdatasync into written blocks, p50",
+        "µs",
+        Better::Lower,
+        "raw file (pre-zeroed)",
+        zeroed_p50,
+    );
     let bw = machine::write_sync_bandwidth(dir.path(), scaled(64 << 20, 256 << 20), 1 << 20)?;
     reference(
         "wal",
@@ -160,6 +201,15 @@ fn main() -> Res<()> {
             s.percentile_us(50.0),
             "raw append+fdatasync",
             raw_p50,
+        );
+        compare(
+            "wal",
+            "lone writer durable append 4 KiB, p50",
+            "µs",
+            Better::Lower,
+            s.percentile_us(50.0),
+            "raw append+fdatasync, pre-zeroed file",
+            zeroed_p50,
         );
         compare(
             "wal",

@@ -38,7 +38,15 @@ pub(crate) struct Flusher {
     pub(crate) last_sync: Instant,
     pub(crate) last_sync_dur: Duration,
     pub(crate) prev_group_entries: usize,
+    /// Bytes of the current segment known to be written (not just preallocated).
+    pub(crate) zeroed_upto: u64,
 }
+
+/// How far ahead of a small group the flusher writes zeros. On ext4 and XFS a sync after
+/// writing into preallocated-but-unwritten blocks must also commit the extent conversion
+/// (several times the cost of a plain data sync); writing zeros ahead once per this many
+/// bytes makes the syncs of the small groups that follow plain data syncs.
+pub(crate) const ZERO_AHEAD: u64 = 1 << 20;
 
 fn write_all(seg: &mut dyn SegmentFile, mut buf: &[u8], mut off: u64) -> io::Result<()> {
     while !buf.is_empty() {
@@ -158,8 +166,21 @@ impl Flusher {
     }
 
     fn commit_group(&mut self) -> io::Result<()> {
-        write_all(&mut *self.seg, &self.group, self.write_off)?;
-        self.write_off += self.group.len() as u64;
+        let len = self.group.len();
+        let end = self.write_off + len as u64;
+        // A small group entering unwritten space also writes zeros ahead of itself; a
+        // large one pays the extent conversion once for many records.
+        let pad_to = if end > self.zeroed_upto && (len as u64) < ZERO_AHEAD / 4 {
+            (end + ZERO_AHEAD).min(self.seg_len)
+        } else {
+            end
+        };
+        self.group.resize(len + (pad_to - end) as usize, 0);
+        let written = write_all(&mut *self.seg, &self.group, self.write_off);
+        self.group.truncate(len);
+        written?;
+        self.zeroed_upto = self.zeroed_upto.max(pad_to);
+        self.write_off = end;
         self.dirty = true;
         match self.shared.opts.sync_mode {
             SyncMode::Always => self.sync()?,
@@ -204,6 +225,7 @@ impl Flusher {
         self.seg = self.storage.create_segment(&tmp, &path, size, &header)?;
         self.seg_len = size;
         self.write_off = format::SEGMENT_HEADER_LEN as u64;
+        self.zeroed_upto = self.write_off;
         self.epoch_start = true;
         self.shared.add_segment(SegmentMeta {
             first_lsn: first,

@@ -486,6 +486,7 @@ impl Wal {
             last_sync: Instant::now(),
             last_sync_dur: Duration::ZERO,
             prev_group_entries: 0,
+            zeroed_upto: write_off,
         };
         let handle = std::thread::Builder::new()
             .name("varve-wal-flusher".into())

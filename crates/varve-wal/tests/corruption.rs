@@ -42,11 +42,11 @@ fn build(dir: &Path) -> (Vec<Rec>, std::ops::Range<usize>) {
     let wal = Wal::open(dir, opts()).unwrap();
     let mut recs = Vec::new();
     for i in 0..4 {
-        let p = payload(i, 20 + i * 9);
+        let p = payload(i, 8 + i * 5);
         let lsn = wal.append_kind(i as u8, &p).unwrap().wait().unwrap();
         recs.push((lsn, i as u8, p));
     }
-    let batch: Vec<Vec<u8>> = (4..7).map(|i| payload(i, 15 + i)).collect();
+    let batch: Vec<Vec<u8>> = (4..7).map(|i| payload(i, i)).collect();
     let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
     let first = wal.append_batch(&refs).unwrap().wait().unwrap();
     for (k, p) in batch.into_iter().enumerate() {
@@ -147,7 +147,7 @@ fn every_single_byte_flip_gives_a_clean_prefix_or_corrupted() {
         }
         std::fs::write(&seg, &original).unwrap();
     }
-    assert!(corrupted > 100 && prefixes > 100, "{corrupted} {prefixes}");
+    assert!(corrupted > 80 && prefixes > 80, "{corrupted} {prefixes}");
 }
 
 #[test]

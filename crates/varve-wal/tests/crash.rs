@@ -145,7 +145,16 @@ fn crash_child() {
     });
 }
 
-fn check(dir: &Path, acked: &HashMap<u64, (u32, u32, u32, u8)>, round: u32) -> u64 {
+/// Records verified in earlier rounds: LSN -> (payload hash, identity). A record seen
+/// again must hash the same; only new records are re-derived byte by byte.
+type Seen = HashMap<u64, (u64, Id)>;
+
+fn check(
+    dir: &Path,
+    acked: &HashMap<u64, (u32, u32, u32, u8)>,
+    round: u32,
+    seen: &mut Seen,
+) -> u64 {
     let wal = Wal::open(dir, opts(round)).unwrap();
     let next = wal.recovery_report().next_lsn;
     let mut expect_lsn = 1;
@@ -155,7 +164,18 @@ fn check(dir: &Path, acked: &HashMap<u64, (u32, u32, u32, u8)>, round: u32) -> u
         let r = r.unwrap();
         assert_eq!(r.lsn, expect_lsn, "LSNs must be gapless");
         expect_lsn += 1;
-        let id = parse(&r.payload);
+        let hash = xxhash_rust::xxh3::xxh3_64(&r.payload);
+        let id = match seen.get(&r.lsn) {
+            Some(&(h, id)) => {
+                assert_eq!(h, hash, "record {} changed since an earlier round", r.lsn);
+                id
+            }
+            None => {
+                let id = parse(&r.payload);
+                seen.insert(r.lsn, (hash, id));
+                id
+            }
+        };
         // Batches are whole and contiguous.
         match batch {
             Some((b, first)) => {
@@ -178,6 +198,10 @@ fn check(dir: &Path, acked: &HashMap<u64, (u32, u32, u32, u8)>, round: u32) -> u
     }
     assert!(batch.is_none(), "log ends inside a batch");
     assert_eq!(next, expect_lsn, "next LSN continues the log");
+    assert!(
+        seen.keys().all(|&l| l < expect_lsn),
+        "records verified earlier are gone"
+    );
     for (&lsn, &(round, thread, seq, n)) in acked {
         let id = by_lsn
             .get(&lsn)
@@ -208,6 +232,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_record() {
     let mut rng = Instant::now().elapsed().as_nanos() as u64 ^ 0x9E37_79B9_7F4A_7C15;
     let mut acked: HashMap<u64, (u32, u32, u32, u8)> = HashMap::new();
     let mut last_next = 1;
+    let mut seen = Seen::new();
     for round in 0..rounds {
         let _ = std::fs::remove_file(&acks);
         let mut child = Command::new(&exe)
@@ -231,7 +256,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_record() {
             );
             std::thread::sleep(Duration::from_micros(500));
         }
-        std::thread::sleep(Duration::from_micros(500 + xorshift(&mut rng) % 15_000));
+        std::thread::sleep(Duration::from_micros(500 + xorshift(&mut rng) % 8_000));
         if let Ok(Some(status)) = child.try_wait() {
             panic!("child exited early: {status}");
         }
@@ -245,12 +270,16 @@ fn sigkill_at_random_moments_loses_no_acknowledged_record() {
             let prev = acked.insert(f[0], (f[1] as u32, f[2] as u32, f[3] as u32, f[4] as u8));
             assert!(prev.is_none(), "LSN {} acknowledged twice", f[0]);
         }
-        let next = check(&dir, &acked, round);
-        assert!(
-            next >= last_next,
-            "the log went backwards: {next} < {last_next}"
-        );
-        last_next = next;
+        // Every round is a kill and a recovery (the next child's open); the parent
+        // verifies the accumulated log every few rounds and after the last one.
+        if round % 4 == 3 || round + 1 == rounds {
+            let next = check(&dir, &acked, round, &mut seen);
+            assert!(
+                next >= last_next,
+                "the log went backwards: {next} < {last_next}"
+            );
+            last_next = next;
+        }
     }
     assert!(!acked.is_empty(), "children acknowledged nothing");
     eprintln!(
