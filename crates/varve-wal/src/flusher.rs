@@ -48,6 +48,9 @@ pub(crate) struct Flusher {
 /// bytes makes the syncs of the small groups that follow plain data syncs.
 pub(crate) const ZERO_AHEAD: u64 = 1 << 20;
 
+/// A growing group stops waiting after this long without a new arrival.
+const GROW_STEP: Duration = Duration::from_micros(200);
+
 fn write_all(seg: &mut dyn SegmentFile, mut buf: &[u8], mut off: u64) -> io::Result<()> {
     while !buf.is_empty() {
         match seg.write_at(buf, off) {
@@ -143,7 +146,9 @@ impl Flusher {
         self.shared.recycle(frames);
     }
 
-    /// Lets a group smaller than the previous one wait a little for its peers.
+    /// Lets a group smaller than the previous one wait a little for its peers: while they
+    /// keep arriving (a quiet [`GROW_STEP`] ends the wait), never longer than the last
+    /// sync took nor the configured interval.
     fn grow(&mut self) {
         let bound = self.shared.opts.group_interval.min(self.last_sync_dur);
         let deadline = Instant::now() + bound;
@@ -155,13 +160,17 @@ impl Flusher {
             if now >= deadline {
                 break;
             }
+            let before = self.tickets.len();
             self.shared.flusher_sleeping.store(true, Ordering::SeqCst);
             fence(Ordering::SeqCst);
             if self.shared.queue.is_empty() {
-                std::thread::park_timeout(deadline - now);
+                std::thread::park_timeout((deadline - now).min(GROW_STEP));
             }
             self.shared.flusher_sleeping.store(false, Ordering::SeqCst);
             self.fill();
+            if self.tickets.len() == before {
+                break;
+            }
         }
     }
 
