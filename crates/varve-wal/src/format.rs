@@ -55,7 +55,7 @@ pub(crate) const FLAG_BATCH_CONT: u8 = 0x01;
 /// Flag: first record written after a completed sync (see recovery rules).
 pub(crate) const FLAG_EPOCH_START: u8 = 0x02;
 /// Every flag bit this version knows; any other bit makes a record invalid.
-pub(crate) const KNOWN_FLAGS: u8 = FLAG_BATCH_CONT | FLAG_EPOCH_START;
+pub(crate) const KNOWN_FLAGS: u8 = 0x03;
 
 fn u32_at(buf: &[u8], r: std::ops::Range<usize>) -> Option<u32> {
     buf.get(r)?.try_into().ok().map(u32::from_le_bytes)
@@ -234,6 +234,25 @@ mod tests {
         assert_eq!(&v[16..24], &h.digest().to_le_bytes());
         let got = verify_record(&v, 100, |l| l == 0x0102_0304_0506_0708).unwrap();
         assert_eq!((got.len, got.kind, got.flags), (5, 7, FLAG_BATCH_CONT));
+    }
+
+    #[test]
+    fn known_flags_are_exactly_the_defined_ones() {
+        assert_eq!(KNOWN_FLAGS, FLAG_BATCH_CONT | FLAG_EPOCH_START);
+        let mut v = Vec::new();
+        put_unsequenced_header(&mut v, 0, 0, 0x04);
+        seal_record(&mut v, 1, 0).unwrap();
+        assert!(
+            verify_record(&v, 10, |_| true).is_none(),
+            "unknown flag refused"
+        );
+        let mut v = Vec::new();
+        put_unsequenced_header(&mut v, 0, 0, FLAG_BATCH_CONT);
+        seal_record(&mut v, 1, FLAG_EPOCH_START).unwrap();
+        let h = verify_record(&v, 10, |_| true).unwrap();
+        assert_eq!(h.flags, FLAG_BATCH_CONT | FLAG_EPOCH_START);
+        v[REC_RESERVED.start] = 1;
+        assert!(decode_record_header(&v).is_none(), "reserved must be zero");
     }
 
     #[test]

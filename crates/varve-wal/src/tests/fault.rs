@@ -16,6 +16,7 @@ pub(crate) struct Plan {
     short_write: AtomicBool,
     fail_create: AtomicBool,
     syncs: AtomicUsize,
+    writes: AtomicUsize,
     sync_attempts_after_failure: AtomicUsize,
     held: Mutex<(bool, bool)>, // (hold writes, a write is waiting)
     cv: Condvar,
@@ -24,6 +25,9 @@ pub(crate) struct Plan {
 impl Plan {
     pub(crate) fn syncs(&self) -> usize {
         self.syncs.load(Ordering::SeqCst)
+    }
+    pub(crate) fn writes(&self) -> usize {
+        self.writes.load(Ordering::SeqCst)
     }
     pub(crate) fn hold_writes(&self, on: bool) {
         self.held.lock().unwrap().0 = on;
@@ -69,6 +73,7 @@ impl SegmentFile for FaultySegment {
             }
             g.1 = false;
         }
+        self.plan.writes.fetch_add(1, Ordering::SeqCst);
         if self.plan.fail_write.load(Ordering::SeqCst) {
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));
         }

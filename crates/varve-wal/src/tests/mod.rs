@@ -149,9 +149,12 @@ fn segments_roll_over_keep_lsns_gapless_and_truncate() {
     );
     // Never the active segment.
     assert_eq!(wal.truncate_before(u64::MAX).unwrap(), segs.len() - 3);
+    let kept = crate::recovery::list_segments(d.path()).unwrap().0.len();
     drop(wal);
     let wal = Wal::open(d.path(), opts).unwrap();
-    assert_eq!(wal.recovery_report().next_lsn, 101);
+    let rep = wal.recovery_report();
+    assert_eq!((rep.segments, rep.next_lsn), (kept, 101));
+    assert_eq!(rep.records, 101 - wal.first_lsn());
     assert_eq!(wal.append(b"x").unwrap().wait().unwrap(), 101);
 }
 
@@ -292,4 +295,111 @@ fn tolerant_mode_keeps_the_prefix_before_mid_log_corruption() {
     // Strict open is clean again: the damaged rest was zeroed.
     let wal = Wal::open(d.path(), small()).unwrap();
     assert_eq!(read_all(&wal).len(), 4);
+}
+
+#[test]
+fn tolerant_mode_drops_segments_after_corruption_in_a_sealed_one() {
+    let d = tempfile::tempdir().unwrap();
+    let wal = Wal::open(d.path(), small()).unwrap();
+    let rec = [3u8; 4000];
+    while crate::recovery::list_segments(d.path()).unwrap().0.len() < 3 {
+        wal.append(&rec).unwrap().wait().unwrap();
+    }
+    drop(wal);
+    let segs = crate::recovery::list_segments(d.path()).unwrap().0;
+    let mut b = std::fs::read(&segs[0].path).unwrap();
+    let bad = 32 + 2 * 4024; // third record of the first segment
+    b[bad + 100] ^= 1;
+    std::fs::write(&segs[0].path, &b).unwrap();
+    assert!(matches!(
+        Wal::open(d.path(), small()),
+        Err(Error::Corrupted { offset, .. }) if offset == bad as u64
+    ));
+    let wal = Wal::open(
+        d.path(),
+        small().recovery_mode(RecoveryMode::TolerateCorruptTail),
+    )
+    .unwrap();
+    let rep = wal.recovery_report().clone();
+    assert_eq!(rep.corruption, Some((segs[0].path.clone(), bad as u64)));
+    let removed: Vec<_> = segs[1..].iter().map(|s| s.path.clone()).collect();
+    assert_eq!(rep.removed_segments, removed);
+    assert_eq!((rep.segments, rep.records, rep.next_lsn), (1, 2, 3));
+    assert!(removed.iter().all(|p| !p.exists()));
+    assert_eq!(read_all(&wal).len(), 2);
+    assert_eq!(wal.append(b"x").unwrap().wait().unwrap(), 3);
+}
+
+#[test]
+fn recovery_report_counts_a_torn_batch() {
+    let d = tempfile::tempdir().unwrap();
+    let wal = Wal::open(d.path(), small()).unwrap();
+    wal.append(&[1u8; 10]).unwrap().wait().unwrap();
+    wal.append_batch(&[&[2u8; 10], &[3u8; 10], &[4u8; 10]])
+        .unwrap()
+        .wait()
+        .unwrap();
+    drop(wal);
+    let seg = crate::recovery::list_segments(d.path()).unwrap().0[0]
+        .path
+        .clone();
+    let mut b = std::fs::read(&seg).unwrap();
+    let last = 32 + 3 * 34; // the batch's third record
+    b[last + 30] ^= 0xFF;
+    std::fs::write(&seg, &b).unwrap();
+    let wal = Wal::open(d.path(), small()).unwrap();
+    let rep = wal.recovery_report().clone();
+    assert_eq!((rep.records, rep.dropped_records, rep.next_lsn), (1, 2, 2));
+    assert_eq!(rep.dropped_bytes, 3 * 34);
+    assert_eq!(rep.segments, 1);
+    assert!(rep.corruption.is_none() && rep.removed_segments.is_empty());
+    let on_disk = std::fs::read(&seg).unwrap();
+    assert!(
+        on_disk[32 + 34..].iter().all(|&x| x == 0),
+        "torn bytes zeroed"
+    );
+}
+
+#[test]
+fn appends_queued_during_a_write_share_one_write_and_one_sync() {
+    let d = tempfile::tempdir().unwrap();
+    let (storage, plan) = fault::FaultyStorage::create();
+    let wal = Wal::open_with(d.path(), small(), storage).unwrap();
+    plan.hold_writes(true);
+    let first = wal.append(b"first").unwrap();
+    plan.wait_for_held_write();
+    let rest: Vec<_> = (0..15u8).map(|i| wal.append(&[i; 30]).unwrap()).collect();
+    let (syncs, writes) = (plan.syncs(), plan.writes());
+    plan.hold_writes(false);
+    assert_eq!(first.wait().unwrap(), 1);
+    for (i, t) in rest.into_iter().enumerate() {
+        assert_eq!(t.wait().unwrap(), i as u64 + 2);
+    }
+    // The held group, then one group for the 15 queued meanwhile.
+    assert_eq!(plan.syncs() - syncs, 2);
+    assert_eq!(plan.writes() - writes, 2);
+    assert_eq!(read_all(&wal).len(), 16);
+}
+
+#[test]
+fn a_lone_writer_never_waits_out_the_group_interval() {
+    // With an hour-long interval, any wait for the group to grow would hang this test.
+    let d = tempfile::tempdir().unwrap();
+    let opts = small().group_interval(Duration::from_secs(3600));
+    let wal = Wal::open(d.path(), opts).unwrap();
+    for i in 1..=20u64 {
+        assert_eq!(wal.append(b"alone").unwrap().wait().unwrap(), i);
+    }
+    // Two writers taking turns also complete (a smaller group waits only while peers
+    // keep arriving).
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                for _ in 0..20 {
+                    wal.append(b"pair").unwrap().wait().unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(wal.durable_lsn(), 60);
 }
