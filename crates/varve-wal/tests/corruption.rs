@@ -161,6 +161,7 @@ fn damage_in_a_sealed_segment_is_corruption_and_other_files_are_refused() {
             .unwrap()
             .wait()
             .unwrap();
+        assert!(n < 1000, "segments never rolled over");
     }
     drop(wal);
     let segs = segments(d.path());

@@ -35,8 +35,14 @@ impl Plan {
     }
     pub(crate) fn wait_for_held_write(&self) {
         let mut g = self.held.lock().unwrap();
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while !g.1 {
-            g = self.cv.wait(g).unwrap();
+            assert!(std::time::Instant::now() < give_up, "no write arrived");
+            g = self
+                .cv
+                .wait_timeout(g, std::time::Duration::from_millis(50))
+                .unwrap()
+                .0;
         }
     }
 }
@@ -66,10 +72,17 @@ impl SegmentFile for FaultySegment {
     fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<usize> {
         {
             let mut g = self.plan.held.lock().unwrap();
-            while g.0 {
+            // Bounded, so a failing test's unwinding (which joins the flusher) cannot hang.
+            let give_up = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while g.0 && std::time::Instant::now() < give_up {
                 g.1 = true;
                 self.plan.cv.notify_all();
-                g = self.plan.cv.wait(g).unwrap();
+                g = self
+                    .plan
+                    .cv
+                    .wait_timeout(g, std::time::Duration::from_millis(50))
+                    .unwrap()
+                    .0;
             }
             g.1 = false;
         }
@@ -229,6 +242,7 @@ fn failed_segment_creation_poisons() {
     while crate::recovery::list_segments(d.path()).unwrap().0.len() < 2 {
         wal.append(&rec).unwrap().wait().unwrap();
         n += 1;
+        assert!(n < 100, "segments never rolled over");
     }
     plan.fail_create.store(true, Ordering::SeqCst);
     let mut failed = false;
