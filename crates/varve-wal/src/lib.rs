@@ -37,6 +37,18 @@
 //! In every mode a batch is atomic (all its records survive or none), LSNs are gapless and
 //! increase in file order, and recovery never returns bytes that fail their checksum.
 //!
+//! # Memory and I/O
+//!
+//! Queued-but-unwritten bytes are capped ([`Options::max_queued_bytes`]): past the cap
+//! `append` blocks and `try_append` returns [`Error::Backpressure`]. Appenders frame their
+//! records into pooled buffers that the flusher hands back after copying them into its one
+//! reused group buffer. Segments are preallocated with `fallocate`; a small group that
+//! enters never-written space also writes zeros ahead of itself (1 MiB), so the syncs of
+//! the groups that follow are plain data syncs rather than extent conversions (which cost
+//! several times more on ext4 and XFS). A write or sync failure poisons the WAL for good:
+//! the group's tickets, everything queued and every later append fail with
+//! [`Error::Poisoned`]; nothing retries an `fsync` whose failure may have dropped pages.
+//!
 //! # Recovery rules (on every open; the same after a clean close and a kill -9)
 //!
 //! 1. Leftover `*.tmp` files (a segment whose creation did not finish) are removed.
@@ -97,13 +109,17 @@ pub type Lsn = u64;
 /// When a group is synced, and so what a crash can lose (see the crate docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SyncMode {
-    /// `fdatasync` every group before acknowledging it: nothing acknowledged is lost.
+    /// `fdatasync` every group before acknowledging it. A crash of the process, the OS or
+    /// the machine loses no acknowledged record.
     #[default]
     Always,
-    /// Acknowledge once written to the OS; sync at most this long after a write. A power
-    /// loss can lose what was acknowledged within the interval.
+    /// Acknowledge once written to the OS; sync at most this long after a write. A process
+    /// crash loses nothing acknowledged; an OS crash or power loss can lose what was
+    /// acknowledged within the interval (plus one sync's duration).
     Interval(Duration),
     /// Acknowledge once written to the OS; sync only when sealing a segment and on close.
+    /// A process crash loses nothing acknowledged; an OS crash or power loss can lose
+    /// everything written since the last sealed segment.
     Never,
 }
 
