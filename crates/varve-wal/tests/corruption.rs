@@ -232,3 +232,30 @@ fn xxh3(b: &[u8]) -> u64 {
     // Same function the format uses (seed 0), via the dev-only path of the test.
     xxhash_rust::xxh3::xxh3_64(b)
 }
+
+#[test]
+fn short_or_misnamed_segments_are_corrupted() {
+    let d = tempfile::tempdir().unwrap();
+    let wal = Wal::open(d.path(), opts()).unwrap();
+    wal.append(b"one").unwrap().wait().unwrap();
+    drop(wal);
+    let seg = segments(d.path()).remove(0);
+    let bytes = std::fs::read(&seg).unwrap();
+    // Shorter than a segment header.
+    std::fs::write(&seg, &bytes[..20]).unwrap();
+    assert!(matches!(
+        Wal::open(d.path(), opts()),
+        Err(Error::Corrupted { segment, offset: 0, .. }) if segment == seg
+    ));
+    // A header whose first LSN disagrees with the file name.
+    std::fs::write(&seg, &bytes).unwrap();
+    let renamed = d.path().join("00000000000000000007.wal");
+    std::fs::rename(&seg, &renamed).unwrap();
+    assert!(matches!(
+        Wal::open(d.path(), opts()),
+        Err(Error::Corrupted { segment, offset: 0, .. }) if segment == renamed
+    ));
+    std::fs::rename(&renamed, &seg).unwrap();
+    let wal = Wal::open(d.path(), opts()).unwrap();
+    assert_eq!(read_all(&wal), vec![(1, 0, b"one".to_vec())]);
+}
