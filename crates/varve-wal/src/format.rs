@@ -274,6 +274,10 @@ mod tests {
             "max_len enforced"
         );
         assert!(
+            verify_record(&v, 13, |_| true).is_some(),
+            "max_len is inclusive"
+        );
+        assert!(
             verify_record(&v, 100, |l| l == 41).is_none(),
             "lsn check used"
         );

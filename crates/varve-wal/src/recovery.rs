@@ -64,13 +64,13 @@ pub(crate) struct SegmentScan {
 }
 
 /// Scans the bytes of one segment whose header says `first_lsn`.
-pub(crate) fn scan_segment(buf: &[u8], first_lsn: u64, max_record: usize) -> SegmentScan {
+pub(crate) fn scan_segment(buf: &[u8], first_lsn: u64) -> SegmentScan {
     let mut off = format::SEGMENT_HEADER_LEN;
     let mut lsn = first_lsn;
     let (mut end, mut next_lsn, mut records, mut pending) = (off, first_lsn, 0u64, 0u64);
     while let Some(h) = buf
         .get(off..)
-        .and_then(|rest| format::verify_record(rest, max_record, |l| l == lsn))
+        .and_then(|rest| format::verify_record(rest, rest.len(), |l| l == lsn))
     {
         off += h.framed_len();
         lsn += 1;
@@ -87,11 +87,9 @@ pub(crate) fn scan_segment(buf: &[u8], first_lsn: u64, max_record: usize) -> Seg
         .get(end..)
         .and_then(|rest| rest.iter().rposition(|&b| b != 0))
         .map_or(end, |p| end + p + 1);
-    let (after, epoch_after_bad) = if garbage_end > bad_offset {
-        scan_after(buf, bad_offset + 1, next_lsn, max_record)
-    } else {
-        (0, false)
-    };
+    // Only the bytes up to the last non-zero one can hold records.
+    let live = buf.get(..garbage_end).unwrap_or(buf);
+    let (after, epoch_after_bad) = scan_after(live, bad_offset, next_lsn);
     SegmentScan {
         end,
         next_lsn,
@@ -105,22 +103,10 @@ pub(crate) fn scan_segment(buf: &[u8], first_lsn: u64, max_record: usize) -> Seg
 
 /// Looks for valid records at any byte offset from `from` with an LSN at or after `lo`:
 /// returns how many and whether one is flagged `EPOCH_START`.
-fn scan_after(buf: &[u8], from: usize, lo: u64, max_record: usize) -> (u64, bool) {
-    let hi = lo.saturating_add((buf.len() / format::RECORD_HEADER_LEN) as u64);
+fn scan_after(buf: &[u8], from: usize, lo: u64) -> (u64, bool) {
     let (mut off, mut count, mut epoch) = (from, 0u64, false);
-    while off + format::RECORD_HEADER_LEN <= buf.len() {
-        if buf[off] == 0 {
-            // A record header's first non-zero byte is within its first 24 bytes.
-            match buf[off..].iter().position(|&b| b != 0) {
-                None => break,
-                Some(p) => {
-                    off = (off + p)
-                        .saturating_sub(format::RECORD_HEADER_LEN - 1)
-                        .max(off)
-                }
-            }
-        }
-        match format::verify_record(&buf[off..], max_record, |l| l >= lo && l <= hi) {
+    while let Some(rest) = buf.get(off..) {
+        match format::verify_record(rest, rest.len(), |l| l >= lo) {
             Some(h) => {
                 count += 1;
                 epoch |= h.flags & format::FLAG_EPOCH_START != 0;
@@ -226,7 +212,7 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode, storage: &dyn Storage) -> 
             return Err(corrupted(0, "LSN gap between consecutive segments"));
         }
         // Records are bounded by the segment, not by today's max_record_size.
-        let scan = scan_segment(&buf, first, buf.len());
+        let scan = scan_segment(&buf, first);
         report.segments += 1;
         report.records += scan.records;
         let damaged = scan.garbage_end > scan.end;
