@@ -168,16 +168,10 @@ pub(crate) fn list_segments(dir: &Path) -> Result<(Vec<SegmentMeta>, usize)> {
     Ok((segs, removed_tmp))
 }
 
-/// Overwrites `[from, to)` of `path` with zeros and syncs it.
+/// Overwrites `[from, to)` of `path` with zeros and syncs it (the file keeps its size).
 fn zero_range(path: &Path, from: usize, to: usize) -> Result<()> {
     let f = OpenOptions::new().write(true).open(path)?;
-    let zeros = vec![0u8; (to - from).min(1 << 20)];
-    let mut off = from;
-    while off < to {
-        let n = (to - off).min(zeros.len());
-        f.write_all_at(&zeros[..n], off as u64)?;
-        off += n;
-    }
+    f.write_all_at(&vec![0u8; to.saturating_sub(from)], from as u64)?;
     f.sync_data()?;
     Ok(())
 }

@@ -79,9 +79,11 @@ fn torn_tail_at_every_offset_of_the_last_batch_drops_exactly_that_batch() {
             } else {
                 std::fs::write(&seg, &original[..cut]).unwrap();
             }
+            let len_before = std::fs::metadata(&seg).unwrap().len();
             let wal = Wal::open(d.path(), opts()).unwrap();
             let rep = wal.recovery_report().clone();
             assert_eq!(read_all(&wal), recs[..4], "cut at {cut}");
+            assert_eq!(std::fs::metadata(&seg).unwrap().len(), len_before);
             assert_eq!(rep.next_lsn, 5);
             assert!(rep.dropped_bytes <= (cut - batch.start) as u64);
             // Appending after the cut continues the LSNs and is read back intact.
