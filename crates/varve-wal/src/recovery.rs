@@ -235,10 +235,12 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode, storage: &dyn Storage) -> 
             report.corruption = Some((seg.path.clone(), scan.bad_offset as u64));
             keep = i + 1;
         }
-        let cut = keep == i + 1 || i + 1 == segs.len();
-        if cut && scan.garbage_end > scan.end {
+        // Bytes past the end are cut in the last segment (a torn tail) and in a sealed one
+        // whose corruption was tolerated; keep is the segment count unless it was.
+        let torn = scan.garbage_end - scan.end;
+        if keep == i + 1 && torn != 0 {
             zero_range(&seg.path, scan.end, scan.garbage_end)?;
-            report.dropped_bytes += (scan.garbage_end - scan.end) as u64;
+            report.dropped_bytes += torn as u64;
             report.dropped_records += scan.dropped_records;
         }
         expected = Some(scan.next_lsn);
@@ -247,7 +249,7 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode, storage: &dyn Storage) -> 
             break;
         }
     }
-    if keep < segs.len() {
+    if keep != segs.len() {
         for seg in segs.drain(keep..) {
             std::fs::remove_file(&seg.path)?;
             report.removed_segments.push(seg.path);

@@ -185,7 +185,9 @@ fn damage_in_a_sealed_segment_is_corruption_and_other_files_are_refused() {
     std::fs::write(&segs[0], &b).unwrap();
     let wal = Wal::open(d.path(), opts()).unwrap();
     assert_eq!(read_all(&wal).len() as u64, n);
+    assert_eq!(wal.recovery_report().dropped_bytes, 0);
     drop(wal);
+    assert_eq!(std::fs::read(&segs[0]).unwrap(), b, "left alone");
     std::fs::write(&segs[0], &first_bytes).unwrap();
     // A missing middle segment is an LSN gap.
     let middle = std::fs::read(&segs[1]).unwrap();
