@@ -1,11 +1,705 @@
 //! Lock-free group-commit write-ahead log.
 //!
-//! Writers append opaque records through a lock-free queue; one flusher thread
-//! sequences them, writes each group with one write and syncs once, then wakes the group.
-//! Recovery truncates a torn tail and reports corruption in the middle with its location.
+//! Writers hand opaque records to a lock-free queue ([`Wal::append`],
+//! [`Wal::append_batch`]) and get a [`Ticket`]; one flusher thread sequences them (assigns
+//! gapless LSNs in file order), writes each group with one write, syncs once per group and
+//! wakes the group. [`Ticket::wait`] returns the LSN once the record is durable under the
+//! configured [`SyncMode`]. Readers iterate durable records ([`Wal::iter_from`]) and tail
+//! new ones ([`Wal::wait_for`]); a checkpointer drops applied segments
+//! ([`Wal::truncate_before`]).
 //!
-//! Status: this crate holds its error type only; the layer itself is not built yet.
+//! ```
+//! # fn main() -> varve_wal::Result<()> {
+//! # let dir = tempfile::tempdir()?;
+//! let wal = varve_wal::Wal::open(dir.path(), varve_wal::Options::default())?;
+//! let lsn = wal.append(b"hello")?.wait()?;
+//! let batch = wal.append_batch(&[b"a", b"b"])?.wait()?;
+//! assert_eq!(batch, lsn + 1);
+//! let got: Vec<_> = wal.iter_from(lsn)?.collect::<Result<_, _>>()?;
+//! assert_eq!(got[0].payload, b"hello");
+//! assert_eq!(got.len(), 3);
+//! # Ok(()) }
+//! ```
+//!
+//! # Durability contracts ([`SyncMode`])
+//!
+//! - [`SyncMode::Always`] (default): a ticket completes after its group was written and
+//!   `fdatasync`ed. A crash of the process, the OS or the machine loses no acknowledged
+//!   record. A record whose ticket did not complete may or may not survive.
+//! - [`SyncMode::Interval(d)`](SyncMode::Interval): a ticket completes once its group was
+//!   written to the OS; the flusher syncs at most `d` after a write. A process crash (kill
+//!   -9) loses nothing acknowledged; an OS crash or power loss can lose records
+//!   acknowledged within the last `d` (plus one sync's duration).
+//! - [`SyncMode::Never`]: a ticket completes once written to the OS; the WAL syncs only
+//!   when it seals a segment and on close. A process crash loses nothing acknowledged; an
+//!   OS crash or power loss can lose everything since the last sealed segment.
+//!
+//! In every mode a batch is atomic (all its records survive or none), LSNs are gapless and
+//! increase in file order, and recovery never returns bytes that fail their checksum.
+//!
+//! # Memory and I/O
+//!
+//! Queued-but-unwritten bytes are capped ([`Options::max_queued_bytes`]): past the cap
+//! `append` blocks and `try_append` returns [`Error::Backpressure`]. Appenders frame their
+//! records into pooled buffers that the flusher hands back after copying them into its one
+//! reused group buffer. Segments are preallocated with `fallocate`; a small group that
+//! enters never-written space also writes zeros ahead of itself (1 MiB), so the syncs of
+//! the groups that follow are plain data syncs rather than extent conversions (which cost
+//! several times more on ext4 and XFS). A write or sync failure poisons the WAL for good:
+//! the group's tickets, everything queued and every later append fail with
+//! [`Error::Poisoned`]; nothing retries an `fsync` whose failure may have dropped pages.
+//!
+//! # Recovery rules (on every open; the same after a clean close and a kill -9)
+//!
+//! 1. Leftover `*.tmp` files (a segment whose creation did not finish) are removed.
+//! 2. Every segment header is checked: unknown magic is [`Error::BadMagic`], an unknown
+//!    format version [`Error::UnsupportedVersion`], a bad checksum or a name that disagrees
+//!    with the header [`Error::Corrupted`]; consecutive segments must continue each
+//!    other's LSNs.
+//! 3. Every record is verified (structure, LSN = previous + 1, xxh3 checksum). The log ends
+//!    at the first record that fails; a batch whose last record is missing is dropped whole.
+//! 4. If only zeros follow the end, it is a clean end. Otherwise: in the last segment, when
+//!    no valid record that *starts a sync epoch* (the first record written after a
+//!    completed sync) follows the bad spot, the bytes after the end are a **torn tail**
+//!    from an interrupted write: they are zeroed (the file stays preallocated) and counted
+//!    in the [`RecoveryReport`]. A valid epoch-starting record after the bad spot, or a
+//!    sealed (non-last) segment whose records stop before the next segment's first LSN,
+//!    means data that had been synced is damaged:
+//!    [`Error::Corrupted`] with the segment and offset, unless the caller opened with
+//!    [`RecoveryMode::TolerateCorruptTail`], which keeps the clean prefix, zeroes the rest
+//!    of that segment, deletes the later segments and reports where the corruption was.
+//! 5. Appending resumes right after the last complete batch with the next LSN.
+//!
+//! The byte layouts are in the project's `docs/format.md` ("varve-wal").
 
 mod error;
+mod flusher;
+mod format;
+mod lock;
+mod reader;
+mod recovery;
+mod storage;
+mod ticket;
+
+#[cfg(test)]
+mod tests;
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::SegQueue;
 
 pub use error::{Error, Result};
+pub use reader::{Iter, Record};
+pub use ticket::Ticket;
+
+use flusher::Flusher;
+use recovery::SegmentMeta;
+use storage::{FsStorage, Storage};
+use ticket::TicketState;
+
+/// A log sequence number: the position of a record in the log, gapless from 1.
+pub type Lsn = u64;
+
+/// When a group is synced, and so what a crash can lose (see the crate docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// `fdatasync` every group before acknowledging it. A crash of the process, the OS or
+    /// the machine loses no acknowledged record.
+    #[default]
+    Always,
+    /// Acknowledge once written to the OS; sync at most this long after a write. A process
+    /// crash loses nothing acknowledged; an OS crash or power loss can lose what was
+    /// acknowledged within the interval (plus one sync's duration).
+    Interval(Duration),
+    /// Acknowledge once written to the OS; sync only when sealing a segment and on close.
+    /// A process crash loses nothing acknowledged; an OS crash or power loss can lose
+    /// everything written since the last sealed segment.
+    Never,
+}
+
+/// What open does with corruption in the middle of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecoveryMode {
+    /// Refuse to open: [`Error::Corrupted`] with the location.
+    #[default]
+    Strict,
+    /// Keep the clean prefix before the corruption and drop everything after it.
+    TolerateCorruptTail,
+}
+
+/// Settings of a [`Wal`]; build with [`Options::default`] and the setters.
+#[derive(Debug, Clone)]
+pub struct Options {
+    segment_size: u64,
+    sync_mode: SyncMode,
+    group_interval: Duration,
+    group_bytes: usize,
+    max_queued_bytes: u64,
+    max_record_size: usize,
+    recovery_mode: RecoveryMode,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            segment_size: 64 << 20,
+            sync_mode: SyncMode::Always,
+            group_interval: Duration::from_millis(10),
+            group_bytes: 1 << 20,
+            max_queued_bytes: 64 << 20,
+            max_record_size: 16 << 20,
+            recovery_mode: RecoveryMode::Strict,
+        }
+    }
+}
+
+impl Options {
+    /// Size each new segment file is preallocated to (default 64 MiB).
+    pub fn segment_size(mut self, bytes: u64) -> Self {
+        self.segment_size = bytes;
+        self
+    }
+    /// The durability contract (default [`SyncMode::Always`]).
+    pub fn sync_mode(mut self, mode: SyncMode) -> Self {
+        self.sync_mode = mode;
+        self
+    }
+    /// The longest a group may wait to grow (default 10 ms). A group waits only when
+    /// smaller than the previous one, and never longer than the last sync took.
+    pub fn group_interval(mut self, d: Duration) -> Self {
+        self.group_interval = d;
+        self
+    }
+    /// A group is closed early once it holds this many bytes (default 1 MiB).
+    pub fn group_bytes(mut self, bytes: usize) -> Self {
+        self.group_bytes = bytes;
+        self
+    }
+    /// Cap on queued-but-unwritten bytes (default 64 MiB); past it `append` blocks and
+    /// `try_append` returns [`Error::Backpressure`].
+    pub fn max_queued_bytes(mut self, bytes: u64) -> Self {
+        self.max_queued_bytes = bytes;
+        self
+    }
+    /// Largest payload accepted (default 16 MiB); larger is [`Error::RecordTooLarge`].
+    pub fn max_record_size(mut self, bytes: usize) -> Self {
+        self.max_record_size = bytes;
+        self
+    }
+    /// What open does with corruption in the middle (default [`RecoveryMode::Strict`]).
+    pub fn recovery_mode(mut self, mode: RecoveryMode) -> Self {
+        self.recovery_mode = mode;
+        self
+    }
+
+    fn capacity(&self) -> u64 {
+        self.segment_size
+            .saturating_sub(format::SEGMENT_HEADER_LEN as u64)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.max_record_size > u32::MAX as usize {
+            return Err(Error::InvalidOptions("max_record_size must fit in 32 bits"));
+        }
+        let need = (format::RECORD_HEADER_LEN + self.max_record_size) as u64;
+        if self.capacity() < need {
+            return Err(Error::InvalidOptions(
+                "segment_size must hold a header and one record of max_record_size",
+            ));
+        }
+        if self.group_bytes == 0 || self.max_queued_bytes == 0 {
+            return Err(Error::InvalidOptions(
+                "group_bytes and max_queued_bytes must be positive",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What recovery found and did when the WAL was opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// Segments verified.
+    pub segments: usize,
+    /// Records kept.
+    pub records: u64,
+    /// The LSN the next record gets.
+    pub next_lsn: Lsn,
+    /// Bytes cut from the tail (zeroed in place).
+    pub dropped_bytes: u64,
+    /// Valid records among the dropped bytes (an incomplete batch, records after a torn
+    /// spot).
+    pub dropped_records: u64,
+    /// With [`RecoveryMode::TolerateCorruptTail`]: where corruption was tolerated.
+    pub corruption: Option<(PathBuf, u64)>,
+    /// Segments deleted because they followed tolerated corruption.
+    pub removed_segments: Vec<PathBuf>,
+    /// Unfinished segment creations (`*.tmp`) removed.
+    pub removed_temp_files: usize,
+}
+
+/// One queued append: framed records (LSN and checksum not yet filled) and their ticket.
+pub(crate) struct Entry {
+    pub(crate) frames: Vec<u8>,
+    pub(crate) ticket: Arc<TicketState>,
+}
+
+/// Buffers kept for reuse by appenders.
+const POOL_MAX: usize = 1024;
+/// Largest buffer worth keeping in the pool.
+const POOL_MAX_CAPACITY: usize = 64 << 10;
+
+/// State shared by the handle, the flusher and readers.
+pub(crate) struct Shared {
+    pub(crate) dir: PathBuf,
+    pub(crate) opts: Options,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) queue: SegQueue<Entry>,
+    queued_bytes: AtomicU64,
+    pub(crate) flusher_sleeping: AtomicBool,
+    flusher_thread: OnceLock<std::thread::Thread>,
+    pub(crate) shutdown: AtomicBool,
+    pub(crate) poison: OnceLock<Arc<io::Error>>,
+    pub(crate) durable_lsn: AtomicU64,
+    pub(crate) segments: Mutex<Vec<SegmentMeta>>,
+    /// First LSN of the newest segment (readers check it without the lock).
+    pub(crate) last_segment_first: AtomicU64,
+    pool: SegQueue<Vec<u8>>,
+    pool_len: AtomicUsize,
+    space_lock: Mutex<()>,
+    space_cv: Condvar,
+    space_waiters: AtomicUsize,
+    readers_lock: Mutex<()>,
+    readers_cv: Condvar,
+    reader_waiters: AtomicUsize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave their data half-updated.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    fn poisoned(&self) -> Result<()> {
+        match self.poison.get() {
+            Some(c) => Err(Error::Poisoned(Arc::clone(c))),
+            None => Ok(()),
+        }
+    }
+
+    /// Reserves `n` queued bytes, blocking (or failing with backpressure) at the cap.
+    fn reserve(&self, n: u64, block: bool) -> Result<()> {
+        let cap = self.opts.max_queued_bytes;
+        let try_once = || {
+            let mut cur = self.queued_bytes.load(Ordering::SeqCst);
+            loop {
+                // A single entry larger than the cap is admitted when the queue is empty.
+                if cur != 0 && cur + n > cap {
+                    return false;
+                }
+                match self.queued_bytes.compare_exchange_weak(
+                    cur,
+                    cur + n,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                ) {
+                    Ok(_) => return true,
+                    Err(c) => cur = c,
+                }
+            }
+        };
+        if try_once() {
+            return Ok(());
+        }
+        if !block {
+            return Err(Error::Backpressure);
+        }
+        self.space_waiters.fetch_add(1, Ordering::SeqCst);
+        let mut g = lock(&self.space_lock);
+        let r = loop {
+            if let Err(e) = self.poisoned() {
+                break Err(e);
+            }
+            if try_once() {
+                break Ok(());
+            }
+            g = match self.space_cv.wait_timeout(g, Duration::from_millis(10)) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        };
+        drop(g);
+        self.space_waiters.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+
+    /// Returns `n` queued bytes (written or failed) and wakes blocked appenders.
+    pub(crate) fn release(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.queued_bytes.fetch_sub(n, Ordering::SeqCst);
+        if self.space_waiters.load(Ordering::SeqCst) > 0 {
+            let _g = lock(&self.space_lock);
+            self.space_cv.notify_all();
+        }
+    }
+
+    /// Makes `lsn` the durable LSN and wakes tailing readers.
+    pub(crate) fn publish(&self, lsn: Lsn) {
+        self.durable_lsn.store(lsn, Ordering::SeqCst);
+        if self.reader_waiters.load(Ordering::SeqCst) > 0 {
+            let _g = lock(&self.readers_lock);
+            self.readers_cv.notify_all();
+        }
+    }
+
+    pub(crate) fn wake_all_waiters(&self) {
+        {
+            let _g = lock(&self.space_lock);
+            self.space_cv.notify_all();
+        }
+        let _g = lock(&self.readers_lock);
+        self.readers_cv.notify_all();
+    }
+
+    pub(crate) fn add_segment(&self, meta: SegmentMeta) {
+        let first = meta.first_lsn;
+        let mut segs = lock(&self.segments);
+        if segs.last().is_some_and(|s| s.first_lsn == first) {
+            // An empty segment replaced by a larger one of the same first LSN.
+            segs.pop();
+        }
+        segs.push(meta);
+        self.last_segment_first.store(first, Ordering::SeqCst);
+    }
+
+    fn take_buffer(&self, size: usize) -> Vec<u8> {
+        match self.pool.pop() {
+            Some(mut v) => {
+                self.pool_len.fetch_sub(1, Ordering::Relaxed);
+                v.clear();
+                v.reserve(size);
+                v
+            }
+            None => Vec::with_capacity(size),
+        }
+    }
+
+    /// Gives an appender's buffer back for reuse.
+    pub(crate) fn recycle(&self, v: Vec<u8>) {
+        if v.capacity() <= POOL_MAX_CAPACITY && self.pool_len.load(Ordering::Relaxed) < POOL_MAX {
+            self.pool_len.fetch_add(1, Ordering::Relaxed);
+            self.pool.push(v);
+        }
+    }
+
+    fn wake_flusher(&self) {
+        fence(Ordering::SeqCst);
+        if self.flusher_sleeping.swap(false, Ordering::SeqCst)
+            && let Some(t) = self.flusher_thread.get()
+        {
+            t.unpark();
+        }
+    }
+}
+
+/// A write-ahead log open on a directory. `Send + Sync`: share it by reference or `Arc`.
+pub struct Wal {
+    shared: Arc<Shared>,
+    flusher: Option<JoinHandle<()>>,
+    report: RecoveryReport,
+    _lock: File,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.shared.dir)
+            .field("durable_lsn", &self.durable_lsn())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Wal {
+    /// Opens (creating if needed) the WAL in `dir`, runs recovery and starts the flusher.
+    ///
+    /// Fails with [`Error::Locked`] if another open WAL holds the directory, and with the
+    /// errors of the recovery rules (crate docs) on a damaged log.
+    pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Wal> {
+        Self::open_with(dir.as_ref(), opts, Arc::new(FsStorage))
+    }
+
+    pub(crate) fn open_with(dir: &Path, opts: Options, storage: Arc<dyn Storage>) -> Result<Wal> {
+        opts.validate()?;
+        std::fs::create_dir_all(dir)?;
+        let lock_file = lock::acquire(dir)?;
+        let rec = recovery::recover(dir, opts.recovery_mode, &*storage)?;
+        let mut segments = rec.segments;
+        let (seg, seg_len, write_off) = match segments.last() {
+            Some(last) => {
+                let mut seg = storage.open_segment(&last.path)?;
+                // Records recovered from the page cache (a process crash under a lax
+                // SyncMode) become durable before anything is appended after them.
+                seg.sync_data()?;
+                (seg, rec.last_len, rec.write_offset)
+            }
+            None => {
+                let path = dir.join(format::segment_file_name(rec.next_lsn));
+                let tmp = path.with_extension("tmp");
+                let header = format::encode_segment_header(rec.next_lsn);
+                let seg = storage.create_segment(&tmp, &path, opts.segment_size, &header)?;
+                segments.push(SegmentMeta {
+                    first_lsn: rec.next_lsn,
+                    path,
+                });
+                (seg, opts.segment_size, format::SEGMENT_HEADER_LEN as u64)
+            }
+        };
+        let last_first = segments.last().map_or(rec.next_lsn, |s| s.first_lsn);
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            opts,
+            storage: Arc::clone(&storage),
+            queue: SegQueue::new(),
+            queued_bytes: AtomicU64::new(0),
+            flusher_sleeping: AtomicBool::new(false),
+            flusher_thread: OnceLock::new(),
+            shutdown: AtomicBool::new(false),
+            poison: OnceLock::new(),
+            durable_lsn: AtomicU64::new(rec.next_lsn - 1),
+            segments: Mutex::new(segments),
+            last_segment_first: AtomicU64::new(last_first),
+            pool: SegQueue::new(),
+            pool_len: AtomicUsize::new(0),
+            space_lock: Mutex::new(()),
+            space_cv: Condvar::new(),
+            space_waiters: AtomicUsize::new(0),
+            readers_lock: Mutex::new(()),
+            readers_cv: Condvar::new(),
+            reader_waiters: AtomicUsize::new(0),
+        });
+        let flusher = Flusher {
+            shared: Arc::clone(&shared),
+            storage,
+            seg,
+            seg_len,
+            write_off,
+            next_lsn: rec.next_lsn,
+            epoch_start: true,
+            group: Vec::with_capacity(shared.opts.group_bytes),
+            tickets: Vec::new(),
+            carry: None,
+            group_accounted: 0,
+            dirty: false,
+            last_sync: Instant::now(),
+            last_sync_dur: Duration::ZERO,
+            prev_group_entries: 0,
+            zeroed_upto: write_off,
+        };
+        let handle = std::thread::Builder::new()
+            .name("varve-wal-flusher".into())
+            .spawn(move || flusher.run())?;
+        let _ = shared.flusher_thread.set(handle.thread().clone());
+        Ok(Wal {
+            shared,
+            flusher: Some(handle),
+            report: rec.report,
+            _lock: lock_file,
+        })
+    }
+
+    /// What recovery found and did when this WAL was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    /// The directory of this WAL.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    fn submit<'a, I>(&self, records: I, block: bool) -> Result<Ticket>
+    where
+        I: Iterator<Item = (u8, &'a [u8])> + Clone,
+    {
+        self.shared.poisoned()?;
+        let max = self.shared.opts.max_record_size;
+        let (mut count, mut size) = (0usize, 0usize);
+        for (_, p) in records.clone() {
+            if p.len() > max {
+                return Err(Error::RecordTooLarge { size: p.len(), max });
+            }
+            count += 1;
+            size += format::RECORD_HEADER_LEN + p.len();
+        }
+        if count == 0 {
+            return Err(Error::EmptyBatch);
+        }
+        let capacity = self.shared.opts.capacity() as usize;
+        let records_u32 = u32::try_from(count).map_err(|_| Error::BatchTooLarge {
+            size,
+            max: capacity,
+        })?;
+        if size > capacity {
+            return Err(Error::BatchTooLarge {
+                size,
+                max: capacity,
+            });
+        }
+        self.shared.reserve(size as u64, block)?;
+        let mut frames = self.shared.take_buffer(size);
+        for (i, (kind, p)) in records.enumerate() {
+            let flags = if i + 1 < count {
+                format::FLAG_BATCH_CONT
+            } else {
+                0
+            };
+            // Lengths were checked against max_record_size <= u32::MAX above.
+            format::put_unsequenced_header(&mut frames, p.len() as u32, kind, flags);
+            frames.extend_from_slice(p);
+        }
+        let state = TicketState::new(records_u32);
+        self.shared.queue.push(Entry {
+            frames,
+            ticket: Arc::clone(&state),
+        });
+        self.shared.wake_flusher();
+        Ok(Ticket::new(state))
+    }
+
+    /// Queues one record of kind 0. Never takes a lock; blocks only while the queued
+    /// bytes are at their cap.
+    pub fn append(&self, payload: &[u8]) -> Result<Ticket> {
+        self.append_kind(0, payload)
+    }
+
+    /// Queues one record with a caller-chosen `kind` byte (opaque to the WAL).
+    pub fn append_kind(&self, kind: u8, payload: &[u8]) -> Result<Ticket> {
+        self.submit(std::iter::once((kind, payload)), true)
+    }
+
+    /// Queues records of kind 0 as one atomic batch with consecutive LSNs: after a crash
+    /// either all of them are in the log or none.
+    pub fn append_batch(&self, payloads: &[&[u8]]) -> Result<Ticket> {
+        self.submit(payloads.iter().map(|p| (0, *p)), true)
+    }
+
+    /// Like [`append_batch`](Self::append_batch) with a `kind` per record.
+    pub fn append_batch_kinds(&self, records: &[(u8, &[u8])]) -> Result<Ticket> {
+        self.submit(records.iter().copied(), true)
+    }
+
+    /// Like [`append`](Self::append) but returns [`Error::Backpressure`] instead of
+    /// blocking when the queued bytes are at their cap.
+    pub fn try_append(&self, payload: &[u8]) -> Result<Ticket> {
+        self.submit(std::iter::once((0, payload)), false)
+    }
+
+    /// Like [`append_batch`](Self::append_batch) but returns [`Error::Backpressure`]
+    /// instead of blocking.
+    pub fn try_append_batch(&self, payloads: &[&[u8]]) -> Result<Ticket> {
+        self.submit(payloads.iter().map(|p| (0, *p)), false)
+    }
+
+    /// The highest LSN acknowledged as durable under the `SyncMode` (0 if none yet).
+    pub fn durable_lsn(&self) -> Lsn {
+        self.shared.durable_lsn.load(Ordering::SeqCst)
+    }
+
+    /// The first LSN still kept in the log (records below it were truncated).
+    pub fn first_lsn(&self) -> Lsn {
+        lock(&self.shared.segments)
+            .first()
+            .map_or(1, |s| s.first_lsn)
+    }
+
+    /// Iterates durable records from `lsn` on, across segments. `next()` returns `None`
+    /// when it has caught up with [`durable_lsn`](Self::durable_lsn); after
+    /// [`wait_for`](Self::wait_for) it resumes. Fails with [`Error::Truncated`] if `lsn`
+    /// was removed by [`truncate_before`](Self::truncate_before).
+    pub fn iter_from(&self, lsn: Lsn) -> Result<Iter> {
+        let first = self.first_lsn();
+        if lsn < first {
+            return Err(Error::Truncated {
+                requested: lsn,
+                first,
+            });
+        }
+        Ok(Iter::new(Arc::clone(&self.shared), lsn))
+    }
+
+    /// Waits until `lsn` is durable or `timeout` passes; `Ok(true)` if it is durable.
+    pub fn wait_for(&self, lsn: Lsn, timeout: Duration) -> Result<bool> {
+        let s = &*self.shared;
+        if s.durable_lsn.load(Ordering::SeqCst) >= lsn {
+            return Ok(true);
+        }
+        let deadline = Instant::now() + timeout;
+        s.reader_waiters.fetch_add(1, Ordering::SeqCst);
+        let mut g = lock(&s.readers_lock);
+        let r = loop {
+            if s.durable_lsn.load(Ordering::SeqCst) >= lsn {
+                break Ok(true);
+            }
+            if let Err(e) = s.poisoned() {
+                break Err(e);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break Ok(false);
+            }
+            g = match s.readers_cv.wait_timeout(g, deadline - now) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        };
+        drop(g);
+        s.reader_waiters.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+
+    /// Deletes the segments whose records all lie below `lsn` (never the one being
+    /// written), then syncs the directory. Returns how many were deleted.
+    pub fn truncate_before(&self, lsn: Lsn) -> Result<usize> {
+        let mut segs = lock(&self.shared.segments);
+        let mut n = 0;
+        while segs.len() > 1 && segs.get(1).is_some_and(|s| s.first_lsn <= lsn) {
+            let old = segs.remove(0);
+            std::fs::remove_file(&old.path)?;
+            n += 1;
+        }
+        if n > 0 {
+            self.shared.storage.sync_dir(&self.shared.dir)?;
+        }
+        Ok(n)
+    }
+
+    /// Writes and syncs everything queued, stops the flusher and releases the directory.
+    /// Returns [`Error::Poisoned`] if a write or sync had failed.
+    pub fn close(mut self) -> Result<()> {
+        self.stop();
+        self.shared.poisoned()
+    }
+
+    fn stop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        if let Some(h) = self.flusher.take() {
+            h.thread().unpark();
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

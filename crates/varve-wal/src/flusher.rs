@@ -1,0 +1,299 @@
+//! The single flusher thread: sequencer, group committer and segment roller.
+//!
+//! Loop: drain the queue into one group buffer (assigning LSNs and sealing checksums),
+//! write it with one `pwrite`, sync once (per [`SyncMode`]), publish `durable_lsn`, wake the
+//! group's tickets. While a sync runs, new appends queue up and form the next group, so a
+//! busy log batches by itself and an idle one adds no delay. A group waits to grow only
+//! when it is smaller than the previous one (its writers are likely about to re-append),
+//! and never longer than the last sync took nor the configured interval.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{Ordering, fence};
+use std::time::{Duration, Instant};
+
+use crate::format;
+use crate::recovery::SegmentMeta;
+use crate::storage::{SegmentFile, Storage};
+use crate::ticket::TicketState;
+use crate::{Entry, Shared, SyncMode};
+
+/// The flusher's state; owned by its thread.
+pub(crate) struct Flusher {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) seg: Box<dyn SegmentFile>,
+    /// Size (capacity) of the current segment file.
+    pub(crate) seg_len: u64,
+    pub(crate) write_off: u64,
+    pub(crate) next_lsn: u64,
+    /// The next record written starts a sync epoch (see recovery rules).
+    pub(crate) epoch_start: bool,
+    pub(crate) group: Vec<u8>,
+    pub(crate) tickets: Vec<Arc<TicketState>>,
+    pub(crate) carry: Option<Entry>,
+    /// Queued bytes of the entries in `group`, released once written.
+    pub(crate) group_accounted: u64,
+    pub(crate) dirty: bool,
+    pub(crate) last_sync: Instant,
+    pub(crate) last_sync_dur: Duration,
+    pub(crate) prev_group_entries: usize,
+    /// Bytes of the current segment known to be written (not just preallocated).
+    pub(crate) zeroed_upto: u64,
+}
+
+/// How far ahead of a small group the flusher writes zeros. On ext4 and XFS a sync after
+/// writing into preallocated-but-unwritten blocks must also commit the extent conversion
+/// (several times the cost of a plain data sync); writing zeros ahead once per this many
+/// bytes makes the syncs of the small groups that follow plain data syncs.
+pub(crate) const ZERO_AHEAD: u64 = 1 << 20;
+
+/// A growing group stops waiting after this long without a new arrival.
+const GROW_STEP: Duration = Duration::from_micros(200);
+
+fn write_all(seg: &mut dyn SegmentFile, mut buf: &[u8], mut off: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        match seg.write_at(buf, off) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "short write")),
+            Ok(n) => {
+                buf = buf.get(n..).unwrap_or_default();
+                off += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+impl Flusher {
+    pub(crate) fn run(mut self) {
+        if let Err(e) = self.main_loop() {
+            self.poison(e);
+        }
+    }
+
+    fn main_loop(&mut self) -> io::Result<()> {
+        loop {
+            self.fill();
+            if self.tickets.is_empty() {
+                if self.carry.is_some() {
+                    // The next entry does not fit the rest of this segment.
+                    self.rollover()?;
+                    continue;
+                }
+                if self.shared.shutdown.load(Ordering::SeqCst) && self.shared.queue.is_empty() {
+                    if self.dirty {
+                        self.sync()?;
+                    }
+                    return Ok(());
+                }
+                self.idle()?;
+                continue;
+            }
+            if self.shared.opts.sync_mode == SyncMode::Always {
+                self.grow();
+            }
+            self.commit_group()?;
+            if self.carry.is_some() {
+                self.rollover()?;
+            }
+        }
+    }
+
+    /// Drains the queue into the group until it is empty, the byte threshold is reached,
+    /// or the next entry does not fit the current segment (kept in `carry`).
+    fn fill(&mut self) {
+        let threshold = self.shared.opts.group_bytes;
+        while self.group.len() < threshold {
+            let Some(entry) = self.carry.take().or_else(|| self.shared.queue.pop()) else {
+                break;
+            };
+            let end = self.write_off + (self.group.len() + entry.frames.len()) as u64;
+            if end > self.seg_len {
+                self.carry = Some(entry);
+                break;
+            }
+            self.encode(entry);
+        }
+    }
+
+    fn encode(&mut self, entry: Entry) {
+        let Entry { frames, ticket } = entry;
+        let base = self.group.len();
+        self.group.extend_from_slice(&frames);
+        ticket.set_lsn(self.next_lsn);
+        let mut pos = base;
+        for _ in 0..ticket.records() {
+            let extra = if self.epoch_start {
+                self.epoch_start = false;
+                format::FLAG_EPOCH_START
+            } else {
+                0
+            };
+            let Some(n) = self
+                .group
+                .get_mut(pos..)
+                .and_then(|rest| format::seal_record(rest, self.next_lsn, extra))
+            else {
+                break; // unreachable: frames are built by `Wal::submit`
+            };
+            pos += n;
+            self.next_lsn += 1;
+        }
+        self.group_accounted += frames.len() as u64;
+        self.tickets.push(ticket);
+        self.shared.recycle(frames);
+    }
+
+    /// Lets a group smaller than the previous one wait a little for its peers: while they
+    /// keep arriving (a quiet [`GROW_STEP`] ends the wait), never longer than the last
+    /// sync took nor the configured interval.
+    fn grow(&mut self) {
+        let bound = self.shared.opts.group_interval.min(self.last_sync_dur);
+        let deadline = Instant::now() + bound;
+        while self.tickets.len() < self.prev_group_entries
+            && self.group.len() < self.shared.opts.group_bytes
+            && self.carry.is_none()
+        {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let before = self.tickets.len();
+            self.shared.flusher_sleeping.store(true, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            if self.shared.queue.is_empty() {
+                std::thread::park_timeout((deadline - now).min(GROW_STEP));
+            }
+            self.shared.flusher_sleeping.store(false, Ordering::SeqCst);
+            self.fill();
+            if self.tickets.len() == before {
+                break;
+            }
+        }
+    }
+
+    fn commit_group(&mut self) -> io::Result<()> {
+        let len = self.group.len();
+        let end = self.write_off + len as u64;
+        // A small group entering unwritten space also writes zeros ahead of itself; a
+        // large one pays the extent conversion once for many records.
+        let pad_to = if end > self.zeroed_upto && (len as u64) < ZERO_AHEAD / 4 {
+            (end + ZERO_AHEAD).min(self.seg_len)
+        } else {
+            end
+        };
+        self.group.resize(len + (pad_to - end) as usize, 0);
+        let written = write_all(&mut *self.seg, &self.group, self.write_off);
+        self.group.truncate(len);
+        written?;
+        self.zeroed_upto = self.zeroed_upto.max(pad_to);
+        self.write_off = end;
+        self.dirty = true;
+        match self.shared.opts.sync_mode {
+            SyncMode::Always => self.sync()?,
+            SyncMode::Interval(d) if self.last_sync.elapsed() >= d => self.sync()?,
+            SyncMode::Interval(_) | SyncMode::Never => {}
+        }
+        self.prev_group_entries = self.tickets.len();
+        self.group.clear();
+        if self.group.capacity() > 4 * self.shared.opts.group_bytes.max(1 << 20) {
+            self.group.shrink_to(self.shared.opts.group_bytes);
+        }
+        self.shared.publish(self.next_lsn - 1);
+        for t in self.tickets.drain(..) {
+            t.complete();
+        }
+        self.shared
+            .release(std::mem::take(&mut self.group_accounted));
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        let t = Instant::now();
+        self.seg.sync_data()?;
+        self.last_sync = Instant::now();
+        self.last_sync_dur = self.last_sync - t;
+        self.dirty = false;
+        self.epoch_start = true;
+        Ok(())
+    }
+
+    /// Seals the current segment (synced in every mode) and starts a new one.
+    fn rollover(&mut self) -> io::Result<()> {
+        if self.dirty {
+            self.sync()?;
+        }
+        let first = self.next_lsn;
+        let dir = &self.shared.dir;
+        let path = dir.join(format::segment_file_name(first));
+        let tmp = path.with_extension("tmp");
+        let size = self.shared.opts.segment_size;
+        let header = format::encode_segment_header(first);
+        self.seg = self.storage.create_segment(&tmp, &path, size, &header)?;
+        self.seg_len = size;
+        self.write_off = format::SEGMENT_HEADER_LEN as u64;
+        self.zeroed_upto = self.write_off;
+        self.epoch_start = true;
+        self.shared.add_segment(SegmentMeta {
+            first_lsn: first,
+            path,
+        });
+        Ok(())
+    }
+
+    fn idle(&mut self) -> io::Result<()> {
+        let timeout = match self.shared.opts.sync_mode {
+            SyncMode::Interval(d) if self.dirty => {
+                let since = self.last_sync.elapsed();
+                if since >= d {
+                    return self.sync();
+                }
+                Some(d - since)
+            }
+            _ => None,
+        };
+        self.shared.flusher_sleeping.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if self.shared.queue.is_empty() && !self.shared.shutdown.load(Ordering::SeqCst) {
+            match timeout {
+                Some(t) => std::thread::park_timeout(t),
+                None => std::thread::park(),
+            }
+        }
+        self.shared.flusher_sleeping.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Sticky failure: fails the group and everything queued now or later, until shutdown.
+    fn poison(mut self, e: io::Error) {
+        let cause = Arc::new(e);
+        let _ = self.shared.poison.set(Arc::clone(&cause));
+        for t in self.tickets.drain(..) {
+            t.fail(Arc::clone(&cause));
+        }
+        self.shared
+            .release(std::mem::take(&mut self.group_accounted));
+        if let Some(e) = self.carry.take() {
+            self.shared.release(e.frames.len() as u64);
+            e.ticket.fail(Arc::clone(&cause));
+        }
+        self.shared.wake_all_waiters();
+        loop {
+            while let Some(e) = self.shared.queue.pop() {
+                self.shared.release(e.frames.len() as u64);
+                e.ticket.fail(Arc::clone(&cause));
+            }
+            if self.shared.shutdown.load(Ordering::SeqCst) && self.shared.queue.is_empty() {
+                return;
+            }
+            self.shared.flusher_sleeping.store(true, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            if self.shared.queue.is_empty() && !self.shared.shutdown.load(Ordering::SeqCst) {
+                std::thread::park();
+            }
+            self.shared.flusher_sleeping.store(false, Ordering::SeqCst);
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! The on-disk layout of segments and records: named offsets, little-endian, checksums.
+//!
+//! Segment file (named `{first_lsn:020}.wal`):
+//!
+//! ```text
+//! [0..8)   magic  b"VARVEWAL"
+//! [8..12)  u32    format version (1)
+//! [12..16) u32    reserved, zero
+//! [16..24) u64    first LSN of the segment
+//! [24..32) u64    xxh3-64 (seed 0) of bytes [0..24)
+//! [32..)          records, back to back; zeros after the last one
+//! ```
+//!
+//! Record (24-byte header + payload):
+//!
+//! ```text
+//! [0..4)   u32 payload length
+//! [4]      u8  kind (opaque to the WAL)
+//! [5]      u8  flags: 0x01 BATCH_CONT (more records of this batch follow),
+//!              0x02 EPOCH_START (first record written after a completed sync)
+//! [6..8)   u16 reserved, zero
+//! [8..16)  u64 LSN
+//! [16..24) u64 xxh3-64 (seed 0) of header[0..16) followed by the payload
+//! ```
+
+use xxhash_rust::xxh3::Xxh3;
+
+/// Magic bytes at the start of every segment.
+pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"VARVEWAL";
+/// Segment format version this build writes and reads.
+pub(crate) const FORMAT_VERSION: u32 = 1;
+/// Length of the segment header; records start here.
+pub(crate) const SEGMENT_HEADER_LEN: usize = 32;
+
+pub(crate) const SEG_MAGIC: std::ops::Range<usize> = 0..8;
+pub(crate) const SEG_VERSION: std::ops::Range<usize> = 8..12;
+pub(crate) const SEG_RESERVED: std::ops::Range<usize> = 12..16;
+pub(crate) const SEG_FIRST_LSN: std::ops::Range<usize> = 16..24;
+pub(crate) const SEG_CHECKSUM: std::ops::Range<usize> = 24..32;
+
+/// Length of a record header.
+pub(crate) const RECORD_HEADER_LEN: usize = 24;
+
+pub(crate) const REC_LEN: std::ops::Range<usize> = 0..4;
+pub(crate) const REC_KIND: usize = 4;
+pub(crate) const REC_FLAGS: usize = 5;
+pub(crate) const REC_RESERVED: std::ops::Range<usize> = 6..8;
+pub(crate) const REC_LSN: std::ops::Range<usize> = 8..16;
+pub(crate) const REC_CHECKSUM: std::ops::Range<usize> = 16..24;
+/// Bytes of the header covered by the checksum (followed by the payload).
+pub(crate) const REC_CHECKSUMMED: std::ops::Range<usize> = 0..16;
+
+/// Flag: more records of the same atomic batch follow this one.
+pub(crate) const FLAG_BATCH_CONT: u8 = 0x01;
+/// Flag: first record written after a completed sync (see recovery rules).
+pub(crate) const FLAG_EPOCH_START: u8 = 0x02;
+/// Every flag bit this version knows; any other bit makes a record invalid.
+pub(crate) const KNOWN_FLAGS: u8 = 0x03;
+
+fn u32_at(buf: &[u8], r: std::ops::Range<usize>) -> Option<u32> {
+    buf.get(r)?.try_into().ok().map(u32::from_le_bytes)
+}
+
+fn u64_at(buf: &[u8], r: std::ops::Range<usize>) -> Option<u64> {
+    buf.get(r)?.try_into().ok().map(u64::from_le_bytes)
+}
+
+/// File name of the segment whose first record has `first_lsn`.
+pub(crate) fn segment_file_name(first_lsn: u64) -> String {
+    format!("{first_lsn:020}.wal")
+}
+
+/// The first LSN encoded in a segment file name, if `name` is one.
+pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".wal")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Encodes a segment header.
+pub(crate) fn encode_segment_header(first_lsn: u64) -> [u8; SEGMENT_HEADER_LEN] {
+    let mut h = [0u8; SEGMENT_HEADER_LEN];
+    h[SEG_MAGIC].copy_from_slice(&SEGMENT_MAGIC);
+    h[SEG_VERSION].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[SEG_FIRST_LSN].copy_from_slice(&first_lsn.to_le_bytes());
+    let sum = xxhash_rust::xxh3::xxh3_64(&h[..SEG_CHECKSUM.start]);
+    h[SEG_CHECKSUM].copy_from_slice(&sum.to_le_bytes());
+    h
+}
+
+/// Why a segment header was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HeaderError {
+    /// Shorter than a header.
+    Short,
+    /// Not a Varve WAL segment.
+    BadMagic,
+    /// Checksum mismatch or a non-zero reserved field.
+    Corrupt,
+    /// A valid header of a format version this build does not read.
+    Version(u32),
+}
+
+/// Decodes a segment header, returning its first LSN.
+pub(crate) fn decode_segment_header(buf: &[u8]) -> Result<u64, HeaderError> {
+    let h = buf.get(..SEGMENT_HEADER_LEN).ok_or(HeaderError::Short)?;
+    if h.get(SEG_MAGIC) != Some(&SEGMENT_MAGIC[..]) {
+        return Err(HeaderError::BadMagic);
+    }
+    let stored = u64_at(h, SEG_CHECKSUM).ok_or(HeaderError::Short)?;
+    if xxhash_rust::xxh3::xxh3_64(&h[..SEG_CHECKSUM.start]) != stored {
+        return Err(HeaderError::Corrupt);
+    }
+    let version = u32_at(h, SEG_VERSION).ok_or(HeaderError::Short)?;
+    if version != FORMAT_VERSION {
+        return Err(HeaderError::Version(version));
+    }
+    if u32_at(h, SEG_RESERVED) != Some(0) {
+        return Err(HeaderError::Corrupt);
+    }
+    u64_at(h, SEG_FIRST_LSN).ok_or(HeaderError::Short)
+}
+
+/// Writes a record header with LSN and checksum left zero (the sequencer fills them).
+pub(crate) fn put_unsequenced_header(out: &mut Vec<u8>, len: u32, kind: u8, flags: u8) {
+    let mut h = [0u8; RECORD_HEADER_LEN];
+    h[REC_LEN].copy_from_slice(&len.to_le_bytes());
+    h[REC_KIND] = kind;
+    h[REC_FLAGS] = flags;
+    out.extend_from_slice(&h);
+}
+
+/// Checksum of a record: header bytes [0..16) then the payload.
+pub(crate) fn record_checksum(header16: &[u8], payload: &[u8]) -> u64 {
+    let mut h = Xxh3::new();
+    h.update(header16);
+    h.update(payload);
+    h.digest()
+}
+
+/// Sequences the framed record starting at `frame[0]`: stores `lsn`, ORs `extra_flags` into
+/// the flags and computes the checksum. Returns the framed length (header + payload), or
+/// `None` if `frame` does not hold a whole record (never the case for frames this crate built).
+pub(crate) fn seal_record(frame: &mut [u8], lsn: u64, extra_flags: u8) -> Option<usize> {
+    let len = u32_at(frame, REC_LEN)? as usize;
+    let total = RECORD_HEADER_LEN.checked_add(len)?;
+    if frame.len() < total {
+        return None;
+    }
+    frame[REC_FLAGS] |= extra_flags;
+    frame[REC_LSN].copy_from_slice(&lsn.to_le_bytes());
+    let (header, payload) = frame.split_at_mut(RECORD_HEADER_LEN);
+    let sum = record_checksum(&header[REC_CHECKSUMMED], &payload[..len]);
+    header[REC_CHECKSUM].copy_from_slice(&sum.to_le_bytes());
+    Some(total)
+}
+
+/// A decoded record header that passed its structural checks (not yet the checksum).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecordHeader {
+    pub(crate) len: u32,
+    pub(crate) kind: u8,
+    pub(crate) flags: u8,
+    pub(crate) lsn: u64,
+    pub(crate) checksum: u64,
+}
+
+impl RecordHeader {
+    /// Framed length (header + payload).
+    pub(crate) fn framed_len(&self) -> usize {
+        RECORD_HEADER_LEN + self.len as usize
+    }
+}
+
+/// Decodes a record header; `None` if it is short, has unknown flags or a non-zero
+/// reserved field. The checksum is checked by [`verify_record`].
+pub(crate) fn decode_record_header(buf: &[u8]) -> Option<RecordHeader> {
+    let h = buf.get(..RECORD_HEADER_LEN)?;
+    let flags = *h.get(REC_FLAGS)?;
+    if flags & !KNOWN_FLAGS != 0 || h.get(REC_RESERVED)? != [0, 0] {
+        return None;
+    }
+    Some(RecordHeader {
+        len: u32_at(h, REC_LEN)?,
+        kind: *h.get(REC_KIND)?,
+        flags,
+        lsn: u64_at(h, REC_LSN)?,
+        checksum: u64_at(h, REC_CHECKSUM)?,
+    })
+}
+
+/// Parses and verifies the record at the start of `buf`: structure, LSN range and
+/// checksum. Returns the header if the whole record is in `buf` and valid.
+pub(crate) fn verify_record(
+    buf: &[u8],
+    max_len: usize,
+    lsn_ok: impl FnOnce(u64) -> bool,
+) -> Option<RecordHeader> {
+    let h = decode_record_header(buf)?;
+    if h.len as usize > max_len || !lsn_ok(h.lsn) {
+        return None;
+    }
+    let payload = buf.get(RECORD_HEADER_LEN..h.framed_len())?;
+    let sum = record_checksum(buf.get(REC_CHECKSUMMED)?, payload);
+    (sum == h.checksum).then_some(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(payload: &[u8], kind: u8, flags: u8, lsn: u64) -> Vec<u8> {
+        let mut v = Vec::new();
+        put_unsequenced_header(&mut v, payload.len() as u32, kind, flags);
+        v.extend_from_slice(payload);
+        assert_eq!(seal_record(&mut v, lsn, 0), Some(v.len()));
+        v
+    }
+
+    #[test]
+    fn record_layout_is_the_fixed_one() {
+        let v = framed(b"hello", 7, FLAG_BATCH_CONT, 0x0102_0304_0506_0708);
+        assert_eq!(v.len(), 24 + 5);
+        assert_eq!(&v[0..4], &5u32.to_le_bytes());
+        assert_eq!(v[4], 7);
+        assert_eq!(v[5], FLAG_BATCH_CONT);
+        assert_eq!(&v[6..8], &[0, 0]);
+        assert_eq!(&v[8..16], &0x0102_0304_0506_0708u64.to_le_bytes());
+        let mut h = Xxh3::new();
+        h.update(&v[0..16]);
+        h.update(b"hello");
+        assert_eq!(&v[16..24], &h.digest().to_le_bytes());
+        let got = verify_record(&v, 100, |l| l == 0x0102_0304_0506_0708).unwrap();
+        assert_eq!((got.len, got.kind, got.flags), (5, 7, FLAG_BATCH_CONT));
+    }
+
+    #[test]
+    fn known_flags_are_exactly_the_defined_ones() {
+        assert_eq!(KNOWN_FLAGS, FLAG_BATCH_CONT | FLAG_EPOCH_START);
+        let mut v = Vec::new();
+        put_unsequenced_header(&mut v, 0, 0, 0x04);
+        seal_record(&mut v, 1, 0).unwrap();
+        assert!(
+            verify_record(&v, 10, |_| true).is_none(),
+            "unknown flag refused"
+        );
+        let mut v = Vec::new();
+        put_unsequenced_header(&mut v, 0, 0, FLAG_BATCH_CONT);
+        seal_record(&mut v, 1, FLAG_EPOCH_START).unwrap();
+        let h = verify_record(&v, 10, |_| true).unwrap();
+        assert_eq!(h.flags, FLAG_BATCH_CONT | FLAG_EPOCH_START);
+        v[REC_RESERVED.start] = 1;
+        assert!(decode_record_header(&v).is_none(), "reserved must be zero");
+    }
+
+    #[test]
+    fn zeros_never_validate() {
+        assert_ne!(record_checksum(&[0u8; 16], &[]), 0);
+        assert!(verify_record(&[0u8; 64], 100, |_| true).is_none());
+    }
+
+    #[test]
+    fn any_flipped_byte_invalidates_a_record() {
+        let v = framed(b"payload bytes", 1, 0, 42);
+        for i in 0..v.len() {
+            let mut w = v.clone();
+            w[i] ^= 0x10;
+            assert!(verify_record(&w, 100, |l| l == 42).is_none(), "byte {i}");
+        }
+        assert!(
+            verify_record(&v, 12, |_| true).is_none(),
+            "max_len enforced"
+        );
+        assert!(
+            verify_record(&v, 13, |_| true).is_some(),
+            "max_len is inclusive"
+        );
+        assert!(
+            verify_record(&v, 100, |l| l == 41).is_none(),
+            "lsn check used"
+        );
+        assert!(verify_record(&v[..v.len() - 1], 100, |_| true).is_none());
+    }
+
+    #[test]
+    fn segment_header_round_trips_and_rejects() {
+        let h = encode_segment_header(77);
+        assert_eq!(&h[0..8], b"VARVEWAL");
+        assert_eq!(decode_segment_header(&h), Ok(77));
+        let mut bad = h;
+        bad[0] ^= 1;
+        assert_eq!(decode_segment_header(&bad), Err(HeaderError::BadMagic));
+        let mut bad = h;
+        bad[17] ^= 1;
+        assert_eq!(decode_segment_header(&bad), Err(HeaderError::Corrupt));
+        let mut v2 = h;
+        v2[SEG_VERSION].copy_from_slice(&2u32.to_le_bytes());
+        let sum = xxhash_rust::xxh3::xxh3_64(&v2[..24]);
+        v2[SEG_CHECKSUM].copy_from_slice(&sum.to_le_bytes());
+        assert_eq!(decode_segment_header(&v2), Err(HeaderError::Version(2)));
+        assert_eq!(decode_segment_header(&h[..31]), Err(HeaderError::Short));
+    }
+
+    #[test]
+    fn segment_names_round_trip() {
+        assert_eq!(segment_file_name(1), "00000000000000000001.wal");
+        assert_eq!(parse_segment_file_name(&segment_file_name(123)), Some(123));
+        assert_eq!(parse_segment_file_name("123.wal"), None);
+        assert_eq!(parse_segment_file_name("0000000000000000000a.wal"), None);
+        assert_eq!(parse_segment_file_name("00000000000000000001.tmp"), None);
+    }
+}

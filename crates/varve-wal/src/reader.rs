@@ -1,0 +1,227 @@
+//! Reading durable records back, across segments, for recovery consumers and tailers.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::error::{Error, Result};
+use crate::format;
+use crate::{Lsn, Shared, lock};
+
+/// One record read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Its LSN.
+    pub lsn: Lsn,
+    /// The caller-supplied kind byte.
+    pub kind: u8,
+    /// The payload bytes (checksum verified).
+    pub payload: Vec<u8>,
+}
+
+/// Read-ahead size of the iterator.
+const READ_CHUNK: usize = 256 << 10;
+
+struct OpenSegment {
+    file: File,
+    path: PathBuf,
+    first_lsn: Lsn,
+    /// First LSN of the following segment, once known.
+    next_first: Option<Lsn>,
+    buf: Vec<u8>,
+    buf_start: u64,
+    pos: u64,
+}
+
+impl OpenSegment {
+    /// Makes `buf` hold `[pos, pos + need)` if the file has it; `fresh` discards what is
+    /// buffered (it may predate a write).
+    fn fill(&mut self, need: usize, fresh: bool) -> std::io::Result<()> {
+        let end = self.buf_start + self.buf.len() as u64;
+        if !fresh && self.pos >= self.buf_start && self.pos + need as u64 <= end {
+            return Ok(());
+        }
+        let want = need.max(READ_CHUNK);
+        self.buf.clear();
+        self.buf.resize(want, 0);
+        self.buf_start = self.pos;
+        let mut got = 0;
+        while got < need {
+            let n = self
+                .file
+                .read_at(&mut self.buf[got..], self.pos + got as u64)?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        self.buf.truncate(got);
+        Ok(())
+    }
+
+    fn window(&self) -> &[u8] {
+        let skip = (self.pos - self.buf_start) as usize;
+        self.buf.get(skip..).unwrap_or_default()
+    }
+}
+
+/// Iterator over durable records from an LSN on; see [`Wal::iter_from`](crate::Wal::iter_from).
+///
+/// Yields `Err` once (then ends) on a record that fails its checks or a segment that was
+/// truncated away underneath it. Returns `None` when caught up; call again later to tail.
+pub struct Iter {
+    shared: Arc<Shared>,
+    next_lsn: Lsn,
+    start: Lsn,
+    seg: Option<OpenSegment>,
+    failed: bool,
+}
+
+impl std::fmt::Debug for Iter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Iter")
+            .field("next_lsn", &self.next_lsn.max(self.start))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Iter {
+    pub(crate) fn new(shared: Arc<Shared>, start: Lsn) -> Self {
+        Iter {
+            shared,
+            next_lsn: start,
+            start,
+            seg: None,
+            failed: false,
+        }
+    }
+
+    /// The LSN the next yielded record will carry.
+    pub fn next_lsn(&self) -> Lsn {
+        self.next_lsn.max(self.start)
+    }
+
+    /// Opens the segment holding `self.next_lsn` (positioned at its first record).
+    fn open_segment(&mut self) -> Result<()> {
+        let (meta, next_first, first_kept) = {
+            let segs = lock(&self.shared.segments);
+            let idx = segs.partition_point(|s| s.first_lsn <= self.next_lsn);
+            let first_kept = segs.first().map_or(1, |s| s.first_lsn);
+            let meta = idx.checked_sub(1).and_then(|i| segs.get(i)).cloned();
+            (meta, segs.get(idx).map(|s| s.first_lsn), first_kept)
+        };
+        let truncated = Error::Truncated {
+            requested: self.next_lsn,
+            first: first_kept,
+        };
+        let Some(meta) = meta else {
+            return Err(truncated);
+        };
+        let file = match File::open(&meta.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(truncated),
+            Err(e) => return Err(e.into()),
+        };
+        let mut seg = OpenSegment {
+            file,
+            path: meta.path,
+            first_lsn: meta.first_lsn,
+            next_first,
+            buf: Vec::new(),
+            buf_start: 0,
+            pos: 0,
+        };
+        seg.fill(format::SEGMENT_HEADER_LEN, true)?;
+        if format::decode_segment_header(seg.window()).ok() != Some(meta.first_lsn) {
+            return Err(Error::Corrupted {
+                segment: seg.path,
+                offset: 0,
+                what: "segment header changed or damaged while reading",
+            });
+        }
+        seg.pos = format::SEGMENT_HEADER_LEN as u64;
+        // Records before next_lsn in this segment are skipped by `next`.
+        self.next_lsn = meta.first_lsn;
+        self.seg = Some(seg);
+        Ok(())
+    }
+
+    fn read_one(&mut self) -> Result<Option<Record>> {
+        let durable = self.shared.durable_lsn.load(Ordering::SeqCst);
+        let target = self.next_lsn.max(self.start);
+        if target > durable {
+            return Ok(None);
+        }
+        let need_switch = match &mut self.seg {
+            None => true,
+            Some(seg) => {
+                if seg.next_first.is_none()
+                    && self.shared.last_segment_first.load(Ordering::SeqCst) > seg.first_lsn
+                {
+                    let segs = lock(&self.shared.segments);
+                    let idx = segs.partition_point(|s| s.first_lsn <= seg.first_lsn);
+                    seg.next_first = segs.get(idx).map(|s| s.first_lsn);
+                }
+                seg.next_first.is_some_and(|f| self.next_lsn >= f)
+            }
+        };
+        if need_switch {
+            self.next_lsn = target;
+            self.open_segment()?;
+        }
+        // Bounded by the file, not by today's max_record_size (it may have been larger).
+        let max = u32::MAX as usize;
+        let lsn = self.next_lsn;
+        let Some(seg) = self.seg.as_mut() else {
+            return Ok(None);
+        };
+        for fresh in [false, true] {
+            seg.fill(format::RECORD_HEADER_LEN, fresh)?;
+            let Some(h) = format::decode_record_header(seg.window()) else {
+                continue;
+            };
+            seg.fill(h.framed_len(), false)?;
+            if let Some(h) = format::verify_record(seg.window(), max, |l| l == lsn) {
+                let payload = seg
+                    .window()
+                    .get(format::RECORD_HEADER_LEN..h.framed_len())
+                    .map(<[u8]>::to_vec)
+                    .unwrap_or_default();
+                seg.pos += h.framed_len() as u64;
+                self.next_lsn += 1;
+                return Ok(Some(Record {
+                    lsn,
+                    kind: h.kind,
+                    payload,
+                }));
+            }
+        }
+        Err(Error::Corrupted {
+            segment: seg.path.clone(),
+            offset: seg.pos,
+            what: "record failed verification while reading",
+        })
+    }
+}
+
+impl Iterator for Iter {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            match self.read_one() {
+                Ok(Some(r)) if r.lsn < self.start => continue,
+                Ok(r) => return r.map(Ok),
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}

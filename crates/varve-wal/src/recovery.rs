@@ -1,0 +1,267 @@
+//! Recovery on open: verify every record, cut a torn tail, refuse corruption in the middle.
+//!
+//! The rules (also in the crate docs):
+//! - A segment's records must carry consecutive LSNs starting at the LSN in its header and
+//!   name; consecutive segments must continue each other's LSNs.
+//! - The log ends at the first record that fails its checks. Records of a batch whose last
+//!   record (flag `BATCH_CONT` clear) is missing are dropped with it.
+//! - What lies after that end decides torn tail vs corruption. Zeros only: a clean end.
+//!   Otherwise it is a *torn tail* (cut and zeroed) when it is in the last segment and no
+//!   valid record flagged `EPOCH_START` follows the bad spot: every record since the last
+//!   completed sync belongs to one epoch, and only that epoch can be partly on disk after a
+//!   crash. A valid `EPOCH_START` record after the bad spot means data that had been synced
+//!   is damaged; a sealed (non-last) segment, synced before the next one was created,
+//!   whose records stop before the next segment's first LSN means the same. Both are `Error::Corrupted` unless the caller chose
+//!   [`RecoveryMode::TolerateCorruptTail`](crate::RecoveryMode::TolerateCorruptTail), which
+//!   keeps the clean prefix, zeroes the rest and deletes later segments.
+
+use std::fs::{File, OpenOptions};
+use std::io::Read as _;
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::format::{self, HeaderError};
+use crate::storage::Storage;
+use crate::{RecoveryMode, RecoveryReport};
+
+/// A segment file of the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SegmentMeta {
+    pub(crate) first_lsn: u64,
+    pub(crate) path: PathBuf,
+}
+
+/// What recovery found: the segments to keep and where appending resumes.
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    pub(crate) segments: Vec<SegmentMeta>,
+    pub(crate) next_lsn: u64,
+    /// Write offset in the last segment.
+    pub(crate) write_offset: u64,
+    /// Size of the last segment file.
+    pub(crate) last_len: u64,
+    pub(crate) report: RecoveryReport,
+}
+
+/// The outcome of scanning one segment's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SegmentScan {
+    /// End offset of the last complete batch.
+    pub(crate) end: usize,
+    /// LSN the next record after `end` must carry.
+    pub(crate) next_lsn: u64,
+    /// Records kept (complete batches).
+    pub(crate) records: u64,
+    /// Offset of the first record that failed its checks (or of the end of the file).
+    pub(crate) bad_offset: usize,
+    /// One past the last non-zero byte at or after `end` (`end` if only zeros follow).
+    pub(crate) garbage_end: usize,
+    /// Valid records seen after `end` (an incomplete batch, records after the bad spot).
+    pub(crate) dropped_records: u64,
+    /// A valid `EPOCH_START` record lies after the bad spot.
+    pub(crate) epoch_after_bad: bool,
+}
+
+/// Scans the bytes of one segment whose header says `first_lsn`.
+pub(crate) fn scan_segment(buf: &[u8], first_lsn: u64) -> SegmentScan {
+    let mut off = format::SEGMENT_HEADER_LEN;
+    let mut lsn = first_lsn;
+    let (mut end, mut next_lsn, mut records, mut pending) = (off, first_lsn, 0u64, 0u64);
+    while let Some(h) = buf
+        .get(off..)
+        .and_then(|rest| format::verify_record(rest, rest.len(), |l| l == lsn))
+    {
+        off += h.framed_len();
+        lsn += 1;
+        pending += 1;
+        if h.flags & format::FLAG_BATCH_CONT == 0 {
+            end = off;
+            next_lsn = lsn;
+            records += pending;
+            pending = 0;
+        }
+    }
+    let bad_offset = off.min(buf.len());
+    let garbage_end = buf
+        .get(end..)
+        .and_then(|rest| rest.iter().rposition(|&b| b != 0))
+        .map_or(end, |p| end + p + 1);
+    // Only the bytes up to the last non-zero one can hold records.
+    let live = buf.get(..garbage_end).unwrap_or(buf);
+    let (after, epoch_after_bad) = scan_after(live, bad_offset, next_lsn);
+    SegmentScan {
+        end,
+        next_lsn,
+        records,
+        bad_offset,
+        garbage_end,
+        dropped_records: pending + after,
+        epoch_after_bad,
+    }
+}
+
+/// Looks for valid records at any byte offset from `from` with an LSN at or after `lo`:
+/// returns how many and whether one is flagged `EPOCH_START`.
+fn scan_after(buf: &[u8], from: usize, lo: u64) -> (u64, bool) {
+    let (mut off, mut count, mut epoch) = (from, 0u64, false);
+    while let Some(rest) = buf.get(off..) {
+        match format::verify_record(rest, rest.len(), |l| l >= lo) {
+            Some(h) => {
+                count += 1;
+                epoch |= h.flags & format::FLAG_EPOCH_START != 0;
+                off += h.framed_len();
+            }
+            None => off += 1,
+        }
+    }
+    (count, epoch)
+}
+
+fn header_error(path: &Path, e: HeaderError) -> Error {
+    match e {
+        HeaderError::Short => Error::Corrupted {
+            segment: path.to_path_buf(),
+            offset: 0,
+            what: "segment shorter than its header",
+        },
+        HeaderError::BadMagic => Error::BadMagic {
+            segment: path.to_path_buf(),
+        },
+        HeaderError::Corrupt => Error::Corrupted {
+            segment: path.to_path_buf(),
+            offset: 0,
+            what: "segment header checksum mismatch",
+        },
+        HeaderError::Version(version) => Error::UnsupportedVersion {
+            segment: path.to_path_buf(),
+            version,
+            supported: format::FORMAT_VERSION,
+        },
+    }
+}
+
+/// Lists the segments of `dir` in LSN order, removing leftover `.tmp` files.
+pub(crate) fn list_segments(dir: &Path) -> Result<(Vec<SegmentMeta>, usize)> {
+    let mut segs = Vec::new();
+    let mut removed_tmp = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(first_lsn) = format::parse_segment_file_name(name) {
+            segs.push(SegmentMeta {
+                first_lsn,
+                path: entry.path(),
+            });
+        } else if name
+            .strip_suffix(".tmp")
+            .and_then(|n| format::parse_segment_file_name(&format!("{n}.wal")))
+            .is_some()
+        {
+            // A segment whose creation did not finish: never renamed, never referenced.
+            std::fs::remove_file(entry.path())?;
+            removed_tmp += 1;
+        }
+    }
+    segs.sort_by_key(|s| s.first_lsn);
+    Ok((segs, removed_tmp))
+}
+
+/// Overwrites `[from, to)` of `path` with zeros and syncs it (the file keeps its size).
+fn zero_range(path: &Path, from: usize, to: usize) -> Result<()> {
+    let f = OpenOptions::new().write(true).open(path)?;
+    f.write_all_at(&vec![0u8; to.saturating_sub(from)], from as u64)?;
+    f.sync_data()?;
+    Ok(())
+}
+
+/// Runs recovery over `dir` (which must be locked by the caller).
+pub(crate) fn recover(dir: &Path, mode: RecoveryMode, storage: &dyn Storage) -> Result<Recovered> {
+    let (mut segs, removed_tmp) = list_segments(dir)?;
+    let mut report = RecoveryReport {
+        removed_temp_files: removed_tmp,
+        ..RecoveryReport::default()
+    };
+    let mut buf = Vec::new();
+    let mut expected: Option<u64> = None;
+    let mut resume = (1u64, format::SEGMENT_HEADER_LEN as u64, 0u64);
+    let mut keep = segs.len();
+    for (i, seg) in segs.iter().enumerate() {
+        buf.clear();
+        File::open(&seg.path)?.read_to_end(&mut buf)?;
+        let first = format::decode_segment_header(&buf).map_err(|e| header_error(&seg.path, e))?;
+        let corrupted = |offset: usize, what| Error::Corrupted {
+            segment: seg.path.clone(),
+            offset: offset as u64,
+            what,
+        };
+        if first != seg.first_lsn {
+            return Err(corrupted(
+                0,
+                "segment name and header disagree on the first LSN",
+            ));
+        }
+        if expected.is_some_and(|e| e != first) {
+            return Err(corrupted(0, "LSN gap between consecutive segments"));
+        }
+        // Records are bounded by the segment, not by today's max_record_size.
+        let scan = scan_segment(&buf, first);
+        report.segments += 1;
+        report.records += scan.records;
+        let damaged = scan.garbage_end > scan.end;
+        // A sealed segment was synced before its successor was created: it must end
+        // exactly where the next one begins. Stray bytes after that end (in never-written
+        // space) hold no record and are left alone.
+        let damage = match segs.get(i + 1) {
+            Some(next) if scan.next_lsn != next.first_lsn && !damaged => {
+                // Nothing damaged here: the records in between are missing.
+                return Err(Error::Corrupted {
+                    segment: next.path.clone(),
+                    offset: 0,
+                    what: "LSN gap between consecutive segments",
+                });
+            }
+            Some(next) if scan.next_lsn != next.first_lsn => Some("bad record in a sealed segment"),
+            None if damaged && scan.epoch_after_bad => {
+                Some("bad record followed by valid synced records")
+            }
+            _ => None,
+        };
+        if let Some(what) = damage {
+            if mode == RecoveryMode::Strict {
+                return Err(corrupted(scan.bad_offset, what));
+            }
+            report.corruption = Some((seg.path.clone(), scan.bad_offset as u64));
+            keep = i + 1;
+        }
+        // Bytes past the end are cut in the last segment (a torn tail) and in a sealed one
+        // whose corruption was tolerated; keep is the segment count unless it was.
+        let torn = scan.garbage_end - scan.end;
+        if keep == i + 1 && torn != 0 {
+            zero_range(&seg.path, scan.end, scan.garbage_end)?;
+            report.dropped_bytes += torn as u64;
+            report.dropped_records += scan.dropped_records;
+        }
+        expected = Some(scan.next_lsn);
+        resume = (scan.next_lsn, scan.end as u64, buf.len() as u64);
+        if keep == i + 1 {
+            break;
+        }
+    }
+    if keep != segs.len() {
+        for seg in segs.drain(keep..) {
+            std::fs::remove_file(&seg.path)?;
+            report.removed_segments.push(seg.path);
+        }
+        storage.sync_dir(dir)?;
+    }
+    report.next_lsn = resume.0;
+    Ok(Recovered {
+        segments: segs,
+        next_lsn: resume.0,
+        write_offset: resume.1,
+        last_len: resume.2,
+        report,
+    })
+}

@@ -1,0 +1,95 @@
+//! The narrow I/O surface the flusher writes through, so tests can inject failures.
+//!
+//! Only the write side goes through these traits (creating a segment, writing at an
+//! offset, syncing); recovery and readers use plain files. The real implementation is
+//! [`FsStorage`]; tests wrap it with one that fails on demand.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt as _;
+use std::path::Path;
+
+/// A segment file open for writing.
+pub(crate) trait SegmentFile: Send {
+    /// Writes `buf` at `offset`; may write fewer bytes than asked (returns how many).
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<usize>;
+    /// `fdatasync`: makes the written bytes durable.
+    fn sync_data(&mut self) -> io::Result<()>;
+}
+
+/// Creates and opens segment files.
+pub(crate) trait Storage: Send + Sync {
+    /// Creates a segment at `path` of `size` bytes (preallocated) starting with `header`,
+    /// durably: written under `tmp`, synced, renamed to `path`, directory synced.
+    fn create_segment(
+        &self,
+        tmp: &Path,
+        path: &Path,
+        size: u64,
+        header: &[u8],
+    ) -> io::Result<Box<dyn SegmentFile>>;
+    /// Opens an existing segment for writing.
+    fn open_segment(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>>;
+    /// `fsync`s a directory (after creating, renaming or deleting files in it).
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// The real file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct FsStorage;
+
+struct FsSegment(File);
+
+impl SegmentFile for FsSegment {
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<usize> {
+        self.0.write_at(buf, offset)
+    }
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+}
+
+/// Preallocates `size` bytes; falls back to `set_len` where `fallocate` is not supported.
+pub(crate) fn preallocate(file: &File, size: u64) -> io::Result<()> {
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, size) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
+            file.set_len(size)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl Storage for FsStorage {
+    fn create_segment(
+        &self,
+        tmp: &Path,
+        path: &Path,
+        size: u64,
+        header: &[u8],
+    ) -> io::Result<Box<dyn SegmentFile>> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(tmp)?;
+        preallocate(&file, size)?;
+        file.write_all_at(header, 0)?;
+        file.sync_all()?;
+        std::fs::rename(tmp, path)?;
+        if let Some(dir) = path.parent() {
+            self.sync_dir(dir)?;
+        }
+        Ok(Box::new(FsSegment(file)))
+    }
+
+    fn open_segment(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        Ok(Box::new(FsSegment(file)))
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+}

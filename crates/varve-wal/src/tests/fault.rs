@@ -1,0 +1,263 @@
+//! Fault injection: a `Storage` whose writes and syncs fail on demand.
+
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use super::{read_all, small};
+use crate::storage::{FsStorage, SegmentFile, Storage};
+use crate::{Error, Wal};
+
+#[derive(Default)]
+pub(crate) struct Plan {
+    fail_sync: AtomicBool,
+    fail_write: AtomicBool,
+    short_write: AtomicBool,
+    fail_create: AtomicBool,
+    syncs: AtomicUsize,
+    writes: AtomicUsize,
+    sync_attempts_after_failure: AtomicUsize,
+    held: Mutex<(bool, bool)>, // (hold writes, a write is waiting)
+    cv: Condvar,
+}
+
+impl Plan {
+    pub(crate) fn syncs(&self) -> usize {
+        self.syncs.load(Ordering::SeqCst)
+    }
+    pub(crate) fn writes(&self) -> usize {
+        self.writes.load(Ordering::SeqCst)
+    }
+    pub(crate) fn hold_writes(&self, on: bool) {
+        self.held.lock().unwrap().0 = on;
+        self.cv.notify_all();
+    }
+    pub(crate) fn wait_for_held_write(&self) {
+        let mut g = self.held.lock().unwrap();
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !g.1 {
+            assert!(std::time::Instant::now() < give_up, "no write arrived");
+            g = self
+                .cv
+                .wait_timeout(g, std::time::Duration::from_millis(50))
+                .unwrap()
+                .0;
+        }
+    }
+}
+
+pub(crate) struct FaultyStorage {
+    plan: Arc<Plan>,
+}
+
+impl FaultyStorage {
+    pub(crate) fn create() -> (Arc<dyn Storage>, Arc<Plan>) {
+        let plan = Arc::new(Plan::default());
+        (
+            Arc::new(FaultyStorage {
+                plan: Arc::clone(&plan),
+            }),
+            plan,
+        )
+    }
+}
+
+struct FaultySegment {
+    inner: Box<dyn SegmentFile>,
+    plan: Arc<Plan>,
+}
+
+impl SegmentFile for FaultySegment {
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<usize> {
+        {
+            let mut g = self.plan.held.lock().unwrap();
+            // Bounded, so a failing test's unwinding (which joins the flusher) cannot hang.
+            let give_up = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while g.0 && std::time::Instant::now() < give_up {
+                g.1 = true;
+                self.plan.cv.notify_all();
+                g = self
+                    .plan
+                    .cv
+                    .wait_timeout(g, std::time::Duration::from_millis(50))
+                    .unwrap()
+                    .0;
+            }
+            g.1 = false;
+        }
+        self.plan.writes.fetch_add(1, Ordering::SeqCst);
+        if self.plan.fail_write.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        if self.plan.short_write.load(Ordering::SeqCst) && buf.len() > 1 {
+            // Part lands (here 600 bytes at most), then the disk is full.
+            self.plan.fail_write.store(true, Ordering::SeqCst);
+            return self
+                .inner
+                .write_at(&buf[..(buf.len() / 2).min(600)], offset);
+        }
+        self.inner.write_at(buf, offset)
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        if self.plan.fail_sync.load(Ordering::SeqCst) {
+            self.plan
+                .sync_attempts_after_failure
+                .fetch_add(1, Ordering::SeqCst);
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        self.plan.syncs.fetch_add(1, Ordering::SeqCst);
+        self.inner.sync_data()
+    }
+}
+
+impl Storage for FaultyStorage {
+    fn create_segment(
+        &self,
+        tmp: &Path,
+        path: &Path,
+        size: u64,
+        header: &[u8],
+    ) -> io::Result<Box<dyn SegmentFile>> {
+        if self.plan.fail_create.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        let inner = FsStorage.create_segment(tmp, path, size, header)?;
+        Ok(Box::new(FaultySegment {
+            inner,
+            plan: Arc::clone(&self.plan),
+        }))
+    }
+
+    fn open_segment(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
+        let inner = FsStorage.open_segment(path)?;
+        Ok(Box::new(FaultySegment {
+            inner,
+            plan: Arc::clone(&self.plan),
+        }))
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        FsStorage.sync_dir(dir)
+    }
+}
+
+fn assert_poisoned<T: std::fmt::Debug>(r: crate::Result<T>, errno: i32) {
+    match r {
+        Err(Error::Poisoned(cause)) => assert_eq!(cause.raw_os_error(), Some(errno)),
+        other => panic!("expected Poisoned, got {other:?}"),
+    }
+}
+
+#[test]
+fn fsync_failure_poisons_for_good_and_is_never_retried() {
+    let d = tempfile::tempdir().unwrap();
+    let (storage, plan) = FaultyStorage::create();
+    let wal = Wal::open_with(d.path(), small(), storage).unwrap();
+    assert_eq!(wal.append(b"acked").unwrap().wait().unwrap(), 1);
+    plan.fail_sync.store(true, Ordering::SeqCst);
+    assert_poisoned(wal.append(b"lost").unwrap().wait(), libc::EIO);
+    // Sticky: later appends fail at once, blocked readers learn it too.
+    assert_poisoned(wal.append(b"later"), libc::EIO);
+    assert_poisoned(wal.try_append(b"later"), libc::EIO);
+    assert_poisoned(
+        wal.wait_for(2, std::time::Duration::from_secs(5)),
+        libc::EIO,
+    );
+    assert_eq!(wal.durable_lsn(), 1);
+    assert_poisoned(wal.close(), libc::EIO);
+    assert_eq!(plan.sync_attempts_after_failure.load(Ordering::SeqCst), 1);
+    let wal = Wal::open(d.path(), small()).unwrap();
+    let all = read_all(&wal);
+    assert_eq!(all[0], (1, 0, b"acked".to_vec()));
+    // "lost" was written before the failed sync; whether it survives is unknown.
+    assert!(all.len() <= 2);
+    assert_eq!(
+        wal.append(b"next").unwrap().wait().unwrap(),
+        all.len() as u64 + 1
+    );
+}
+
+#[test]
+fn short_write_then_enospc_fails_the_group_and_keeps_acked_records() {
+    let d = tempfile::tempdir().unwrap();
+    let (storage, plan) = FaultyStorage::create();
+    let wal = Wal::open_with(d.path(), small(), storage).unwrap();
+    wal.append(b"first").unwrap().wait().unwrap();
+    wal.append_batch(&[b"second", b"third"])
+        .unwrap()
+        .wait()
+        .unwrap();
+    plan.short_write.store(true, Ordering::SeqCst);
+    let big = [9u8; 500];
+    let t = wal.append_batch(&[&big, &big, &big, &big]).unwrap();
+    assert_poisoned(t.wait(), libc::ENOSPC);
+    assert_poisoned(wal.append(b"after"), libc::ENOSPC);
+    drop(wal);
+    let wal = Wal::open(d.path(), small()).unwrap();
+    let rep = wal.recovery_report().clone();
+    assert_eq!(
+        read_all(&wal),
+        vec![
+            (1, 0, b"first".to_vec()),
+            (2, 0, b"second".to_vec()),
+            (3, 0, b"third".to_vec())
+        ]
+    );
+    // The part-written batch was cut as a torn tail (its first record was whole).
+    assert_eq!(rep.dropped_records, 1);
+    assert_eq!(rep.dropped_bytes, 600);
+    assert_eq!(wal.append(b"next").unwrap().wait().unwrap(), 4);
+}
+
+#[test]
+fn failed_write_fails_every_ticket_of_the_group_and_the_queue() {
+    let d = tempfile::tempdir().unwrap();
+    let (storage, plan) = FaultyStorage::create();
+    let wal = Wal::open_with(d.path(), small(), storage).unwrap();
+    wal.append(b"ok").unwrap().wait().unwrap();
+    plan.hold_writes(true);
+    let a = wal.append(b"a").unwrap();
+    plan.wait_for_held_write();
+    let rest: Vec<_> = (0..10).map(|_| wal.append(b"b").unwrap()).collect();
+    plan.fail_write.store(true, Ordering::SeqCst);
+    plan.hold_writes(false);
+    assert_poisoned(a.wait(), libc::ENOSPC);
+    for t in rest {
+        assert_poisoned(t.wait(), libc::ENOSPC);
+    }
+    drop(wal);
+    let wal = Wal::open(d.path(), small()).unwrap();
+    assert_eq!(read_all(&wal), vec![(1, 0, b"ok".to_vec())]);
+}
+
+#[test]
+fn failed_segment_creation_poisons() {
+    let d = tempfile::tempdir().unwrap();
+    let (storage, plan) = FaultyStorage::create();
+    let wal = Wal::open_with(d.path(), small(), storage).unwrap();
+    let rec = [5u8; 4000];
+    let mut n = 0;
+    while crate::recovery::list_segments(d.path()).unwrap().0.len() < 2 {
+        wal.append(&rec).unwrap().wait().unwrap();
+        n += 1;
+        assert!(n < 100, "segments never rolled over");
+    }
+    plan.fail_create.store(true, Ordering::SeqCst);
+    let mut failed = false;
+    for _ in 0..40 {
+        match wal.append(&rec).and_then(crate::Ticket::wait) {
+            Ok(_) => n += 1,
+            Err(e) => {
+                assert_poisoned::<()>(Err(e), libc::ENOSPC);
+                failed = true;
+                break;
+            }
+        }
+    }
+    assert!(failed);
+    drop(wal);
+    let wal = Wal::open(d.path(), small()).unwrap();
+    assert_eq!(read_all(&wal).len(), n);
+}

@@ -1,0 +1,413 @@
+//! Unit tests of the WAL as a whole, including fault injection through the `Storage` trait.
+
+mod fault;
+
+use std::time::Duration;
+
+use crate::{Error, Options, RecoveryMode, SyncMode, Wal};
+
+pub(crate) fn small() -> Options {
+    Options::default()
+        .segment_size(64 << 10)
+        .max_record_size(8 << 10)
+}
+
+pub(crate) fn read_all(wal: &Wal) -> Vec<(u64, u8, Vec<u8>)> {
+    wal.iter_from(wal.first_lsn())
+        .unwrap()
+        .map(|r| {
+            let r = r.unwrap();
+            (r.lsn, r.kind, r.payload)
+        })
+        .collect()
+}
+
+#[test]
+fn append_wait_read_back_and_reopen() {
+    let d = tempfile::tempdir().unwrap();
+    let wal = Wal::open(d.path(), small()).unwrap();
+    assert_eq!(wal.durable_lsn(), 0);
+    let t = wal.append(b"one").unwrap();
+    assert_eq!(t.records(), 1);
+    assert_eq!(t.wait().unwrap(), 1);
+    let t = wal
+        .append_batch_kinds(&[(3, b"two"), (4, b""), (5, b"four")])
+        .unwrap();
+    assert_eq!(t.records(), 3);
+    assert_eq!(t.wait().unwrap(), 2);
+    assert_eq!(wal.append_kind(9, b"five").unwrap().wait().unwrap(), 5);
+    assert_eq!(wal.durable_lsn(), 5);
+    let want = vec![
+        (1, 0, b"one".to_vec()),
+        (2, 3, b"two".to_vec()),
+        (3, 4, b"".to_vec()),
+        (4, 5, b"four".to_vec()),
+        (5, 9, b"five".to_vec()),
+    ];
+    assert_eq!(read_all(&wal), want);
+    let from3: Vec<u64> = wal.iter_from(3).unwrap().map(|r| r.unwrap().lsn).collect();
+    assert_eq!(from3, vec![3, 4, 5]);
+    wal.close().unwrap();
+    let wal = Wal::open(d.path(), small()).unwrap();
+    let rep = wal.recovery_report().clone();
+    assert_eq!((rep.records, rep.next_lsn, rep.dropped_bytes), (5, 6, 0));
+    assert_eq!(read_all(&wal), want);
+    assert_eq!(wal.append(b"six").unwrap().wait().unwrap(), 6);
+}
+
+#[test]
+fn ticket_lsn_is_known_after_sequencing() {
+    let d = tempfile::tempdir().unwrap();
+    let wal = Wal::open(d.path(), small()).unwrap();
+    let t = wal.append_batch(&[b"a", b"b"]).unwrap();
+    while !t.is_done() {
+        std::thread::yield_now();
+    }
+    assert_eq!(t.lsn(), Some(1));
+    assert_eq!(t.wait().unwrap(), 1);
+}
+
+#[test]
+fn second_open_of_a_directory_is_locked() {
+    let d = tempfile::tempdir().unwrap();
+    let wal = Wal::open(d.path(), small()).unwrap();
+    match Wal::open(d.path(), small()) {
+        Err(Error::Locked(p)) => assert_eq!(p, d.path()),
+        other => panic!("{other:?}"),
+    }
+    drop(wal);
+    Wal::open(d.path(), small()).unwrap();
+}
+
+#[test]
+fn bad_input_is_refused_and_writes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let wal = Wal::open(d.path(), small()).unwrap();
+    let big = vec![1u8; (8 << 10) + 1];
+    assert!(matches!(
+        wal.append(&big),
+        Err(Error::RecordTooLarge { size, max }) if size == big.len() && max == 8 << 10
+    ));
+    assert!(matches!(
+        wal.append_batch(&[b"ok", &big]),
+        Err(Error::RecordTooLarge { .. })
+    ));
+    assert!(matches!(wal.append_batch(&[]), Err(Error::EmptyBatch)));
+    let rec = vec![0u8; 8 << 10];
+    let many: Vec<&[u8]> = (0..8).map(|_| &rec[..]).collect();
+    assert!(matches!(
+        wal.append_batch(&many),
+        Err(Error::BatchTooLarge { .. })
+    ));
+    assert_eq!(wal.append(&rec).unwrap().wait().unwrap(), 1);
+    assert_eq!(read_all(&wal).len(), 1);
+    assert!(matches!(
+        Wal::open(d.path().join("x"), Options::default().segment_size(100)),
+        Err(Error::InvalidOptions(_))
+    ));
+    assert!(matches!(
+        Wal::open(d.path().join("y"), Options::default().group_bytes(0)),
+        Err(Error::InvalidOptions(_))
+    ));
+}
+
+#[test]
+fn segments_roll_over_keep_lsns_gapless_and_truncate() {
+    let d = tempfile::tempdir().unwrap();
+    let opts = small();
+    let wal = Wal::open(d.path(), opts.clone()).unwrap();
+    let payload = vec![7u8; 3000];
+    let mut tickets = Vec::new();
+    for i in 0..100u32 {
+        let mut p = payload.clone();
+        p[..4].copy_from_slice(&i.to_le_bytes());
+        tickets.push(wal.append(&p).unwrap());
+    }
+    for (i, t) in tickets.into_iter().enumerate() {
+        assert_eq!(t.wait().unwrap(), i as u64 + 1);
+    }
+    let segs = crate::recovery::list_segments(d.path()).unwrap().0;
+    assert!(segs.len() >= 4, "{}", segs.len());
+    let all = read_all(&wal);
+    assert_eq!(all.len(), 100);
+    for (i, (lsn, _, p)) in all.iter().enumerate() {
+        assert_eq!(*lsn, i as u64 + 1);
+        assert_eq!(&p[..4], &(i as u32).to_le_bytes());
+    }
+    // Truncate below the third segment's first LSN: exactly the first two go.
+    let third = segs[2].first_lsn;
+    assert_eq!(wal.truncate_before(third).unwrap(), 2);
+    assert_eq!(wal.first_lsn(), third);
+    assert!(!segs[0].path.exists() && !segs[1].path.exists() && segs[2].path.exists());
+    assert!(matches!(
+        wal.iter_from(third - 1),
+        Err(Error::Truncated { requested, first }) if requested == third - 1 && first == third
+    ));
+    assert_eq!(
+        wal.iter_from(third).unwrap().next().unwrap().unwrap().lsn,
+        third
+    );
+    // Never the active segment.
+    assert_eq!(wal.truncate_before(u64::MAX).unwrap(), segs.len() - 3);
+    let kept = crate::recovery::list_segments(d.path()).unwrap().0.len();
+    drop(wal);
+    let wal = Wal::open(d.path(), opts).unwrap();
+    let rep = wal.recovery_report();
+    assert_eq!((rep.segments, rep.next_lsn), (kept, 101));
+    assert_eq!(rep.records, 101 - wal.first_lsn());
+    assert_eq!(wal.append(b"x").unwrap().wait().unwrap(), 101);
+}
+
+#[test]
+fn tailing_reader_waits_for_new_records() {
+    let d = tempfile::tempdir().unwrap();
+    let wal = std::sync::Arc::new(Wal::open(d.path(), small()).unwrap());
+    let mut it = wal.iter_from(1).unwrap();
+    assert!(it.next().is_none());
+    assert!(!wal.wait_for(1, Duration::from_millis(5)).unwrap());
+    let w = std::sync::Arc::clone(&wal);
+    let h = std::thread::spawn(move || {
+        for i in 0..50u8 {
+            w.append(&[i; 100]).unwrap().wait().unwrap();
+        }
+    });
+    let mut seen = 0u64;
+    while seen < 50 {
+        assert!(wal.wait_for(seen + 1, Duration::from_secs(10)).unwrap());
+        for r in it.by_ref() {
+            let r = r.unwrap();
+            assert_eq!(r.lsn, seen + 1);
+            assert_eq!(r.payload, vec![seen as u8; 100]);
+            seen += 1;
+        }
+        assert!(seen <= wal.durable_lsn());
+    }
+    h.join().unwrap();
+    assert_eq!(it.next_lsn(), 51);
+}
+
+#[test]
+fn try_append_reports_backpressure_and_append_blocks_until_space() {
+    let d = tempfile::tempdir().unwrap();
+    let (storage, plan) = fault::FaultyStorage::create();
+    plan.hold_writes(true);
+    let wal = Wal::open_with(d.path(), small().max_queued_bytes(1300), storage).unwrap();
+    // The first entry is taken by the flusher, which then blocks in its write.
+    let first = wal.append(&[1u8; 600]).unwrap();
+    plan.wait_for_held_write();
+    let second = wal.try_append(&[2u8; 600]).unwrap();
+    assert!(matches!(
+        wal.try_append(&[3u8; 600]),
+        Err(Error::Backpressure)
+    ));
+    assert!(matches!(
+        wal.try_append_batch(&[&[3u8; 300], &[4u8; 300]]),
+        Err(Error::Backpressure)
+    ));
+    std::thread::scope(|s| {
+        let h = s.spawn(|| wal.append(&[3u8; 600]).unwrap().wait().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+        plan.hold_writes(false);
+        assert_eq!(first.wait().unwrap(), 1);
+        assert_eq!(second.wait().unwrap(), 2);
+        assert_eq!(h.join().unwrap(), 3);
+    });
+}
+
+#[test]
+fn lax_sync_modes_acknowledge_and_survive_reopen() {
+    for mode in [
+        SyncMode::Never,
+        SyncMode::Interval(Duration::from_millis(2)),
+    ] {
+        let d = tempfile::tempdir().unwrap();
+        let (storage, plan) = fault::FaultyStorage::create();
+        let wal = Wal::open_with(d.path(), small().sync_mode(mode), storage).unwrap();
+        for i in 0..30u8 {
+            assert_eq!(
+                wal.append(&[i; 40]).unwrap().wait().unwrap(),
+                u64::from(i) + 1
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let syncs = plan.syncs();
+        match mode {
+            SyncMode::Never => assert_eq!(syncs, 0, "never syncs before close"),
+            _ => assert!((1..30).contains(&syncs), "{syncs}"),
+        }
+        wal.close().unwrap();
+        if mode == SyncMode::Never {
+            assert!(plan.syncs() > syncs, "close syncs");
+        }
+        let wal = Wal::open(d.path(), small()).unwrap();
+        assert_eq!(read_all(&wal).len(), 30);
+    }
+}
+
+#[test]
+fn always_mode_syncs_before_acknowledging() {
+    let d = tempfile::tempdir().unwrap();
+    let (storage, plan) = fault::FaultyStorage::create();
+    let wal = Wal::open_with(d.path(), small(), storage).unwrap();
+    for i in 1..=5u64 {
+        let before = plan.syncs();
+        assert_eq!(wal.append(b"x").unwrap().wait().unwrap(), i);
+        assert!(plan.syncs() > before);
+    }
+}
+
+#[test]
+fn tolerant_mode_keeps_the_prefix_before_mid_log_corruption() {
+    let d = tempfile::tempdir().unwrap();
+    let wal = Wal::open(d.path(), small()).unwrap();
+    for i in 0..10u8 {
+        wal.append(&[i; 50]).unwrap().wait().unwrap();
+    }
+    drop(wal);
+    let seg = crate::recovery::list_segments(d.path()).unwrap().0[0]
+        .path
+        .clone();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let rec = 24 + 50;
+    let bad = 32 + 3 * rec + 30; // inside record 4's payload
+    bytes[bad] ^= 0xFF;
+    std::fs::write(&seg, &bytes).unwrap();
+    match Wal::open(d.path(), small()) {
+        Err(Error::Corrupted {
+            segment, offset, ..
+        }) => {
+            assert_eq!((segment, offset), (seg.clone(), (32 + 3 * rec) as u64));
+        }
+        other => panic!("{other:?}"),
+    }
+    let wal = Wal::open(
+        d.path(),
+        small().recovery_mode(RecoveryMode::TolerateCorruptTail),
+    )
+    .unwrap();
+    let rep = wal.recovery_report().clone();
+    assert_eq!(rep.corruption, Some((seg, (32 + 3 * rec) as u64)));
+    assert_eq!((rep.records, rep.next_lsn), (3, 4));
+    assert_eq!(rep.dropped_records, 6);
+    assert_eq!(read_all(&wal).len(), 3);
+    assert_eq!(wal.append(b"new").unwrap().wait().unwrap(), 4);
+    drop(wal);
+    // Strict open is clean again: the damaged rest was zeroed.
+    let wal = Wal::open(d.path(), small()).unwrap();
+    assert_eq!(read_all(&wal).len(), 4);
+}
+
+#[test]
+fn tolerant_mode_drops_segments_after_corruption_in_a_sealed_one() {
+    let d = tempfile::tempdir().unwrap();
+    let wal = Wal::open(d.path(), small()).unwrap();
+    let rec = [3u8; 4000];
+    for _ in 0..100 {
+        if crate::recovery::list_segments(d.path()).unwrap().0.len() >= 3 {
+            break;
+        }
+        wal.append(&rec).unwrap().wait().unwrap();
+    }
+    drop(wal);
+    let segs = crate::recovery::list_segments(d.path()).unwrap().0;
+    let mut b = std::fs::read(&segs[0].path).unwrap();
+    let bad = 32 + 2 * 4024; // third record of the first segment
+    b[bad + 100] ^= 1;
+    std::fs::write(&segs[0].path, &b).unwrap();
+    assert!(matches!(
+        Wal::open(d.path(), small()),
+        Err(Error::Corrupted { offset, .. }) if offset == bad as u64
+    ));
+    let wal = Wal::open(
+        d.path(),
+        small().recovery_mode(RecoveryMode::TolerateCorruptTail),
+    )
+    .unwrap();
+    let rep = wal.recovery_report().clone();
+    assert_eq!(rep.corruption, Some((segs[0].path.clone(), bad as u64)));
+    let removed: Vec<_> = segs[1..].iter().map(|s| s.path.clone()).collect();
+    assert_eq!(rep.removed_segments, removed);
+    assert_eq!((rep.segments, rep.records, rep.next_lsn), (1, 2, 3));
+    assert!(removed.iter().all(|p| !p.exists()));
+    assert_eq!(read_all(&wal).len(), 2);
+    assert_eq!(wal.append(b"x").unwrap().wait().unwrap(), 3);
+    drop(wal);
+    // The damaged rest was zeroed, so a strict open is clean again.
+    let wal = Wal::open(d.path(), small()).unwrap();
+    assert_eq!(wal.recovery_report().dropped_bytes, 0);
+    assert_eq!(read_all(&wal).len(), 3);
+}
+
+#[test]
+fn recovery_report_counts_a_torn_batch() {
+    let d = tempfile::tempdir().unwrap();
+    let wal = Wal::open(d.path(), small()).unwrap();
+    wal.append(&[1u8; 10]).unwrap().wait().unwrap();
+    wal.append_batch(&[&[2u8; 10], &[3u8; 10], &[4u8; 10]])
+        .unwrap()
+        .wait()
+        .unwrap();
+    drop(wal);
+    let seg = crate::recovery::list_segments(d.path()).unwrap().0[0]
+        .path
+        .clone();
+    let mut b = std::fs::read(&seg).unwrap();
+    let last = 32 + 3 * 34; // the batch's third record
+    b[last + 30] ^= 0xFF;
+    std::fs::write(&seg, &b).unwrap();
+    let wal = Wal::open(d.path(), small()).unwrap();
+    let rep = wal.recovery_report().clone();
+    assert_eq!((rep.records, rep.dropped_records, rep.next_lsn), (1, 2, 2));
+    assert_eq!(rep.dropped_bytes, 3 * 34);
+    assert_eq!(rep.segments, 1);
+    assert!(rep.corruption.is_none() && rep.removed_segments.is_empty());
+    let on_disk = std::fs::read(&seg).unwrap();
+    assert!(
+        on_disk[32 + 34..].iter().all(|&x| x == 0),
+        "torn bytes zeroed"
+    );
+}
+
+#[test]
+fn appends_queued_during_a_write_share_one_write_and_one_sync() {
+    let d = tempfile::tempdir().unwrap();
+    let (storage, plan) = fault::FaultyStorage::create();
+    let wal = Wal::open_with(d.path(), small(), storage).unwrap();
+    plan.hold_writes(true);
+    let first = wal.append(b"first").unwrap();
+    plan.wait_for_held_write();
+    let rest: Vec<_> = (0..15u8).map(|i| wal.append(&[i; 30]).unwrap()).collect();
+    let (syncs, writes) = (plan.syncs(), plan.writes());
+    plan.hold_writes(false);
+    assert_eq!(first.wait().unwrap(), 1);
+    for (i, t) in rest.into_iter().enumerate() {
+        assert_eq!(t.wait().unwrap(), i as u64 + 2);
+    }
+    // The held group, then one group for the 15 queued meanwhile.
+    assert_eq!(plan.syncs() - syncs, 2);
+    assert_eq!(plan.writes() - writes, 2);
+    assert_eq!(read_all(&wal).len(), 16);
+}
+
+#[test]
+fn a_lone_writer_never_waits_out_the_group_interval() {
+    // With an hour-long interval, any wait for the group to grow would hang this test.
+    let d = tempfile::tempdir().unwrap();
+    let opts = small().group_interval(Duration::from_secs(3600));
+    let wal = Wal::open(d.path(), opts).unwrap();
+    for i in 1..=20u64 {
+        assert_eq!(wal.append(b"alone").unwrap().wait().unwrap(), i);
+    }
+    // Two writers taking turns also complete (a smaller group waits only while peers
+    // keep arriving).
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                for _ in 0..20 {
+                    wal.append(b"pair").unwrap().wait().unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(wal.durable_lsn(), 60);
+}

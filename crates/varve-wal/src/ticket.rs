@@ -1,0 +1,168 @@
+//! Durability tickets: how an appender learns its LSN and waits for durability.
+//!
+//! The flusher completes a ticket with one store and, only if the owner is parked, one
+//! unpark. The owner spins briefly, then registers its thread and parks. Both sides put a
+//! `SeqCst` fence between their store and their load, so either the owner sees the
+//! completion or the flusher sees the registered thread (no lost wake-up).
+
+use std::io;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering, fence};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
+
+use crate::Lsn;
+use crate::error::{Error, Result};
+
+const PENDING: u8 = 0;
+const DONE: u8 = 1;
+const FAILED: u8 = 2;
+
+/// Spins before parking: a group commit often completes within microseconds of the wait.
+const SPINS: u32 = 200;
+
+/// State shared by a [`Ticket`] and the flusher.
+#[derive(Debug)]
+pub(crate) struct TicketState {
+    /// First LSN of the record(s); 0 until sequenced.
+    first_lsn: AtomicU64,
+    /// Number of records.
+    records: u32,
+    status: AtomicU8,
+    waiter: OnceLock<Thread>,
+    cause: OnceLock<Arc<io::Error>>,
+}
+
+impl TicketState {
+    pub(crate) fn new(records: u32) -> Arc<Self> {
+        Arc::new(TicketState {
+            first_lsn: AtomicU64::new(0),
+            records,
+            status: AtomicU8::new(PENDING),
+            waiter: OnceLock::new(),
+            cause: OnceLock::new(),
+        })
+    }
+
+    pub(crate) fn records(&self) -> u32 {
+        self.records
+    }
+
+    /// Called by the sequencer when the first record gets its LSN.
+    pub(crate) fn set_lsn(&self, lsn: Lsn) {
+        self.first_lsn.store(lsn, Ordering::Release);
+    }
+
+    fn finish(&self, status: u8) {
+        self.status.store(status, Ordering::Release);
+        fence(Ordering::SeqCst);
+        if let Some(t) = self.waiter.get() {
+            t.unpark();
+        }
+    }
+
+    /// Marks the records durable and wakes the owner.
+    pub(crate) fn complete(&self) {
+        self.finish(DONE);
+    }
+
+    /// Marks the records failed with `cause` and wakes the owner.
+    pub(crate) fn fail(&self, cause: Arc<io::Error>) {
+        let _ = self.cause.set(cause);
+        self.finish(FAILED);
+    }
+
+    fn check(&self) -> Option<Result<Lsn>> {
+        match self.status.load(Ordering::Acquire) {
+            DONE => Some(Ok(self.first_lsn.load(Ordering::Acquire))),
+            FAILED => Some(Err(Error::Poisoned(self.cause.get().map_or_else(
+                || Arc::new(io::Error::other("WAL write failed")),
+                Arc::clone,
+            )))),
+            _ => None,
+        }
+    }
+}
+
+/// A claim on records handed to the WAL: their LSN, and a way to wait until they are
+/// durable under the WAL's [`SyncMode`](crate::SyncMode).
+#[derive(Debug)]
+#[must_use = "a record is only known durable once its ticket's wait() returns Ok"]
+pub struct Ticket {
+    state: Arc<TicketState>,
+}
+
+impl Ticket {
+    pub(crate) fn new(state: Arc<TicketState>) -> Self {
+        Ticket { state }
+    }
+
+    /// The LSN of the (first) record, once the flusher has sequenced it; `None` before.
+    /// The records of a batch carry `lsn()..lsn() + records()`.
+    pub fn lsn(&self) -> Option<Lsn> {
+        match self.state.first_lsn.load(Ordering::Acquire) {
+            0 => None,
+            l => Some(l),
+        }
+    }
+
+    /// How many records this ticket covers (1, or the batch length).
+    pub fn records(&self) -> u32 {
+        self.state.records
+    }
+
+    /// True once [`wait`](Self::wait) would return without blocking.
+    pub fn is_done(&self) -> bool {
+        self.state.status.load(Ordering::Acquire) != PENDING
+    }
+
+    /// Blocks until the records are durable (per the `SyncMode`) and returns the LSN of the
+    /// first one; `Error::Poisoned` if the write or sync of their group failed.
+    pub fn wait(self) -> Result<Lsn> {
+        let s = &*self.state;
+        for _ in 0..SPINS {
+            if let Some(r) = s.check() {
+                return r;
+            }
+            std::hint::spin_loop();
+        }
+        let _ = s.waiter.set(std::thread::current());
+        fence(Ordering::SeqCst);
+        loop {
+            if let Some(r) = s.check() {
+                return r;
+            }
+            std::thread::park();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_returns_after_completion_from_another_thread() {
+        let st = TicketState::new(3);
+        let t = Ticket::new(Arc::clone(&st));
+        assert_eq!((t.lsn(), t.records(), t.is_done()), (None, 3, false));
+        let h = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            st.set_lsn(9);
+            st.complete();
+        });
+        assert_eq!(t.wait().unwrap(), 9);
+        h.join().unwrap();
+    }
+
+    #[test]
+    fn failure_is_reported_as_poisoned() {
+        let st = TicketState::new(1);
+        let t = Ticket::new(Arc::clone(&st));
+        st.fail(Arc::new(io::Error::other("disk on fire")));
+        assert!(t.is_done());
+        match t.wait() {
+            Err(Error::Poisoned(c)) => assert!(c.to_string().contains("disk on fire")),
+            other => panic!("{other:?}"),
+        }
+    }
+}
