@@ -430,15 +430,23 @@ impl Inner {
             return;
         };
         slot.live_pages -= pages;
-        if slot.live_pages == 0 && RawChunk::reset(&mut slot.raw) {
-            let is_current = pool.current == Some(addr);
-            if st.held_chunks > self.min_chunks {
-                if is_current {
-                    st.pools[ci].current = None;
-                }
+        let emptied = slot.live_pages == 0 && RawChunk::reset(&mut slot.raw);
+        if emptied && pool.current != Some(addr) {
+            pool.idle.push(addr);
+        }
+        // Above min, return one entirely free chunk to the OS: this one if it emptied,
+        // else an idle one of either class.
+        if st.held_chunks > self.min_chunks {
+            if emptied && st.pools[ci].current == Some(addr) {
+                st.pools[ci].current = None;
                 release(&mut st, ci, addr);
-            } else if !is_current {
-                st.pools[ci].idle.push(addr);
+            } else if let Some(p) = [ci, 1 - ci]
+                .into_iter()
+                .find(|&p| !st.pools[p].idle.is_empty())
+            {
+                if let Some(a) = st.pools[p].idle.pop() {
+                    release(&mut st, p, a);
+                }
             }
         }
         if st.waiters > 0 {

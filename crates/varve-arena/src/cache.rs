@@ -156,8 +156,7 @@ struct Shared {
 enum Msg {
     Prefetch {
         file: FileId,
-        first: u64,
-        end: u64,
+        pages: Vec<u64>,
         reader: u64,
     },
     Shutdown,
@@ -278,6 +277,12 @@ impl CacheManager {
             .is_some()
     }
 
+    /// Waits until the prefetcher has no page in flight, up to `timeout`; true if it is
+    /// idle. For tests and benchmarks that want a settled cache.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        self.shared.wait_idle(timeout)
+    }
+
     /// Drops every unpinned cached page (their blocks go back to the arena).
     pub fn clear(&self) {
         let mut cache = self.shared.lock();
@@ -312,12 +317,11 @@ fn prefetch_worker(shared: &Shared, rx: &mpsc::Receiver<Msg>) {
     let _guard = PanicGuard(shared);
     while let Ok(Msg::Prefetch {
         file,
-        first,
-        end,
+        pages,
         reader,
     }) = rx.recv()
     {
-        shared.prefetch(file, first, end, reader);
+        shared.prefetch(file, &pages, reader);
     }
 }
 
@@ -382,70 +386,55 @@ impl Shared {
         }
     }
 
-    /// Loads pages `[first, end)` of `file` that are neither cached nor loading, for
-    /// `reader`. Failures only mean less prefetch: a reader's own read reports errors.
-    fn prefetch(&self, file: FileId, first: u64, end: u64, reader: u64) {
+    /// Loads `pages` (ascending, already marked pending by the requesting reader) of
+    /// `file` for `reader`, one `preadv` per run of consecutive pages, and clears their
+    /// pending marks whatever happens. Failures only mean less prefetch: a reader's own
+    /// read reports errors.
+    fn prefetch(&self, file: FileId, pages: &[u64], reader: u64) {
         let ps = self.page_size() as u64;
-        let Ok(len) = self.source.len(file) else {
-            return;
-        };
-        let end = end.min(len.div_ceil(ps));
-        let mut idx = first;
-        while idx < end {
-            // The next run of consecutive pages to load.
-            let mut run = Vec::new();
-            {
-                let mut cache = self.lock();
-                while idx < end {
-                    let key = (file, idx);
-                    if cache.pages.peek_mut(&key).is_some() || cache.pending.contains(&key) {
-                        idx += 1;
-                        if run.is_empty() {
-                            continue;
-                        }
-                        break;
-                    }
-                    cache.pending.insert(key);
-                    run.push(idx);
-                    idx += 1;
-                }
-            }
-            if run.is_empty() {
-                break;
-            }
-            let mut blocks = Vec::with_capacity(run.len());
-            for _ in &run {
+        let len = self.source.len(file).ok();
+        let mut rest = pages;
+        while let Some(&start) = rest.first() {
+            let run_len = rest
+                .iter()
+                .enumerate()
+                .take_while(|&(k, &p)| p == start + k as u64)
+                .count();
+            let (run, tail) = rest.split_at(run_len);
+            rest = tail;
+            // Pages at or past the end of the file seen now cannot be loaded yet.
+            let avail = len.map_or(0, |l| l.div_ceil(ps).saturating_sub(start));
+            let want = (run.len() as u64).min(avail) as usize;
+            let mut blocks = Vec::with_capacity(want);
+            while blocks.len() < want {
                 match self.alloc_page(false) {
                     Ok(Some(b)) => blocks.push(b),
                     _ => break,
                 }
             }
-            let start = run[0];
-            let read = {
+            let read = if blocks.is_empty() {
+                Ok(0)
+            } else {
                 let mut bufs: Vec<&mut [u8]> = blocks.iter_mut().map(|b| &mut b[..]).collect();
-                if bufs.is_empty() {
-                    Ok(0)
-                } else {
-                    self.source.read_vectored_at(file, start * ps, &mut bufs)
-                }
+                self.source.read_vectored_at(file, start * ps, &mut bufs)
             };
             let mut cache = self.lock();
-            for &i in &run {
+            for &i in run {
                 cache.pending.remove(&(file, i));
             }
-            if let Ok(n) = read {
+            if let (Ok(n), Some(len)) = (read, len) {
                 // Only bytes below the length seen before the read are trusted.
                 let n = (n as u64).min(len.saturating_sub(start * ps));
-                for (k, block) in blocks.into_iter().enumerate() {
-                    let page_start = k as u64 * ps;
+                for (k, block) in (0u64..).zip(blocks) {
+                    let page_start = k * ps;
                     if page_start >= n {
                         break;
                     }
-                    let valid = (n - page_start).min(ps) as usize;
-                    let key = (file, start + k as u64);
+                    let key = (file, start + k);
                     if cache.pages.peek_mut(&key).is_some() {
                         continue; // a reader loaded it meanwhile
                     }
+                    let valid = (n - page_start).min(ps) as usize;
                     cache.pages.insert(
                         key,
                         Entry {
@@ -458,10 +447,25 @@ impl Shared {
             }
             self.trim(&mut cache);
             self.loaded.notify_all();
-            if self.poisoned.load(Ordering::Relaxed) {
-                return;
-            }
         }
+    }
+
+    /// Waits until no prefetch is in flight (or `timeout` passes); true if idle.
+    fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut cache = self.lock();
+        while !cache.pending.is_empty() {
+            let now = Instant::now();
+            if now >= deadline || self.poisoned.load(Ordering::Relaxed) {
+                return false;
+            }
+            cache = self
+                .loaded
+                .wait_timeout(cache, deadline - now)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        true
     }
 }
 
@@ -762,28 +766,44 @@ impl TailReader {
         Ok(Some(page))
     }
 
-    /// Asks for the next window past `idx` if the reader is sequential and less than half
-    /// a window is already requested ahead of it.
+    /// Asks for the next window past `idx` if the reader is sequential and at most half a
+    /// window is already requested ahead of it. The pages are marked pending here, so a
+    /// reader that catches up waits for the prefetcher instead of reading them twice.
     fn maybe_prefetch(&mut self, idx: u64) {
         let cfg = &self.shared.config;
         if !cfg.prefetch || self.run < cfg.sequential_after {
             return;
         }
         let from = self.prefetched_until.max(idx + 1);
-        let ahead = from - (idx + 1);
-        if ahead > (self.window / 2) as u64 {
+        if from - (idx + 1) > (self.window / 2) as u64 {
             return;
         }
         let end = idx + 1 + self.window as u64;
-        if end <= from {
+        self.prefetched_until = end;
+        let pages: Vec<u64> = {
+            let mut cache = self.shared.lock();
+            (from..end)
+                .filter(|&p| {
+                    let key = (self.file, p);
+                    cache.pages.peek_mut(&key).is_none() && cache.pending.insert(key)
+                })
+                .collect()
+        };
+        if pages.is_empty() {
             return;
         }
-        self.prefetched_until = end;
-        let _ = self.tx.send(Msg::Prefetch {
+        let msg = Msg::Prefetch {
             file: self.file,
-            first: from,
-            end,
+            pages,
             reader: self.id,
-        });
+        };
+        if let Err(mpsc::SendError(Msg::Prefetch { pages, .. })) = self.tx.send(msg) {
+            // The prefetcher is gone (shutting down): nobody will load these.
+            let mut cache = self.shared.lock();
+            for p in pages {
+                cache.pending.remove(&(self.file, p));
+            }
+            self.shared.loaded.notify_all();
+        }
     }
 }
