@@ -383,17 +383,17 @@ impl Inner {
         let len = pages * class.page_size();
         loop {
             let pool = &mut st.pools[ci];
-            if let Some(slot) = pool.current.and_then(|a| pool.chunks.get_mut(&a)) {
-                if let Some(raw) = slot.raw.carve(len) {
-                    slot.live_pages += pages;
-                    pool.live_pages += pages as u64;
-                    pool.live_blocks += 1;
-                    return Ok(Some(Block {
-                        raw: Some(raw),
-                        class,
-                        arena: Arc::clone(self),
-                    }));
-                }
+            if let Some(slot) = pool.current.and_then(|a| pool.chunks.get_mut(&a))
+                && let Some(raw) = slot.raw.carve(len)
+            {
+                slot.live_pages += pages;
+                pool.live_pages += pages as u64;
+                pool.live_blocks += 1;
+                return Ok(Some(Block {
+                    raw: Some(raw),
+                    class,
+                    arena: Arc::clone(self),
+                }));
             }
             // The current chunk (if any) is full for this request: retire it. Its tail is
             // wasted until all of its blocks are freed.
@@ -440,13 +440,11 @@ impl Inner {
             if emptied && st.pools[ci].current == Some(addr) {
                 st.pools[ci].current = None;
                 release(&mut st, ci, addr);
-            } else if let Some(p) = [ci, 1 - ci]
+            } else if let Some((p, a)) = [ci, 1 - ci]
                 .into_iter()
-                .find(|&p| !st.pools[p].idle.is_empty())
+                .find_map(|p| st.pools[p].idle.pop().map(|a| (p, a)))
             {
-                if let Some(a) = st.pools[p].idle.pop() {
-                    release(&mut st, p, a);
-                }
+                release(&mut st, p, a);
             }
         }
         if st.waiters > 0 {

@@ -633,10 +633,11 @@ impl TailReader {
 
     /// Page `idx` with at least `need` valid bytes, or `None` if the file is too short.
     fn page(&mut self, idx: u64, need: usize) -> Result<Option<Arc<Page>>> {
-        if let Some((i, p)) = &self.current {
-            if *i == idx && p.valid >= need {
-                return Ok(Some(Arc::clone(p)));
-            }
+        if let Some((i, p)) = &self.current
+            && *i == idx
+            && p.valid >= need
+        {
+            return Ok(Some(Arc::clone(p)));
         }
         // Unpin the old page before looking (it may be the partial page to invalidate).
         self.current = None;
@@ -661,11 +662,9 @@ impl TailReader {
         }
         let deadline = Instant::now() + shared.config.wait_timeout;
         let mut cache = shared.lock();
-        if let Some(w) = cache.wasted.remove(&self.id) {
-            if w > 0 {
-                self.window = (self.window / 2).max(1);
-                self.used_in_window = 0;
-            }
+        if cache.wasted.remove(&self.id).is_some_and(|w| w > 0) {
+            self.window = (self.window / 2).max(1);
+            self.used_in_window = 0;
         }
         let mut waited = false;
         let mut stale = false;
@@ -723,11 +722,9 @@ impl TailReader {
                 .pages
                 .peek_mut(&key)
                 .is_some_and(|e| e.page.valid < need);
-            if partial {
-                if let Some(e) = cache.pages.remove(&key) {
-                    bump(&shared.counters.invalidations);
-                    shared.note_dropped(&mut cache, &e);
-                }
+            if partial && let Some(e) = cache.pages.remove(&key) {
+                bump(&shared.counters.invalidations);
+                shared.note_dropped(&mut cache, &e);
             }
         }
         bump(&shared.counters.misses);

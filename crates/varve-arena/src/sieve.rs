@@ -245,7 +245,7 @@ mod tests {
             let mut s: Sieve<u8, u32> = Sieve::new();
             let mut m = Model::default();
             // Keys divisible by 5 are pinned.
-            let pinned = |k: u8| k % 5 == 0;
+            let pinned = |k: u8| k.is_multiple_of(5);
             for op in ops {
                 match op {
                     Op::Insert(k) => {

@@ -207,10 +207,17 @@ fn emptied_chunks_go_back_to_the_os_above_min_one_at_a_time() {
 #[test]
 fn idle_chunks_above_min_are_compacted_or_given_to_the_other_class() {
     let a = arena(2, 4);
-    let s: Vec<Block> = (0..2).map(|_| a.try_alloc(PageClass::Small, 512).unwrap()).collect();
+    let s: Vec<Block> = (0..2)
+        .map(|_| a.try_alloc(PageClass::Small, 512).unwrap())
+        .collect();
     drop(s); // held 2 = min: both kept, one current and one idle
-    assert_eq!((a.stats().small.chunks, a.stats().small.free_bytes), (2, 2 * CHUNK_BYTES));
-    let l: Vec<Block> = (0..2).map(|_| a.try_alloc(PageClass::Large, 64).unwrap()).collect();
+    assert_eq!(
+        (a.stats().small.chunks, a.stats().small.free_bytes),
+        (2, 2 * CHUNK_BYTES)
+    );
+    let l: Vec<Block> = (0..2)
+        .map(|_| a.try_alloc(PageClass::Large, 64).unwrap())
+        .collect();
     assert_eq!(a.stats().held_bytes, 4 * CHUNK_BYTES);
     // At max, the small class's idle chunk is unmapped to make room for a large one.
     let extra = a.try_alloc(PageClass::Large, 64).unwrap();
@@ -228,19 +235,33 @@ fn idle_chunks_above_min_are_compacted_or_given_to_the_other_class() {
 #[test]
 fn compact_returns_idle_chunks_above_min() {
     let a = arena(2, 8);
-    let s: Vec<Block> = (0..3).map(|_| a.try_alloc(PageClass::Small, 512).unwrap()).collect();
-    let l: Vec<Block> = (0..3).map(|_| a.try_alloc(PageClass::Large, 64).unwrap()).collect();
+    let s: Vec<Block> = (0..3)
+        .map(|_| a.try_alloc(PageClass::Small, 512).unwrap())
+        .collect();
+    let l: Vec<Block> = (0..3)
+        .map(|_| a.try_alloc(PageClass::Large, 64).unwrap())
+        .collect();
     drop(l); // large chunks emptied above min: each released on its free
     let held = a.stats().held_bytes;
-    assert_eq!(held, 3 * CHUNK_BYTES, "3 small held, the large ones returned");
+    assert_eq!(
+        held,
+        3 * CHUNK_BYTES,
+        "3 small held, the large ones returned"
+    );
     drop(s);
     // Small chunks: one released on its free (3 > min), then held = min keeps the rest.
     assert_eq!(a.stats().held_bytes, 2 * CHUNK_BYTES);
     // Grow the large class without any free: the small idle chunk is above min now.
-    let l: Vec<Block> = (0..2).map(|_| a.try_alloc(PageClass::Large, 64).unwrap()).collect();
+    let l: Vec<Block> = (0..2)
+        .map(|_| a.try_alloc(PageClass::Large, 64).unwrap())
+        .collect();
     let st = a.stats();
     assert_eq!(st.held_bytes, 4 * CHUNK_BYTES);
-    assert_eq!(st.small.free_bytes, 2 * CHUNK_BYTES, "one idle + one empty current");
+    assert_eq!(
+        st.small.free_bytes,
+        2 * CHUNK_BYTES,
+        "one idle + one empty current"
+    );
     let n = a.compact();
     assert_eq!(n, 1, "only the idle chunk; the current one is not idle");
     assert_eq!(a.stats().held_bytes, (4 - n) * CHUNK_BYTES);
