@@ -517,6 +517,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn page_classes() {
+        assert_eq!(PageClass::Small.page_size(), 512);
+        assert_eq!(PageClass::Large.page_size(), 4096);
+        assert_eq!(PageClass::Small.pages_per_chunk(), 512);
+        assert_eq!(PageClass::Large.pages_per_chunk(), 64);
+        assert_eq!(PageClass::ALL.map(PageClass::index), [0, 1]);
+    }
+
+    #[test]
     fn parses_mem_total() {
         let text = "MemFree: 5 kB\nMemTotal:       16318064 kB\nOther: 1 kB\n";
         assert_eq!(parse_mem_total(text), Some(16318064 * 1024));

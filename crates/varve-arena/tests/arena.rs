@@ -73,7 +73,7 @@ fn check(a: &Arena, live: &BTreeMap<u64, (Block, u8)>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 48, max_shrink_iters: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn model(ops in proptest::collection::vec(op(), 1..200), min_chunks in 0u64..3) {
@@ -307,12 +307,12 @@ fn blocked_alloc_wakes_when_another_thread_frees() {
     let a2 = a.clone();
     let t = std::thread::spawn(move || {
         let r = a2
-            .alloc(PageClass::Large, 8, Duration::from_secs(30))
+            .alloc(PageClass::Large, 8, Duration::from_secs(4))
             .map(|b| b.len());
         tx.send(r).unwrap();
     });
     // Wait (bounded) until the thread is really blocked at max.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(4);
     while a.stats().waits == 0 {
         assert!(Instant::now() < deadline, "allocation never blocked");
         std::thread::sleep(Duration::from_millis(1));
@@ -323,7 +323,7 @@ fn blocked_alloc_wakes_when_another_thread_frees() {
     );
     drop(full);
     let got = rx
-        .recv_timeout(Duration::from_secs(20))
+        .recv_timeout(Duration::from_secs(5))
         .expect("blocked alloc never woke");
     assert_eq!(got.unwrap(), 8 * 4096);
     t.join().unwrap();
@@ -346,7 +346,7 @@ fn concurrent_threads_never_share_bytes() {
                     };
                     let pages = 1 + (i as usize * 7 + t as usize) % 9;
                     let tag = (i as u8).wrapping_mul(31) ^ t;
-                    let mut b = a.alloc(class, pages, Duration::from_secs(10)).unwrap();
+                    let mut b = a.alloc(class, pages, Duration::from_secs(4)).unwrap();
                     b.fill(tag);
                     held.push((b, tag));
                     if held.len() > 6 {

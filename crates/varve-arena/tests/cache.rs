@@ -45,7 +45,23 @@ fn write_log(dir: &Path, sizes: &[usize]) -> (PathBuf, Vec<u64>) {
     (path, offsets)
 }
 
+/// Tests bound every wait: a bug that loses a wake-up fails the test in seconds instead of
+/// hanging the suite (mutation testing runs it with a timeout).
+const WAIT: Duration = Duration::from_secs(1);
+
+/// Fails the test once `secs` have passed since `start`.
+fn within(start: Instant, secs: u64) {
+    assert!(
+        start.elapsed() < Duration::from_secs(secs),
+        "too slow: a wait is not woken"
+    );
+}
+
 fn manager(path: &Path, min_chunks: u64, max_chunks: u64, config: CacheConfig) -> CacheManager {
+    let config = CacheConfig {
+        wait_timeout: config.wait_timeout.min(WAIT),
+        ..config
+    };
     let source = FileSource::new();
     source.open(FILE, path).unwrap();
     let arena = Arena::new(
@@ -67,7 +83,7 @@ fn sizes() -> impl Strategy<Value = Vec<usize>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 12, max_shrink_iters: 16, ..ProptestConfig::default() })]
 
     /// Several readers from random record starts, interleaved at random, get exactly the
     /// bytes `pread` gives, in order, and memory stays within `max`.
@@ -93,7 +109,9 @@ proptest! {
             .collect();
         let mut steps = schedule.into_iter().chain(std::iter::repeat_n(0, 0));
         let mut done = vec![false; readers.len()];
+        let start = Instant::now();
         while !done.iter().all(|&d| d) {
+            within(start, 4);
             // Random reader, or the first unfinished one when the schedule runs out.
             let r = match steps.next() {
                 Some(x) => x % readers.len(),
@@ -159,7 +177,7 @@ fn tailing_reader_sees_every_record_once_in_order() {
     });
     let mut reader = m.reader(FILE, 0);
     let mut seq = 0;
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(6);
     while seq < n {
         assert!(Instant::now() < deadline, "tailing stalled at {seq}");
         match reader.next_record().unwrap() {
@@ -285,7 +303,9 @@ fn truncated_tail_is_not_yet_available_not_corrupt() {
         let m = manager(&path, 1, 4, CacheConfig::default());
         let mut r = m.reader(FILE, 0);
         let mut n = 0;
+        let start = Instant::now();
         while let Some(rec) = r.next_record().unwrap() {
+            within(start, 4);
             assert_eq!(rec.payload(), &payload(n, sizes[n as usize])[..]);
             n += 1;
         }
@@ -313,8 +333,11 @@ fn sequential_reader_is_prefetched_and_the_window_grows() {
     let m = manager(&path, 16, 32, CacheConfig::default());
     let mut r = m.reader(FILE, 0);
     assert_eq!(r.window(), 4);
-    while r.next_record().unwrap().is_some() {}
-    assert!(m.wait_idle(Duration::from_secs(20)));
+    let start = Instant::now();
+    while r.next_record().unwrap().is_some() {
+        within(start, 4);
+    }
+    assert!(m.wait_idle(Duration::from_secs(3)));
     let st = m.stats();
     // Pages 0..=2 are read before the reader counts as sequential; every later page was
     // prefetched (or was in flight) before the reader got there.
@@ -334,13 +357,18 @@ fn without_prefetch_every_page_is_a_miss() {
     let (path, pages) = sequential_file(dir.path());
     let m = manager(&path, 16, 32, no_prefetch());
     let mut r = m.reader(FILE, 0);
-    while r.next_record().unwrap().is_some() {}
+    let start = Instant::now();
+    while r.next_record().unwrap().is_some() {
+        within(start, 4);
+    }
     let st = m.stats();
     assert_eq!((st.misses, st.hits, st.prefetched), (pages, 0, 0));
     assert_eq!(st.hit_rate(), 0.0);
     // A second reader over the same pages hits the cache.
     let mut r2 = m.reader(FILE, 0);
-    while r2.next_record().unwrap().is_some() {}
+    while r2.next_record().unwrap().is_some() {
+        within(start, 4);
+    }
     assert_eq!(m.stats().hits, pages);
 }
 
@@ -350,10 +378,12 @@ fn wasted_prefetch_shrinks_the_window() {
     let (path, _) = sequential_file(dir.path());
     let m = manager(&path, 16, 32, CacheConfig::default());
     let mut r = m.reader(FILE, 0);
+    let start = Instant::now();
     while r.window() < 16 {
+        within(start, 4);
         r.next_record().unwrap().unwrap();
     }
-    assert!(m.wait_idle(Duration::from_secs(20)));
+    assert!(m.wait_idle(Duration::from_secs(3)));
     let before = r.window();
     m.clear(); // the unused prefetched pages ahead of the reader are wasted
     let wasted = m.stats().prefetched_wasted;
@@ -395,11 +425,13 @@ fn usage_above_min_is_evicted_and_held_stays_below_max() {
         let m = manager(&path, 1, 2, config);
         let mut r = m.reader(FILE, 0);
         let mut n = 0;
+        let start = Instant::now();
         while let Some(rec) = r.next_record().unwrap() {
+            within(start, 4);
             assert_eq!(rec.payload(), &payload(n, 100)[..]);
             n += 1;
         }
-        assert!(m.wait_idle(Duration::from_secs(20)));
+        assert!(m.wait_idle(Duration::from_secs(3)));
         let st = m.stats();
         assert!(st.evictions > 0);
         assert!(st.peak_held_bytes <= 2 * CHUNK_BYTES);
@@ -496,7 +528,7 @@ fn a_dead_prefetcher_poisons_readers() {
     let (path, _) = sequential_file(dir.path());
     let m = faulty_manager(&path, false, false, true);
     let mut r = m.reader(FILE, 0);
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(4);
     let err = loop {
         assert!(Instant::now() < deadline);
         match r.next_record() {
