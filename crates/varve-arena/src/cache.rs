@@ -40,6 +40,9 @@ pub struct CacheConfig {
     pub initial_window: usize,
     /// Largest prefetch window, in pages (default 64: 256 KiB of 4 KiB pages).
     pub max_window: usize,
+    /// Background prefetch threads (default 2: two reads in flight, which O_DIRECT reads
+    /// need to keep a disk busy). At least 1.
+    pub prefetch_threads: usize,
     /// Consecutive pages a reader must touch before it counts as sequential (default 2).
     pub sequential_after: usize,
     /// How long a read waits for memory at the arena's `max` (when nothing can be evicted)
@@ -54,6 +57,7 @@ impl Default for CacheConfig {
             prefetch: true,
             initial_window: 4,
             max_window: 64,
+            prefetch_threads: 2,
             sequential_after: 2,
             wait_timeout: Duration::from_secs(5),
         }
@@ -166,7 +170,7 @@ enum Msg {
 pub struct CacheManager {
     shared: Arc<Shared>,
     tx: mpsc::Sender<Msg>,
-    worker: Option<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
 }
 
 impl fmt::Debug for CacheManager {
@@ -190,9 +194,13 @@ impl CacheManager {
         config: CacheConfig,
         framing: impl Framing,
     ) -> Result<Self> {
-        if config.initial_window == 0 || config.max_window < config.initial_window {
+        if config.initial_window == 0
+            || config.max_window < config.initial_window
+            || config.prefetch_threads == 0
+        {
             return Err(Error::InvalidConfig {
-                reason: "need 0 < initial_window <= max_window".to_string(),
+                reason: "need 0 < initial_window <= max_window and prefetch_threads > 0"
+                    .to_string(),
             });
         }
         let shared = Arc::new(Shared {
@@ -211,15 +219,22 @@ impl CacheManager {
             next_reader: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel();
-        let worker_shared = Arc::clone(&shared);
-        let worker = std::thread::Builder::new()
-            .name("varve-arena-prefetch".to_string())
-            .spawn(move || prefetch_worker(&worker_shared, &rx))?;
-        Ok(CacheManager {
+        let rx = Arc::new(Mutex::new(rx));
+        let mut manager = CacheManager {
             shared,
             tx,
-            worker: Some(worker),
-        })
+            workers: Vec::new(),
+        };
+        for _ in 0..config.prefetch_threads {
+            let shared = Arc::clone(&manager.shared);
+            let rx = Arc::clone(&rx);
+            let worker = std::thread::Builder::new()
+                .name("varve-arena-prefetch".to_string())
+                .spawn(move || prefetch_worker(&shared, &rx))?;
+            // On a spawn error `manager` drops here and stops the workers already started.
+            manager.workers.push(worker);
+        }
+        Ok(manager)
     }
 
     /// A reader of the records of `file` starting at `offset`, which must be the start of
@@ -292,8 +307,10 @@ impl CacheManager {
 
 impl Drop for CacheManager {
     fn drop(&mut self) {
-        let _ = self.tx.send(Msg::Shutdown);
-        if let Some(w) = self.worker.take() {
+        for _ in &self.workers {
+            let _ = self.tx.send(Msg::Shutdown);
+        }
+        for w in self.workers.drain(..) {
             let _ = w.join();
         }
     }
@@ -313,15 +330,22 @@ impl Drop for PanicGuard<'_> {
     }
 }
 
-fn prefetch_worker(shared: &Shared, rx: &mpsc::Receiver<Msg>) {
+fn prefetch_worker(shared: &Shared, rx: &Mutex<mpsc::Receiver<Msg>>) {
     let _guard = PanicGuard(shared);
-    while let Ok(Msg::Prefetch {
-        file,
-        pages,
-        reader,
-    }) = rx.recv()
-    {
-        shared.prefetch(file, &pages, reader);
+    loop {
+        // Hold the receiver only to take one message, so the workers read in parallel.
+        let msg = rx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .recv();
+        match msg {
+            Ok(Msg::Prefetch {
+                file,
+                pages,
+                reader,
+            }) => shared.prefetch(file, &pages, reader),
+            Ok(Msg::Shutdown) | Err(_) => return,
+        }
     }
 }
 

@@ -553,10 +553,11 @@ fn invalid_cache_config_is_refused() {
     source.open(FILE, &path).unwrap();
     let source: Arc<dyn PageSource> = Arc::new(source);
     let arena = Arena::new(ArenaConfig::with_limits(0, CHUNK_BYTES).unwrap());
-    for (initial_window, max_window) in [(0, 4), (8, 4)] {
+    for (initial_window, max_window, prefetch_threads) in [(0, 4, 1), (8, 4, 1), (4, 4, 0)] {
         let config = CacheConfig {
             initial_window,
             max_window,
+            prefetch_threads,
             ..CacheConfig::default()
         };
         let r = CacheManager::new(Arc::clone(&source), arena.clone(), config);
@@ -565,6 +566,7 @@ fn invalid_cache_config_is_refused() {
     let config = CacheConfig {
         initial_window: 4,
         max_window: 4,
+        prefetch_threads: 1,
         ..CacheConfig::default()
     };
     assert!(CacheManager::new(source, arena, config).is_ok());
