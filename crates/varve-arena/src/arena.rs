@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::raw::{CHUNK_SIZE, RawBlock, RawChunk};
@@ -149,6 +149,10 @@ pub struct ArenaStats {
     pub chunks_released: u64,
     /// Allocations that had to wait at `max` (blocking `alloc` only).
     pub waits: u64,
+    /// Threads waiting in `alloc` right now.
+    pub waiting: u64,
+    /// Frees that woke waiting allocations (a free with nobody waiting wakes nobody).
+    pub wakeups: u64,
     /// The low watermark.
     pub min_bytes: u64,
     /// The high watermark.
@@ -190,7 +194,8 @@ struct State {
     peak_chunks: u64,
     released: u64,
     waits: u64,
-    waiters: usize,
+    waiting: u64,
+    wakeups: u64,
 }
 
 struct Inner {
@@ -226,7 +231,8 @@ impl Arena {
                     peak_chunks: 0,
                     released: 0,
                     waits: 0,
-                    waiters: 0,
+                    waiting: 0,
+                    wakeups: 0,
                 }),
                 freed: Condvar::new(),
                 min_chunks: config.min_bytes.div_ceil(CHUNK_BYTES),
@@ -255,30 +261,23 @@ impl Arena {
     /// blocks to be freed, then fails with [`Error::Exhausted`].
     pub fn alloc(&self, class: PageClass, pages: usize, timeout: Duration) -> Result<Block> {
         check_request(class, pages)?;
-        let deadline = Instant::now() + timeout;
         let mut st = self.inner.lock();
-        let mut counted = false;
-        loop {
-            if let Some(block) = self.inner.alloc_locked(&mut st, class, pages)? {
-                return Ok(block);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(Error::Exhausted { class, pages });
-            }
-            if !counted {
-                st.waits += 1;
-                counted = true;
-            }
-            st.waiters += 1;
-            let (guard, _) = self
-                .inner
-                .freed
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            st = guard;
-            st.waiters -= 1;
+        if let Some(block) = self.inner.alloc_locked(&mut st, class, pages)? {
+            return Ok(block);
         }
+        st.waits += 1;
+        st.waiting += 1;
+        let mut got: Result<Option<Block>> = Ok(None);
+        let (mut st, _) = self
+            .inner
+            .freed
+            .wait_timeout_while(st, timeout, |st| {
+                got = self.inner.alloc_locked(st, class, pages);
+                matches!(got, Ok(None))
+            })
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.waiting -= 1;
+        got?.ok_or(Error::Exhausted { class, pages })
     }
 
     /// Returns every idle empty chunk to the OS while the arena holds more than `min`;
@@ -342,6 +341,8 @@ impl Arena {
             peak_held_bytes: st.peak_chunks * CHUNK_BYTES,
             chunks_released: st.released,
             waits: st.waits,
+            waiting: st.waiting,
+            wakeups: st.wakeups,
             min_bytes: self.inner.config.min_bytes,
             max_bytes: self.inner.config.max_bytes,
         }
@@ -447,7 +448,8 @@ impl Inner {
                 release(&mut st, p, a);
             }
         }
-        if st.waiters > 0 {
+        if st.waiting > 0 {
+            st.wakeups += 1;
             self.freed.notify_all();
         }
     }

@@ -85,6 +85,8 @@ pub struct CacheStats {
     pub invalidations: u64,
     /// Pages currently cached.
     pub cached_pages: u64,
+    /// Readers alive now.
+    pub readers: u64,
     /// Bytes of cached pages (`cached_pages * page size`).
     pub cached_bytes: u64,
     /// Bytes the arena holds from the OS (all its users).
@@ -155,6 +157,7 @@ struct Shared {
     /// Set if the prefetcher died of a panic; sticky.
     poisoned: AtomicBool,
     next_reader: AtomicU64,
+    live_readers: AtomicU64,
 }
 
 enum Msg {
@@ -217,6 +220,7 @@ impl CacheManager {
             counters: Counters::default(),
             poisoned: AtomicBool::new(false),
             next_reader: AtomicU64::new(0),
+            live_readers: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel();
         let rx = Arc::new(Mutex::new(rx));
@@ -240,6 +244,7 @@ impl CacheManager {
     /// A reader of the records of `file` starting at `offset`, which must be the start of
     /// a record (else the first record reads as corrupt, or as not yet available).
     pub fn reader(&self, file: FileId, offset: u64) -> TailReader {
+        self.shared.live_readers.fetch_add(1, Ordering::Relaxed);
         TailReader {
             shared: Arc::clone(&self.shared),
             tx: self.tx.clone(),
@@ -271,6 +276,7 @@ impl CacheManager {
             evictions: c.evictions.load(Ordering::Relaxed),
             invalidations: c.invalidations.load(Ordering::Relaxed),
             cached_pages: cached,
+            readers: self.shared.live_readers.load(Ordering::Relaxed),
             cached_bytes: cached * self.shared.config.class.page_size() as u64,
             held_bytes: arena.held_bytes,
             peak_held_bytes: arena.peak_held_bytes,
@@ -301,7 +307,7 @@ impl CacheManager {
     /// Drops every unpinned cached page (their blocks go back to the arena).
     pub fn clear(&self) {
         let mut cache = self.shared.lock();
-        while self.shared.evict_one(&mut cache) {}
+        while self.shared.evict_one(&mut cache).is_some() {}
     }
 }
 
@@ -360,17 +366,14 @@ impl Shared {
         self.config.class.page_size()
     }
 
-    /// Evicts one unpinned page by SIEVE; false if none can go.
-    fn evict_one(&self, cache: &mut Cache) -> bool {
-        let Some((_, entry)) = cache
+    /// Evicts one unpinned page by SIEVE and returns it; `None` if none can go.
+    fn evict_one(&self, cache: &mut Cache) -> Option<Entry> {
+        let (_, entry) = cache
             .pages
-            .evict(|e: &Entry| Arc::strong_count(&e.page) == 1)
-        else {
-            return false;
-        };
+            .evict(|e: &Entry| Arc::strong_count(&e.page) == 1)?;
         bump(&self.counters.evictions);
         self.note_dropped(cache, &entry);
-        true
+        Some(entry)
     }
 
     /// Accounts a page leaving the cache (evicted or invalidated).
@@ -384,7 +387,11 @@ impl Shared {
     /// Evicts while the arena's used bytes are above its `min`.
     fn trim(&self, cache: &mut Cache) {
         let min = self.arena.config().min_bytes();
-        while self.arena.used_bytes() > min && self.evict_one(cache) {}
+        while self.arena.used_bytes() > min {
+            if self.evict_one(cache).is_none() {
+                break;
+            }
+        }
     }
 
     /// One page's worth of arena memory, evicting to make room; waits (up to the
@@ -394,7 +401,7 @@ impl Shared {
             match self.arena.try_alloc(self.config.class, 1) {
                 Ok(b) => return Ok(Some(b)),
                 Err(Error::Exhausted { .. }) => {
-                    if self.evict_one(&mut self.lock()) {
+                    if self.evict_one(&mut self.lock()).is_some() {
                         continue;
                     }
                     if !wait {
@@ -417,25 +424,20 @@ impl Shared {
     fn prefetch(&self, file: FileId, pages: &[u64], reader: u64) {
         let ps = self.page_size() as u64;
         let len = self.source.len(file).ok();
-        let mut rest = pages;
-        while let Some(&start) = rest.first() {
-            let run_len = rest
-                .iter()
-                .enumerate()
-                .take_while(|&(k, &p)| p == start + k as u64)
-                .count();
-            let (run, tail) = rest.split_at(run_len);
-            rest = tail;
+        // Runs of consecutive pages: (first page, count).
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for &p in pages {
+            match runs.last_mut() {
+                Some((first, n)) if *first + *n == p => *n += 1,
+                _ => runs.push((p, 1)),
+            }
+        }
+        for (start, count) in runs {
             // Pages at or past the end of the file seen now cannot be loaded yet.
             let avail = len.map_or(0, |l| l.div_ceil(ps).saturating_sub(start));
-            let want = (run.len() as u64).min(avail) as usize;
-            let mut blocks = Vec::with_capacity(want);
-            while blocks.len() < want {
-                match self.alloc_page(false) {
-                    Ok(Some(b)) => blocks.push(b),
-                    _ => break,
-                }
-            }
+            let mut blocks: Vec<Block> = (0..count.min(avail))
+                .map_while(|_| self.alloc_page(false).ok().flatten())
+                .collect();
             let read = if blocks.is_empty() {
                 Ok(0)
             } else {
@@ -443,22 +445,16 @@ impl Shared {
                 self.source.read_vectored_at(file, start * ps, &mut bufs)
             };
             let mut cache = self.lock();
-            for &i in run {
-                cache.pending.remove(&(file, i));
-            }
             if let (Ok(n), Some(len)) = (read, len) {
                 // Only bytes below the length seen before the read are trusted.
                 let n = (n as u64).min(len.saturating_sub(start * ps));
-                for (k, block) in (0u64..).zip(blocks) {
-                    let page_start = k * ps;
-                    if page_start >= n {
-                        break;
-                    }
+                let full_or_partial = n.div_ceil(ps) as usize;
+                for (k, block) in (0u64..).zip(blocks).take(full_or_partial) {
                     let key = (file, start + k);
                     if cache.pages.peek_mut(&key).is_some() {
                         continue; // a reader loaded it meanwhile
                     }
-                    let valid = (n - page_start).min(ps) as usize;
+                    let valid = (n - k * ps).min(ps) as usize;
                     cache.pages.insert(
                         key,
                         Entry {
@@ -469,6 +465,9 @@ impl Shared {
                     bump(&self.counters.prefetched);
                 }
             }
+            for i in start..start + count {
+                cache.pending.remove(&(file, i));
+            }
             self.trim(&mut cache);
             self.loaded.notify_all();
         }
@@ -476,20 +475,12 @@ impl Shared {
 
     /// Waits until no prefetch is in flight (or `timeout` passes); true if idle.
     fn wait_idle(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut cache = self.lock();
-        while !cache.pending.is_empty() {
-            let now = Instant::now();
-            if now >= deadline || self.poisoned.load(Ordering::Relaxed) {
-                return false;
-            }
-            cache = self
-                .loaded
-                .wait_timeout(cache, deadline - now)
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
-        }
-        true
+        let cache = self.lock();
+        let (cache, _) = self
+            .loaded
+            .wait_timeout_while(cache, timeout, |c| !c.pending.is_empty())
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.pending.is_empty()
     }
 }
 
@@ -562,6 +553,7 @@ impl fmt::Debug for TailReader {
 impl Drop for TailReader {
     fn drop(&mut self) {
         self.shared.lock().wasted.remove(&self.id);
+        self.shared.live_readers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -574,6 +566,12 @@ impl TailReader {
     /// The current prefetch window, in pages.
     pub fn window(&self) -> usize {
         self.window
+    }
+
+    /// Pages of the file below this index have been requested from the prefetcher (the
+    /// reader keeps more than half a window requested ahead of the page it is on).
+    pub fn requested_until(&self) -> u64 {
+        self.prefetched_until
     }
 
     /// Moves to the record starting at `offset` (which resets sequential detection).
@@ -686,7 +684,7 @@ impl TailReader {
         }
         let deadline = Instant::now() + shared.config.wait_timeout;
         let mut cache = shared.lock();
-        if cache.wasted.remove(&self.id).is_some_and(|w| w > 0) {
+        if cache.wasted.remove(&self.id).is_some() {
             self.window = (self.window / 2).max(1);
             self.used_in_window = 0;
         }
@@ -742,20 +740,14 @@ impl TailReader {
         if stale {
             // The file grew past this partial page: drop it and read it again.
             let mut cache = shared.lock();
-            let partial = cache
-                .pages
-                .peek_mut(&key)
-                .is_some_and(|e| e.page.valid < need);
-            if partial && let Some(e) = cache.pages.remove(&key) {
+            if let Some(e) = cache.pages.remove(&key) {
                 bump(&shared.counters.invalidations);
                 shared.note_dropped(&mut cache, &e);
             }
         }
         bump(&shared.counters.misses);
-        if self.prefetched_until > idx {
-            // This page was asked for and is not there: the promise is void, ask again.
-            self.prefetched_until = idx;
-        }
+        // If this page was asked for and is not there, the promise is void: ask again.
+        self.prefetched_until = self.prefetched_until.min(idx);
         let Some(mut block) = shared.alloc_page(true)? else {
             return Err(Error::Exhausted {
                 class: shared.config.class,

@@ -44,4 +44,5 @@ pub use arena::{Arena, ArenaConfig, ArenaStats, Block, CHUNK_BYTES, ClassStats, 
 pub use cache::{CacheConfig, CacheManager, CacheStats, Record, TailReader};
 pub use error::{Error, Result};
 pub use format::{DefaultFraming, Framing, RecordHeader};
+pub use raw::mapped_bytes;
 pub use source::{FileId, FileSource, PageSource};

@@ -17,6 +17,14 @@ use rustix::mm::{MapFlags, ProtFlags};
 /// Bytes in one chunk: the unit the arena takes from and returns to the OS.
 pub const CHUNK_SIZE: usize = 256 * 1024;
 
+/// Chunks mapped right now by every arena of the process.
+static MAPPED: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes mapped from the OS right now by every arena of this process.
+pub fn mapped_bytes() -> u64 {
+    (MAPPED.load(Ordering::Relaxed) * CHUNK_SIZE) as u64
+}
+
 /// One 256 KiB anonymous mapping serving pages of a single size by bumping a pointer.
 #[derive(Debug)]
 pub(crate) struct RawChunk {
@@ -49,6 +57,7 @@ impl RawChunk {
         let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::OutOfMemory, "mmap returned null")
         })?;
+        MAPPED.fetch_add(1, Ordering::Relaxed);
         Ok(Arc::new(RawChunk {
             ptr,
             bump: AtomicUsize::new(0),
@@ -99,6 +108,7 @@ impl Drop for RawChunk {
         // SAFETY: `ptr` is the start of a live `CHUNK_SIZE` mapping made in `map`; `drop`
         // runs once, after the last `Arc` (so after every `RawBlock`) is gone.
         let res = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), CHUNK_SIZE) };
+        MAPPED.fetch_sub(1, Ordering::Relaxed);
         // munmap of a mapping we own cannot fail short of a kernel bug; nothing to recover.
         debug_assert!(res.is_ok(), "munmap failed: {res:?}");
     }

@@ -97,17 +97,9 @@ impl FileSource {
 
 impl PageSource for FileSource {
     fn read_at(&self, file: FileId, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        let f = self.file(file)?;
-        let mut done = 0;
-        while done < buf.len() {
-            match f.read_at(&mut buf[done..], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(done)
+        // One pread: a regular file returns fewer bytes than asked only at end of file.
+        // (EINTR does not happen on local regular files; if it did, it surfaces as `Io`.)
+        self.file(file)?.read_at(buf, offset)
     }
 
     fn read_vectored_at(
@@ -119,15 +111,7 @@ impl PageSource for FileSource {
         let f = self.file(file)?;
         let mut slices: Vec<io::IoSliceMut<'_>> =
             bufs.iter_mut().map(|b| io::IoSliceMut::new(b)).collect();
-        // One preadv: a regular file returns fewer bytes than asked only at end of file
-        // (or, rarely, on a signal: the caller then sees a short read and asks again).
-        loop {
-            match rustix::io::preadv(&*f, &mut slices, offset) {
-                Ok(n) => return Ok(n),
-                Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        Ok(rustix::io::preadv(&*f, &mut slices, offset)?)
     }
 
     fn len(&self, file: FileId) -> io::Result<u64> {

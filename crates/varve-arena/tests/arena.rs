@@ -215,6 +215,7 @@ fn idle_chunks_above_min_are_compacted_or_given_to_the_other_class() {
         (a.stats().small.chunks, a.stats().small.free_bytes),
         (2, 2 * CHUNK_BYTES)
     );
+    assert_eq!(a.compact(), 0, "at min, idle chunks stay");
     let l: Vec<Block> = (0..2)
         .map(|_| a.try_alloc(PageClass::Large, 64).unwrap())
         .collect();
@@ -289,9 +290,10 @@ fn try_alloc_fails_at_once_and_alloc_times_out_at_max() {
             pages: 2
         })
     ));
-    assert_eq!(a.stats().waits, 1);
+    assert_eq!((a.stats().waits, a.stats().waiting), (1, 0));
     assert!(a.stats().held_bytes <= CHUNK_BYTES);
     drop(full);
+    assert_eq!(a.stats().wakeups, 0, "nobody waits: the free wakes nobody");
     let b = a
         .alloc(PageClass::Small, 2, Duration::from_millis(30))
         .unwrap();
@@ -313,7 +315,7 @@ fn blocked_alloc_wakes_when_another_thread_frees() {
     });
     // Wait (bounded) until the thread is really blocked at max.
     let deadline = Instant::now() + Duration::from_secs(4);
-    while a.stats().waits == 0 {
+    while a.stats().waiting == 0 {
         assert!(Instant::now() < deadline, "allocation never blocked");
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -327,6 +329,8 @@ fn blocked_alloc_wakes_when_another_thread_frees() {
         .expect("blocked alloc never woke");
     assert_eq!(got.unwrap(), 8 * 4096);
     t.join().unwrap();
+    let st = a.stats();
+    assert_eq!((st.waits, st.waiting, st.wakeups), (1, 0, 1));
     assert!(a.stats().peak_held_bytes <= CHUNK_BYTES);
 }
 

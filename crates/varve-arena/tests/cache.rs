@@ -125,6 +125,8 @@ proptest! {
                     let mut expect = vec![0u8; HEADER_LEN + sizes[*next]];
                     file.read_exact_at(&mut expect, off).unwrap();
                     prop_assert_eq!(rec.offset(), off);
+                    let next_off = offsets.get(*next + 1).copied().unwrap_or(end);
+                    prop_assert_eq!(rec.next_offset(), next_off);
                     prop_assert_eq!(rec.framed(), &expect[..]);
                     prop_assert_eq!(rec.payload(), &payload(*next as u64, sizes[*next])[..]);
                     let h = RecordHeader::decode(rec.header().try_into().unwrap());
@@ -326,16 +328,46 @@ fn sequential_file(dir: &Path) -> (PathBuf, u64) {
     (path, pages)
 }
 
+/// The documented window rule: starts at 4, doubles (up to 64) each time a whole window
+/// of prefetched pages was used. Pages 0..=2 are read before the reader is sequential.
+fn expected_window(last_page: u64) -> usize {
+    let (mut window, mut used) = (4usize, 0usize);
+    for _ in 3..=last_page {
+        used += 1;
+        if used == window {
+            window = (window * 2).min(64);
+            used = 0;
+        }
+    }
+    window
+}
+
 #[test]
 fn sequential_reader_is_prefetched_and_the_window_grows() {
     let dir = tempfile::tempdir().unwrap();
     let (path, pages) = sequential_file(dir.path());
     let m = manager(&path, 16, 32, CacheConfig::default());
     let mut r = m.reader(FILE, 0);
-    assert_eq!(r.window(), 4);
+    assert_eq!(
+        (r.window(), r.requested_until(), m.stats().readers),
+        (4, 0, 1)
+    );
     let start = Instant::now();
-    while r.next_record().unwrap().is_some() {
+    while let Some(rec) = r.next_record().unwrap() {
         within(start, 4);
+        let page = (rec.next_offset() - 1) / 4096;
+        assert_eq!(r.window(), expected_window(page), "window at page {page}");
+        if page >= 2 {
+            // More than half a window is always requested ahead of the reader.
+            let ahead = r.requested_until() - (page + 1);
+            assert!(
+                ahead > (r.window() / 2) as u64,
+                "page {page}: {ahead} ahead"
+            );
+            assert!(ahead <= r.window() as u64);
+        } else {
+            assert_eq!(r.requested_until(), 0, "not sequential yet");
+        }
     }
     assert!(m.wait_idle(Duration::from_secs(3)));
     let st = m.stats();
@@ -344,11 +376,98 @@ fn sequential_reader_is_prefetched_and_the_window_grows() {
     assert_eq!(st.misses, 3, "{st:?}");
     assert_eq!(st.hits, pages - 3);
     assert_eq!(st.prefetched_used, pages - 3);
-    assert_eq!(st.prefetched_wasted, 0);
+    assert_eq!((st.prefetched_wasted, st.invalidations), (0, 0));
     assert!(st.prefetched >= pages - 3);
-    assert!(st.hit_rate() > 0.95);
+    assert_eq!(st.hit_rate(), (pages - 3) as f64 / pages as f64);
     assert_eq!(r.window(), 64, "window grew to its maximum");
     assert!(st.late_hits <= st.hits);
+    drop(r);
+    assert_eq!(m.stats().readers, 0);
+}
+
+#[test]
+fn seek_moves_to_another_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let sizes = [10usize, 5000, 20, 30, 9000, 40];
+    let (path, offsets) = write_log(dir.path(), &sizes);
+    let m = manager(&path, 1, 4, CacheConfig::default());
+    let mut r = m.reader(FILE, 0);
+    r.next_record().unwrap().unwrap();
+    r.seek(offsets[4]);
+    assert_eq!(r.offset(), offsets[4]);
+    let rec = r.next_record().unwrap().unwrap();
+    assert_eq!(
+        (rec.offset(), rec.payload()),
+        (offsets[4], &payload(4, 9000)[..])
+    );
+    r.seek(offsets[1]);
+    assert_eq!(
+        r.next_record().unwrap().unwrap().payload(),
+        &payload(1, 5000)[..]
+    );
+}
+
+/// Blocks vectored (prefetch) reads until opened.
+struct Gate {
+    inner: FileSource,
+    open: std::sync::Mutex<bool>,
+    cv: std::sync::Condvar,
+}
+
+impl PageSource for Gate {
+    fn read_at(&self, file: FileId, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read_at(file, offset, buf)
+    }
+    fn read_vectored_at(
+        &self,
+        file: FileId,
+        offset: u64,
+        bufs: &mut [&mut [u8]],
+    ) -> io::Result<usize> {
+        let open = self.open.lock().unwrap();
+        drop(self.cv.wait_while(open, |o| !*o).unwrap());
+        self.inner.read_vectored_at(file, offset, bufs)
+    }
+    fn len(&self, file: FileId) -> io::Result<u64> {
+        self.inner.len(file)
+    }
+}
+
+#[test]
+fn wait_idle_waits_for_prefetch_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = sequential_file(dir.path());
+    let inner = FileSource::new();
+    inner.open(FILE, &path).unwrap();
+    let gate = Arc::new(Gate {
+        inner,
+        open: std::sync::Mutex::new(false),
+        cv: std::sync::Condvar::new(),
+    });
+    let arena = Arena::new(ArenaConfig::with_limits(CHUNK_BYTES, 8 * CHUNK_BYTES).unwrap());
+    let source: Arc<dyn PageSource> = Arc::clone(&gate) as Arc<dyn PageSource>;
+    let m = CacheManager::new(source, arena, CacheConfig::default()).unwrap();
+    let mut r = m.reader(FILE, 0);
+    let start = Instant::now();
+    while r.requested_until() == 0 {
+        within(start, 4);
+        r.next_record().unwrap().unwrap();
+    }
+    assert!(
+        !m.wait_idle(Duration::from_millis(30)),
+        "a prefetch is held at the gate"
+    );
+    let opener = {
+        let gate = Arc::clone(&gate);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            *gate.open.lock().unwrap() = true;
+            gate.cv.notify_all();
+        })
+    };
+    assert!(m.wait_idle(Duration::from_secs(3)));
+    assert!(m.stats().prefetched > 0);
+    opener.join().unwrap();
 }
 
 #[test]
@@ -435,7 +554,15 @@ fn usage_above_min_is_evicted_and_held_stays_below_max() {
         let st = m.stats();
         assert!(st.evictions > 0);
         assert!(st.peak_held_bytes <= 2 * CHUNK_BYTES);
-        assert!(m.arena().used_bytes() <= CHUNK_BYTES, "trimmed to min");
+        if config.prefetch {
+            assert!(m.arena().used_bytes() <= CHUNK_BYTES, "trimmed to min");
+        } else {
+            assert_eq!(
+                m.arena().used_bytes(),
+                CHUNK_BYTES,
+                "trimmed to exactly min"
+            );
+        }
         assert_eq!(st.cached_bytes, st.cached_pages * 4096);
         assert!(st.held_bytes >= st.cached_bytes);
     }
