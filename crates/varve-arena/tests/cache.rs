@@ -698,3 +698,11 @@ fn invalid_cache_config_is_refused() {
     };
     assert!(CacheManager::new(source, arena, config).is_ok());
 }
+
+#[test]
+fn handles_cross_threads() {
+    fn check<T: Send + Sync>() {}
+    check::<CacheManager>();
+    check::<varve_arena::TailReader>();
+    check::<varve_arena::Record>();
+}
