@@ -257,6 +257,7 @@ impl CacheManager {
             window: self.shared.config.initial_window,
             used_in_window: 0,
             prefetched_until: 0,
+            patient: true,
             header: Vec::new(),
         }
     }
@@ -537,6 +538,9 @@ pub struct TailReader {
     used_in_window: usize,
     /// Pages below this index were requested from the prefetcher.
     prefetched_until: u64,
+    /// False after a wait for an in-flight prefetch timed out, until a prefetched page is
+    /// used again: a stuck prefetcher costs a reader one timeout, not one per page.
+    patient: bool,
     header: Vec<u8>,
 }
 
@@ -682,53 +686,52 @@ impl TailReader {
             };
             self.last_page = Some(idx);
         }
-        let deadline = Instant::now() + shared.config.wait_timeout;
         let mut cache = shared.lock();
         if cache.wasted.remove(&self.id).is_some() {
             self.window = (self.window / 2).max(1);
             self.used_in_window = 0;
         }
-        let mut waited = false;
-        let mut stale = false;
-        loop {
-            if shared.poisoned.load(Ordering::Relaxed) {
-                return Err(Error::Poisoned);
-            }
-            if let Some(e) = cache.pages.get_mut(&key) {
-                if e.page.valid >= need {
-                    let page = Arc::clone(&e.page);
-                    let was_prefetched = e.prefetched_for.take().is_some();
-                    bump(&shared.counters.hits);
-                    if waited {
-                        bump(&shared.counters.late_hits);
-                    }
-                    if was_prefetched {
-                        bump(&shared.counters.prefetched_used);
-                        self.used_in_window += 1;
-                        if self.used_in_window >= self.window {
-                            self.window = (self.window * 2).min(shared.config.max_window);
-                            self.used_in_window = 0;
-                        }
-                    }
-                    drop(cache);
-                    if new_page {
-                        self.maybe_prefetch(idx);
-                    }
-                    return Ok(Some(page));
-                }
-                stale = true;
-                break;
-            }
-            if !cache.pending.contains(&key) || Instant::now() >= deadline {
-                break;
-            }
-            waited = true;
-            let left = deadline.saturating_duration_since(Instant::now());
-            cache = shared
+        // A page the prefetcher is loading: wait for it rather than read it twice, unless
+        // the prefetcher already kept this reader waiting in vain (then read it here).
+        let in_flight = cache.pending.contains(&key);
+        if in_flight && self.patient {
+            let (guard, res) = shared
                 .loaded
-                .wait_timeout(cache, left)
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
+                .wait_timeout_while(cache, shared.config.wait_timeout, |c| {
+                    c.pending.contains(&key)
+                })
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            cache = guard;
+            self.patient = !res.timed_out();
+        }
+        if shared.poisoned.load(Ordering::Relaxed) {
+            return Err(Error::Poisoned);
+        }
+        let mut stale = false;
+        if let Some(e) = cache.pages.get_mut(&key) {
+            if e.page.valid >= need {
+                let page = Arc::clone(&e.page);
+                let was_prefetched = e.prefetched_for.take().is_some();
+                bump(&shared.counters.hits);
+                if in_flight {
+                    bump(&shared.counters.late_hits);
+                }
+                if was_prefetched {
+                    self.patient = true;
+                    bump(&shared.counters.prefetched_used);
+                    self.used_in_window += 1;
+                    if self.used_in_window >= self.window {
+                        self.window = (self.window * 2).min(shared.config.max_window);
+                        self.used_in_window = 0;
+                    }
+                }
+                drop(cache);
+                if new_page {
+                    self.maybe_prefetch(idx);
+                }
+                return Ok(Some(page));
+            }
+            stale = true;
         }
         drop(cache);
         let len = shared.source.len(self.file)?;
@@ -818,5 +821,78 @@ impl TailReader {
             }
             self.shared.loaded.notify_all();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arena::{ArenaConfig, CHUNK_BYTES};
+    use crate::source::FileSource;
+
+    /// A quick end-to-end check in the unit-test binary (which runs first), so a broken
+    /// prefetcher fails fast instead of stalling the slower integration tests.
+    #[test]
+    fn prefetcher_loads_pages_and_goes_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let mut bytes = Vec::new();
+        for seq in 0..200u64 {
+            crate::format::encode_record(0, seq, &[seq as u8; 200], &mut bytes).unwrap();
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let source = FileSource::new();
+        source.open(0, &path).unwrap();
+        let arena = Arena::new(ArenaConfig::with_limits(CHUNK_BYTES, 4 * CHUNK_BYTES).unwrap());
+        let config = CacheConfig {
+            wait_timeout: Duration::from_millis(200),
+            ..CacheConfig::default()
+        };
+        let m = CacheManager::new(Arc::new(source), arena.clone(), config).unwrap();
+        assert_eq!(m.shared.page_size(), 4096);
+        let mut r = m.reader(0, 0);
+        for seq in 0..200u64 {
+            let rec = r.next_record().unwrap().unwrap();
+            assert_eq!(rec.payload(), &[seq as u8; 200][..]);
+        }
+        assert!(
+            m.wait_idle(Duration::from_secs(2)),
+            "prefetch never finished"
+        );
+        let st = m.stats();
+        let pages = (bytes.len() as u64).div_ceil(4096);
+        assert_eq!(
+            (st.misses, st.hits, st.prefetched_used),
+            (3, pages - 3, pages - 3)
+        );
+        drop(r);
+        drop(m);
+        assert_eq!(
+            arena.used_bytes(),
+            0,
+            "dropping the manager frees every page"
+        );
+    }
+
+    #[test]
+    fn small_page_class() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let mut bytes = Vec::new();
+        crate::format::encode_record(0, 0, &[7; 1000], &mut bytes).unwrap();
+        std::fs::write(&path, &bytes).unwrap();
+        let source = FileSource::new();
+        source.open(0, &path).unwrap();
+        let arena = Arena::new(ArenaConfig::with_limits(0, CHUNK_BYTES).unwrap());
+        let config = CacheConfig {
+            class: PageClass::Small,
+            ..CacheConfig::default()
+        };
+        let m = CacheManager::new(Arc::new(source), arena, config).unwrap();
+        assert_eq!(m.shared.page_size(), 512);
+        let mut r = m.reader(0, 0);
+        assert_eq!(r.next_record().unwrap().unwrap().payload(), &[7; 1000][..]);
+        assert_eq!(m.stats().misses, 2, "1024 bytes in two 512-byte pages");
+        assert_eq!(m.stats().cached_bytes, m.stats().cached_pages * 512);
     }
 }

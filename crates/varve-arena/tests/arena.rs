@@ -73,7 +73,7 @@ fn check(a: &Arena, live: &BTreeMap<u64, (Block, u8)>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, max_shrink_iters: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 48, max_shrink_iters: 64, max_shrink_time: 1000, ..ProptestConfig::default() })]
 
     #[test]
     fn model(ops in proptest::collection::vec(op(), 1..200), min_chunks in 0u64..3) {
