@@ -15,7 +15,7 @@
 //! its `min` (or an allocation finds it at `max`) unpinned pages are evicted. A page a
 //! reader currently holds is pinned and never evicted.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -125,8 +125,8 @@ struct Cache {
     pages: Sieve<Key, Entry>,
     /// Pages the prefetcher is loading right now.
     pending: HashSet<Key>,
-    /// Per reader: its prefetched pages wasted since it last looked.
-    wasted: HashMap<u64, u64>,
+    /// Readers with prefetched pages wasted since they last looked.
+    wasted: HashSet<u64>,
 }
 
 #[derive(Default)]
@@ -214,7 +214,7 @@ impl CacheManager {
             cache: Mutex::new(Cache {
                 pages: Sieve::new(),
                 pending: HashSet::new(),
-                wasted: HashMap::new(),
+                wasted: HashSet::new(),
             }),
             loaded: Condvar::new(),
             counters: Counters::default(),
@@ -381,7 +381,7 @@ impl Shared {
     fn note_dropped(&self, cache: &mut Cache, entry: &Entry) {
         if let Some(reader) = entry.prefetched_for {
             bump(&self.counters.prefetched_wasted);
-            *cache.wasted.entry(reader).or_default() += 1;
+            cache.wasted.insert(reader);
         }
     }
 
@@ -452,6 +452,7 @@ impl Shared {
                 let full_or_partial = n.div_ceil(ps) as usize;
                 for (k, block) in (0u64..).zip(blocks).take(full_or_partial) {
                     let key = (file, start + k);
+                    cache.pending.remove(&key);
                     if cache.pages.peek_mut(&key).is_some() {
                         continue; // a reader loaded it meanwhile
                     }
@@ -466,12 +467,17 @@ impl Shared {
                     bump(&self.counters.prefetched);
                 }
             }
-            for i in start..start + count {
-                cache.pending.remove(&(file, i));
-            }
             self.trim(&mut cache);
             self.loaded.notify_all();
         }
+        // Whatever could not be loaded (end of file, no memory, a failed read) is no
+        // longer in flight either.
+        let mut cache = self.lock();
+        for &p in pages {
+            cache.pending.remove(&(file, p));
+        }
+        drop(cache);
+        self.loaded.notify_all();
     }
 
     /// Waits until no prefetch is in flight (or `timeout` passes); true if idle.
@@ -687,7 +693,7 @@ impl TailReader {
             self.last_page = Some(idx);
         }
         let mut cache = shared.lock();
-        if cache.wasted.remove(&self.id).is_some() {
+        if cache.wasted.remove(&self.id) {
             self.window = (self.window / 2).max(1);
             self.used_in_window = 0;
         }

@@ -795,3 +795,47 @@ fn handles_cross_threads() {
     check::<varve_arena::TailReader>();
     check::<varve_arena::Record>();
 }
+
+#[test]
+fn reader_at_max_waits_for_memory_then_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = write_log(dir.path(), &[10]);
+    let m = manager(&path, 0, 1, no_prefetch());
+    let hog = m
+        .arena()
+        .try_alloc(varve_arena::PageClass::Large, 64)
+        .unwrap();
+    let arena = m.arena().clone();
+    let mut r = m.reader(FILE, 0);
+    let t =
+        std::thread::spawn(move || r.next_record().map(|rec| rec.map(|x| x.payload().to_vec())));
+    let start = Instant::now();
+    while arena.stats().waiting == 0 {
+        within(start, 3);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop(hog);
+    let got = t.join().unwrap().unwrap().unwrap();
+    assert_eq!(got, payload(0, 10));
+}
+
+#[test]
+fn prefetch_requests_skip_cached_pages_and_load_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = sequential_file(dir.path());
+    let m = manager(&path, 16, 32, CacheConfig::default());
+    // Reader B caches page 5 (record 166 lies wholly inside it).
+    let mut b = m.reader(FILE, 166 * 124);
+    b.next_record().unwrap().unwrap();
+    assert!(m.is_cached(FILE, 5 * 4096) && !m.is_cached(FILE, 6 * 4096));
+    // Reader A's first window [3, 7) has a hole at 5: pages 3, 4 and 6 are prefetched.
+    let mut a = m.reader(FILE, 0);
+    let start = Instant::now();
+    while a.offset() < 13 * 4096 {
+        within(start, 3);
+        a.next_record().unwrap().unwrap();
+    }
+    let st = m.stats();
+    assert_eq!(st.misses, 4, "A's pages 0..=2 and B's page 5 only: {st:?}");
+    assert_eq!(st.prefetched_used, 10, "pages 3..=13 but 5 (the last record reaches 13)");
+}
