@@ -837,5 +837,94 @@ fn prefetch_requests_skip_cached_pages_and_load_the_rest() {
     }
     let st = m.stats();
     assert_eq!(st.misses, 4, "A's pages 0..=2 and B's page 5 only: {st:?}");
-    assert_eq!(st.prefetched_used, 10, "pages 3..=13 but 5 (the last record reaches 13)");
+    assert_eq!(
+        st.prefetched_used, 10,
+        "pages 3..=13 but 5 (the last record reaches 13)"
+    );
+}
+
+/// A source whose reported length lags the bytes in the file, like a WAL segment whose
+/// durable length trails what the writer has already written.
+struct Lagging {
+    inner: FileSource,
+    limit: std::sync::atomic::AtomicU64,
+}
+
+impl PageSource for Lagging {
+    fn read_at(&self, file: FileId, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read_at(file, offset, buf)
+    }
+    fn read_vectored_at(
+        &self,
+        file: FileId,
+        offset: u64,
+        bufs: &mut [&mut [u8]],
+    ) -> io::Result<usize> {
+        self.inner.read_vectored_at(file, offset, bufs)
+    }
+    fn len(&self, file: FileId) -> io::Result<u64> {
+        let l = self.inner.len(file)?;
+        Ok(l.min(self.limit.load(std::sync::atomic::Ordering::SeqCst)))
+    }
+}
+
+#[test]
+fn bytes_past_the_reported_length_are_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let sizes: Vec<usize> = (0..400).map(|i| (i * 37) % 500).collect();
+    let (path, offsets) = write_log(dir.path(), &sizes);
+    for config in [CacheConfig::default(), no_prefetch()] {
+        let inner = FileSource::new();
+        inner.open(FILE, &path).unwrap();
+        let lag = Arc::new(Lagging {
+            inner,
+            limit: std::sync::atomic::AtomicU64::new(offsets[300] + 10),
+        });
+        let arena = Arena::new(ArenaConfig::with_limits(4 * CHUNK_BYTES, 8 * CHUNK_BYTES).unwrap());
+        let m = CacheManager::new(Arc::clone(&lag) as Arc<dyn PageSource>, arena, config).unwrap();
+        let mut r = m.reader(FILE, 0);
+        let mut n = 0usize;
+        let start = Instant::now();
+        while let Some(rec) = r.next_record().unwrap() {
+            within(start, 3);
+            assert_eq!(rec.payload(), &payload(n as u64, sizes[n])[..]);
+            n += 1;
+        }
+        assert_eq!(n, 300, "only records wholly below the reported length");
+        lag.limit
+            .store(u64::MAX, std::sync::atomic::Ordering::SeqCst);
+        while let Some(rec) = r.next_record().unwrap() {
+            within(start, 3);
+            assert_eq!(rec.payload(), &payload(n as u64, sizes[n])[..]);
+            n += 1;
+        }
+        assert_eq!(n, 400);
+        assert!(
+            m.stats().invalidations >= 1,
+            "the partial page was read again"
+        );
+    }
+}
+
+#[test]
+fn o_direct_files_read_into_arena_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = sequential_file(dir.path());
+    let source = FileSource::new();
+    if let Err(e) = source.open_direct(FILE, &path) {
+        // Some filesystems (tmpfs) refuse O_DIRECT; nothing to test there.
+        assert_eq!(e.raw_os_error(), Some(22), "{e}");
+        return;
+    }
+    let arena = Arena::new(ArenaConfig::with_limits(CHUNK_BYTES, 8 * CHUNK_BYTES).unwrap());
+    let m = CacheManager::new(Arc::new(source), arena, CacheConfig::default()).unwrap();
+    let mut r = m.reader(FILE, 0);
+    let mut n = 0u64;
+    let start = Instant::now();
+    while let Some(rec) = r.next_record().unwrap() {
+        within(start, 3);
+        assert_eq!(rec.payload(), &payload(n, 100)[..]);
+        n += 1;
+    }
+    assert_eq!(n, 256 * 4096 / 124 + 1);
 }
