@@ -928,3 +928,58 @@ fn o_direct_files_read_into_arena_pages() {
     }
     assert_eq!(n, 256 * 4096 / 124 + 1);
 }
+
+/// Counts the prefetcher's vectored reads.
+struct Counting {
+    inner: FileSource,
+    vectored: std::sync::atomic::AtomicU64,
+}
+
+impl PageSource for Counting {
+    fn read_at(&self, file: FileId, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read_at(file, offset, buf)
+    }
+    fn read_vectored_at(
+        &self,
+        file: FileId,
+        offset: u64,
+        bufs: &mut [&mut [u8]],
+    ) -> io::Result<usize> {
+        self.vectored
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.read_vectored_at(file, offset, bufs)
+    }
+    fn len(&self, file: FileId) -> io::Result<u64> {
+        self.inner.len(file)
+    }
+}
+
+#[test]
+fn prefetch_reads_a_whole_run_of_pages_per_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, pages) = sequential_file(dir.path());
+    let inner = FileSource::new();
+    inner.open(FILE, &path).unwrap();
+    let src = Arc::new(Counting {
+        inner,
+        vectored: std::sync::atomic::AtomicU64::new(0),
+    });
+    let arena = Arena::new(ArenaConfig::with_limits(16 * CHUNK_BYTES, 32 * CHUNK_BYTES).unwrap());
+    let m = CacheManager::new(
+        Arc::clone(&src) as Arc<dyn PageSource>,
+        arena,
+        CacheConfig::default(),
+    )
+    .unwrap();
+    let mut r = m.reader(FILE, 0);
+    let start = Instant::now();
+    while r.next_record().unwrap().is_some() {
+        within(start, 3);
+    }
+    assert!(m.wait_idle(Duration::from_secs(3)));
+    let calls = src.vectored.load(std::sync::atomic::Ordering::SeqCst);
+    let loaded = m.stats().prefetched;
+    assert!(loaded >= pages - 3);
+    // Windows grow to 64 pages and are requested half a window at a time.
+    assert!(calls * 8 <= loaded, "{calls} reads for {loaded} pages");
+}
