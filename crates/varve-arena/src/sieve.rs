@@ -275,6 +275,20 @@ mod tests {
     }
 
     #[test]
+    fn a_sweep_that_finds_nothing_leaves_the_hand_at_the_tail() {
+        for n in 1..6u32 {
+            let mut s: Sieve<u32, ()> = Sieve::new();
+            for k in 0..n {
+                s.insert(k, ());
+            }
+            s.get_mut(&(n - 1));
+            assert_eq!(s.evict(|_| false), None);
+            // The next eviction starts again from the oldest entry.
+            assert_eq!(s.evict(|_| true).map(|e| e.0), Some(0), "n = {n}");
+        }
+    }
+
+    #[test]
     fn hot_entry_survives_a_scan() {
         let mut s: Sieve<u32, ()> = Sieve::new();
         s.insert(0, ());
