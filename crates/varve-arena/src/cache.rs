@@ -646,19 +646,28 @@ impl TailReader {
     }
 
     /// Fills `out` with the file's bytes at `offset`; false if the file is not that long.
-    fn copy_out(&mut self, mut offset: u64, mut out: &mut [u8]) -> Result<bool> {
+    fn copy_out(&mut self, offset: u64, out: &mut [u8]) -> Result<bool> {
         let ps = self.shared.page_size() as u64;
-        while !out.is_empty() {
-            let idx = offset / ps;
-            let in_page = (offset % ps) as usize;
-            let n = out.len().min(ps as usize - in_page);
+        let end = offset + out.len() as u64;
+        let mut filled = 0usize;
+        // One step per page the range touches (a bounded loop: no progress bug can spin).
+        for idx in offset / ps..end.div_ceil(ps) {
+            let page_start = idx * ps;
+            let from = offset.max(page_start);
+            let to = end.min(page_start + ps);
+            let in_page = (from - page_start) as usize;
+            let n = (to - from) as usize;
             let Some(page) = self.page(idx, in_page + n)? else {
                 return Ok(false);
             };
-            let (dst, rest) = out.split_at_mut(n);
-            dst.copy_from_slice(&page.block[in_page..in_page + n]);
-            out = rest;
-            offset += n as u64;
+            let (Some(dst), Some(src)) = (
+                out.get_mut(filled..filled + n),
+                page.block.get(in_page..in_page + n),
+            ) else {
+                return Ok(false);
+            };
+            dst.copy_from_slice(src);
+            filled += n;
         }
         Ok(true)
     }

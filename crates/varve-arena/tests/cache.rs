@@ -451,7 +451,17 @@ impl Drop for OpenOnDrop {
 }
 
 /// A manager over a closed gate, with a reader that has just requested its first window.
-fn gated(dir: &Path, wait: Duration) -> (Arc<Gate>, Arena, CacheManager, varve_arena::TailReader) {
+/// The guard comes last: it is dropped first, opening the gate before the manager's drop
+/// joins the prefetcher.
+type Gated = (
+    Arc<Gate>,
+    Arena,
+    CacheManager,
+    varve_arena::TailReader,
+    OpenOnDrop,
+);
+
+fn gated(dir: &Path, wait: Duration) -> Gated {
     let (path, _) = sequential_file(dir);
     let inner = FileSource::new();
     inner.open(FILE, &path).unwrap();
@@ -468,12 +478,13 @@ fn gated(dir: &Path, wait: Duration) -> (Arc<Gate>, Arena, CacheManager, varve_a
     };
     let m = CacheManager::new(source, arena.clone(), config).unwrap();
     let mut r = m.reader(FILE, 0);
+    let guard = OpenOnDrop(Arc::clone(&gate));
     let start = Instant::now();
     while r.requested_until() == 0 {
         within(start, 3);
         r.next_record().unwrap().unwrap();
     }
-    (gate, arena, m, r)
+    (gate, arena, m, r, guard)
 }
 
 /// Opens the gate after a short delay, from another thread.
@@ -488,8 +499,7 @@ fn open_later(gate: &Arc<Gate>) -> std::thread::JoinHandle<()> {
 #[test]
 fn wait_idle_waits_for_prefetch_in_flight() {
     let dir = tempfile::tempdir().unwrap();
-    let (gate, _arena, m, _r) = gated(dir.path(), WAIT);
-    let _guard = OpenOnDrop(Arc::clone(&gate));
+    let (gate, _arena, m, _r, _guard) = gated(dir.path(), WAIT);
     assert!(
         !m.wait_idle(Duration::from_millis(30)),
         "a prefetch is held at the gate"
@@ -503,8 +513,7 @@ fn wait_idle_waits_for_prefetch_in_flight() {
 #[test]
 fn caught_up_reader_waits_for_the_prefetch_instead_of_reading_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let (gate, _arena, m, mut r) = gated(dir.path(), Duration::from_secs(3));
-    let _guard = OpenOnDrop(Arc::clone(&gate));
+    let (gate, _arena, m, mut r, _guard) = gated(dir.path(), Duration::from_secs(3));
     let opener = open_later(&gate);
     // Read into page 3, which is in flight behind the gate.
     let start = Instant::now();
@@ -521,8 +530,7 @@ fn caught_up_reader_waits_for_the_prefetch_instead_of_reading_twice() {
 #[test]
 fn a_stuck_prefetcher_costs_one_timeout_not_one_per_page() {
     let dir = tempfile::tempdir().unwrap();
-    let (gate, _arena, m, mut r) = gated(dir.path(), Duration::from_millis(300));
-    let _guard = OpenOnDrop(Arc::clone(&gate));
+    let (_gate, _arena, m, mut r, _guard) = gated(dir.path(), Duration::from_millis(300));
     let start = Instant::now();
     let mut n = 0;
     while r.next_record().unwrap().is_some() {
@@ -542,8 +550,7 @@ fn a_stuck_prefetcher_costs_one_timeout_not_one_per_page() {
 #[test]
 fn dropping_the_manager_joins_the_prefetcher() {
     let dir = tempfile::tempdir().unwrap();
-    let (gate, arena, m, r) = gated(dir.path(), WAIT);
-    let _guard = OpenOnDrop(Arc::clone(&gate));
+    let (gate, arena, m, r, _guard) = gated(dir.path(), WAIT);
     drop(r);
     let opener = open_later(&gate);
     drop(m); // waits for the read in flight behind the gate
