@@ -353,13 +353,19 @@ fn sequential_reader_is_prefetched_and_the_window_grows() {
         (4, 0, 1)
     );
     let start = Instant::now();
+    let mut requested = 0;
     while let Some(rec) = r.next_record().unwrap() {
         within(start, 3);
         let page = (rec.next_offset() - 1) / 4096;
         assert_eq!(r.window(), expected_window(page), "window at page {page}");
         if page >= 2 {
-            // More than half a window is always requested ahead of the reader.
+            // A request asks for exactly one window past the reader's page; between
+            // requests, more than half a window stays requested ahead of it.
             let ahead = r.requested_until() - (page + 1);
+            if r.requested_until() != requested {
+                assert_eq!(ahead, r.window() as u64, "page {page}");
+                requested = r.requested_until();
+            }
             assert!(
                 ahead > (r.window() / 2) as u64,
                 "page {page}: {ahead} ahead"
@@ -989,4 +995,27 @@ fn prefetch_reads_a_whole_run_of_pages_per_call() {
     assert!(loaded >= pages - 3);
     // Windows grow to 64 pages and are requested half a window at a time.
     assert!(calls * 8 <= loaded, "{calls} reads for {loaded} pages");
+}
+
+#[test]
+fn seek_restarts_sequential_detection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = sequential_file(dir.path());
+    let m = manager(&path, 16, 32, CacheConfig::default());
+    let mut r = m.reader(FILE, 0);
+    let start = Instant::now();
+    while r.offset() < 10 * 4096 {
+        within(start, 3);
+        r.next_record().unwrap().unwrap();
+    }
+    assert!(m.wait_idle(Duration::from_secs(3)));
+    let before = m.stats().misses;
+    // Jump far ahead (record 5000 starts on page 151), past everything prefetched.
+    r.seek(5000 * 124);
+    while r.offset() < 160 * 4096 {
+        within(start, 3);
+        r.next_record().unwrap().unwrap();
+    }
+    // Three pages read before the reader is sequential again, then prefetched pages.
+    assert_eq!(m.stats().misses - before, 3);
 }
