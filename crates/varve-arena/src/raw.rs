@@ -50,7 +50,7 @@ impl RawChunk {
             rustix::mm::mmap_anonymous(
                 std::ptr::null_mut(),
                 CHUNK_SIZE,
-                ProtFlags::READ | ProtFlags::WRITE,
+                ProtFlags::READ.union(ProtFlags::WRITE),
                 MapFlags::PRIVATE,
             )
         }?;

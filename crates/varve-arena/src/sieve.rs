@@ -120,14 +120,13 @@ impl<K: Hash + Eq + Copy, V> Sieve<K, V> {
     pub(crate) fn evict(&mut self, mut evictable: impl FnMut(&V) -> bool) -> Option<(K, V)> {
         // Two full sweeps clear every visited bit; a third finds nothing only if every
         // entry is refused.
-        let mut budget = 2 * self.len() + 1;
+        let budget = 2 * self.len() + 1;
         let mut i = if self.hand == NIL {
             self.tail
         } else {
             self.hand
         };
-        while budget > 0 {
-            budget -= 1;
+        for _ in 0..budget {
             let Some(n) = self.node_mut(i) else {
                 i = self.tail;
                 if i == NIL {

@@ -123,6 +123,42 @@ impl PageSource for FileSource {
 mod tests {
     use super::*;
 
+    /// A source whose file grows by a page right after every short read.
+    struct Growing {
+        limit: std::sync::atomic::AtomicU64,
+    }
+
+    impl PageSource for Growing {
+        fn read_at(&self, _: FileId, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+            let limit = self.limit.load(std::sync::atomic::Ordering::SeqCst);
+            let n = (limit.saturating_sub(offset) as usize).min(buf.len());
+            buf[..n].fill(1);
+            if n < buf.len() {
+                self.limit
+                    .store(limit + 4096, std::sync::atomic::Ordering::SeqCst);
+            }
+            Ok(n)
+        }
+        fn len(&self, _: FileId) -> io::Result<u64> {
+            Ok(self.limit.load(std::sync::atomic::Ordering::SeqCst))
+        }
+    }
+
+    #[test]
+    fn default_vectored_read_stops_at_a_short_read() {
+        // A short read is the end of the file as of that read; bytes that appear later must
+        // not be read into the next buffer (that would leave a gap in the "contiguous" result).
+        let g = Growing {
+            limit: std::sync::atomic::AtomicU64::new(4096 + 100),
+        };
+        let (mut a, mut b, mut c) = (vec![0u8; 4096], vec![0u8; 4096], vec![0u8; 4096]);
+        let n = g
+            .read_vectored_at(0, 0, &mut [&mut a[..], &mut b[..], &mut c[..]])
+            .unwrap();
+        assert_eq!(n, 4096 + 100);
+        assert!(c.iter().all(|&x| x == 0));
+    }
+
     #[test]
     fn reads_plain_and_vectored() {
         let dir = tempfile::tempdir().unwrap();
