@@ -2,6 +2,8 @@
 
 use std::io;
 
+use crate::arena::PageClass;
+
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -9,7 +11,49 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An operating-system I/O call failed.
+    /// An operating-system I/O call failed (mapping a chunk, reading a page source).
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
+
+    /// The arena is at its `max` watermark and no memory was freed in time.
+    #[error("arena exhausted: no room for {pages} page(s) of class {class:?} within max")]
+    Exhausted {
+        /// The class asked for.
+        class: PageClass,
+        /// The number of pages asked for.
+        pages: usize,
+    },
+
+    /// A block request of zero pages or of more pages than one chunk holds.
+    #[error("invalid block size: {pages} page(s) of class {class:?}")]
+    InvalidBlockSize {
+        /// The class asked for.
+        class: PageClass,
+        /// The number of pages asked for.
+        pages: usize,
+    },
+
+    /// A configuration that cannot work (watermarks out of order, too small, ...).
+    #[error("invalid configuration: {reason}")]
+    InvalidConfig {
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A record failed validation (checksum mismatch, impossible length): its bytes are
+    /// not returned.
+    #[error("corrupted record in file {file} at offset {offset}: {what}")]
+    Corrupted {
+        /// The file id the record was read from.
+        file: u64,
+        /// Byte offset of the record's header in that file.
+        offset: u64,
+        /// What failed.
+        what: &'static str,
+    },
+
+    /// The manager's background prefetcher is gone (it panicked); the cache keeps serving
+    /// synchronous reads but reports this once per reader so the failure is not silent.
+    #[error("background prefetcher stopped; reads continue without prefetch")]
+    Poisoned,
 }
