@@ -1,0 +1,242 @@
+//! The read path: a blob's overflow run read from the file in page-aligned chunks, with
+//! cache advice around each chunk (see the crate docs for the policy and its measurements).
+
+use std::fs::{File, OpenOptions};
+use std::num::NonZeroU64;
+use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
+use std::path::Path;
+
+use rustix::fs::{Advice, fadvise};
+
+use crate::error::{Error, Result};
+use crate::format::BLOB_HEADER_LEN;
+use crate::options::CachePolicy;
+use crate::os::{LMDB_PAGE_HEADER, OverflowRun};
+use crate::payload::BlobHash;
+
+/// A blob record located in the file: its overflow run and the blob header as the map
+/// showed it (the bytes read from the file must start with the same headers).
+pub(crate) struct Located {
+    pub(crate) run: OverflowRun,
+    pub(crate) blob_header: [u8; BLOB_HEADER_LEN],
+}
+
+/// Offset of the blob content from the start of its overflow run.
+const CONTENT_AT: u64 = (LMDB_PAGE_HEADER + BLOB_HEADER_LEN) as u64;
+
+/// A heap buffer whose usable part starts at an `align` boundary (for `O_DIRECT`).
+pub(crate) struct AlignedBuf {
+    raw: Vec<u8>,
+    off: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    fn new(len: usize, align: usize) -> AlignedBuf {
+        // `vec![0; n]` is calloc: large buffers come as untouched zero pages.
+        let raw = vec![0u8; len + align];
+        let off = raw.as_ptr().align_offset(align).min(align);
+        AlignedBuf { raw, off, len }
+    }
+
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.raw[self.off..self.off + self.len]
+    }
+
+    fn as_ref(&self) -> &[u8] {
+        &self.raw[self.off..self.off + self.len]
+    }
+}
+
+/// A whole blob read into a private buffer (the one-pass verified read).
+pub(crate) struct WholeBlob {
+    buf: AlignedBuf,
+    at: usize,
+    len: usize,
+}
+
+impl WholeBlob {
+    /// The blob's content.
+    pub(crate) fn content(&self) -> &[u8] {
+        &self.buf.as_ref()[self.at..self.at + self.len]
+    }
+}
+
+/// Read-only descriptors on `blobs.mdb` for the read path.
+pub(crate) struct FileReader {
+    /// Buffered descriptor with `POSIX_FADV_RANDOM`: the kernel reads exactly the ranges
+    /// asked for (no read-ahead beyond them), in large requests.
+    buffered: File,
+    /// `O_DIRECT` descriptor, when the policy asks for it and the filesystem allows it.
+    direct: Option<File>,
+    page_size: usize,
+}
+
+impl FileReader {
+    /// Opens the descriptors on the data file at `path`.
+    pub(crate) fn open(path: &Path, policy: CachePolicy, page_size: usize) -> Result<FileReader> {
+        let buffered = File::open(path)?;
+        fadvise(&buffered, 0, None, Advice::Random).map_err(std::io::Error::from)?;
+        let direct = if policy == CachePolicy::Direct {
+            open_direct(path, page_size)
+        } else {
+            None
+        };
+        Ok(FileReader {
+            buffered,
+            direct,
+            page_size,
+        })
+    }
+
+    /// True when reads bypass the page cache (`O_DIRECT` is in use).
+    pub(crate) fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// File range to read for a blob of `len` bytes in `loc`: from the run's first page to
+    /// the page holding the content's last byte; plus where the content lies in it.
+    fn bounds(&self, hash: &BlobHash, loc: &Located, len: u64) -> Result<(u64, u64, u64)> {
+        let start = loc.run.start;
+        let end = CONTENT_AT
+            .checked_add(len)
+            .map(|e| e.next_multiple_of(self.page_size as u64))
+            .filter(|&e| e <= loc.run.len)
+            .and_then(|e| start.checked_add(e))
+            .ok_or(Error::Corrupted {
+                hash: *hash,
+                what: "blob record longer than its overflow run",
+            })?;
+        Ok((start, end, start + CONTENT_AT))
+    }
+
+    /// Reads `buf.len()` bytes at `pos` (page aligned), then drops them from the page cache.
+    fn read_chunk(&self, hash: &BlobHash, buf: &mut [u8], pos: u64) -> Result<()> {
+        let file = self.direct.as_ref().unwrap_or(&self.buffered);
+        file.read_exact_at(buf, pos).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Error::Corrupted {
+                    hash: *hash,
+                    what: "blob record extends past the end of the file",
+                }
+            } else {
+                Error::Io(e)
+            }
+        })?;
+        // The bytes are in our buffer now; the cached pages are of no further use.
+        self.advise(pos, buf.len() as u64, Advice::DontNeed)
+    }
+
+    fn advise(&self, pos: u64, len: u64, advice: Advice) -> Result<()> {
+        if let Some(len) = NonZeroU64::new(len) {
+            fadvise(&self.buffered, pos, Some(len), advice).map_err(std::io::Error::from)?;
+        }
+        Ok(())
+    }
+
+    /// Checks that the file bytes at the run's start are the headers the map showed: the
+    /// file offset derived from the page header is right.
+    fn check_headers(hash: &BlobHash, loc: &Located, first: &[u8]) -> Result<()> {
+        let lmdb = first.get(..LMDB_PAGE_HEADER);
+        let blob = first.get(LMDB_PAGE_HEADER..CONTENT_AT as usize);
+        if lmdb != Some(&loc.run.page_header[..]) || blob != Some(&loc.blob_header[..]) {
+            return Err(Error::Corrupted {
+                hash: *hash,
+                what: "file bytes at the derived offset differ from the mapped record",
+            });
+        }
+        Ok(())
+    }
+
+    /// Streams the content of a blob of `len` bytes to `f` in chunks of at most `chunk`
+    /// bytes (a page multiple), reading ahead one chunk with `POSIX_FADV_WILLNEED` and
+    /// dropping each chunk from the page cache as soon as it is in the buffer.
+    pub(crate) fn stream(
+        &self,
+        hash: &BlobHash,
+        loc: &Located,
+        len: u64,
+        chunk: usize,
+        mut f: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let (start, end, content) = self.bounds(hash, loc, len)?;
+        let chunk = chunk as u64;
+        let cap = chunk.min(end - start) as usize;
+        let mut buf = AlignedBuf::new(cap, self.page_size);
+        let mut pos = start;
+        while pos < end {
+            let n = chunk.min(end - pos);
+            if !self.is_direct() {
+                self.advise(pos + n, chunk.min(end - pos - n), Advice::WillNeed)?;
+            }
+            let b = &mut buf.as_mut()[..n as usize];
+            self.read_chunk(hash, b, pos)?;
+            if pos == start {
+                Self::check_headers(hash, loc, b)?;
+            }
+            let lo = (content.max(pos) - pos) as usize;
+            let hi = ((content + len).min(pos + n) - pos) as usize;
+            if lo < hi {
+                f(&b[lo..hi])?;
+            }
+            pos += n;
+        }
+        Ok(())
+    }
+
+    /// Reads the whole content of a blob of `len` bytes into one private buffer, chunk by
+    /// chunk with the same advice as [`FileReader::stream`].
+    pub(crate) fn read_whole(
+        &self,
+        hash: &BlobHash,
+        loc: &Located,
+        len: u64,
+        chunk: usize,
+    ) -> Result<WholeBlob> {
+        let (start, end, content) = self.bounds(hash, loc, len)?;
+        let total = (end - start) as usize;
+        let mut buf = AlignedBuf::new(total, self.page_size);
+        let mut at = 0;
+        while at < total {
+            let n = chunk.min(total - at);
+            let pos = start + at as u64;
+            if !self.is_direct() {
+                self.advise(pos + n as u64, chunk.min(total - at - n) as u64, Advice::WillNeed)?;
+            }
+            self.read_chunk(hash, &mut buf.as_mut()[at..at + n], pos)?;
+            at += n;
+        }
+        Self::check_headers(hash, loc, buf.as_ref())?;
+        Ok(WholeBlob {
+            buf,
+            at: (content - start) as usize,
+            len: len as usize,
+        })
+    }
+}
+
+/// Opens `path` with `O_DIRECT` and checks that an aligned read works; `None` if not.
+fn open_direct(path: &Path, page_size: usize) -> Option<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .open(path)
+        .ok()?;
+    let mut probe = AlignedBuf::new(page_size, page_size);
+    file.read_exact_at(probe.as_mut(), 0).ok()?;
+    Some(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_buffers_are_aligned() {
+        for len in [1, 4096, 10_000] {
+            let mut b = AlignedBuf::new(len, 4096);
+            assert_eq!(b.as_mut().as_ptr() as usize % 4096, 0);
+            assert_eq!(b.as_ref().len(), len);
+        }
+    }
+}
