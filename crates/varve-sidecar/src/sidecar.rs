@@ -465,12 +465,13 @@ impl Sidecar {
             None
         } else {
             let run = os::locate_overflow_value(record, self.page_size);
-            // The header page was faulted in to read the headers: take it out of RSS now so
-            // the file read can drop it from the page cache too.
             let header = record.get(..BLOB_HEADER_LEN).unwrap_or_default();
+            let blob_header: Option<[u8; BLOB_HEADER_LEN]> = header.try_into().ok();
+            // Reading the headers faulted their page in: take it out of RSS now (and touch
+            // the map no more) so the file read can drop it from the page cache too.
             os::drop_mapped(header, self.page_size)?;
-            match (run, header.try_into()) {
-                (Some(run), Ok(blob_header)) => Some(Located { run, blob_header }),
+            match (run, blob_header) {
+                (Some(run), Some(blob_header)) => Some(Located { run, blob_header }),
                 _ => None,
             }
         };

@@ -1,0 +1,213 @@
+//! The seed's acceptance test: streaming 256 MiB of 4 MiB blobs through `read_to` keeps
+//! both the process's RSS and the page-cache residency of `blobs.mdb` within a few blob
+//! sizes, and with the advice switched off (`CachePolicy::Keep`) the same reads break that
+//! bound (so the measurement can fail).
+#![allow(clippy::unwrap_used)]
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd as _;
+use std::path::Path;
+
+use varve_sidecar::{CachePolicy, Payload, Sidecar, SidecarOptions};
+
+const BLOB: usize = 4 << 20;
+const BLOBS: usize = 64; // 256 MiB
+/// "A few blob sizes".
+const BOUND: u64 = 4 * BLOB as u64;
+
+/// Process RSS in bytes, from /proc/self/statm.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * page_size()
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    (unsafe { libc::sysconf(libc::_SC_PAGESIZE) }) as u64
+}
+
+/// Bytes of `path` resident in the page cache: `mincore` on a fresh shared mapping.
+fn cached(path: &Path) -> u64 {
+    let f = File::open(path).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    let ps = page_size() as usize;
+    // SAFETY: a fresh read-only shared mapping of an open file, length > 0; unmapped below
+    // and never dereferenced (mincore only inspects page-cache state).
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(addr, libc::MAP_FAILED);
+    let mut vec = vec![0u8; len.div_ceil(ps)];
+    // SAFETY: `addr..addr+len` is the mapping made above; `vec` has one byte per page.
+    let rc = unsafe { libc::mincore(addr, len, vec.as_mut_ptr()) };
+    assert_eq!(rc, 0);
+    // SAFETY: unmapping exactly the mapping made above.
+    unsafe { libc::munmap(addr, len) };
+    vec.iter().filter(|&&b| b & 1 == 1).count() as u64 * ps as u64
+}
+
+/// Drops the whole file from the page cache (after a sync, so no page is dirty).
+fn drop_cache(path: &Path) {
+    let f = File::open(path).unwrap();
+    f.sync_all().unwrap();
+    // SAFETY: plain syscall on an open descriptor.
+    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0);
+}
+
+/// A sink that touches every byte (xor of all 8-byte words) and samples RSS and the page
+/// cache as the bytes stream through.
+struct Sink<'a> {
+    path: &'a Path,
+    xor: u64,
+    bytes: u64,
+    since_sample: u64,
+    peak_rss: u64,
+    peak_cached: u64,
+}
+
+impl Sink<'_> {
+    fn sample(&mut self) {
+        self.peak_rss = self.peak_rss.max(rss());
+        self.peak_cached = self.peak_cached.max(cached(self.path));
+    }
+}
+
+impl Write for Sink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut words = buf.chunks_exact(8);
+        for w in &mut words {
+            self.xor ^= u64::from_le_bytes(w.try_into().unwrap());
+        }
+        assert!(words.remainder().is_empty(), "blob sizes are multiples of 8");
+        self.bytes += buf.len() as u64;
+        self.since_sample += buf.len() as u64;
+        if self.since_sample >= 8 << 20 {
+            self.since_sample = 0;
+            self.sample();
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn xor_words(b: &[u8]) -> u64 {
+    b.chunks_exact(8)
+        .fold(0, |x, w| x ^ u64::from_le_bytes(w.try_into().unwrap()))
+}
+
+struct Run {
+    rss_growth: u64,
+    peak_cached: u64,
+    cached_before: u64,
+}
+
+fn stream_all(dir: &Path, payloads: &[Payload], opts: SidecarOptions, expect_xor: u64) -> Run {
+    let sc = Sidecar::open(dir, opts).unwrap();
+    let path = sc.path().to_path_buf();
+    drop_cache(&path);
+    let cached_before = cached(&path);
+    // Give freed heap back to the OS first, so a read buffer shows up as RSS growth
+    // instead of reusing pages the write phase left resident.
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe { libc::malloc_trim(0) };
+    let rss_before = rss();
+    let mut sink = Sink {
+        path: &path,
+        xor: 0,
+        bytes: 0,
+        since_sample: 0,
+        peak_rss: rss_before,
+        peak_cached: cached_before,
+    };
+    for p in payloads {
+        sc.read_to(p, &mut sink).unwrap();
+    }
+    sink.sample();
+    assert_eq!(sink.bytes, (BLOB * BLOBS) as u64);
+    assert_eq!(sink.xor, expect_xor, "the bytes read are the bytes written");
+    Run {
+        rss_growth: sink.peak_rss.saturating_sub(rss_before),
+        peak_cached: sink.peak_cached,
+        cached_before,
+    }
+}
+
+#[test]
+fn streaming_reads_keep_rss_and_page_cache_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut expect_xor = 0;
+    let payloads: Vec<Payload> = {
+        let sc = Sidecar::open(dir.path(), SidecarOptions::default()).unwrap();
+        // Fast generator: one random 4 MiB pattern, each blob stamped with its number on
+        // every page so that all 64 differ.
+        let mut base = vec![0u8; BLOB];
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        for w in base.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            w.copy_from_slice(&x.to_le_bytes());
+        }
+        let mut out = Vec::new();
+        for batch in 0..BLOBS / 8 {
+            let blobs: Vec<Vec<u8>> = (0..8)
+                .map(|i| {
+                    let mut b = base.clone();
+                    let n = (batch * 8 + i) as u64 + 1;
+                    for page in b.chunks_exact_mut(4096) {
+                        page[..8].copy_from_slice(&n.to_le_bytes());
+                    }
+                    b
+                })
+                .collect();
+            let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
+            out.extend(sc.store_many(&refs).unwrap());
+            expect_xor = blobs.iter().fold(expect_xor, |x, b| x ^ xor_words(b));
+        }
+        assert_eq!(sc.stats().unwrap().blobs, BLOBS as u64);
+        out
+    };
+
+    let advised = stream_all(dir.path(), &payloads, SidecarOptions::default(), expect_xor);
+    let off = stream_all(
+        dir.path(),
+        &payloads,
+        SidecarOptions {
+            cache_policy: CachePolicy::Keep,
+            verify_on_read: false,
+            ..SidecarOptions::default()
+        },
+        expect_xor,
+    );
+    let mib = |b: u64| b as f64 / f64::from(1 << 20);
+    println!(
+        "drop-behind: RSS +{:.1} MiB, page cache peak {:.1} MiB (before {:.1}); \
+         advice off: RSS +{:.1} MiB, page cache peak {:.1} MiB (before {:.1})",
+        mib(advised.rss_growth),
+        mib(advised.peak_cached),
+        mib(advised.cached_before),
+        mib(off.rss_growth),
+        mib(off.peak_cached),
+        mib(off.cached_before),
+    );
+    // The measurement starts cold, else it would prove nothing.
+    assert!(advised.cached_before < BOUND && off.cached_before < BOUND);
+    assert!(advised.rss_growth < BOUND, "RSS grew {}", advised.rss_growth);
+    assert!(advised.peak_cached < BOUND, "cached {}", advised.peak_cached);
+    // Without advice the same reads leave (nearly) everything in RAM.
+    assert!(off.peak_cached > 32 * BLOB as u64, "cached {}", off.peak_cached);
+    assert!(off.rss_growth > 32 * BLOB as u64, "RSS grew {}", off.rss_growth);
+}
