@@ -21,6 +21,9 @@ pub(crate) struct Located {
     pub(crate) blob_header: [u8; BLOB_HEADER_LEN],
 }
 
+/// Largest page-cache folio on x86-64 / arm64 with 4 KiB pages (PMD size).
+pub(crate) const FOLIO_SPAN: u64 = 2 << 20;
+
 /// Offset of the blob content from the start of its overflow run.
 const CONTENT_AT: u64 = (LMDB_PAGE_HEADER + BLOB_HEADER_LEN) as u64;
 
@@ -127,6 +130,18 @@ impl FileReader {
         self.advise(pos, buf.len() as u64, Advice::DontNeed)
     }
 
+    /// Drops `len` bytes of the file at `pos` from the page cache, widened to whole
+    /// [`FOLIO_SPAN`] units. `POSIX_FADV_DONTNEED` skips a large folio that sticks out of
+    /// the range, and buffered writes (LMDB's) create folios of up to 2 MiB that straddle
+    /// the boundaries of overflow runs. Widening also drops unmapped neighbours (other
+    /// blobs, cold B-tree pages); pages that this process has mapped, such as the B-tree
+    /// pages LMDB reads through its map, are never dropped by `POSIX_FADV_DONTNEED`.
+    pub(crate) fn drop_range_widened(&self, pos: u64, len: u64) -> Result<()> {
+        let start = pos / FOLIO_SPAN * FOLIO_SPAN;
+        let end = pos.saturating_add(len).next_multiple_of(FOLIO_SPAN);
+        self.advise(start, end - start, Advice::DontNeed)
+    }
+
     fn advise(&self, pos: u64, len: u64, advice: Advice) -> Result<()> {
         if let Some(len) = NonZeroU64::new(len) {
             fadvise(&self.buffered, pos, Some(len), advice).map_err(std::io::Error::from)?;
@@ -181,7 +196,8 @@ impl FileReader {
             }
             pos += n;
         }
-        Ok(())
+        // Folios the per-chunk drops could not take (cached by an earlier write).
+        self.drop_range_widened(start, end - start)
     }
 
     /// Reads the whole content of a blob of `len` bytes into one private buffer, chunk by
@@ -206,6 +222,7 @@ impl FileReader {
             self.read_chunk(hash, &mut buf.as_mut()[at..at + n], pos)?;
             at += n;
         }
+        self.drop_range_widened(start, end - start)?;
         Self::check_headers(hash, loc, buf.as_ref())?;
         Ok(WholeBlob {
             buf,

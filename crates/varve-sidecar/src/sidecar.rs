@@ -203,17 +203,45 @@ impl Sidecar {
         if blobs.is_empty() {
             return Ok(out);
         }
+        let mut written = Vec::new();
         self.write(needed, |txn| {
+            written.clear();
             for &(hash, bytes) in &blobs {
-                self.add_ref(txn, &hash, bytes)?;
+                if self.add_ref(txn, &hash, bytes)? {
+                    written.push(hash);
+                }
             }
             Ok(())
         })?;
+        if self.options.cache_policy != CachePolicy::Keep {
+            self.drop_written(&written)?;
+        }
         Ok(out)
     }
 
-    /// Adds one reference to `hash`, writing the blob if it is new.
-    fn add_ref(&self, txn: &mut RwTxn<'_>, hash: &BlobHash, bytes: &[u8]) -> Result<()> {
+    /// Drops the file pages of just-written (and committed, so clean) blobs from the page
+    /// cache: a large write must not evict hot pages either.
+    fn drop_written(&self, hashes: &[BlobHash]) -> Result<()> {
+        if hashes.is_empty() {
+            return Ok(());
+        }
+        let _g = self.read_gate();
+        let txn = self.env.read_txn()?;
+        for hash in hashes {
+            let Some(record) = self.blobs.get(&txn, &hash.0)? else {
+                continue;
+            };
+            let run = os::locate_overflow_value(record, self.page_size);
+            os::drop_mapped(record.get(..1).unwrap_or_default(), self.page_size)?;
+            if let Some(run) = run {
+                self.reader.drop_range_widened(run.start, run.len)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds one reference to `hash`, writing the blob if it is new (then returns true).
+    fn add_ref(&self, txn: &mut RwTxn<'_>, hash: &BlobHash, bytes: &[u8]) -> Result<bool> {
         let len = bytes.len() as u64;
         let rec = match self.refs.get(txn, &hash.0)? {
             Some(raw) => {
@@ -242,7 +270,7 @@ impl Sidecar {
             }
         };
         self.refs.put(txn, &hash.0, &rec.encode(hash))?;
-        Ok(())
+        Ok(rec.count == 1)
     }
 
     /// Drops one reference to a blob; at zero the blob is deleted. Returns the references

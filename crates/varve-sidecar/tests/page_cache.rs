@@ -222,3 +222,29 @@ fn streaming_reads_keep_rss_and_page_cache_small() {
     assert!(off.peak_cached > 32 * BLOB as u64, "cached {}", off.peak_cached);
     assert!(off.rss_growth > 32 * BLOB as u64, "RSS grew {}", off.rss_growth);
 }
+
+#[test]
+fn writes_leave_no_blob_pages_in_the_page_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut base = vec![0u8; BLOB];
+    for (i, w) in base.chunks_exact_mut(8).enumerate() {
+        w.copy_from_slice(&(i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes());
+    }
+    let blobs: Vec<Vec<u8>> = (1..=4).map(|n| blob(&base, n)).collect();
+    let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
+    for (policy, expect_small) in [(CachePolicy::DropBehind, true), (CachePolicy::Keep, false)] {
+        let sub = dir.path().join(format!("{policy:?}"));
+        let sc = Sidecar::open(
+            &sub,
+            SidecarOptions {
+                cache_policy: policy,
+                ..SidecarOptions::default()
+            },
+        )
+        .unwrap();
+        sc.store_many(&refs).unwrap();
+        let c = cached(sc.path());
+        println!("{policy:?}: {c} bytes of blobs.mdb cached after writing 16 MiB");
+        assert_eq!(c < BLOB as u64, expect_small, "{policy:?}: {c} bytes cached");
+    }
+}
