@@ -228,7 +228,10 @@ mod tests {
     #[test]
     fn ref_record_round_trip_and_damage() {
         let key = BlobHash([9; 32]);
-        let r = RefRecord { count: 3, len: 4096 };
+        let r = RefRecord {
+            count: 3,
+            len: 4096,
+        };
         let b = r.encode(&key);
         assert_eq!(RefRecord::decode(&key, &b), Ok(r));
         assert_eq!(&b[..8], &3u64.to_le_bytes());

@@ -75,8 +75,7 @@ pub(crate) struct OverflowRun {
 /// overflow run that holds all of it (then the caller must not use file offsets).
 pub(crate) fn locate_overflow_value(value: &[u8], page_size: usize) -> Option<OverflowRun> {
     let addr = value.as_ptr() as usize;
-    if value.is_empty() || !page_size.is_power_of_two() || addr % page_size != LMDB_PAGE_HEADER
-    {
+    if value.is_empty() || !page_size.is_power_of_two() || addr % page_size != LMDB_PAGE_HEADER {
         return None;
     }
     let header_ptr = (addr - LMDB_PAGE_HEADER) as *const [u8; LMDB_PAGE_HEADER];

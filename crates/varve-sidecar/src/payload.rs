@@ -165,12 +165,12 @@ impl Payload {
             TAG_INLINE_V1 => {
                 let (len, n) = read_leb128_u32(rest)?;
                 let len = len as usize;
-                let body = rest
-                    .get(n..)
-                    .and_then(|r| r.get(..len))
-                    .ok_or(Error::InvalidPayload {
-                        reason: "inline payload shorter than its length",
-                    })?;
+                let body =
+                    rest.get(n..)
+                        .and_then(|r| r.get(..len))
+                        .ok_or(Error::InvalidPayload {
+                            reason: "inline payload shorter than its length",
+                        })?;
                 Ok((Payload::Inline(body.to_vec()), 1 + n + len))
             }
             TAG_BLOBREF_V1 => {

@@ -24,6 +24,9 @@ pub(crate) struct Located {
 /// Largest page-cache folio on x86-64 / arm64 with 4 KiB pages (PMD size).
 pub(crate) const FOLIO_SPAN: u64 = 2 << 20;
 
+/// How many chunks ahead of the one being read `POSIX_FADV_WILLNEED` asks for.
+pub(crate) const READ_AHEAD_CHUNKS: u64 = 2;
+
 /// Offset of the blob content from the start of its overflow run.
 const CONTENT_AT: u64 = (LMDB_PAGE_HEADER + BLOB_HEADER_LEN) as u64;
 
@@ -142,6 +145,13 @@ impl FileReader {
         self.advise(start, end - start, Advice::DontNeed)
     }
 
+    /// Starts asynchronous reads of the next chunks (up to [`READ_AHEAD_CHUNKS`]) of
+    /// `from..end`, so the device works while the current chunk is processed.
+    fn will_need(&self, from: u64, end: u64, chunk: u64) -> Result<()> {
+        let len = end.saturating_sub(from).min(chunk * READ_AHEAD_CHUNKS);
+        self.advise(from, len, Advice::WillNeed)
+    }
+
     fn advise(&self, pos: u64, len: u64, advice: Advice) -> Result<()> {
         if let Some(len) = NonZeroU64::new(len) {
             fadvise(&self.buffered, pos, Some(len), advice).map_err(std::io::Error::from)?;
@@ -182,7 +192,7 @@ impl FileReader {
         while pos < end {
             let n = chunk.min(end - pos);
             if !self.is_direct() {
-                self.advise(pos + n, chunk.min(end - pos - n), Advice::WillNeed)?;
+                self.will_need(pos + n, end, chunk)?;
             }
             let b = &mut buf.as_mut()[..n as usize];
             self.read_chunk(hash, b, pos)?;
@@ -196,8 +206,7 @@ impl FileReader {
             }
             pos += n;
         }
-        // Folios the per-chunk drops could not take (cached by an earlier write).
-        self.drop_range_widened(start, end - start)
+        Ok(())
     }
 
     /// Reads the whole content of a blob of `len` bytes into one private buffer, chunk by
@@ -217,12 +226,11 @@ impl FileReader {
             let n = chunk.min(total - at);
             let pos = start + at as u64;
             if !self.is_direct() {
-                self.advise(pos + n as u64, chunk.min(total - at - n) as u64, Advice::WillNeed)?;
+                self.will_need(pos + n as u64, end, chunk as u64)?;
             }
             self.read_chunk(hash, &mut buf.as_mut()[at..at + n], pos)?;
             at += n;
         }
-        self.drop_range_widened(start, end - start)?;
         Self::check_headers(hash, loc, buf.as_ref())?;
         Ok(WholeBlob {
             buf,

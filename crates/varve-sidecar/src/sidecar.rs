@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use heed::types::Bytes;
-use sha2::{Digest as _, Sha256};
 use heed::{CommitOrAbort, Database, MdbError, RwTxn, WithoutTls};
+use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
 use crate::format::{
@@ -20,7 +20,7 @@ use crate::format::{
 use crate::options::{CachePolicy, SidecarOptions};
 use crate::os;
 use crate::payload::{BlobHash, Payload, routes_to_sidecar};
-use crate::read::{FileReader, Located};
+use crate::read::{FileReader, Located, READ_AHEAD_CHUNKS};
 
 /// Name of the LMDB data file inside the sidecar's directory (its lock file is
 /// `blobs.mdb-lock`).
@@ -227,6 +227,10 @@ impl Sidecar {
         }
         let _g = self.read_gate();
         let txn = self.env.read_txn()?;
+        // One drop over the span of all runs: each POSIX_FADV_DONTNEED that meets a page
+        // it cannot drop (a B-tree page mapped by LMDB) drains every CPU's LRU cache, so
+        // one call per batch, not per blob.
+        let mut span: Option<(u64, u64)> = None;
         for hash in hashes {
             let Some(record) = self.blobs.get(&txn, &hash.0)? else {
                 continue;
@@ -234,8 +238,12 @@ impl Sidecar {
             let run = os::locate_overflow_value(record, self.page_size);
             os::drop_mapped(record.get(..1).unwrap_or_default(), self.page_size)?;
             if let Some(run) = run {
-                self.reader.drop_range_widened(run.start, run.len)?;
+                let (s, e) = span.unwrap_or((run.start, run.start));
+                span = Some((s.min(run.start), e.max(run.start + run.len)));
             }
+        }
+        if let Some((start, end)) = span {
+            self.reader.drop_range_widened(start, end - start)?;
         }
         Ok(())
     }
@@ -257,15 +265,11 @@ impl Sidecar {
                 let header = BlobHeader::encode(hash, len);
                 // MDB_RESERVE: LMDB allocates the value's pages and we copy straight into
                 // them, instead of LMDB copying from our buffer after we built a record.
-                self.blobs.put_reserved(
-                    txn,
-                    &hash.0,
-                    BLOB_HEADER_LEN + bytes.len(),
-                    |space| {
+                self.blobs
+                    .put_reserved(txn, &hash.0, BLOB_HEADER_LEN + bytes.len(), |space| {
                         space.write_all(&header)?;
                         space.write_all(bytes)
-                    },
-                )?;
+                    })?;
                 RefRecord { count: 1, len }
             }
         };
@@ -456,11 +460,34 @@ impl Sidecar {
         content: &[u8],
         mut sink: impl FnMut(&[u8]) -> Result<()>,
     ) -> Result<u64> {
-        os::will_need_mapped(content, self.page_size)?;
+        // LMDB's map is MADV_RANDOM (MDB_NORDAHEAD): without explicit read-ahead every page
+        // would be its own I/O. Ask for the next chunks while the current one is consumed.
+        let chunk = self.chunk();
+        let ahead = |i: usize| {
+            let from = ((i + 1) * chunk).min(content.len());
+            let to = (from + READ_AHEAD_CHUNKS as usize * chunk).min(content.len());
+            os::will_need_mapped(content.get(from..to).unwrap_or_default(), self.page_size)
+        };
+        os::will_need_mapped(
+            content.get(..chunk.min(content.len())).unwrap_or_default(),
+            self.page_size,
+        )?;
         if self.options.verify_on_read {
-            check_hash(hash, content)?;
+            let mut hasher = Sha256::new();
+            for (i, c) in content.chunks(chunk).enumerate() {
+                ahead(i)?;
+                hasher.update(c);
+            }
+            if BlobHash(hasher.finalize().into()) != *hash {
+                return Err(corrupted_content(hash));
+            }
+            sink(content)?;
+        } else {
+            for (i, c) in content.chunks(chunk).enumerate() {
+                ahead(i)?;
+                sink(c)?;
+            }
         }
-        sink(content)?;
         if self.options.cache_policy != CachePolicy::Keep {
             os::drop_mapped(content, self.page_size)?;
         }

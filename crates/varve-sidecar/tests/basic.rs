@@ -54,7 +54,11 @@ fn routing_sizes() {
     assert_eq!(MAX_INLINE_SIZE, 2048);
     for len in [0, 1, 2047] {
         let b = bytes(len, 1);
-        assert_eq!(sc.store(&b).unwrap(), Payload::Inline(b.clone()), "len {len}");
+        assert_eq!(
+            sc.store(&b).unwrap(),
+            Payload::Inline(b.clone()),
+            "len {len}"
+        );
     }
     for len in [2048, 2049, 5 << 20] {
         let b = bytes(len, 2);
@@ -186,7 +190,11 @@ fn oversized_blob_is_rejected_before_anything_is_written() {
         Err(Error::BlobTooLarge { size, max }) => assert_eq!((size, max), (10_001, 10_000)),
         other => panic!("{other:?}"),
     }
-    assert_eq!(sc.stats().unwrap().blobs, 0, "the good one was not written either");
+    assert_eq!(
+        sc.stats().unwrap().blobs,
+        0,
+        "the good one was not written either"
+    );
     assert!(sc.store(&ok).is_ok());
 }
 
@@ -236,7 +244,9 @@ fn concurrent_readers_and_a_growing_writer() {
         ..SidecarOptions::default()
     };
     let sc = Arc::new(Sidecar::open(dir.path(), opts).unwrap());
-    let seed: Vec<Vec<u8>> = (0..4).map(|i| bytes(100_000 + i * 1000, 200 + i as u64)).collect();
+    let seed: Vec<Vec<u8>> = (0..4)
+        .map(|i| bytes(100_000 + i * 1000, 200 + i as u64))
+        .collect();
     let payloads: Vec<Payload> = seed.iter().map(|b| sc.store(b).unwrap()).collect();
     let seed = Arc::new(seed);
     let readers: Vec<_> = (0..4)

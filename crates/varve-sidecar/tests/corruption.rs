@@ -86,7 +86,10 @@ fn flipped_content_byte_is_corrupted_under_every_policy() {
                 Err(Error::Corrupted { .. })
             ));
             // The undamaged neighbour still reads.
-            assert_eq!(sc.read(&Payload::BlobRef(BlobHash::of(&other))).unwrap(), other);
+            assert_eq!(
+                sc.read(&Payload::BlobRef(BlobHash::of(&other))).unwrap(),
+                other
+            );
         }
         // With verification off the damage goes through: it is the check that catches it.
         let sc = Sidecar::open(

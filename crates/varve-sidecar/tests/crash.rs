@@ -73,7 +73,9 @@ fn parse_log(log: &str) -> (BTreeSet<u64>, BTreeSet<u64>, Option<(char, u64)>) {
             last_op = None;
             continue;
         }
-        let Some((op, n)) = line.split_once(' ') else { continue };
+        let Some((op, n)) = line.split_once(' ') else {
+            continue;
+        };
         let Ok(n) = n.parse::<u64>() else { continue };
         match op {
             "S" => {

@@ -216,11 +216,27 @@ fn streaming_reads_keep_rss_and_page_cache_small() {
     );
     // The measurement starts cold, else it would prove nothing.
     assert!(advised.cached_before < BOUND && off.cached_before < BOUND);
-    assert!(advised.rss_growth < BOUND, "RSS grew {}", advised.rss_growth);
-    assert!(advised.peak_cached < BOUND, "cached {}", advised.peak_cached);
+    assert!(
+        advised.rss_growth < BOUND,
+        "RSS grew {}",
+        advised.rss_growth
+    );
+    assert!(
+        advised.peak_cached < BOUND,
+        "cached {}",
+        advised.peak_cached
+    );
     // Without advice the same reads leave (nearly) everything in RAM.
-    assert!(off.peak_cached > 32 * BLOB as u64, "cached {}", off.peak_cached);
-    assert!(off.rss_growth > 32 * BLOB as u64, "RSS grew {}", off.rss_growth);
+    assert!(
+        off.peak_cached > 32 * BLOB as u64,
+        "cached {}",
+        off.peak_cached
+    );
+    assert!(
+        off.rss_growth > 32 * BLOB as u64,
+        "RSS grew {}",
+        off.rss_growth
+    );
 }
 
 #[test]
@@ -245,6 +261,10 @@ fn writes_leave_no_blob_pages_in_the_page_cache() {
         sc.store_many(&refs).unwrap();
         let c = cached(sc.path());
         println!("{policy:?}: {c} bytes of blobs.mdb cached after writing 16 MiB");
-        assert_eq!(c < BLOB as u64, expect_small, "{policy:?}: {c} bytes cached");
+        assert_eq!(
+            c < BLOB as u64,
+            expect_small,
+            "{policy:?}: {c} bytes cached"
+        );
     }
 }
