@@ -40,6 +40,37 @@ pub(crate) const REF_RECORD_LEN: usize = 24;
 const REF_LEN_AT: usize = 8;
 const REF_CHECK_AT: usize = 16;
 
+/// Size of LMDB's page header (`PAGEHDRSZ`) in front of a value on an overflow run:
+/// `mp_pgno` u64 (0..8), `mp_pad` u16 (8..10), `mp_flags` u16 (10..12), `mp_pages` u32
+/// (12..16), all in host byte order (LMDB files are not portable across endianness).
+pub(crate) const LMDB_PAGE_HEADER: usize = 16;
+/// `P_OVERFLOW` in `mp_flags`.
+const P_OVERFLOW: u16 = 0x04;
+
+/// Checks that `h`, read from the file at page `pgno`, is the header of an LMDB overflow run
+/// that holds a value of `value_len` bytes.
+pub(crate) fn check_overflow_header(
+    h: &[u8],
+    pgno: u64,
+    page_size: u64,
+    value_len: u64,
+) -> Result<(), &'static str> {
+    let ne64 = |at: usize| Some(u64::from_ne_bytes(h.get(at..at + 8)?.try_into().ok()?));
+    let ne16 = |at: usize| Some(u16::from_ne_bytes(h.get(at..at + 2)?.try_into().ok()?));
+    let ne32 = |at: usize| Some(u32::from_ne_bytes(h.get(at..at + 4)?.try_into().ok()?));
+    if ne64(0) != Some(pgno) {
+        return Err("LMDB page header at the value's file offset names another page");
+    }
+    if ne16(10).is_none_or(|f| f & P_OVERFLOW == 0) {
+        return Err("LMDB page at the value's file offset is not an overflow page");
+    }
+    let pages = ne32(12).ok_or("LMDB page header truncated")?;
+    if u64::from(pages) * page_size < LMDB_PAGE_HEADER as u64 + value_len {
+        return Err("LMDB overflow run shorter than the value");
+    }
+    Ok(())
+}
+
 fn le_u64(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
 }
@@ -113,6 +144,19 @@ impl BlobHeader {
         let h = record
             .get(..BLOB_HEADER_LEN)
             .ok_or("blob record shorter than its header")?;
+        BlobHeader::decode_parts(key, h, record.len() as u64)
+    }
+
+    /// Checks a header `h` (the first bytes of a record of `record_len` bytes, read apart
+    /// from the rest) against `key` and that length.
+    pub(crate) fn decode_parts(
+        key: &BlobHash,
+        h: &[u8],
+        record_len: u64,
+    ) -> Result<BlobHeader, &'static str> {
+        let h = h
+            .get(..BLOB_HEADER_LEN)
+            .ok_or("blob record shorter than its header")?;
         let check = le_u64(h, BH_CHECK_AT).ok_or("blob header truncated")?;
         if check != keyed_check(key, &h[..BH_CHECK_AT]) {
             return Err("blob header checksum mismatch");
@@ -127,7 +171,7 @@ impl BlobHeader {
             return Err("blob header has unknown flags");
         }
         let len = le_u64(h, BH_LEN_AT).ok_or("blob header truncated")?;
-        if (record.len() - BLOB_HEADER_LEN) as u64 != len {
+        if record_len.checked_sub(BLOB_HEADER_LEN as u64) != Some(len) {
             return Err("blob record length differs from its header");
         }
         Ok(BlobHeader { len })
@@ -223,6 +267,21 @@ mod tests {
         let mut longer = rec.clone();
         longer.push(0);
         assert!(BlobHeader::decode(&key, &longer).is_err());
+    }
+
+    #[test]
+    fn overflow_header_checks() {
+        let mut h = [0u8; 16];
+        h[..8].copy_from_slice(&9u64.to_ne_bytes());
+        h[10..12].copy_from_slice(&P_OVERFLOW.to_ne_bytes());
+        h[12..16].copy_from_slice(&2u32.to_ne_bytes());
+        assert_eq!(check_overflow_header(&h, 9, 4096, 8176), Ok(()));
+        assert!(check_overflow_header(&h, 9, 4096, 8177).is_err());
+        assert!(check_overflow_header(&h, 8, 4096, 100).is_err());
+        assert!(check_overflow_header(&h[..12], 9, 4096, 100).is_err());
+        let mut leaf = h;
+        leaf[10..12].copy_from_slice(&0x02u16.to_ne_bytes());
+        assert!(check_overflow_header(&leaf, 9, 4096, 100).is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 mod error;
 mod format;
+mod mapping;
 mod options;
 mod os;
 mod payload;

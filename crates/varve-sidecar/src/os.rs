@@ -1,24 +1,14 @@
-//! Every `unsafe` of the crate: opening and resizing the LMDB map, locating a value's file
-//! offset from its overflow-page header, and memory advice on LMDB's map.
+//! Every `unsafe` of the crate: opening and resizing the LMDB environment, and memory
+//! advice on LMDB's map.
 //!
 //! LMDB (the `mdb.master` branch that heed 0.23 builds) maps the data file `MAP_SHARED`,
-//! read-only (no `MDB_WRITEMAP`), from file offset 0. A value larger than about half a page
-//! lives on an "overflow run": consecutive pages whose first page starts with a 16-byte
-//! header (`MDB_page`: `pgno_t mp_pgno` (8, host order), `mp_pad` (2), `mp_flags` (2, with
-//! `P_OVERFLOW` = 0x04), `mp_pages` (4, the run's page count)), and the value starts right
-//! after it. The page number in that header gives the value's file offset without knowing
-//! where the map lies in memory (`EnvInfo::map_addr` is only set with `MDB_FIXEDMAP`).
+//! read-only (no `MDB_WRITEMAP`).
 
 use std::ffi::c_void;
 use std::path::Path;
 use std::sync::RwLockWriteGuard;
 
 use heed::{EnvFlags, EnvOpenOptions, WithoutTls};
-
-/// Size of LMDB's page header (`PAGEHDRSZ`).
-pub(crate) const LMDB_PAGE_HEADER: usize = 16;
-/// `P_OVERFLOW` in `mp_flags`.
-const P_OVERFLOW: u16 = 0x04;
 
 /// Opens (creating if needed) the LMDB environment in the single file `path`
 /// (`MDB_NOSUBDIR`; the lock file is `path` + `-lock`), with `MDB_NORDAHEAD` (LMDB then
@@ -56,51 +46,6 @@ pub(crate) fn resize_env(
     // SAFETY: LMDB allows `mdb_env_set_mapsize` on an open environment when this process
     // has no active transaction; the gate's write guard (above) guarantees exactly that.
     unsafe { env.resize(new_size) }
-}
-
-/// Where an LMDB overflow run holding a value lies in the data file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct OverflowRun {
-    /// File offset of the run's first page (its LMDB page header); the value starts
-    /// `LMDB_PAGE_HEADER` bytes later.
-    pub(crate) start: u64,
-    /// Length of the run in bytes (page count times page size).
-    pub(crate) len: u64,
-    /// The 16-byte page header as it is in the map, to check reads of the file against.
-    pub(crate) page_header: [u8; LMDB_PAGE_HEADER],
-}
-
-/// Finds the overflow run of `value`, a slice LMDB returned from its map inside a live
-/// read transaction. `None` when the bytes in front of `value` are not the header of an
-/// overflow run that holds all of it (then the caller must not use file offsets).
-pub(crate) fn locate_overflow_value(value: &[u8], page_size: usize) -> Option<OverflowRun> {
-    let addr = value.as_ptr() as usize;
-    if value.is_empty() || !page_size.is_power_of_two() || addr % page_size != LMDB_PAGE_HEADER {
-        return None;
-    }
-    let header_ptr = (addr - LMDB_PAGE_HEADER) as *const [u8; LMDB_PAGE_HEADER];
-    // SAFETY: `value[0]` is readable memory of LMDB's map and lies LMDB_PAGE_HEADER bytes
-    // after a page boundary (checked above), so the 16 bytes in front of it are in the same
-    // page, which is mapped (mappings are page-granular) and backed by the file (the page
-    // holds `value[0]`, inside the file). The read transaction that produced `value` keeps
-    // LMDB from reusing or rewriting pages of its snapshot, and the map is read-only, so
-    // nothing writes these bytes while we copy them. The pointer is aligned for a byte array.
-    let page_header: [u8; LMDB_PAGE_HEADER] = unsafe { std::ptr::read(header_ptr) };
-    let pgno = u64::from_ne_bytes(page_header[0..8].try_into().ok()?);
-    let flags = u16::from_ne_bytes(page_header[10..12].try_into().ok()?);
-    let pages = u32::from_ne_bytes(page_header[12..16].try_into().ok()?);
-    if flags & P_OVERFLOW == 0 || pgno < 2 {
-        return None;
-    }
-    let len = u64::from(pages).checked_mul(page_size as u64)?;
-    if len < (LMDB_PAGE_HEADER + value.len()) as u64 {
-        return None;
-    }
-    Some(OverflowRun {
-        start: pgno.checked_mul(page_size as u64)?,
-        len,
-        page_header,
-    })
 }
 
 /// Page-aligned bounds of the memory holding `bytes`.
@@ -153,42 +98,6 @@ pub(crate) fn will_need_mapped(bytes: &[u8], page_size: usize) -> std::io::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rejects_values_not_after_a_page_header() {
-        let page = 4096;
-        let buf = vec![0u8; 3 * page];
-        let base = buf.as_ptr() as usize;
-        let p = base.next_multiple_of(page) - base;
-        // 16 bytes after a page boundary but the header is all zeroes: no P_OVERFLOW.
-        let at = p + LMDB_PAGE_HEADER;
-        assert!(locate_overflow_value(&buf[at..at + 10], page).is_none());
-        // Not 16 bytes after a page boundary.
-        assert!(locate_overflow_value(&buf[at + 1..at + 11], page).is_none());
-        assert!(locate_overflow_value(&[], page).is_none());
-    }
-
-    #[test]
-    fn reads_a_fabricated_overflow_header() {
-        let page = 4096;
-        let mut buf = vec![0u8; 4 * page];
-        let base = buf.as_ptr() as usize;
-        let p = base.next_multiple_of(page) - base;
-        buf[p..p + 8].copy_from_slice(&7u64.to_ne_bytes());
-        buf[p + 10..p + 12].copy_from_slice(&P_OVERFLOW.to_ne_bytes());
-        buf[p + 12..p + 16].copy_from_slice(&2u32.to_ne_bytes());
-        let v = &buf[p + 16..p + 16 + 5000];
-        let run = locate_overflow_value(v, page).unwrap();
-        assert_eq!(run.start, 7 * 4096);
-        assert_eq!(run.len, 2 * 4096);
-        assert_eq!(&run.page_header[..8], &7u64.to_ne_bytes());
-        // A run too short for the value is refused.
-        let v = &buf[p + 16..p + 16 + 8200];
-        assert!(locate_overflow_value(v, page).is_none());
-        // Meta pages (0 and 1) are never overflow runs.
-        buf[p..p + 8].copy_from_slice(&1u64.to_ne_bytes());
-        assert!(locate_overflow_value(&buf[p + 16..p + 100], page).is_none());
-    }
 
     #[test]
     fn page_bounds_cover_the_slice() {

@@ -9,16 +9,15 @@ use std::path::Path;
 use rustix::fs::{Advice, fadvise};
 
 use crate::error::{Error, Result};
-use crate::format::BLOB_HEADER_LEN;
+use crate::format::{BLOB_HEADER_LEN, BlobHeader, LMDB_PAGE_HEADER, check_overflow_header};
 use crate::options::CachePolicy;
-use crate::os::{LMDB_PAGE_HEADER, OverflowRun};
 use crate::payload::BlobHash;
 
-/// A blob record located in the file: its overflow run and the blob header as the map
-/// showed it (the bytes read from the file must start with the same headers).
+/// A blob record located in the file: the overflow run's first page (LMDB's page header;
+/// the record follows it) and the record's length (blob header plus content).
 pub(crate) struct Located {
-    pub(crate) run: OverflowRun,
-    pub(crate) blob_header: [u8; BLOB_HEADER_LEN],
+    pub(crate) run_start: u64,
+    pub(crate) record_len: u64,
 }
 
 /// Largest page-cache folio on x86-64 / arm64 with 4 KiB pages (PMD size).
@@ -100,23 +99,23 @@ impl FileReader {
         self.direct.is_some()
     }
 
-    /// File range to read for a blob of `len` bytes in `loc`: from the run's first page to
-    /// the page holding the content's last byte; plus where the content lies in it.
-    fn bounds(&self, hash: &BlobHash, loc: &Located, len: u64) -> Result<(u64, u64, u64)> {
-        let start = loc.run.start;
-        let end = CONTENT_AT
-            .checked_add(len)
-            .map(|e| e.next_multiple_of(self.page_size as u64))
-            .filter(|&e| e <= loc.run.len)
+    /// File range to read for the blob at `loc`: from the run's first page to the page
+    /// holding the content's last byte; plus where the content starts and its length.
+    fn bounds(&self, hash: &BlobHash, loc: &Located) -> Result<(u64, u64, u64, u64)> {
+        let bad = |what| Error::Corrupted { hash: *hash, what };
+        let len = loc
+            .record_len
+            .checked_sub(BLOB_HEADER_LEN as u64)
+            .ok_or(bad("blob record shorter than its header"))?;
+        let start = loc.run_start;
+        let end = (LMDB_PAGE_HEADER as u64 + loc.record_len)
+            .checked_next_multiple_of(self.page_size as u64)
             .and_then(|e| start.checked_add(e))
-            .ok_or(Error::Corrupted {
-                hash: *hash,
-                what: "blob record longer than its overflow run",
-            })?;
-        Ok((start, end, start + CONTENT_AT))
+            .ok_or(bad("blob record extends past any file"))?;
+        Ok((start, end, start + CONTENT_AT, len))
     }
 
-    /// Reads `buf.len()` bytes at `pos` (page aligned), then drops them from the page cache.
+    /// Reads `buf.len()` bytes at `pos` (page aligned).
     fn read_chunk(&self, hash: &BlobHash, buf: &mut [u8], pos: u64) -> Result<()> {
         let file = self.direct.as_ref().unwrap_or(&self.buffered);
         file.read_exact_at(buf, pos).map_err(|e| {
@@ -128,9 +127,15 @@ impl FileReader {
             } else {
                 Error::Io(e)
             }
-        })?;
-        // The bytes are in our buffer now; the cached pages are of no further use.
-        self.advise(pos, buf.len() as u64, Advice::DontNeed)
+        })
+    }
+
+    /// After the chunk `pos..pos + n` is in our buffer: drops it from the page cache,
+    /// together with the [`FOLIO_SPAN`] before it, so that a large folio straddling a
+    /// chunk boundary (left by an earlier buffered read or write) goes too.
+    fn drop_behind(&self, run_start: u64, pos: u64, n: u64) -> Result<()> {
+        let from = pos.saturating_sub(FOLIO_SPAN).max(run_start);
+        self.advise(from, pos + n - from, Advice::DontNeed)
     }
 
     /// Drops `len` bytes of the file at `pos` from the page cache, widened to whole
@@ -159,17 +164,20 @@ impl FileReader {
         Ok(())
     }
 
-    /// Checks that the file bytes at the run's start are the headers the map showed: the
-    /// file offset derived from the page header is right.
-    fn check_headers(hash: &BlobHash, loc: &Located, first: &[u8]) -> Result<()> {
-        let lmdb = first.get(..LMDB_PAGE_HEADER);
-        let blob = first.get(LMDB_PAGE_HEADER..CONTENT_AT as usize);
-        if lmdb != Some(&loc.run.page_header[..]) || blob != Some(&loc.blob_header[..]) {
-            return Err(Error::Corrupted {
-                hash: *hash,
-                what: "file bytes at the derived offset differ from the mapped record",
-            });
-        }
+    /// Checks the headers at the run's start, as read from the file: LMDB's overflow page
+    /// header must name the page the offset was derived for (so the offset is right), and
+    /// the blob header must match the blob's hash and the record's length.
+    fn check_headers(&self, hash: &BlobHash, loc: &Located, first: &[u8]) -> Result<()> {
+        let ps = self.page_size as u64;
+        check_overflow_header(first, loc.run_start / ps, ps, loc.record_len)
+            .and_then(|()| {
+                BlobHeader::decode_parts(
+                    hash,
+                    first.get(LMDB_PAGE_HEADER..).unwrap_or_default(),
+                    loc.record_len,
+                )
+            })
+            .map_err(|what| Error::Corrupted { hash: *hash, what })?;
         Ok(())
     }
 
@@ -180,11 +188,10 @@ impl FileReader {
         &self,
         hash: &BlobHash,
         loc: &Located,
-        len: u64,
         chunk: usize,
         mut f: impl FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
-        let (start, end, content) = self.bounds(hash, loc, len)?;
+        let (start, end, content, len) = self.bounds(hash, loc)?;
         let chunk = chunk as u64;
         let cap = chunk.min(end - start) as usize;
         let mut buf = AlignedBuf::new(cap, self.page_size);
@@ -196,8 +203,9 @@ impl FileReader {
             }
             let b = &mut buf.as_mut()[..n as usize];
             self.read_chunk(hash, b, pos)?;
+            self.drop_behind(start, pos, n)?;
             if pos == start {
-                Self::check_headers(hash, loc, b)?;
+                self.check_headers(hash, loc, b)?;
             }
             let lo = (content.max(pos) - pos) as usize;
             let hi = ((content + len).min(pos + n) - pos) as usize;
@@ -206,7 +214,8 @@ impl FileReader {
             }
             pos += n;
         }
-        Ok(())
+        // Large folios that stick out of the run (shared with its neighbours).
+        self.drop_range_widened(start, end - start)
     }
 
     /// Reads the whole content of a blob of `len` bytes into one private buffer, chunk by
@@ -215,11 +224,13 @@ impl FileReader {
         &self,
         hash: &BlobHash,
         loc: &Located,
-        len: u64,
         chunk: usize,
     ) -> Result<WholeBlob> {
-        let (start, end, content) = self.bounds(hash, loc, len)?;
-        let total = (end - start) as usize;
+        let (start, end, content, len) = self.bounds(hash, loc)?;
+        let total = usize::try_from(end - start).map_err(|_| Error::Corrupted {
+            hash: *hash,
+            what: "blob record larger than the address space",
+        })?;
         let mut buf = AlignedBuf::new(total, self.page_size);
         let mut at = 0;
         while at < total {
@@ -229,9 +240,11 @@ impl FileReader {
                 self.will_need(pos + n as u64, end, chunk as u64)?;
             }
             self.read_chunk(hash, &mut buf.as_mut()[at..at + n], pos)?;
+            self.drop_behind(start, pos, n as u64)?;
             at += n;
         }
-        Self::check_headers(hash, loc, buf.as_ref())?;
+        self.drop_range_widened(start, end - start)?;
+        self.check_headers(hash, loc, buf.as_ref())?;
         Ok(WholeBlob {
             buf,
             at: (content - start) as usize,

@@ -15,12 +15,22 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    BLOB_HEADER_LEN, BlobHeader, FORMAT_KEY, FORMAT_VERSION, FormatRecord, RefRecord,
+    BLOB_HEADER_LEN, BlobHeader, FORMAT_KEY, FORMAT_VERSION, FormatRecord, LMDB_PAGE_HEADER,
+    RefRecord,
 };
+use crate::mapping::MapLocator;
 use crate::options::{CachePolicy, SidecarOptions};
 use crate::os;
 use crate::payload::{BlobHash, Payload, routes_to_sidecar};
 use crate::read::{FileReader, Located, READ_AHEAD_CHUNKS};
+
+/// A blob found in a read transaction.
+enum Blob<'t> {
+    /// Its content in LMDB's map (header already checked).
+    Mapped(&'t [u8]),
+    /// Where its record lies in the file.
+    File(Located),
+}
 
 /// Name of the LMDB data file inside the sidecar's directory (its lock file is
 /// `blobs.mdb-lock`).
@@ -57,6 +67,7 @@ pub struct Sidecar {
     blobs: Db,
     refs: Db,
     reader: FileReader,
+    locator: MapLocator,
     page_size: usize,
     options: SidecarOptions,
     poisoned: AtomicBool,
@@ -135,12 +146,14 @@ impl Sidecar {
             wtxn.commit()?;
         }
         let reader = FileReader::open(&path, options.cache_policy, page_size)?;
+        let locator = MapLocator::new(&path)?;
         Ok(Sidecar {
             env,
             gate: RwLock::new(()),
             blobs,
             refs,
             reader,
+            locator,
             page_size,
             options,
             poisoned: AtomicBool::new(false),
@@ -235,11 +248,10 @@ impl Sidecar {
             let Some(record) = self.blobs.get(&txn, &hash.0)? else {
                 continue;
             };
-            let run = os::locate_overflow_value(record, self.page_size);
-            os::drop_mapped(record.get(..1).unwrap_or_default(), self.page_size)?;
-            if let Some(run) = run {
-                let (s, e) = span.unwrap_or((run.start, run.start));
-                span = Some((s.min(run.start), e.max(run.start + run.len)));
+            if let Some(start) = self.run_start(record)? {
+                let end = start + (LMDB_PAGE_HEADER + record.len()) as u64;
+                let (s, e) = span.unwrap_or((start, end));
+                span = Some((s.min(start), e.max(end)));
             }
         }
         if let Some((start, end)) = span {
@@ -391,27 +403,26 @@ impl Sidecar {
     /// Streams blob `hash` into `out`.
     fn read_blob_to<W: Write + ?Sized>(&self, hash: &BlobHash, out: &mut W) -> Result<u64> {
         let verify = self.options.verify_on_read;
-        self.with_blob(hash, |content, run| {
-            let Some(run) = run else {
-                return self.read_mapped(hash, content, |c| {
-                    out.write_all(c)?;
-                    Ok(())
-                });
+        self.with_blob(hash, |blob| {
+            let loc = match blob {
+                Blob::Mapped(content) => {
+                    return self.read_mapped(hash, content, |c| Ok(out.write_all(c)?));
+                }
+                Blob::File(loc) => loc,
             };
-            let len = content.len() as u64;
-            let limit = self.options.verify_buffer;
+            let len = loc.record_len.saturating_sub(BLOB_HEADER_LEN as u64);
             if !verify {
                 self.reader
-                    .stream(hash, &run, len, self.chunk(), |c| Ok(out.write_all(c)?))?;
-            } else if content.len() <= limit {
+                    .stream(hash, &loc, self.chunk(), |c| Ok(out.write_all(c)?))?;
+            } else if len <= self.options.verify_buffer as u64 {
                 // One pass: the whole blob into a private buffer, verified, then written.
-                let whole = self.reader.read_whole(hash, &run, len, self.chunk())?;
+                let whole = self.reader.read_whole(hash, &loc, self.chunk())?;
                 check_hash(hash, whole.content())?;
                 out.write_all(whole.content())?;
             } else {
                 // Two passes: hash chunk by chunk, then stream chunk by chunk.
                 let mut hasher = Sha256::new();
-                self.reader.stream(hash, &run, len, self.chunk(), |c| {
+                self.reader.stream(hash, &loc, self.chunk(), |c| {
                     hasher.update(c);
                     Ok(())
                 })?;
@@ -419,7 +430,7 @@ impl Sidecar {
                     return Err(corrupted_content(hash));
                 }
                 self.reader
-                    .stream(hash, &run, len, self.chunk(), |c| Ok(out.write_all(c)?))?;
+                    .stream(hash, &loc, self.chunk(), |c| Ok(out.write_all(c)?))?;
             }
             Ok(len)
         })
@@ -428,21 +439,23 @@ impl Sidecar {
     /// Reads blob `hash` into a new vector.
     fn read_blob(&self, hash: &BlobHash) -> Result<Vec<u8>> {
         let verify = self.options.verify_on_read;
-        self.with_blob(hash, |content, run| {
-            let mut buf = Vec::with_capacity(content.len());
-            match run {
-                None => {
+        self.with_blob(hash, |blob| {
+            let mut buf = Vec::new();
+            match blob {
+                Blob::Mapped(content) => {
+                    buf.reserve_exact(content.len());
                     self.read_mapped(hash, content, |c| {
                         buf.extend_from_slice(c);
                         Ok(())
                     })?;
                 }
-                Some(run) => {
-                    self.reader
-                        .stream(hash, &run, content.len() as u64, self.chunk(), |c| {
-                            buf.extend_from_slice(c);
-                            Ok(())
-                        })?;
+                Blob::File(loc) => {
+                    let len = loc.record_len.saturating_sub(BLOB_HEADER_LEN as u64);
+                    buf.reserve_exact(usize::try_from(len).unwrap_or(0));
+                    self.reader.stream(hash, &loc, self.chunk(), |c| {
+                        buf.extend_from_slice(c);
+                        Ok(())
+                    })?;
                     if verify {
                         check_hash(hash, &buf)?;
                     }
@@ -501,36 +514,39 @@ impl Sidecar {
             .next_multiple_of(self.page_size)
     }
 
-    /// Runs `f` with blob `hash`'s content (in the map) and, unless the policy is `Keep`,
-    /// its overflow run in the file, inside one read transaction.
-    fn with_blob<R>(
-        &self,
-        hash: &BlobHash,
-        f: impl FnOnce(&[u8], Option<Located>) -> Result<R>,
-    ) -> Result<R> {
+    /// Runs `f` with blob `hash` inside one read transaction: located in the file (the
+    /// map is not touched), or, under `Keep` or when no file offset can be found, as the
+    /// content in LMDB's map after its header has been checked.
+    fn with_blob<R>(&self, hash: &BlobHash, f: impl FnOnce(Blob<'_>) -> Result<R>) -> Result<R> {
         let _g = self.read_gate();
         let txn = self.env.read_txn()?;
         let record = self
             .blobs
             .get(&txn, &hash.0)?
             .ok_or(Error::MissingBlob(*hash))?;
+        if self.options.cache_policy != CachePolicy::Keep
+            && let Some(run_start) = self.run_start(record)?
+        {
+            return f(Blob::File(Located {
+                run_start,
+                record_len: record.len() as u64,
+            }));
+        }
         BlobHeader::decode(hash, record).map_err(|what| Error::Corrupted { hash: *hash, what })?;
-        let content = record.get(BLOB_HEADER_LEN..).unwrap_or_default();
-        let located = if self.options.cache_policy == CachePolicy::Keep {
-            None
-        } else {
-            let run = os::locate_overflow_value(record, self.page_size);
-            let header = record.get(..BLOB_HEADER_LEN).unwrap_or_default();
-            let blob_header: Option<[u8; BLOB_HEADER_LEN]> = header.try_into().ok();
-            // Reading the headers faulted their page in: take it out of RSS now (and touch
-            // the map no more) so the file read can drop it from the page cache too.
-            os::drop_mapped(header, self.page_size)?;
-            match (run, blob_header) {
-                (Some(run), Some(blob_header)) => Some(Located { run, blob_header }),
-                _ => None,
-            }
+        f(Blob::Mapped(
+            record.get(BLOB_HEADER_LEN..).unwrap_or_default(),
+        ))
+    }
+
+    /// File offset of the overflow run holding `record` (a value in LMDB's map, from a live
+    /// read transaction), found without reading the record's bytes. `None` if the record is
+    /// not page-aligned as an overflow value is, or no mapping of our file holds it.
+    fn run_start(&self, record: &[u8]) -> Result<Option<u64>> {
+        let Some(value_at) = self.locator.file_offset(record.as_ptr() as usize)? else {
+            return Ok(None);
         };
-        f(content, located)
+        let run_start = value_at.checked_sub(LMDB_PAGE_HEADER as u64);
+        Ok(run_start.filter(|s| s % self.page_size as u64 == 0))
     }
 
     fn read_gate(&self) -> RwLockReadGuard<'_, ()> {
@@ -581,6 +597,7 @@ impl Sidecar {
                 {
                     // Another process grew the map: adopt its size.
                     let g = self.write_gate();
+                    self.locator.invalidate();
                     os::resize_env(&self.env, &g, 0)?;
                 }
                 other => return other,
@@ -626,6 +643,8 @@ impl Sidecar {
             map_size: map,
             max_map_size: max,
         })?;
+        // LMDB remaps: forget where the old map was.
+        self.locator.invalidate();
         os::resize_env(&self.env, &g, target)?;
         Ok(())
     }
