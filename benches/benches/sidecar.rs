@@ -182,7 +182,7 @@ fn read_benches() -> Res {
             }
             out
         };
-        let total = blob * count >> 20;
+        let total = (blob * count) >> 20;
         let what = format!("{count} x {} MiB blobs ({total} MiB)", blob >> 20);
         let (d_cold, d_warm) = read_policy(&store, &payloads, SidecarOptions::default())?;
         let keep = SidecarOptions {

@@ -107,25 +107,23 @@ mod tests {
     }
 
     #[test]
-    fn finds_offsets_in_a_real_mapping_of_a_file() {
+    fn finds_the_mapping_that_holds_an_address() {
+        // Our file is not mapped: no offset.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, vec![7u8; 3 * 4096]).unwrap();
-        let loc = MapLocator::new(&path).unwrap();
-        // The test binary's own executable is mapped; our file is not: no offset.
+        let here = finds_the_mapping_that_holds_an_address as *const () as usize;
         assert_eq!(
-            loc.file_offset(parses_proc_maps_lines as usize).unwrap(),
+            MapLocator::new(&path).unwrap().file_offset(here).unwrap(),
             None
         );
+        // The test executable is mapped, and its code lies at some offset in the file.
         let exe = std::env::current_exe().unwrap();
-        let exe_loc = MapLocator::new(&exe).unwrap();
-        let addr = finds_offsets_in_a_real_mapping_of_a_file as usize;
-        let off = exe_loc.file_offset(addr).unwrap().unwrap();
-        // The code bytes at that address are the file's bytes at that offset.
-        let image = std::fs::read(&exe).unwrap();
-        assert!((off as usize) < image.len());
-        assert_eq!(exe_loc.file_offset(addr + 1).unwrap(), Some(off + 1));
-        exe_loc.invalidate();
-        assert_eq!(exe_loc.file_offset(addr).unwrap(), Some(off));
+        let loc = MapLocator::new(&exe).unwrap();
+        let off = loc.file_offset(here).unwrap().unwrap();
+        assert!(off < std::fs::metadata(&exe).unwrap().len());
+        assert_eq!(loc.file_offset(here + 1).unwrap(), Some(off + 1));
+        loc.invalidate();
+        assert_eq!(loc.file_offset(here).unwrap(), Some(off));
     }
 }

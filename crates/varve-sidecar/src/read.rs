@@ -181,9 +181,10 @@ impl FileReader {
         Ok(())
     }
 
-    /// Streams the content of a blob of `len` bytes to `f` in chunks of at most `chunk`
-    /// bytes (a page multiple), reading ahead one chunk with `POSIX_FADV_WILLNEED` and
-    /// dropping each chunk from the page cache as soon as it is in the buffer.
+    /// Streams the content of the blob at `loc` to `f` in chunks of at most `chunk` bytes
+    /// (a page multiple), reading ahead with `POSIX_FADV_WILLNEED` and dropping each chunk
+    /// from the page cache as soon as it is in the buffer. The headers are checked before
+    /// the first content byte goes to `f`.
     pub(crate) fn stream(
         &self,
         hash: &BlobHash,
@@ -218,13 +219,15 @@ impl FileReader {
         self.drop_range_widened(start, end - start)
     }
 
-    /// Reads the whole content of a blob of `len` bytes into one private buffer, chunk by
-    /// chunk with the same advice as [`FileReader::stream`].
+    /// Reads the whole blob at `loc` into one private buffer, chunk by chunk with the same
+    /// advice as [`FileReader::stream`], showing each chunk's content to `on_content` as it
+    /// lands (to hash it). The headers are checked before the buffer is returned.
     pub(crate) fn read_whole(
         &self,
         hash: &BlobHash,
         loc: &Located,
         chunk: usize,
+        mut on_content: impl FnMut(&[u8]),
     ) -> Result<WholeBlob> {
         let (start, end, content, len) = self.bounds(hash, loc)?;
         let total = usize::try_from(end - start).map_err(|_| Error::Corrupted {
@@ -241,6 +244,12 @@ impl FileReader {
             }
             self.read_chunk(hash, &mut buf.as_mut()[at..at + n], pos)?;
             self.drop_behind(start, pos, n as u64)?;
+            // Hand the content part of the chunk on while it is hot in the CPU cache.
+            let lo = (content.max(pos) - pos) as usize;
+            let hi = ((content + len).min(pos + n as u64) - pos) as usize;
+            if lo < hi {
+                on_content(&buf.as_ref()[at + lo..at + hi]);
+            }
             at += n;
         }
         self.drop_range_widened(start, end - start)?;

@@ -416,8 +416,13 @@ impl Sidecar {
                     .stream(hash, &loc, self.chunk(), |c| Ok(out.write_all(c)?))?;
             } else if len <= self.options.verify_buffer as u64 {
                 // One pass: the whole blob into a private buffer, verified, then written.
-                let whole = self.reader.read_whole(hash, &loc, self.chunk())?;
-                check_hash(hash, whole.content())?;
+                let mut hasher = Sha256::new();
+                let whole = self
+                    .reader
+                    .read_whole(hash, &loc, self.chunk(), |c| hasher.update(c))?;
+                if BlobHash(hasher.finalize().into()) != *hash {
+                    return Err(corrupted_content(hash));
+                }
                 out.write_all(whole.content())?;
             } else {
                 // Two passes: hash chunk by chunk, then stream chunk by chunk.
@@ -662,5 +667,44 @@ fn check_hash(hash: &BlobHash, content: &[u8]) -> Result<()> {
         Ok(())
     } else {
         Err(corrupted_content(hash))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::File;
+    use std::os::unix::fs::FileExt as _;
+
+    use super::*;
+    use crate::format::check_overflow_header;
+
+    #[test]
+    fn derived_file_offsets_point_at_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let sc = Sidecar::open(dir.path(), SidecarOptions::default()).unwrap();
+        let blobs: Vec<Vec<u8>> = [2048usize, 4056, 5000, 100_000, 3 << 20]
+            .iter()
+            .map(|&n| (0..n).map(|i| (i * 13 + n) as u8).collect())
+            .collect();
+        for b in &blobs {
+            sc.store(b).unwrap();
+        }
+        let file = File::open(sc.path()).unwrap();
+        let _g = sc.read_gate();
+        let txn = sc.env.read_txn().unwrap();
+        let ps = sc.page_size as u64;
+        for b in &blobs {
+            let hash = BlobHash::of(b);
+            let record = sc.blobs.get(&txn, &hash.0).unwrap().unwrap();
+            let start = sc.run_start(record).unwrap().unwrap();
+            assert_eq!(start % ps, 0);
+            let mut header = [0u8; LMDB_PAGE_HEADER];
+            file.read_exact_at(&mut header, start).unwrap();
+            check_overflow_header(&header, start / ps, ps, record.len() as u64).unwrap();
+            let mut on_disk = vec![0u8; record.len()];
+            file.read_exact_at(&mut on_disk, start + LMDB_PAGE_HEADER as u64)
+                .unwrap();
+            assert!(on_disk == record, "record of {} bytes", b.len());
+        }
     }
 }
