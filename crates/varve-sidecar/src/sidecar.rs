@@ -375,6 +375,11 @@ impl Sidecar {
     /// With `verify_on_read` (the default) no byte of a blob reaches `out` before the
     /// blob's SHA-256 has been checked (see the crate docs for how, per blob size).
     ///
+    /// The call holds an LMDB read transaction while it writes to `out`, which keeps the
+    /// blob's pages from being reused and delays map growth (a writer that needs a larger
+    /// map waits for it): keep `out` moving, and do not call back into this `Sidecar` from
+    /// `out` (that can deadlock against a writer growing the map).
+    ///
     /// # Errors
     /// `Error::MissingBlob`, `Error::Corrupted` (nothing of the blob was written to `out`
     /// when verification is on), `Error::Io` (also for failures of `out`), LMDB errors.
