@@ -461,7 +461,9 @@ impl Sidecar {
                 }
                 Blob::File(loc) => {
                     let len = loc.record_len.saturating_sub(BLOB_HEADER_LEN as u64);
-                    buf.reserve_exact(usize::try_from(len).unwrap_or(0));
+                    // The length comes from LMDB's node, not yet checked against the blob
+                    // header: reserve at most 64 MiB up front, grow beyond that as it reads.
+                    buf.reserve_exact(usize::try_from(len.min(64 << 20)).unwrap_or(0));
                     self.reader.stream(hash, &loc, self.chunk(), |c| {
                         buf.extend_from_slice(c);
                         Ok(())
