@@ -123,7 +123,19 @@ mod tests {
         let off = loc.file_offset(here).unwrap().unwrap();
         assert!(off < std::fs::metadata(&exe).unwrap().len());
         assert_eq!(loc.file_offset(here + 1).unwrap(), Some(off + 1));
+        assert!(loc.cached.lock().unwrap().is_some());
         loc.invalidate();
+        assert!(loc.cached.lock().unwrap().is_none());
         assert_eq!(loc.file_offset(here).unwrap(), Some(off));
+        // Read-only data of the executable lies in another mapping of the same file (other
+        // file offset): the cached span of the code must not answer for it.
+        static DATA: [u8; 4] = *b"data";
+        let data = DATA.as_ptr() as usize;
+        let fresh = MapLocator::new(&exe).unwrap().file_offset(data).unwrap();
+        assert!(fresh.is_some());
+        assert_eq!(loc.file_offset(data).unwrap(), fresh);
+        let image = std::fs::read(&exe).unwrap();
+        let at = fresh.unwrap() as usize;
+        assert_eq!(&image[at..at + 4], b"data");
     }
 }

@@ -293,6 +293,14 @@ mod tests {
     }
 
     #[test]
+    fn accessors() {
+        let h = BlobHash([5; 32]);
+        assert_eq!(h.as_bytes(), &[5; 32]);
+        assert_eq!(Payload::BlobRef(h).blob_hash(), Some(&h));
+        assert_eq!(Payload::Inline(vec![1]).blob_hash(), None);
+    }
+
+    #[test]
     fn hash_display_is_hex() {
         let h = BlobHash::of(b"abc");
         assert_eq!(

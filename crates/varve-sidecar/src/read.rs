@@ -40,7 +40,7 @@ impl AlignedBuf {
     fn new(len: usize, align: usize) -> AlignedBuf {
         // `vec![0; n]` is calloc: large buffers come as untouched zero pages.
         let raw = vec![0u8; len + align];
-        let off = raw.as_ptr().align_offset(align).min(align);
+        let off = raw.as_ptr().align_offset(align);
         AlignedBuf { raw, off, len }
     }
 

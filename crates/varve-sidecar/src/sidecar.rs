@@ -167,6 +167,13 @@ impl Sidecar {
         &self.path
     }
 
+    /// True when blob reads bypass the page cache with `O_DIRECT` (policy
+    /// [`CachePolicy::Direct`] on a filesystem that allows it).
+    #[must_use]
+    pub fn direct_io(&self) -> bool {
+        self.reader.is_direct()
+    }
+
     /// The options the store was opened with.
     #[must_use]
     pub fn options(&self) -> &SidecarOptions {
@@ -685,10 +692,56 @@ mod tests {
     use super::*;
     use crate::format::check_overflow_header;
 
+    fn rss() -> u64 {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+        let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+        pages * rustix::param::page_size() as u64
+    }
+
+    #[test]
+    fn mapped_fallback_reads_leave_rss_unless_keep() {
+        for (policy, rss_expected_to_grow) in
+            [(CachePolicy::DropBehind, false), (CachePolicy::Keep, true)]
+        {
+            let dir = tempfile::tempdir().unwrap();
+            let opts = SidecarOptions {
+                cache_policy: policy,
+                ..SidecarOptions::default()
+            };
+            let sc = Sidecar::open(dir.path(), opts).unwrap();
+            let blob: Vec<u8> = (0..4096u64).flat_map(|p| [p as u8; 4096]).collect();
+            let hash = BlobHash::of(&blob);
+            sc.store(&blob).unwrap();
+            drop(blob);
+            let _g = sc.read_gate();
+            let txn = sc.env.read_txn().unwrap();
+            let record = sc.blobs.get(&txn, &hash.0).unwrap().unwrap();
+            let content = &record[BLOB_HEADER_LEN..];
+            let before = rss();
+            let mut sum = 0u64;
+            let n = sc
+                .read_mapped(&hash, content, |c| {
+                    sum += c.iter().step_by(4096).map(|&b| u64::from(b)).sum::<u64>();
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(n, 16 << 20);
+            assert_eq!(sum, (0..4096u64).map(|p| p % 256).sum::<u64>());
+            let grew = rss().saturating_sub(before);
+            assert_eq!(
+                grew > 8 << 20,
+                rss_expected_to_grow,
+                "{policy:?}: RSS +{grew}"
+            );
+        }
+    }
+
     #[test]
     fn derived_file_offsets_point_at_the_records() {
         let dir = tempfile::tempdir().unwrap();
         let sc = Sidecar::open(dir.path(), SidecarOptions::default()).unwrap();
+        assert_eq!(sc.options().max_blob_size, 1 << 30);
+        assert!(!sc.direct_io());
         let blobs: Vec<Vec<u8>> = [2048usize, 4056, 5000, 100_000, 3 << 20]
             .iter()
             .map(|&n| (0..n).map(|i| (i * 13 + n) as u8).collect())

@@ -271,3 +271,28 @@ fn concurrent_readers_and_a_growing_writer() {
     }
     assert_eq!(sc.stats().unwrap().blobs, 14);
 }
+
+#[test]
+fn direct_policy_uses_o_direct_where_the_filesystem_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    let sc = Sidecar::open(
+        dir.path(),
+        SidecarOptions {
+            cache_policy: CachePolicy::Direct,
+            ..SidecarOptions::default()
+        },
+    )
+    .unwrap();
+    // tmpfs refuses O_DIRECT on old kernels; ext4/xfs allow it.
+    let on_tmpfs = std::fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .lines()
+        .any(|l| l.contains(" /tmp tmpfs "));
+    if !on_tmpfs {
+        assert!(sc.direct_io());
+    }
+    let b = bytes(300_000, 77);
+    let p = sc.store(&b).unwrap();
+    assert_eq!(sc.read(&p).unwrap(), b);
+    assert_eq!(sc.options().cache_policy, CachePolicy::Direct);
+}

@@ -13,6 +13,15 @@ use std::path::Path;
 use varve_sidecar::{CachePolicy, Payload, Sidecar, SidecarOptions};
 
 const BLOB: usize = 4 << 20;
+
+/// The tests of this file measure the whole process: they run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 /// Number of blobs: 64 (256 MiB) unless `VARVE_SIDECAR_ACCEPT_BLOBS` says otherwise.
 fn blobs() -> usize {
     std::env::var("VARVE_SIDECAR_ACCEPT_BLOBS")
@@ -191,6 +200,7 @@ fn stream_all(
 
 #[test]
 fn streaming_reads_keep_rss_and_page_cache_small() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     // Fast generator: one random 4 MiB pattern, stamped per blob.
     let mut base = vec![0u8; BLOB];
@@ -281,20 +291,13 @@ fn streaming_reads_keep_rss_and_page_cache_small() {
         advised.peak_cached
     );
     // Without advice the same reads leave (nearly) everything in RAM.
-    assert!(
-        off.peak_cached > half,
-        "cached {}",
-        off.peak_cached
-    );
-    assert!(
-        off.rss_growth > half,
-        "RSS grew {}",
-        off.rss_growth
-    );
+    assert!(off.peak_cached > half, "cached {}", off.peak_cached);
+    assert!(off.rss_growth > half, "RSS grew {}", off.rss_growth);
 }
 
 #[test]
 fn writes_leave_no_blob_pages_in_the_page_cache() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut base = vec![0u8; BLOB];
     for (i, w) in base.chunks_exact_mut(8).enumerate() {
@@ -319,6 +322,72 @@ fn writes_leave_no_blob_pages_in_the_page_cache() {
             c < BLOB as u64,
             expect_small,
             "{policy:?}: {c} bytes cached"
+        );
+    }
+}
+
+/// A sink that samples the page cache every MiB and checks nothing.
+struct PeakSink<'a> {
+    path: &'a Path,
+    since: u64,
+    bytes: u64,
+    peak: u64,
+}
+
+impl Write for PeakSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes += buf.len() as u64;
+        self.since += buf.len() as u64;
+        if self.since >= 1 << 20 {
+            self.since = 0;
+            self.peak = self.peak.max(cached(self.path));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn streaming_a_large_blob_keeps_only_a_few_chunks_cached() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut base = vec![0u8; BLOB];
+    for (i, w) in base.chunks_exact_mut(8).enumerate() {
+        w.copy_from_slice(&(i as u64 ^ 0x5555).to_le_bytes());
+    }
+    let big: Vec<u8> = (1..=8).flat_map(|n| blob(&base, n)).collect(); // 32 MiB
+    let p = Sidecar::open(dir.path(), SidecarOptions::default())
+        .unwrap()
+        .store(&big)
+        .unwrap();
+    drop(big);
+    // Two-pass verified streaming (blob over the verify buffer) and unverified streaming:
+    // 1 MiB chunks, two read ahead, dropped behind; at most a few chunks cached at a time.
+    for verify_on_read in [true, false] {
+        let sc = Sidecar::open(
+            dir.path(),
+            SidecarOptions {
+                verify_on_read,
+                ..SidecarOptions::default()
+            },
+        )
+        .unwrap();
+        drop_cache(sc.path());
+        let mut sink = PeakSink {
+            path: sc.path(),
+            since: 0,
+            bytes: 0,
+            peak: 0,
+        };
+        assert_eq!(sc.read_to(&p, &mut sink).unwrap(), 32 << 20);
+        assert_eq!(sink.bytes, 32 << 20);
+        assert!(
+            sink.peak < 6 << 20,
+            "verify {verify_on_read}: {} bytes cached mid-read",
+            sink.peak
         );
     }
 }
