@@ -24,6 +24,21 @@ use crate::os;
 use crate::payload::{BlobHash, Payload, routes_to_sidecar};
 use crate::read::{FileReader, Located, READ_AHEAD_CHUNKS};
 
+/// A read transaction and the gate guard it runs under (fields drop in order: the
+/// transaction ends before the guard is released).
+struct ReadTxn<'s> {
+    txn: heed::RoTxn<'s, WithoutTls>,
+    _guard: RwLockReadGuard<'s, ()>,
+}
+
+impl<'s> std::ops::Deref for ReadTxn<'s> {
+    type Target = heed::RoTxn<'s, WithoutTls>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.txn
+    }
+}
+
 /// A blob found in a read transaction.
 enum Blob<'t> {
     /// Its content in LMDB's map (header already checked).
@@ -245,8 +260,7 @@ impl Sidecar {
         if hashes.is_empty() {
             return Ok(());
         }
-        let _g = self.read_gate();
-        let txn = self.env.read_txn()?;
+        let txn = self.read_txn()?;
         // One drop over the span of all runs: each POSIX_FADV_DONTNEED that meets a page
         // it cannot drop (a B-tree page mapped by LMDB) drains every CPU's LRU cache, so
         // one call per batch, not per blob.
@@ -339,8 +353,7 @@ impl Sidecar {
     }
 
     fn ref_record(&self, hash: &BlobHash) -> Result<Option<RefRecord>> {
-        let _g = self.read_gate();
-        let txn = self.env.read_txn()?;
+        let txn = self.read_txn()?;
         match self.refs.get(&txn, &hash.0)? {
             None => Ok(None),
             Some(raw) => RefRecord::decode(hash, raw)
@@ -354,8 +367,7 @@ impl Sidecar {
     /// # Errors
     /// `Error::Corrupted` for a damaged refcount record; I/O and LMDB errors.
     pub fn stats(&self) -> Result<SidecarStats> {
-        let _g = self.read_gate();
-        let txn = self.env.read_txn()?;
+        let txn = self.read_txn()?;
         let mut blobs = 0;
         let mut blob_bytes = 0;
         for item in self.refs.iter(&txn)? {
@@ -537,8 +549,7 @@ impl Sidecar {
     /// map is not touched), or, under `Keep` or when no file offset can be found, as the
     /// content in LMDB's map after its header has been checked.
     fn with_blob<R>(&self, hash: &BlobHash, f: impl FnOnce(Blob<'_>) -> Result<R>) -> Result<R> {
-        let _g = self.read_gate();
-        let txn = self.env.read_txn()?;
+        let txn = self.read_txn()?;
         let record = self
             .blobs
             .get(&txn, &hash.0)?
@@ -566,6 +577,32 @@ impl Sidecar {
         };
         let run_start = value_at.checked_sub(LMDB_PAGE_HEADER as u64);
         Ok(run_start.filter(|s| s % self.page_size as u64 == 0))
+    }
+
+    /// Begins a read transaction under the gate. When another process has grown the map
+    /// past ours (`MDB_MAP_RESIZED`), adopts its size and tries again.
+    fn read_txn(&self) -> Result<ReadTxn<'_>> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let guard = self.read_gate();
+            match self.env.read_txn() {
+                Ok(txn) => return Ok(ReadTxn { txn, _guard: guard }),
+                Err(heed::Error::Mdb(MdbError::MapResized)) if attempt < MAX_WRITE_ATTEMPTS => {
+                    drop(guard);
+                    self.adopt_map_size()?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Takes the map size another process set (LMDB reads it from the file's meta page).
+    fn adopt_map_size(&self) -> Result<()> {
+        let g = self.write_gate();
+        self.locator.invalidate();
+        os::resize_env(&self.env, &g, 0)?;
+        Ok(())
     }
 
     fn read_gate(&self) -> RwLockReadGuard<'_, ()> {
@@ -615,9 +652,7 @@ impl Sidecar {
                     if attempt < MAX_WRITE_ATTEMPTS =>
                 {
                     // Another process grew the map: adopt its size.
-                    let g = self.write_gate();
-                    self.locator.invalidate();
-                    os::resize_env(&self.env, &g, 0)?;
+                    self.adopt_map_size()?;
                 }
                 other => return other,
             }
