@@ -249,7 +249,9 @@ impl Sidecar {
             Ok(())
         })?;
         if self.options.cache_policy != CachePolicy::Keep {
-            self.drop_written(&written)?;
+            // Advice only, after a durable commit: a failure here must not make the caller
+            // believe the store failed (a retry would add a second reference).
+            let _ = self.drop_written(&written);
         }
         Ok(out)
     }
