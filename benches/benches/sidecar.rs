@@ -365,6 +365,8 @@ enum Variant {
     PreadFadvise,
     /// FADV_RANDOM, FADV_WILLNEED on the next `n` chunks, FADV_DONTNEED behind.
     PreadRandomAhead(usize),
+    /// The same with 4 MiB chunks, two ahead.
+    PreadRandomBigChunks,
     Direct,
 }
 
@@ -387,6 +389,9 @@ impl Variant {
             }
             Variant::PreadRandomAhead(_) => {
                 "pread(FADV_RANDOM) + FADV_WILLNEED 4 chunks ahead + FADV_DONTNEED behind"
+            }
+            Variant::PreadRandomBigChunks => {
+                "pread(FADV_RANDOM), 4 MiB chunks, FADV_WILLNEED 2 ahead + FADV_DONTNEED behind"
             }
             Variant::Direct => "pread O_DIRECT",
         }
@@ -415,7 +420,15 @@ fn run_variant(path: &Path, v: Variant) -> Res<(f64, f64, f64, f64)> {
     let mut peak = 0u64;
     let t;
     match v {
-        Variant::PreadFadvise | Variant::PreadRandomAhead(_) | Variant::Direct => {
+        Variant::PreadFadvise
+        | Variant::PreadRandomAhead(_)
+        | Variant::PreadRandomBigChunks
+        | Variant::Direct => {
+            let chunk = if matches!(v, Variant::PreadRandomBigChunks) {
+                4 * CHUNK
+            } else {
+                CHUNK
+            };
             use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
             let f = if matches!(v, Variant::Direct) {
                 std::fs::OpenOptions::new()
@@ -425,19 +438,22 @@ fn run_variant(path: &Path, v: Variant) -> Res<(f64, f64, f64, f64)> {
             } else {
                 File::open(path)?
             };
-            if matches!(v, Variant::PreadRandomAhead(_)) {
+            let (random, ahead_chunks) = match v {
+                Variant::PreadRandomAhead(k) => (true, k),
+                Variant::PreadRandomBigChunks => (true, 2),
+                _ => (false, 0),
+            };
+            if random {
                 fadvise(&f, 0, 0, libc::POSIX_FADV_RANDOM);
             }
-            let mut raw = vec![0u8; CHUNK + page()];
+            let mut raw = vec![0u8; chunk + page()];
             let off = raw.as_ptr().align_offset(page());
             t = Instant::now();
             let mut pos = 0;
             while pos < len {
-                let n = CHUNK.min(len - pos);
-                if let Variant::PreadRandomAhead(k) = v
-                    && pos + n < len
-                {
-                    let ahead = (k * CHUNK).min(len - pos - n);
+                let n = chunk.min(len - pos);
+                if ahead_chunks > 0 && pos + n < len {
+                    let ahead = (ahead_chunks * chunk).min(len - pos - n);
                     fadvise(&f, pos + n, ahead, libc::POSIX_FADV_WILLNEED);
                 }
                 let buf = &mut raw[off..off + n];
@@ -555,6 +571,7 @@ fn advice_matrix() -> Res {
         Variant::PreadRandomAhead(1),
         Variant::PreadRandomAhead(2),
         Variant::PreadRandomAhead(4),
+        Variant::PreadRandomBigChunks,
         Variant::Direct,
     ] {
         let (mbps, peak, after, rss) = run_variant(&path, v)?;

@@ -46,20 +46,23 @@
 //! locked, when the drop passes them, and mapped pages are never dropped), and that
 //! `MADV_PAGEOUT` leaves some. The bench `benches/benches/sidecar.rs` repeats that
 //! investigation on a raw 128 MiB file read cold in 1 MiB chunks (Linux 6.18, ext4 on a
-//! virtio disk, `read_ahead_kb` 8192, a 2-core VM shared with other builds, so MB/s are
-//! noisy; cache and RSS figures are not):
+//! virtio disk, `read_ahead_kb` 8192, a 2-core VM shared with three other builds). The
+//! page-cache and RSS figures were identical in all four runs; the MB/s ranges over the
+//! runs show how noisy the machine was, larger than the differences between the `pread`
+//! variants:
 //!
-//! | variant | MB/s | page cache left | RSS growth |
+//! | variant | MB/s (4 runs) | page cache left | RSS growth |
 //! |---|---:|---:|---:|
 //! | mmap, no advice | 637–1171 | 128 MiB (all) | 128 MiB |
-//! | mmap + `MADV_DONTNEED` behind | 854–1037 | 128 MiB | 0 |
-//! | mmap + `MADV_DONTNEED` + `POSIX_FADV_DONTNEED` behind | 314–1221 | 88 MiB | 0 |
-//! | mmap + `MADV_PAGEOUT` behind | 448–953 | 44 MiB | 0 |
-//! | mmap (`MADV_RANDOM`) + `MADV_WILLNEED` ahead + both drops behind | 271 | 0 | 0 |
-//! | `pread` + `POSIX_FADV_DONTNEED` behind (default read-ahead) | 334–1048 | 98 MiB | 1 MiB (buffer) |
-//! | `pread` + `FADV_RANDOM` + `FADV_WILLNEED` 1 chunk ahead + drop behind | 303–636 | 0 | 1 MiB |
-//! | **`pread` + `FADV_RANDOM` + `FADV_WILLNEED` 2 chunks ahead + drop behind** | 325–711 | 0 (≤ 2 MiB during) | 1 MiB |
-//! | `pread` + `FADV_RANDOM` + `FADV_WILLNEED` 4 chunks ahead + drop behind | 512–571 | 0 (≤ 4 MiB during) | 1 MiB |
+//! | mmap + `MADV_DONTNEED` behind | 165–1037 | 128 MiB | 0 |
+//! | mmap + `MADV_DONTNEED` + `POSIX_FADV_DONTNEED` behind | 302–1221 | 88 MiB | 0 |
+//! | mmap + `MADV_PAGEOUT` behind | 138–953 | 44 MiB | 0 |
+//! | mmap (`MADV_RANDOM`) + `MADV_WILLNEED` ahead + both drops behind | 209–271 | 0 | 0 |
+//! | `pread` + `POSIX_FADV_DONTNEED` behind (default read-ahead) | 93–1048 | 98 MiB | 1 MiB (buffer) |
+//! | `pread` + `FADV_RANDOM` + `FADV_WILLNEED` 1 chunk ahead + drop behind | 257–636 | 0 (≤ 1 MiB during) | 1 MiB |
+//! | **`pread` + `FADV_RANDOM` + `FADV_WILLNEED` 2 chunks ahead + drop behind** | 199–711 | 0 (≤ 2 MiB during) | 1 MiB |
+//! | `pread` + `FADV_RANDOM` + `FADV_WILLNEED` 4 chunks ahead + drop behind | 122–571 | 0 (≤ 4 MiB during) | 1 MiB |
+//! | the same with 4 MiB chunks, 2 ahead (1 run) | 224 | 0 (≤ 8 MiB during) | 4 MiB |
 //! | `pread` with `O_DIRECT` | 296–754 | 0 | 1 MiB |
 //!
 //! Every mmap variant with the kernel's own read-ahead leaves pages behind: read-ahead runs
