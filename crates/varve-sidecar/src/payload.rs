@@ -108,15 +108,17 @@ impl Payload {
                 })?;
                 out.reserve(self.encoded_len());
                 out.push(TAG_INLINE_V1);
+                // LEB128: 7 bits a byte, low first, high bit set on all but the last; a
+                // u32 needs at most 5 bytes (a bounded loop, so no input can spin it).
                 let mut v = len;
-                loop {
+                for _ in 0..5 {
                     let byte = (v & 0x7f) as u8;
                     v >>= 7;
                     if v == 0 {
                         out.push(byte);
                         break;
                     }
-                    out.push(byte | 0x80);
+                    out.push(0x80 + byte); // byte < 0x80: sets the continuation bit
                 }
                 out.extend_from_slice(b);
             }
