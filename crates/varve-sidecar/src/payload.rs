@@ -214,7 +214,7 @@ fn leb128_len(mut v: u64) -> usize {
 fn read_leb128_u32(bytes: &[u8]) -> Result<(u32, usize)> {
     let mut value: u64 = 0;
     for (i, &b) in bytes.iter().enumerate().take(5) {
-        value |= u64::from(b & 0x7f) << (7 * i);
+        value += u64::from(b & 0x7f) << (7 * i); // disjoint 7-bit groups
         if b & 0x80 == 0 {
             if i > 0 && b == 0 {
                 return Err(Error::InvalidPayload {
