@@ -24,7 +24,7 @@ pub(crate) fn open_env(
     // SAFETY: NO_SUB_DIR and NO_READ_AHEAD change where the files live and how LMDB
     // advises its map; neither is one of the flags heed calls unsafe (NO_SYNC,
     // NO_META_SYNC, NO_LOCK, WRITE_MAP), so every transaction stays durable and locked.
-    unsafe { opts.flags(EnvFlags::NO_SUB_DIR | EnvFlags::NO_READ_AHEAD) };
+    unsafe { opts.flags(EnvFlags::NO_SUB_DIR.union(EnvFlags::NO_READ_AHEAD)) };
     // SAFETY: heed requires that the mapped file is not modified except through LMDB
     // while it is mapped. This crate only writes through LMDB transactions; its own file
     // descriptors on the data file are opened read-only. Modification by other programs is
