@@ -200,14 +200,10 @@ impl Payload {
     }
 }
 
-/// Bytes of the LEB128 encoding of `v`.
-fn leb128_len(mut v: u64) -> usize {
-    let mut n = 1;
-    while v >= 0x80 {
-        v >>= 7;
-        n += 1;
-    }
-    n
+/// Bytes of the LEB128 encoding of `v`: one per started group of 7 significant bits.
+fn leb128_len(v: u64) -> usize {
+    let bits = 64 - v.leading_zeros() as usize;
+    bits.div_ceil(7).max(1)
 }
 
 /// Reads a canonical (shortest-form) LEB128 `u32`; returns it and the bytes used.
@@ -274,10 +270,13 @@ mod tests {
         assert!(read_leb128_u32(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x01]).is_err());
         assert!(read_leb128_u32(&[]).is_err());
         assert_eq!(read_leb128_u32(&[0x00]).unwrap(), (0, 1));
+        assert_eq!(leb128_len(0), 1);
+        assert_eq!(leb128_len(1), 1);
         assert_eq!(leb128_len(127), 1);
         assert_eq!(leb128_len(128), 2);
         assert_eq!(leb128_len(16383), 2);
         assert_eq!(leb128_len(16384), 3);
+        assert_eq!(leb128_len(u64::from(u32::MAX)), 5);
     }
 
     #[test]
