@@ -279,6 +279,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_read_past_the_end_of_the_file_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![1u8; 8192]).unwrap();
+        let hash = BlobHash([1; 32]);
+        for policy in [CachePolicy::DropBehind, CachePolicy::Direct] {
+            let r = FileReader::open(&path, policy, 4096).unwrap();
+            let mut buf = AlignedBuf::new(4096, 4096);
+            r.read_chunk(&hash, buf.as_mut(), 4096).unwrap();
+            assert_eq!(buf.as_ref(), &[1u8; 4096][..]);
+            match r.read_chunk(&hash, buf.as_mut(), 8192) {
+                Err(Error::Corrupted { hash: h, .. }) => assert_eq!(h, hash),
+                other => panic!("{policy:?}: {other:?}"),
+            }
+        }
+        // Other failures stay I/O errors: reading from a directory.
+        let r = FileReader {
+            buffered: File::open(dir.path()).unwrap(),
+            direct: None,
+            page_size: 4096,
+        };
+        let mut buf = AlignedBuf::new(4096, 4096);
+        assert!(matches!(
+            r.read_chunk(&hash, buf.as_mut(), 0),
+            Err(Error::Io(_))
+        ));
+    }
+
+    #[test]
     fn aligned_buffers_are_aligned() {
         for len in [1, 4096, 10_000] {
             let mut b = AlignedBuf::new(len, 4096);
