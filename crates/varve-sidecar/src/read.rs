@@ -208,11 +208,11 @@ impl FileReader {
             if pos == start {
                 self.check_headers(hash, loc, b)?;
             }
+            // Every chunk overlaps the content (it starts in the first page and ends in
+            // the last one).
             let lo = (content.max(pos) - pos) as usize;
             let hi = ((content + len).min(pos + n) - pos) as usize;
-            if lo < hi {
-                f(&b[lo..hi])?;
-            }
+            f(b.get(lo..hi).unwrap_or_default())?;
             pos += n;
         }
         // Large folios that stick out of the run (shared with its neighbours).
@@ -247,9 +247,7 @@ impl FileReader {
             // Hand the content part of the chunk on while it is hot in the CPU cache.
             let lo = (content.max(pos) - pos) as usize;
             let hi = ((content + len).min(pos + n as u64) - pos) as usize;
-            if lo < hi {
-                on_content(&buf.as_ref()[at + lo..at + hi]);
-            }
+            on_content(buf.as_ref().get(at + lo..at + hi).unwrap_or_default());
             at += n;
         }
         self.drop_range_widened(start, end - start)?;
