@@ -235,8 +235,7 @@ impl FileReader {
             what: "blob record larger than the address space",
         })?;
         let mut buf = AlignedBuf::new(total, self.page_size);
-        let mut at = 0;
-        while at < total {
+        for at in (0..total).step_by(chunk.max(1)) {
             let n = chunk.min(total - at);
             let pos = start + at as u64;
             if !self.is_direct() {
@@ -248,7 +247,6 @@ impl FileReader {
             let lo = (content.max(pos) - pos) as usize;
             let hi = ((content + len).min(pos + n as u64) - pos) as usize;
             on_content(buf.as_ref().get(at + lo..at + hi).unwrap_or_default());
-            at += n;
         }
         self.drop_range_widened(start, end - start)?;
         self.check_headers(hash, loc, buf.as_ref())?;
