@@ -106,9 +106,15 @@
 //! 0.1 MiB, from cold; from a fully cached file it drops 256 MiB to about 2 MiB. With the
 //! advice off ([`CachePolicy::Keep`]) the same reads leave 256 MiB in the page cache and
 //! 256 MiB in RSS. Writes drop the freshly written blobs from the page cache too (16 MiB of
-//! blobs leave 0.1 MiB cached, against 16 MiB with `Keep`). Throughput against plain mmap
-//! reads: see the bench rows in the closing notes (cold reads of 4 MiB blobs at about
-//! mmap speed; warm reads slower by design, because nothing stays cached).
+//! blobs leave 0.1 MiB cached, against 16 MiB with `Keep`). Streaming a 32 MiB blob keeps
+//! at most 6 MiB cached at any sample (tested; about 2–3 MiB measured).
+//!
+//! Throughput (`cargo xtask bench --quick --filter sidecar`, ratios against plain mmap
+//! reads of the same blobs in the same run, over four runs on the shared machine): cold
+//! reads of 4 MiB blobs 0.57–1.76x, of 64 MiB blobs 0.37–0.63x (they exceed the verify
+//! buffer and are read twice; 0.48–1.09x with verification off); warm reads 0.39–1.01x for
+//! 4 MiB blobs and 0.28–0.46x for 64 MiB blobs, by design: nothing stays cached, so every
+//! read goes to the device. `O_DIRECT` reads measured 0.43–2.08x cold.
 //!
 //! [`CachePolicy::Direct`] reads with `O_DIRECT` instead (no page cache at all, no
 //! read-ahead overlap; falls back to drop-behind where the filesystem refuses it).
