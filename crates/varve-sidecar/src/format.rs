@@ -82,7 +82,7 @@ fn le_u16(b: &[u8], at: usize) -> Option<u16> {
 }
 
 fn keyed_check(key: &BlobHash, fields: &[u8]) -> u64 {
-    let mut buf = [0u8; 32 + 16];
+    let mut buf = [0u8; 48]; // 32-byte key, then at most 16 bytes of fields
     buf[..32].copy_from_slice(&key.0);
     buf[32..32 + fields.len()].copy_from_slice(fields);
     xxh3_64(&buf[..32 + fields.len()])
