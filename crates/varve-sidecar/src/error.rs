@@ -2,6 +2,8 @@
 
 use std::io;
 
+use crate::payload::BlobHash;
+
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -9,7 +11,79 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An operating-system I/O call failed.
+    /// An operating-system I/O call failed (including a failed write to the caller's writer).
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
+
+    /// LMDB (through heed) refused an operation; `heed::Error::EnvAlreadyOpened` means the
+    /// store is already open in this process.
+    #[error("LMDB error: {0}")]
+    Lmdb(#[from] heed::Error),
+
+    /// Stored bytes do not match their checksum: the blob's content does not hash to its
+    /// SHA-256 address, or a record header or refcount record is damaged. `what` says which.
+    /// No byte of such a blob is handed out as data.
+    #[error("blob {hash} is corrupted: {what}")]
+    Corrupted {
+        /// Address of the damaged blob (the location of the damage).
+        hash: BlobHash,
+        /// Which check failed.
+        what: &'static str,
+    },
+
+    /// The store's format record (in the `meta` database) is damaged or absent in a
+    /// non-empty store.
+    #[error("blob store format record is corrupted: {what}")]
+    CorruptedMeta {
+        /// Which check failed.
+        what: &'static str,
+    },
+
+    /// The store was written by an unknown (newer) format version; it is not opened.
+    #[error("blob store has format version {found}, this build reads version {supported}")]
+    UnknownVersion {
+        /// Version found on disk.
+        found: u32,
+        /// Version this build reads and writes.
+        supported: u32,
+    },
+
+    /// A `BlobRef` names a blob that is not in the store.
+    #[error("blob {0} is not in the store")]
+    MissingBlob(BlobHash),
+
+    /// A payload was larger than `SidecarOptions::max_blob_size`; nothing was written.
+    #[error("payload of {size} bytes exceeds the maximum blob size of {max} bytes")]
+    BlobTooLarge {
+        /// Size of the rejected payload.
+        size: u64,
+        /// The configured maximum.
+        max: u64,
+    },
+
+    /// Bytes handed to `Payload::decode` are not a valid encoded payload.
+    #[error("invalid encoded payload: {reason}")]
+    InvalidPayload {
+        /// What is wrong with the bytes.
+        reason: &'static str,
+    },
+
+    /// A blob's reference count would overflow `u64`.
+    #[error("reference count of blob {0} would overflow")]
+    RefcountOverflow(BlobHash),
+
+    /// The map would have to grow past `SidecarOptions::max_map_size`; nothing was written.
+    #[error("blob store is full: map size {map_size} cannot grow past {max_map_size}")]
+    StoreFull {
+        /// Current map size in bytes.
+        map_size: u64,
+        /// The configured ceiling.
+        max_map_size: u64,
+    },
+
+    /// An earlier commit failed with an I/O error (for example a failed fsync). The store
+    /// refuses further writes until it is reopened, because a failed fsync cannot be
+    /// retried safely; reads keep working.
+    #[error("blob store is poisoned by an earlier failed commit; reopen it")]
+    Poisoned,
 }

@@ -1,0 +1,307 @@
+//! Byte layouts of the records this crate keeps in `blobs.mdb` (see `docs/format.md`).
+//!
+//! All integers little-endian at the named offsets below. Three LMDB databases:
+//! - `meta`: key `b"format"` -> [`FormatRecord`] (magic, version, checksum);
+//! - `blobs`: key = 32-byte SHA-256 -> blob record ([`BlobHeader`] then the content);
+//! - `refs`: key = 32-byte SHA-256 -> [`RefRecord`] (reference count, content length,
+//!   checksum). Counts live apart from the blob so a dedup hit rewrites 24 bytes, not the
+//!   blob's overflow pages.
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::payload::BlobHash;
+
+/// Format version this build writes and reads.
+pub(crate) const FORMAT_VERSION: u32 = 1;
+
+/// Key of the format record in the `meta` database.
+pub(crate) const FORMAT_KEY: &[u8] = b"format";
+/// Magic at the start of the format record.
+pub(crate) const FORMAT_MAGIC: [u8; 8] = *b"VARVSIDE";
+/// Format record: magic (8), version u32 (4), xxh3 of bytes 0..12, low 32 bits (4).
+pub(crate) const FORMAT_RECORD_LEN: usize = 16;
+const FMT_VERSION_AT: usize = 8;
+const FMT_CHECK_AT: usize = 12;
+
+/// Blob header: magic (4), version u16 (2), flags u16 (2), content length u64 (8),
+/// xxh3_64 of (SHA-256 key ++ header bytes 0..16) (8). The content follows.
+pub(crate) const BLOB_HEADER_LEN: usize = 24;
+/// Magic at the start of every blob record.
+pub(crate) const BLOB_MAGIC: [u8; 4] = *b"VBLB";
+const BH_VERSION_AT: usize = 4;
+const BH_FLAGS_AT: usize = 6;
+const BH_LEN_AT: usize = 8;
+const BH_CHECK_AT: usize = 16;
+/// Blob record version.
+const BLOB_VERSION: u16 = 1;
+
+/// Refcount record: count u64 (8), content length u64 (8), xxh3_64 of (key ++ bytes 0..16).
+pub(crate) const REF_RECORD_LEN: usize = 24;
+const REF_LEN_AT: usize = 8;
+const REF_CHECK_AT: usize = 16;
+
+/// Size of LMDB's page header (`PAGEHDRSZ`) in front of a value on an overflow run:
+/// `mp_pgno` u64 (0..8), `mp_pad` u16 (8..10), `mp_flags` u16 (10..12), `mp_pages` u32
+/// (12..16), all in host byte order (LMDB files are not portable across endianness).
+pub(crate) const LMDB_PAGE_HEADER: usize = 16;
+/// `P_OVERFLOW` in `mp_flags`.
+const P_OVERFLOW: u16 = 0x04;
+
+/// Checks that `h`, read from the file at page `pgno`, is the header of an LMDB overflow run
+/// that holds a value of `value_len` bytes.
+pub(crate) fn check_overflow_header(
+    h: &[u8],
+    pgno: u64,
+    page_size: u64,
+    value_len: u64,
+) -> Result<(), &'static str> {
+    let ne64 = |at: usize| Some(u64::from_ne_bytes(h.get(at..at + 8)?.try_into().ok()?));
+    let ne16 = |at: usize| Some(u16::from_ne_bytes(h.get(at..at + 2)?.try_into().ok()?));
+    let ne32 = |at: usize| Some(u32::from_ne_bytes(h.get(at..at + 4)?.try_into().ok()?));
+    if ne64(0) != Some(pgno) {
+        return Err("LMDB page header at the value's file offset names another page");
+    }
+    if ne16(10).is_none_or(|f| f & P_OVERFLOW == 0) {
+        return Err("LMDB page at the value's file offset is not an overflow page");
+    }
+    let pages = ne32(12).ok_or("LMDB page header truncated")?;
+    if u64::from(pages) * page_size < LMDB_PAGE_HEADER as u64 + value_len {
+        return Err("LMDB overflow run shorter than the value");
+    }
+    Ok(())
+}
+
+fn le_u64(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+fn le_u32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+fn le_u16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn keyed_check(key: &BlobHash, fields: &[u8]) -> u64 {
+    let mut buf = [0u8; 48]; // 32-byte key, then at most 16 bytes of fields
+    buf[..32].copy_from_slice(&key.0);
+    buf[32..32 + fields.len()].copy_from_slice(fields);
+    xxh3_64(&buf[..32 + fields.len()])
+}
+
+/// The store-wide format record.
+pub(crate) struct FormatRecord;
+
+impl FormatRecord {
+    /// The record this build writes.
+    pub(crate) fn encode() -> [u8; FORMAT_RECORD_LEN] {
+        let mut b = [0u8; FORMAT_RECORD_LEN];
+        b[..8].copy_from_slice(&FORMAT_MAGIC);
+        b[FMT_VERSION_AT..FMT_VERSION_AT + 4].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        let check = xxh3_64(&b[..FMT_CHECK_AT]) as u32;
+        b[FMT_CHECK_AT..].copy_from_slice(&check.to_le_bytes());
+        b
+    }
+
+    /// Checks a stored record; returns its version.
+    pub(crate) fn decode(b: &[u8]) -> Result<u32, &'static str> {
+        if b.len() != FORMAT_RECORD_LEN {
+            return Err("format record has the wrong length");
+        }
+        let check = le_u32(b, FMT_CHECK_AT).ok_or("format record truncated")?;
+        if check != xxh3_64(&b[..FMT_CHECK_AT]) as u32 {
+            return Err("format record checksum mismatch");
+        }
+        if b[..8] != FORMAT_MAGIC {
+            return Err("format record has the wrong magic");
+        }
+        le_u32(b, FMT_VERSION_AT).ok_or("format record truncated")
+    }
+}
+
+/// The header in front of a blob's content.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct BlobHeader {
+    /// Content length in bytes.
+    pub(crate) len: u64,
+}
+
+impl BlobHeader {
+    /// The header of a blob of `len` bytes stored under `key`.
+    pub(crate) fn encode(key: &BlobHash, len: u64) -> [u8; BLOB_HEADER_LEN] {
+        let mut b = [0u8; BLOB_HEADER_LEN];
+        b[..4].copy_from_slice(&BLOB_MAGIC);
+        b[BH_VERSION_AT..BH_VERSION_AT + 2].copy_from_slice(&BLOB_VERSION.to_le_bytes());
+        b[BH_FLAGS_AT..BH_FLAGS_AT + 2].copy_from_slice(&0u16.to_le_bytes());
+        b[BH_LEN_AT..BH_LEN_AT + 8].copy_from_slice(&len.to_le_bytes());
+        let check = keyed_check(key, &b[..BH_CHECK_AT]);
+        b[BH_CHECK_AT..].copy_from_slice(&check.to_le_bytes());
+        b
+    }
+
+    /// Checks the header at the start of `record` (the whole stored value) against `key`
+    /// and the value's length.
+    pub(crate) fn decode(key: &BlobHash, record: &[u8]) -> Result<BlobHeader, &'static str> {
+        let h = record
+            .get(..BLOB_HEADER_LEN)
+            .ok_or("blob record shorter than its header")?;
+        BlobHeader::decode_parts(key, h, record.len() as u64)
+    }
+
+    /// Checks a header `h` (the first bytes of a record of `record_len` bytes, read apart
+    /// from the rest) against `key` and that length.
+    pub(crate) fn decode_parts(
+        key: &BlobHash,
+        h: &[u8],
+        record_len: u64,
+    ) -> Result<BlobHeader, &'static str> {
+        let h = h
+            .get(..BLOB_HEADER_LEN)
+            .ok_or("blob record shorter than its header")?;
+        let check = le_u64(h, BH_CHECK_AT).ok_or("blob header truncated")?;
+        if check != keyed_check(key, &h[..BH_CHECK_AT]) {
+            return Err("blob header checksum mismatch");
+        }
+        if h[..4] != BLOB_MAGIC {
+            return Err("blob header has the wrong magic");
+        }
+        if le_u16(h, BH_VERSION_AT) != Some(BLOB_VERSION) {
+            return Err("blob header has an unknown version");
+        }
+        if le_u16(h, BH_FLAGS_AT) != Some(0) {
+            return Err("blob header has unknown flags");
+        }
+        let len = le_u64(h, BH_LEN_AT).ok_or("blob header truncated")?;
+        if record_len.checked_sub(BLOB_HEADER_LEN as u64) != Some(len) {
+            return Err("blob record length differs from its header");
+        }
+        Ok(BlobHeader { len })
+    }
+}
+
+/// A blob's reference count and content length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RefRecord {
+    /// Number of references (at least 1 while the record exists).
+    pub(crate) count: u64,
+    /// Content length in bytes.
+    pub(crate) len: u64,
+}
+
+impl RefRecord {
+    /// Encodes the record stored under `key`.
+    pub(crate) fn encode(&self, key: &BlobHash) -> [u8; REF_RECORD_LEN] {
+        let mut b = [0u8; REF_RECORD_LEN];
+        b[..8].copy_from_slice(&self.count.to_le_bytes());
+        b[REF_LEN_AT..REF_LEN_AT + 8].copy_from_slice(&self.len.to_le_bytes());
+        let check = keyed_check(key, &b[..REF_CHECK_AT]);
+        b[REF_CHECK_AT..].copy_from_slice(&check.to_le_bytes());
+        b
+    }
+
+    /// Checks and decodes the record stored under `key`.
+    pub(crate) fn decode(key: &BlobHash, b: &[u8]) -> Result<RefRecord, &'static str> {
+        if b.len() != REF_RECORD_LEN {
+            return Err("refcount record has the wrong length");
+        }
+        let check = le_u64(b, REF_CHECK_AT).ok_or("refcount record truncated")?;
+        if check != keyed_check(key, &b[..REF_CHECK_AT]) {
+            return Err("refcount record checksum mismatch");
+        }
+        let count = le_u64(b, 0).ok_or("refcount record truncated")?;
+        let len = le_u64(b, REF_LEN_AT).ok_or("refcount record truncated")?;
+        if count == 0 {
+            return Err("refcount record with a zero count");
+        }
+        Ok(RefRecord { count, len })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_record_round_trip_and_damage() {
+        let b = FormatRecord::encode();
+        assert_eq!(&b[..8], b"VARVSIDE");
+        assert_eq!(FormatRecord::decode(&b), Ok(FORMAT_VERSION));
+        for i in 0..b.len() {
+            let mut d = b;
+            d[i] ^= 0x01;
+            assert!(FormatRecord::decode(&d).is_err(), "flip at {i}");
+        }
+        assert!(FormatRecord::decode(&b[..15]).is_err());
+        // A future version with a valid checksum decodes to its version number.
+        let mut f = b;
+        f[8..12].copy_from_slice(&7u32.to_le_bytes());
+        let c = xxh3_64(&f[..12]) as u32;
+        f[12..].copy_from_slice(&c.to_le_bytes());
+        assert_eq!(FormatRecord::decode(&f), Ok(7));
+        // Wrong magic with a valid checksum.
+        let mut m = b;
+        m[0] = b'X';
+        let c = xxh3_64(&m[..12]) as u32;
+        m[12..].copy_from_slice(&c.to_le_bytes());
+        assert_eq!(
+            FormatRecord::decode(&m),
+            Err("format record has the wrong magic")
+        );
+    }
+
+    #[test]
+    fn blob_header_round_trip_and_damage() {
+        let key = BlobHash([3; 32]);
+        let mut rec = BlobHeader::encode(&key, 5).to_vec();
+        rec.extend_from_slice(b"hello");
+        assert_eq!(BlobHeader::decode(&key, &rec), Ok(BlobHeader { len: 5 }));
+        assert_eq!(&rec[..4], b"VBLB");
+        assert_eq!(&rec[8..16], &5u64.to_le_bytes());
+        for i in 0..BLOB_HEADER_LEN {
+            let mut d = rec.clone();
+            d[i] ^= 0x80;
+            assert!(BlobHeader::decode(&key, &d).is_err(), "flip at {i}");
+        }
+        assert!(BlobHeader::decode(&BlobHash([4; 32]), &rec).is_err());
+        assert!(BlobHeader::decode(&key, &rec[..rec.len() - 1]).is_err());
+        assert!(BlobHeader::decode(&key, &rec[..10]).is_err());
+        let mut longer = rec.clone();
+        longer.push(0);
+        assert!(BlobHeader::decode(&key, &longer).is_err());
+    }
+
+    #[test]
+    fn overflow_header_checks() {
+        let mut h = [0u8; 16];
+        h[..8].copy_from_slice(&9u64.to_ne_bytes());
+        h[10..12].copy_from_slice(&P_OVERFLOW.to_ne_bytes());
+        h[12..16].copy_from_slice(&2u32.to_ne_bytes());
+        assert_eq!(check_overflow_header(&h, 9, 4096, 8176), Ok(()));
+        assert!(check_overflow_header(&h, 9, 4096, 8177).is_err());
+        assert!(check_overflow_header(&h, 8, 4096, 100).is_err());
+        assert!(check_overflow_header(&h[..12], 9, 4096, 100).is_err());
+        let mut leaf = h;
+        leaf[10..12].copy_from_slice(&0x02u16.to_ne_bytes());
+        assert!(check_overflow_header(&leaf, 9, 4096, 100).is_err());
+    }
+
+    #[test]
+    fn ref_record_round_trip_and_damage() {
+        let key = BlobHash([9; 32]);
+        let r = RefRecord {
+            count: 3,
+            len: 4096,
+        };
+        let b = r.encode(&key);
+        assert_eq!(RefRecord::decode(&key, &b), Ok(r));
+        assert_eq!(&b[..8], &3u64.to_le_bytes());
+        for i in 0..b.len() {
+            let mut d = b;
+            d[i] ^= 0x04;
+            assert!(RefRecord::decode(&key, &d).is_err(), "flip at {i}");
+        }
+        assert!(RefRecord::decode(&BlobHash([8; 32]), &b).is_err());
+        assert!(RefRecord::decode(&key, &b[..23]).is_err());
+        let zero = RefRecord { count: 0, len: 1 }.encode(&key);
+        assert!(RefRecord::decode(&key, &zero).is_err());
+    }
+}

@@ -1,0 +1,62 @@
+//! `SidecarOptions` and the read-path `CachePolicy`.
+
+/// How reads of blobs treat the page cache and the process's memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CachePolicy {
+    /// The default: read the blob's file pages with `pread` on a separate read-only file
+    /// descriptor (with `POSIX_FADV_RANDOM`, so the kernel reads exactly the requested
+    /// ranges), start the next chunk with `POSIX_FADV_WILLNEED` while the current one is
+    /// processed, and drop every chunk with `POSIX_FADV_DONTNEED` once it has been handed
+    /// on. Page-cache residency stays within about two chunks; RSS within the read buffer.
+    DropBehind,
+    /// Read with `O_DIRECT`, bypassing the page cache entirely (falls back to
+    /// [`CachePolicy::DropBehind`] where the filesystem refuses `O_DIRECT`). Nothing of
+    /// the blob enters the page cache, but a blob that happens to be cached is read from
+    /// the device again and there is no read-ahead overlap.
+    Direct,
+    /// No cache advice (the "advice off" mode): hand out slices of LMDB's memory map
+    /// directly (zero-copy) after `MADV_WILLNEED`; pages stay in the page cache and in the
+    /// process's RSS. For small hot blob sets only.
+    Keep,
+}
+
+/// Options of [`crate::Sidecar::open`].
+#[derive(Clone, Debug)]
+pub struct SidecarOptions {
+    /// Largest blob accepted by `store`; larger payloads are rejected with
+    /// `Error::BlobTooLarge` before anything is written. Default 1 GiB.
+    pub max_blob_size: u64,
+    /// Initial LMDB map size in bytes (rounded up to the page size). The map grows by
+    /// doubling when a write needs more room. Default 256 MiB.
+    pub initial_map_size: u64,
+    /// Ceiling for map growth; a write that needs more fails with `Error::StoreFull`.
+    /// Default 16 TiB (address space, not disk).
+    pub max_map_size: u64,
+    /// Read-path cache policy. Default [`CachePolicy::DropBehind`].
+    pub cache_policy: CachePolicy,
+    /// Check each blob's SHA-256 on read (default true). With it off, bytes stream to the
+    /// writer as they are read and corruption goes undetected.
+    pub verify_on_read: bool,
+    /// Blobs up to this size are read into one private buffer, verified, then written to
+    /// the caller's writer: one pass over the file. Larger blobs are verified in a first
+    /// chunked pass and streamed in a second (reading the file twice, with memory bounded by
+    /// the chunk). Default 16 MiB.
+    pub verify_buffer: usize,
+    /// Chunk size of streaming reads (rounded up to the page size). Default 1 MiB.
+    pub read_chunk: usize,
+}
+
+impl Default for SidecarOptions {
+    fn default() -> Self {
+        SidecarOptions {
+            max_blob_size: 1 << 30,
+            initial_map_size: 256 << 20,
+            max_map_size: 16 << 40,
+            cache_policy: CachePolicy::DropBehind,
+            verify_on_read: true,
+            verify_buffer: 16 << 20,
+            read_chunk: 1 << 20,
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! The read path: a blob's overflow run read from the file in page-aligned chunks, with
+//! cache advice around each chunk (see the crate docs for the policy and its measurements).
+
+use std::fs::{File, OpenOptions};
+use std::num::NonZeroU64;
+use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
+use std::path::Path;
+
+use rustix::fs::{Advice, fadvise};
+
+use crate::error::{Error, Result};
+use crate::format::{BLOB_HEADER_LEN, BlobHeader, LMDB_PAGE_HEADER, check_overflow_header};
+use crate::options::CachePolicy;
+use crate::payload::BlobHash;
+
+/// A blob record located in the file: the overflow run's first page (LMDB's page header;
+/// the record follows it) and the record's length (blob header plus content).
+pub(crate) struct Located {
+    pub(crate) run_start: u64,
+    pub(crate) record_len: u64,
+}
+
+/// Largest page-cache folio on x86-64 / arm64 with 4 KiB pages (PMD size).
+pub(crate) const FOLIO_SPAN: u64 = 2 << 20;
+
+/// How many chunks ahead of the one being read `POSIX_FADV_WILLNEED` asks for.
+pub(crate) const READ_AHEAD_CHUNKS: u64 = 2;
+
+/// Offset of the blob content from the start of its overflow run.
+const CONTENT_AT: u64 = (LMDB_PAGE_HEADER + BLOB_HEADER_LEN) as u64;
+
+/// A heap buffer whose usable part starts at an `align` boundary (for `O_DIRECT`).
+pub(crate) struct AlignedBuf {
+    raw: Vec<u8>,
+    off: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    fn new(len: usize, align: usize) -> AlignedBuf {
+        // `vec![0; n]` is calloc: large buffers come as untouched zero pages.
+        let raw = vec![0u8; len + align];
+        let off = raw.as_ptr().align_offset(align);
+        AlignedBuf { raw, off, len }
+    }
+
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.raw[self.off..self.off + self.len]
+    }
+
+    fn as_ref(&self) -> &[u8] {
+        &self.raw[self.off..self.off + self.len]
+    }
+}
+
+/// A whole blob read into a private buffer (the one-pass verified read).
+pub(crate) struct WholeBlob {
+    buf: AlignedBuf,
+    at: usize,
+    len: usize,
+}
+
+impl WholeBlob {
+    /// The blob's content.
+    pub(crate) fn content(&self) -> &[u8] {
+        &self.buf.as_ref()[self.at..self.at + self.len]
+    }
+}
+
+/// Read-only descriptors on `blobs.mdb` for the read path.
+pub(crate) struct FileReader {
+    /// Buffered descriptor with `POSIX_FADV_RANDOM`: the kernel reads exactly the ranges
+    /// asked for (no read-ahead beyond them), in large requests.
+    buffered: File,
+    /// `O_DIRECT` descriptor, when the policy asks for it and the filesystem allows it.
+    direct: Option<File>,
+    page_size: usize,
+}
+
+impl FileReader {
+    /// Opens the descriptors on the data file at `path`.
+    pub(crate) fn open(path: &Path, policy: CachePolicy, page_size: usize) -> Result<FileReader> {
+        let buffered = File::open(path)?;
+        fadvise(&buffered, 0, None, Advice::Random).map_err(std::io::Error::from)?;
+        let direct = if policy == CachePolicy::Direct {
+            open_direct(path, page_size)
+        } else {
+            None
+        };
+        Ok(FileReader {
+            buffered,
+            direct,
+            page_size,
+        })
+    }
+
+    /// True when reads bypass the page cache (`O_DIRECT` is in use).
+    pub(crate) fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// File range to read for the blob at `loc`: from the run's first page to the page
+    /// holding the content's last byte; plus where the content starts and its length.
+    fn bounds(&self, hash: &BlobHash, loc: &Located) -> Result<(u64, u64, u64, u64)> {
+        let bad = |what| Error::Corrupted { hash: *hash, what };
+        let len = loc
+            .record_len
+            .checked_sub(BLOB_HEADER_LEN as u64)
+            .ok_or(bad("blob record shorter than its header"))?;
+        let start = loc.run_start;
+        let end = (LMDB_PAGE_HEADER as u64 + loc.record_len)
+            .checked_next_multiple_of(self.page_size as u64)
+            .and_then(|e| start.checked_add(e))
+            .ok_or(bad("blob record extends past any file"))?;
+        Ok((start, end, start + CONTENT_AT, len))
+    }
+
+    /// Reads `buf.len()` bytes at `pos` (page aligned).
+    fn read_chunk(&self, hash: &BlobHash, buf: &mut [u8], pos: u64) -> Result<()> {
+        let file = self.direct.as_ref().unwrap_or(&self.buffered);
+        file.read_exact_at(buf, pos).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Error::Corrupted {
+                    hash: *hash,
+                    what: "blob record extends past the end of the file",
+                }
+            } else {
+                Error::Io(e)
+            }
+        })
+    }
+
+    /// After the chunk `pos..pos + n` is in our buffer: drops it from the page cache,
+    /// together with the [`FOLIO_SPAN`] before it, so that a large folio straddling a
+    /// chunk boundary (left by an earlier buffered read or write) goes too.
+    fn drop_behind(&self, run_start: u64, pos: u64, n: u64) -> Result<()> {
+        let from = pos.saturating_sub(FOLIO_SPAN).max(run_start);
+        self.advise(from, pos + n - from, Advice::DontNeed)
+    }
+
+    /// Drops `len` bytes of the file at `pos` from the page cache, widened to whole
+    /// [`FOLIO_SPAN`] units. `POSIX_FADV_DONTNEED` skips a large folio that sticks out of
+    /// the range, and buffered writes (LMDB's) create folios of up to 2 MiB that straddle
+    /// the boundaries of overflow runs. Widening also drops unmapped neighbours (other
+    /// blobs, cold B-tree pages); pages that this process has mapped, such as the B-tree
+    /// pages LMDB reads through its map, are never dropped by `POSIX_FADV_DONTNEED`.
+    pub(crate) fn drop_range_widened(&self, pos: u64, len: u64) -> Result<()> {
+        let start = pos / FOLIO_SPAN * FOLIO_SPAN;
+        let end = pos.saturating_add(len).next_multiple_of(FOLIO_SPAN);
+        self.advise(start, end - start, Advice::DontNeed)
+    }
+
+    /// Starts asynchronous reads of the next chunks (up to [`READ_AHEAD_CHUNKS`]) of
+    /// `from..end`, so the device works while the current chunk is processed.
+    fn will_need(&self, from: u64, end: u64, chunk: u64) -> Result<()> {
+        let len = end.saturating_sub(from).min(chunk * READ_AHEAD_CHUNKS);
+        self.advise(from, len, Advice::WillNeed)
+    }
+
+    fn advise(&self, pos: u64, len: u64, advice: Advice) -> Result<()> {
+        if let Some(len) = NonZeroU64::new(len) {
+            fadvise(&self.buffered, pos, Some(len), advice).map_err(std::io::Error::from)?;
+        }
+        Ok(())
+    }
+
+    /// Checks the headers at the run's start, as read from the file: LMDB's overflow page
+    /// header must name the page the offset was derived for (so the offset is right), and
+    /// the blob header must match the blob's hash and the record's length.
+    fn check_headers(&self, hash: &BlobHash, loc: &Located, first: &[u8]) -> Result<()> {
+        let ps = self.page_size as u64;
+        check_overflow_header(first, loc.run_start / ps, ps, loc.record_len)
+            .and_then(|()| {
+                BlobHeader::decode_parts(
+                    hash,
+                    first.get(LMDB_PAGE_HEADER..).unwrap_or_default(),
+                    loc.record_len,
+                )
+            })
+            .map_err(|what| Error::Corrupted { hash: *hash, what })?;
+        Ok(())
+    }
+
+    /// Streams the content of the blob at `loc` to `f` in chunks of at most `chunk` bytes
+    /// (a page multiple), reading ahead with `POSIX_FADV_WILLNEED` and dropping each chunk
+    /// from the page cache as soon as it is in the buffer. The headers are checked before
+    /// the first content byte goes to `f`.
+    pub(crate) fn stream(
+        &self,
+        hash: &BlobHash,
+        loc: &Located,
+        chunk: usize,
+        mut f: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let (start, end, content, len) = self.bounds(hash, loc)?;
+        let chunk = chunk as u64;
+        let cap = chunk.min(end - start) as usize;
+        let mut buf = AlignedBuf::new(cap, self.page_size);
+        let mut pos = start;
+        while pos < end {
+            let n = chunk.min(end - pos);
+            if !self.is_direct() {
+                self.will_need(pos + n, end, chunk)?;
+            }
+            let b = &mut buf.as_mut()[..n as usize];
+            self.read_chunk(hash, b, pos)?;
+            self.drop_behind(start, pos, n)?;
+            if pos == start {
+                self.check_headers(hash, loc, b)?;
+            }
+            // Every chunk overlaps the content (it starts in the first page and ends in
+            // the last one).
+            let lo = (content.max(pos) - pos) as usize;
+            let hi = ((content + len).min(pos + n) - pos) as usize;
+            f(b.get(lo..hi).unwrap_or_default())?;
+            pos += n;
+        }
+        // Large folios that stick out of the run (shared with its neighbours).
+        self.drop_range_widened(start, end - start)
+    }
+
+    /// Reads the whole blob at `loc` into one private buffer, chunk by chunk with the same
+    /// advice as [`FileReader::stream`], showing each chunk's content to `on_content` as it
+    /// lands (to hash it). The headers are checked before the buffer is returned.
+    pub(crate) fn read_whole(
+        &self,
+        hash: &BlobHash,
+        loc: &Located,
+        chunk: usize,
+        mut on_content: impl FnMut(&[u8]),
+    ) -> Result<WholeBlob> {
+        let (start, end, content, len) = self.bounds(hash, loc)?;
+        let total = usize::try_from(end - start).map_err(|_| Error::Corrupted {
+            hash: *hash,
+            what: "blob record larger than the address space",
+        })?;
+        let mut buf = AlignedBuf::new(total, self.page_size);
+        for at in (0..total).step_by(chunk.max(1)) {
+            let n = chunk.min(total - at);
+            let pos = start + at as u64;
+            if !self.is_direct() {
+                self.will_need(pos + n as u64, end, chunk as u64)?;
+            }
+            self.read_chunk(hash, &mut buf.as_mut()[at..at + n], pos)?;
+            self.drop_behind(start, pos, n as u64)?;
+            // Hand the content part of the chunk on while it is hot in the CPU cache.
+            let lo = (content.max(pos) - pos) as usize;
+            let hi = ((content + len).min(pos + n as u64) - pos) as usize;
+            on_content(buf.as_ref().get(at + lo..at + hi).unwrap_or_default());
+        }
+        self.drop_range_widened(start, end - start)?;
+        self.check_headers(hash, loc, buf.as_ref())?;
+        Ok(WholeBlob {
+            buf,
+            at: (content - start) as usize,
+            len: len as usize,
+        })
+    }
+}
+
+/// Opens `path` with `O_DIRECT` and checks that an aligned read works; `None` if not.
+fn open_direct(path: &Path, page_size: usize) -> Option<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .open(path)
+        .ok()?;
+    let mut probe = AlignedBuf::new(page_size, page_size);
+    file.read_exact_at(probe.as_mut(), 0).ok()?;
+    Some(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_past_the_end_of_the_file_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![1u8; 8192]).unwrap();
+        let hash = BlobHash([1; 32]);
+        for policy in [CachePolicy::DropBehind, CachePolicy::Direct] {
+            let r = FileReader::open(&path, policy, 4096).unwrap();
+            let mut buf = AlignedBuf::new(4096, 4096);
+            r.read_chunk(&hash, buf.as_mut(), 4096).unwrap();
+            assert_eq!(buf.as_ref(), &[1u8; 4096][..]);
+            match r.read_chunk(&hash, buf.as_mut(), 8192) {
+                Err(Error::Corrupted { hash: h, .. }) => assert_eq!(h, hash),
+                other => panic!("{policy:?}: {other:?}"),
+            }
+        }
+        // Other failures stay I/O errors: reading from a directory.
+        let r = FileReader {
+            buffered: File::open(dir.path()).unwrap(),
+            direct: None,
+            page_size: 4096,
+        };
+        let mut buf = AlignedBuf::new(4096, 4096);
+        assert!(matches!(
+            r.read_chunk(&hash, buf.as_mut(), 0),
+            Err(Error::Io(_))
+        ));
+    }
+
+    #[test]
+    fn aligned_buffers_are_aligned() {
+        for len in [1, 4096, 10_000] {
+            let mut b = AlignedBuf::new(len, 4096);
+            assert_eq!(b.as_mut().as_ptr() as usize % 4096, 0);
+            assert_eq!(b.as_ref().len(), len);
+        }
+    }
+}

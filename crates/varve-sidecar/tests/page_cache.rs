@@ -1,0 +1,398 @@
+//! The seed's acceptance test: streaming 256 MiB of 4 MiB blobs through `read_to` keeps
+//! both the process's RSS and the page-cache residency of `blobs.mdb` within a few blob
+//! sizes, and with the advice switched off (`CachePolicy::Keep`) the same reads break that
+//! bound (so the measurement can fail). `VARVE_SIDECAR_ACCEPT_BLOBS=N` changes the number
+//! of 4 MiB blobs (default 64 = 256 MiB; mutation runs use fewer to save time).
+#![allow(clippy::unwrap_used)]
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd as _;
+use std::path::Path;
+
+use varve_sidecar::{CachePolicy, Payload, Sidecar, SidecarOptions};
+
+const BLOB: usize = 4 << 20;
+
+/// The tests of this file measure the whole process: they run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+/// Number of blobs: 64 (256 MiB) unless `VARVE_SIDECAR_ACCEPT_BLOBS` says otherwise.
+fn blobs() -> usize {
+    std::env::var("VARVE_SIDECAR_ACCEPT_BLOBS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&n: &usize| n >= 16 && n % 8 == 0)
+        .unwrap_or(64)
+}
+/// "A few blob sizes".
+const BOUND: u64 = 4 * BLOB as u64;
+
+/// Process RSS in bytes, from /proc/self/statm.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * page_size()
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    (unsafe { libc::sysconf(libc::_SC_PAGESIZE) }) as u64
+}
+
+/// Bytes of `path` resident in the page cache: `mincore` on a fresh shared mapping.
+fn cached(path: &Path) -> u64 {
+    let f = File::open(path).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    let ps = page_size() as usize;
+    // SAFETY: a fresh read-only shared mapping of an open file, length > 0; unmapped below
+    // and never dereferenced (mincore only inspects page-cache state).
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(addr, libc::MAP_FAILED);
+    let mut vec = vec![0u8; len.div_ceil(ps)];
+    // SAFETY: `addr..addr+len` is the mapping made above; `vec` has one byte per page.
+    let rc = unsafe { libc::mincore(addr, len, vec.as_mut_ptr()) };
+    assert_eq!(rc, 0);
+    // SAFETY: unmapping exactly the mapping made above.
+    unsafe { libc::munmap(addr, len) };
+    vec.iter().filter(|&&b| b & 1 == 1).count() as u64 * ps as u64
+}
+
+/// Drops the whole file from the page cache (after a sync, so no page is dirty).
+fn drop_cache(path: &Path) {
+    let f = File::open(path).unwrap();
+    f.sync_all().unwrap();
+    // SAFETY: plain syscall on an open descriptor.
+    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0);
+}
+
+/// Blob number `n` (from 1): the base pattern with `n` stamped on every page, so that all
+/// blobs differ. Built with `memcpy`s only, fast even in a debug build.
+fn blob(base: &[u8], n: u64) -> Vec<u8> {
+    let mut b = base.to_vec();
+    for page in b.chunks_exact_mut(4096) {
+        page[..8].copy_from_slice(&n.to_le_bytes());
+    }
+    b
+}
+
+/// A sink that touches every byte (it compares each buffer with the expected blob bytes,
+/// by `memcmp`) and samples RSS and the page cache as the bytes stream through.
+struct Sink<'a> {
+    path: &'a Path,
+    base: &'a [u8],
+    expected: Vec<u8>,
+    expected_n: u64,
+    bytes: u64,
+    since_sample: u64,
+    peak_rss: u64,
+    peak_cached: u64,
+}
+
+impl Sink<'_> {
+    fn sample(&mut self) {
+        self.peak_rss = self.peak_rss.max(rss());
+        self.peak_cached = self.peak_cached.max(cached(self.path));
+    }
+}
+
+impl Write for Sink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let n = self.bytes / BLOB as u64 + 1;
+            if n != self.expected_n {
+                // Rebuilt in place: the sink's own memory must not grow during the run.
+                self.expected.copy_from_slice(self.base);
+                for page in self.expected.chunks_exact_mut(4096) {
+                    page[..8].copy_from_slice(&n.to_le_bytes());
+                }
+                self.expected_n = n;
+            }
+            let at = (self.bytes % BLOB as u64) as usize;
+            let take = rest.len().min(BLOB - at);
+            assert!(
+                rest[..take] == self.expected[at..at + take],
+                "wrong bytes in blob {n}"
+            );
+            self.bytes += take as u64;
+            rest = &rest[take..];
+        }
+        self.since_sample += buf.len() as u64;
+        if self.since_sample >= 8 << 20 {
+            self.since_sample = 0;
+            self.sample();
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Run {
+    rss_growth: u64,
+    peak_cached: u64,
+    cached_before: u64,
+    cached_after: u64,
+}
+
+fn stream_all(
+    dir: &Path,
+    payloads: &[Payload],
+    opts: SidecarOptions,
+    base: &[u8],
+    warm: bool,
+) -> Run {
+    let sc = Sidecar::open(dir, opts).unwrap();
+    let path = sc.path().to_path_buf();
+    drop_cache(&path);
+    if warm {
+        // Buffered reads fill the page cache (with large folios, on recent kernels).
+        let mut f = File::open(&path).unwrap();
+        std::io::copy(&mut f, &mut std::io::sink()).unwrap();
+    }
+    let cached_before = cached(&path);
+    let expected = vec![1u8; BLOB];
+    // Give freed heap back to the OS first, so a read buffer shows up as RSS growth
+    // instead of reusing pages the write phase left resident.
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe { libc::malloc_trim(0) };
+    let rss_before = rss();
+    let mut sink = Sink {
+        path: &path,
+        base,
+        expected,
+        expected_n: 0,
+        bytes: 0,
+        since_sample: 0,
+        peak_rss: rss_before,
+        peak_cached: cached_before,
+    };
+    for p in payloads {
+        sc.read_to(p, &mut sink).unwrap();
+    }
+    sink.sample();
+    assert_eq!(sink.bytes, (BLOB * payloads.len()) as u64);
+    Run {
+        rss_growth: sink.peak_rss.saturating_sub(rss_before),
+        peak_cached: sink.peak_cached,
+        cached_before,
+        cached_after: cached(&path),
+    }
+}
+
+#[test]
+fn streaming_reads_keep_rss_and_page_cache_small() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // Fast generator: one random 4 MiB pattern, stamped per blob.
+    let mut base = vec![0u8; BLOB];
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    for w in base.chunks_exact_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        w.copy_from_slice(&x.to_le_bytes());
+    }
+    let payloads: Vec<Payload> = {
+        let sc = Sidecar::open(dir.path(), SidecarOptions::default()).unwrap();
+        let mut out = Vec::new();
+        for batch in 0..blobs() as u64 / 8 {
+            let blobs: Vec<Vec<u8>> = (1..=8).map(|i| blob(&base, batch * 8 + i)).collect();
+            let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
+            out.extend(sc.store_many(&refs).unwrap());
+        }
+        assert_eq!(sc.stats().unwrap().blobs, blobs() as u64);
+        out
+    };
+
+    let advised = stream_all(
+        dir.path(),
+        &payloads,
+        SidecarOptions::default(),
+        &base,
+        false,
+    );
+    // From a warm cache; verification off here only to save a third hashing pass (the
+    // drops do not depend on it, and the sink still checks every byte).
+    let advised_warm = stream_all(
+        dir.path(),
+        &payloads,
+        SidecarOptions {
+            verify_on_read: false,
+            ..SidecarOptions::default()
+        },
+        &base,
+        true,
+    );
+    let off = stream_all(
+        dir.path(),
+        &payloads,
+        SidecarOptions {
+            cache_policy: CachePolicy::Keep,
+            verify_on_read: false,
+            ..SidecarOptions::default()
+        },
+        &base,
+        false,
+    );
+    let mib = |b: u64| b as f64 / f64::from(1 << 20);
+    println!(
+        "drop-behind: RSS +{:.1} MiB, page cache peak {:.1} MiB (before {:.1}); \
+         advice off: RSS +{:.1} MiB, page cache peak {:.1} MiB (before {:.1})",
+        mib(advised.rss_growth),
+        mib(advised.peak_cached),
+        mib(advised.cached_before),
+        mib(off.rss_growth),
+        mib(off.peak_cached),
+        mib(off.cached_before),
+    );
+    println!(
+        "drop-behind from a warm cache: RSS +{:.1} MiB, page cache {:.1} MiB before, {:.1} MiB after",
+        mib(advised_warm.rss_growth),
+        mib(advised_warm.cached_before),
+        mib(advised_warm.cached_after),
+    );
+    // The measurement starts cold, else it would prove nothing.
+    assert!(advised.cached_before < BOUND && off.cached_before < BOUND);
+    // From a warm cache, the blobs read are dropped from it too.
+    let half = (blobs() * BLOB / 2) as u64;
+    assert!(advised_warm.cached_before > half);
+    assert!(
+        advised_warm.cached_after < BOUND,
+        "cached {}",
+        advised_warm.cached_after
+    );
+    assert!(
+        advised_warm.rss_growth < BOUND,
+        "RSS grew {}",
+        advised_warm.rss_growth
+    );
+    assert!(
+        advised.rss_growth < BOUND,
+        "RSS grew {}",
+        advised.rss_growth
+    );
+    assert!(
+        advised.peak_cached < BOUND,
+        "cached {}",
+        advised.peak_cached
+    );
+    // Without advice the same reads leave (nearly) everything in RAM.
+    assert!(off.peak_cached > half, "cached {}", off.peak_cached);
+    assert!(off.rss_growth > half, "RSS grew {}", off.rss_growth);
+}
+
+#[test]
+fn writes_leave_no_blob_pages_in_the_page_cache() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut base = vec![0u8; BLOB];
+    for (i, w) in base.chunks_exact_mut(8).enumerate() {
+        w.copy_from_slice(&(i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes());
+    }
+    let blobs: Vec<Vec<u8>> = (1..=4).map(|n| blob(&base, n)).collect();
+    let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
+    for (policy, expect_small) in [(CachePolicy::DropBehind, true), (CachePolicy::Keep, false)] {
+        let sub = dir.path().join(format!("{policy:?}"));
+        let sc = Sidecar::open(
+            &sub,
+            SidecarOptions {
+                cache_policy: policy,
+                ..SidecarOptions::default()
+            },
+        )
+        .unwrap();
+        sc.store_many(&refs).unwrap();
+        let c = cached(sc.path());
+        println!("{policy:?}: {c} bytes of blobs.mdb cached after writing 16 MiB");
+        assert_eq!(
+            c < BLOB as u64,
+            expect_small,
+            "{policy:?}: {c} bytes cached"
+        );
+    }
+}
+
+/// A sink that samples the page cache every MiB and checks nothing.
+struct PeakSink<'a> {
+    path: &'a Path,
+    since: u64,
+    bytes: u64,
+    peak: u64,
+}
+
+impl Write for PeakSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes += buf.len() as u64;
+        self.since += buf.len() as u64;
+        if self.since >= 1 << 20 {
+            self.since = 0;
+            self.peak = self.peak.max(cached(self.path));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn streaming_a_large_blob_keeps_only_a_few_chunks_cached() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut base = vec![0u8; BLOB];
+    for (i, w) in base.chunks_exact_mut(8).enumerate() {
+        w.copy_from_slice(&(i as u64 ^ 0x5555).to_le_bytes());
+    }
+    let big: Vec<u8> = (1..=8).flat_map(|n| blob(&base, n)).collect(); // 32 MiB
+    let p = Sidecar::open(dir.path(), SidecarOptions::default())
+        .unwrap()
+        .store(&big)
+        .unwrap();
+    drop(big);
+    // Two-pass verified streaming (blob over the verify buffer) and unverified streaming:
+    // 1 MiB chunks, two read ahead, dropped behind; at most a few chunks cached at a time.
+    for verify_on_read in [true, false] {
+        let sc = Sidecar::open(
+            dir.path(),
+            SidecarOptions {
+                verify_on_read,
+                ..SidecarOptions::default()
+            },
+        )
+        .unwrap();
+        drop_cache(sc.path());
+        let mut sink = PeakSink {
+            path: sc.path(),
+            since: 0,
+            bytes: 0,
+            peak: 0,
+        };
+        assert_eq!(sc.read_to(&p, &mut sink).unwrap(), 32 << 20);
+        assert_eq!(sink.bytes, 32 << 20);
+        assert!(
+            sink.peak < 6 << 20,
+            "verify {verify_on_read}: {} bytes cached mid-read",
+            sink.peak
+        );
+    }
+}
