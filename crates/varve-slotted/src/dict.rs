@@ -86,7 +86,10 @@ pub(crate) fn file_name(id: u16) -> String {
 
 /// Parses a dictionary id from a file name made by [`file_name`].
 pub(crate) fn parse_name(name: &str) -> Option<u16> {
-    name.strip_prefix("dict-")?.strip_suffix(".vvd")?.parse().ok()
+    name.strip_prefix("dict-")?
+        .strip_suffix(".vvd")?
+        .parse()
+        .ok()
 }
 
 /// Writes dictionary `id` durably (temporary file, fsync, rename; the caller syncs the
@@ -155,7 +158,10 @@ mod tests {
 
     #[test]
     fn training_on_unrelated_samples_takes_nothing() {
-        let samples = vec![b"aaaaaaaaaaaaaaaa".to_vec(), b"bbbbbbbbbbbbbbbbbbbb".to_vec()];
+        let samples = vec![
+            b"aaaaaaaaaaaaaaaa".to_vec(),
+            b"bbbbbbbbbbbbbbbbbbbb".to_vec(),
+        ];
         assert!(train(&samples, 1024).is_empty());
         assert!(train(&[], 1024).is_empty());
     }

@@ -141,12 +141,10 @@ impl PageHeader {
 
     /// The stored summary, or `None` when its checksum does not match.
     pub(crate) fn summary(&self) -> Option<PageSummary> {
-        (u64::from_le_bytes(self.summary_sum) == self.compute_summary_sum()).then(|| {
-            PageSummary {
-                slot_count: u32::from_le_bytes(self.slot_count),
-                live_slots: u32::from_le_bytes(self.live_slots),
-                live_bytes: u64::from_le_bytes(self.live_bytes),
-            }
+        (u64::from_le_bytes(self.summary_sum) == self.compute_summary_sum()).then(|| PageSummary {
+            slot_count: u32::from_le_bytes(self.slot_count),
+            live_slots: u32::from_le_bytes(self.live_slots),
+            live_bytes: u64::from_le_bytes(self.live_bytes),
         })
     }
 

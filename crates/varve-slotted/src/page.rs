@@ -281,7 +281,13 @@ impl PageAlloc {
 
     /// Replaces the live value in `slot` in place with one of `stored_len`/`raw_len` bytes
     /// whose container is `new_cap` (<= the old one); the freed tail becomes free space.
-    pub(crate) fn update_in_place(&mut self, slot: u32, stored_len: u32, raw_len: u32, new_cap: u32) {
+    pub(crate) fn update_in_place(
+        &mut self,
+        slot: u32,
+        stored_len: u32,
+        raw_len: u32,
+        new_cap: u32,
+    ) {
         let Some(SlotState::Live(old)) = self.slots.get(slot as usize).copied() else {
             return;
         };
@@ -598,7 +604,10 @@ mod tests {
         let Some(SlotState::Live(l)) = p.slot(s).copied() else {
             panic!("not live")
         };
-        assert_eq!((l.offset, l.capacity, l.stored_len, l.raw_len), (o, 128, 100, 300));
+        assert_eq!(
+            (l.offset, l.capacity, l.stored_len, l.raw_len),
+            (o, 128, 100, 300)
+        );
         assert_eq!((p.live_cap, p.live_stored, p.live_raw), (128, 100, 300));
         check_accounting(&p);
         assert!(p.extents().contains(&(o + 128, 896)) || p.largest() > 896);
@@ -634,7 +643,10 @@ mod tests {
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            (0..4usize, 1u32..80).prop_map(|(page, c)| Op::Place { page, cap: c * 8 + 120 }),
+            (0..4usize, 1u32..80).prop_map(|(page, c)| Op::Place {
+                page,
+                cap: c * 8 + 120
+            }),
             (0..4usize, any::<usize>()).prop_map(|(page, nth)| Op::Release { page, nth }),
         ]
     }

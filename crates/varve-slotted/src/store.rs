@@ -156,21 +156,30 @@ impl Options {
 
     fn validate(&self) -> Result<()> {
         if self.min_page_size < MIN_PAGE_SIZE || self.min_page_size > MAX_PAGE_SIZE {
-            return Err(Error::InvalidOptions("min_page_size must be 16 KiB..=1 GiB"));
+            return Err(Error::InvalidOptions(
+                "min_page_size must be 16 KiB..=1 GiB",
+            ));
         }
         if !self.min_page_size.is_multiple_of(PAGE_ALIGN) {
-            return Err(Error::InvalidOptions("min_page_size must be a multiple of 4096"));
+            return Err(Error::InvalidOptions(
+                "min_page_size must be a multiple of 4096",
+            ));
         }
-        if u64::from(self.max_value_size) + u64::from(PAGE_HEADER_LEN + SLOT_LEN + PAGE_ALIGN as u32)
+        if u64::from(self.max_value_size)
+            + u64::from(PAGE_HEADER_LEN + SLOT_LEN + PAGE_ALIGN as u32)
             > MAX_PAGE_SIZE
         {
-            return Err(Error::InvalidOptions("max_value_size must leave room in a 1 GiB page"));
+            return Err(Error::InvalidOptions(
+                "max_value_size must leave room in a 1 GiB page",
+            ));
         }
         if !(self.compact_threshold > 0.0 && self.compact_threshold <= 1.0) {
             return Err(Error::InvalidOptions("compact_threshold must be in (0, 1]"));
         }
         if self.compact_step_bytes < MIN_CONTAINER {
-            return Err(Error::InvalidOptions("compact_step_bytes must be at least 128"));
+            return Err(Error::InvalidOptions(
+                "compact_step_bytes must be at least 128",
+            ));
         }
         Ok(())
     }
@@ -269,7 +278,10 @@ fn page_file_name(page: u32) -> String {
 }
 
 fn parse_page_name(name: &str) -> Option<u32> {
-    name.strip_prefix("page-")?.strip_suffix(".vvp")?.parse().ok()
+    name.strip_prefix("page-")?
+        .strip_suffix(".vvp")?
+        .parse()
+        .ok()
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -298,7 +310,11 @@ fn encode<'a>(value: &'a [u8], c: Compression, dict: Option<&(u16, Arc<[u8]>)>) 
         return raw;
     }
     let (bytes, codec, dict_id) = match dict {
-        Some((id, d)) => (lz4_flex::block::compress_with_dict(value, d), CODEC_LZ4_DICT, *id),
+        Some((id, d)) => (
+            lz4_flex::block::compress_with_dict(value, d),
+            CODEC_LZ4_DICT,
+            *id,
+        ),
         None => (lz4_flex::block::compress(value), CODEC_LZ4, 0),
     };
     // Compression pays only when it makes the container smaller.
@@ -315,7 +331,7 @@ fn encode<'a>(value: &'a [u8], c: Compression, dict: Option<&(u16, Arc<[u8]>)>) 
 
 /// Reads and verifies the slot `(page, slot)` that `id` points to; returns the slot and its
 /// stored bytes.
-fn locate<'s>(sh: &'s Shared, id: u64, page: u32, slot: u32) -> Result<(Slot, &'s [u8])> {
+fn locate(sh: &Shared, id: u64, page: u32, slot: u32) -> Result<(Slot, &[u8])> {
     let map = sh
         .maps
         .get(page as usize)
@@ -367,7 +383,11 @@ fn decode(sh: &Shared, page: u32, slot: u32, s: &Slot, stored: &[u8]) -> Result<
         _ => return Err(corrupted(page, slot, "unknown codec or bad raw length")),
     };
     if n != out.len() {
-        return Err(corrupted(page, slot, "decoded length differs from the slot's"));
+        return Err(corrupted(
+            page,
+            slot,
+            "decoded length differs from the slot's",
+        ));
     }
     Ok(out)
 }
@@ -516,10 +536,7 @@ impl Store {
 
     fn ptr_of(&self, id: u64) -> Result<Option<(u32, u32)>> {
         let sh = self.read_shared()?;
-        Ok(sh
-            .ptrs
-            .get(id as usize)
-            .and_then(|&p| decode_ptr(p)))
+        Ok(sh.ptrs.get(id as usize).and_then(|&p| decode_ptr(p)))
     }
 
     /// Stores `value` under `id`; returns true when it replaced a value.
@@ -567,7 +584,10 @@ impl Store {
             {
                 let _g = self.write_shared()?;
                 self.write_value(&map, l.offset, &enc.bytes)?;
-                map.write(slot_offset(os), bytemuck::bytes_of(&SlotEntry::encode(&slot, op, os)))?;
+                map.write(
+                    slot_offset(os),
+                    bytemuck::bytes_of(&SlotEntry::encode(&slot, op, os)),
+                )?;
             }
             w.pages
                 .with(op, |p| p.update_in_place(os, stored_len, slot.raw_len, cap));
@@ -581,7 +601,10 @@ impl Store {
         let slot = Slot { offset, ..slot };
         let map = w.map(page)?;
         self.write_value(&map, offset, &enc.bytes)?;
-        map.write(slot_offset(s), bytemuck::bytes_of(&SlotEntry::encode(&slot, page, s)))?;
+        map.write(
+            slot_offset(s),
+            bytemuck::bytes_of(&SlotEntry::encode(&slot, page, s)),
+        )?;
         self.install(&mut w, idx, page, s, &slot)?;
         if let Some((op, os)) = old {
             w.drop_old(op, os, &self.opts)?;
@@ -647,7 +670,10 @@ impl Store {
     /// Creates, syncs and maps a new page big enough for a container of `cap` bytes.
     fn new_page(&self, w: &mut Writer, cap: u32) -> Result<u32> {
         let need = u64::from(PAGE_HEADER_LEN + SLOT_LEN) + u64::from(cap);
-        let size = self.opts.min_page_size.max(need.div_ceil(PAGE_ALIGN) * PAGE_ALIGN);
+        let size = self
+            .opts
+            .min_page_size
+            .max(need.div_ceil(PAGE_ALIGN) * PAGE_ALIGN);
         let page = w.pages.next_free_number();
         let path = self.dir.join(page_file_name(page));
         let tmp = path.with_extension("tmp");
@@ -704,7 +730,10 @@ impl Store {
         };
         let dst = w.map(np)?;
         dst.write(u64::from(noff), bytes)?;
-        dst.write(slot_offset(ns), bytemuck::bytes_of(&SlotEntry::encode(&slot, np, ns)))?;
+        dst.write(
+            slot_offset(ns),
+            bytemuck::bytes_of(&SlotEntry::encode(&slot, np, ns)),
+        )?;
         self.install(w, l.id as usize, np, ns, &slot)?;
         w.drop_old(page, s, &self.opts)
     }
@@ -918,7 +947,7 @@ impl Store {
             }
         }
         let trained = dict::train(&values, max_len);
-        if trained.len() < 64 {
+        if trained.is_empty() {
             return Ok(None);
         }
         let mut w = self.lock_writer()?;
@@ -1019,7 +1048,9 @@ fn open_page(path: &Path, page: u32) -> Result<Map> {
     let f = OpenOptions::new().read(true).write(true).open(path)?;
     let len = f.metadata()?.len();
     if len < MIN_PAGE_SIZE || !len.is_multiple_of(PAGE_ALIGN) || len > MAX_PAGE_SIZE {
-        return Err(bad("page file size is not a whole number of 4 KiB blocks within 1 GiB"));
+        return Err(bad(
+            "page file size is not a whole number of 4 KiB blocks within 1 GiB",
+        ));
     }
     let map = Map::new(&f, len)?;
     let head = map
@@ -1138,7 +1169,9 @@ impl Writer {
     /// receive no new values, until a flush has emptied them).
     fn next_to_move(&mut self) -> Option<(u32, u32, LiveSlot)> {
         for &page in &self.compacting {
-            let Some(p) = self.pages.get(page) else { continue };
+            let Some(p) = self.pages.get(page) else {
+                continue;
+            };
             let from = self.compact_cursor.get(&page).copied().unwrap_or(0);
             let found = p.slots().skip(from as usize).find_map(|(s, st)| match st {
                 SlotState::Live(l) => Some((s, *l)),
@@ -1195,7 +1228,10 @@ impl Writer {
             let entry: SlotEntry = bytemuck::pod_read_unaligned(entry);
             if let Some(mut slot) = entry.decode(page, s) {
                 slot.flags |= FLAG_TOMBSTONE;
-                map.write(slot_offset(s), bytemuck::bytes_of(&SlotEntry::encode(&slot, page, s)))?;
+                map.write(
+                    slot_offset(s),
+                    bytemuck::bytes_of(&SlotEntry::encode(&slot, page, s)),
+                )?;
                 self.mark_dirty(page, slot_offset(s), u64::from(SLOT_LEN));
             }
         }

@@ -21,7 +21,7 @@ enum Op {
 
 /// A value of `len` bytes: JSON-like text for even seeds (compressible), noise for odd ones.
 fn value(len: usize, seed: u8) -> Vec<u8> {
-    if seed % 2 == 0 {
+    if seed.is_multiple_of(2) {
         let mut v = Vec::with_capacity(len);
         let mut i = 0u32;
         while v.len() < len {
@@ -33,7 +33,9 @@ fn value(len: usize, seed: u8) -> Vec<u8> {
         v.truncate(len);
         v
     } else {
-        let mut x = u32::from(seed).wrapping_mul(2_654_435_761).wrapping_add(len as u32);
+        let mut x = u32::from(seed)
+            .wrapping_mul(2_654_435_761)
+            .wrapping_add(len as u32);
         (0..len)
             .map(|_| {
                 x ^= x << 13;
@@ -72,7 +74,10 @@ fn check_all(store: &Store, model: &HashMap<u64, Vec<u8>>) {
     assert!(got == want, "iter differs from the model");
     let st = store.stats().unwrap();
     assert_eq!(st.live_values, model.len() as u64);
-    assert_eq!(st.live_bytes, model.values().map(|v| v.len() as u64).sum::<u64>());
+    assert_eq!(
+        st.live_bytes,
+        model.values().map(|v| v.len() as u64).sum::<u64>()
+    );
     assert_eq!(st.corrupt_entries, 0);
 }
 
