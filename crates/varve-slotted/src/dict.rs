@@ -169,7 +169,7 @@ mod tests {
     #[test]
     fn max_len_is_capped_at_64_kib() {
         let mut x = 1u32;
-        let shared: Vec<u8> = (0..200_000)
+        let shared: Vec<u8> = (0..100_000)
             .map(|_| {
                 x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
                 (x >> 24) as u8

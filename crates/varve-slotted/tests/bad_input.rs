@@ -76,7 +76,7 @@ fn ptr_of(dir: &Path, id: u64) -> (u32, u32) {
 
 #[test]
 fn oversized_ids_and_values_are_refused_and_change_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch();
     let s = filled(dir.path());
     let before = snapshot(dir.path());
     let stats = s.stats().unwrap();
@@ -123,7 +123,7 @@ fn oversized_ids_and_values_are_refused_and_change_nothing() {
 
 #[test]
 fn a_value_exactly_at_the_maximum_is_accepted() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch();
     let s = Store::create(dir.path(), opts().compression(Compression::None)).unwrap();
     let v = vec![9u8; 200_000];
     s.put(1, &v).unwrap();
@@ -135,7 +135,7 @@ fn a_value_exactly_at_the_maximum_is_accepted() {
 
 #[test]
 fn invalid_options_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch();
     for o in [
         Options::default().min_page_size(8192),
         Options::default().min_page_size(65537),
@@ -166,7 +166,7 @@ fn invalid_options_are_refused() {
 
 #[test]
 fn open_create_and_lock_errors() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch();
     assert!(matches!(
         Store::open(dir.path(), opts()),
         Err(Error::NotFound(_))
@@ -193,7 +193,7 @@ fn assert_open_fails_unchanged(dir: &Path) {
 
 #[test]
 fn page_file_with_wrong_magic_size_or_name_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch();
     drop(filled(dir.path()));
     let page = dir.path().join(PAGE0);
     flip(&page, 0);
@@ -217,7 +217,7 @@ fn page_file_with_wrong_magic_size_or_name_is_refused() {
 
 #[test]
 fn damaged_tracker_header_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch();
     drop(filled(dir.path()));
     flip(&dir.path().join(TRACKER), 20);
     assert_open_fails_unchanged(dir.path());
@@ -231,7 +231,7 @@ fn damaged_tracker_header_is_refused() {
 
 #[test]
 fn tracker_pointing_past_a_page_reads_as_corrupted() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch();
     drop(filled(dir.path()));
     let tracker = dir.path().join(TRACKER);
     // id 4 -> page 9 (missing); id 5 -> page 0, slot far past the page end.
@@ -279,7 +279,7 @@ fn tracker_pointing_past_a_page_reads_as_corrupted() {
 #[test]
 fn flipped_value_byte_is_corrupted_at_its_page_and_slot() {
     for compression in [Compression::None, Compression::Lz4] {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = scratch();
         let s = Store::create(dir.path(), opts().compression(compression)).unwrap();
         let doc = "{\"a\":1,\"b\":2,\"c\":3}".repeat(30);
         for id in 0..10u64 {
@@ -322,7 +322,7 @@ fn flipped_value_byte_is_corrupted_at_its_page_and_slot() {
 
 #[test]
 fn stale_page_summary_is_rebuilt_on_open() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch();
     drop(filled(dir.path()));
     flip(&dir.path().join(PAGE0), 36);
     let s = Store::open(dir.path(), opts()).unwrap();
@@ -342,7 +342,7 @@ fn stale_page_summary_is_rebuilt_on_open() {
 
 #[test]
 fn damaged_dictionary_file_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch();
     let s = Store::create(dir.path(), opts()).unwrap();
     for id in 0..50u64 {
         s.put(
@@ -360,10 +360,16 @@ fn damaged_dictionary_file_is_refused() {
 
 #[test]
 fn leftover_temporary_files_are_removed_on_open() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch();
     drop(filled(dir.path()));
     std::fs::write(dir.path().join("page-00000001.tmp"), b"half-made page").unwrap();
     let s = Store::open(dir.path(), opts()).unwrap();
     assert!(!dir.path().join("page-00000001.tmp").exists());
     assert_eq!(s.stats().unwrap().pages, 1);
+}
+
+/// A scratch directory on tmpfs when there is one (fsync is free there, so the suite stays
+/// fast enough for mutation testing; mapping and page-cache behaviour are the same).
+fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap())
 }

@@ -43,7 +43,7 @@ fn split(p: u64) -> (u32, u32) {
 
 #[test]
 fn unflushed_values_update_in_place_and_flushed_ones_move() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch();
     let s = Store::create(dir.path(), opts()).unwrap();
     s.put(1, &[1u8; 1000]).unwrap();
     s.flush().unwrap();
@@ -98,7 +98,7 @@ fn unflushed_values_update_in_place_and_flushed_ones_move() {
 
 #[test]
 fn in_place_update_keeps_the_slot() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch();
     let s = Store::create(dir.path(), opts()).unwrap();
     s.put(1, &[1u8; 1000]).unwrap();
     s.put(1, &[2u8; 999]).unwrap();
@@ -122,7 +122,7 @@ fn in_place_update_keeps_the_slot() {
 
 #[test]
 fn deleted_slots_and_space_are_reused_after_flush() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch();
     let s = Store::create(dir.path(), opts()).unwrap();
     for id in 0..40 {
         s.put(id, &[id as u8; 1000]).unwrap();
@@ -158,7 +158,7 @@ fn deleted_slots_and_space_are_reused_after_flush() {
 
 #[test]
 fn compaction_drains_fragmented_pages_and_deletes_them() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch();
     let o = opts().compact_threshold(0.25).keep_empty_pages(0);
     let s = Store::create(dir.path(), o.clone()).unwrap();
     for id in 0..200 {
@@ -193,7 +193,7 @@ fn compaction_drains_fragmented_pages_and_deletes_them() {
 
 #[test]
 fn compaction_on_write_moves_values_in_bounded_steps() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch();
     let o = opts().compact_threshold(0.2).compact_step_bytes(2048);
     let s = Store::create(dir.path(), o).unwrap();
     for id in 0..120 {
@@ -236,7 +236,7 @@ fn doc(i: u64) -> Vec<u8> {
 
 #[test]
 fn dictionary_compression_improves_the_ratio_and_survives_reopen() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch();
     let o = opts().compression(Compression::Lz4);
     let s = Store::create(dir.path(), o.clone()).unwrap();
     for i in 0..300 {
@@ -269,7 +269,7 @@ fn dictionary_compression_improves_the_ratio_and_survives_reopen() {
 
 #[test]
 fn compression_pays_or_the_value_is_stored_raw() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch();
     let s = Store::create(dir.path(), opts().compression(Compression::Lz4)).unwrap();
     s.put(1, &[0u8; 10_000]).unwrap();
     let st = s.stats().unwrap();
@@ -302,7 +302,7 @@ fn compression_pays_or_the_value_is_stored_raw() {
 
 #[test]
 fn stats_count_values_bytes_and_pages() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch();
     let s = Store::create(dir.path(), opts()).unwrap();
     let st = s.stats().unwrap();
     assert_eq!(
@@ -326,7 +326,7 @@ fn stats_count_values_bytes_and_pages() {
 
 #[test]
 fn readers_never_see_a_torn_value() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch();
     let o = opts().compact_threshold(0.1).compact_step_bytes(4096);
     let s = Arc::new(Store::create(dir.path(), o).unwrap());
     // Every value is one repeated byte; its length encodes the byte, so a mix of two
@@ -374,4 +374,10 @@ fn readers_never_see_a_torn_value() {
     for r in readers {
         assert!(r.join().unwrap() >= 1000);
     }
+}
+
+/// A scratch directory on tmpfs when there is one (fsync is free there, so the suite stays
+/// fast enough for mutation testing; mapping and page-cache behaviour are the same).
+fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap())
 }

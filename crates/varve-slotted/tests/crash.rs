@@ -161,7 +161,7 @@ fn sigkilled_writer_leaves_flushed_values_or_newer() {
         let round = std::env::var(ROUND_ENV).unwrap().parse().unwrap();
         child(Path::new(&dir), round);
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch();
     let mut state: HashMap<u64, Vec<u8>> = HashMap::new();
     let mut total_flushed = 0;
     for round in 0..crash_rounds() {
@@ -208,7 +208,7 @@ fn sigkilled_writer_leaves_flushed_values_or_newer() {
 /// Runs `ops` against a fresh store whose hook panics at the `nth` call of `point`, then
 /// reopens and checks the flushed-or-newer rule.
 fn panic_at(point: &'static str, nth: u64) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch();
     let calls = Arc::new(AtomicU64::new(0));
     let hook_calls = Arc::clone(&calls);
     let mut o = opts();
@@ -273,4 +273,10 @@ fn panic_between_pointer_flush_and_frees() {
     for nth in [1, 4, 13] {
         panic_at("tracker-flushed", nth);
     }
+}
+
+/// A scratch directory on tmpfs when there is one (fsync is free there, so the suite stays
+/// fast enough for mutation testing; mapping and page-cache behaviour are the same).
+fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap())
 }

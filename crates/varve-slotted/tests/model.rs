@@ -82,7 +82,7 @@ fn check_all(store: &Store, model: &HashMap<u64, Vec<u8>>) {
 }
 
 fn run(page_size: u64, compression: Compression, ops: Vec<Op>, threshold: f64) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch();
     let opts = Options::default()
         .min_page_size(page_size)
         .compression(compression)
@@ -131,8 +131,17 @@ fn run(page_size: u64, compression: Compression, ops: Vec<Op>, threshold: f64) {
     check_all(&store, &model);
 }
 
+/// Cases per configuration: a handful by default (the suite runs once per mutant), more
+/// with `VARVE_MODEL_CASES=N`.
+fn cases(default: u32) -> u32 {
+    std::env::var("VARVE_MODEL_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(8), ..ProptestConfig::default() })]
 
     #[test]
     fn matches_a_hashmap_with_64k_pages_lz4(ops in proptest::collection::vec(op(), 1..120), t in 0.02f64..0.5) {
@@ -156,7 +165,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 4, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(3), ..ProptestConfig::default() })]
 
     #[test]
     fn matches_a_hashmap_with_32m_pages_lz4(ops in proptest::collection::vec(op(), 1..120)) {
@@ -167,4 +176,10 @@ proptest! {
     fn matches_a_hashmap_with_32m_pages_raw(ops in proptest::collection::vec(op(), 1..120)) {
         run(32 * 1024 * 1024, Compression::None, ops, 0.3);
     }
+}
+
+/// A scratch directory on tmpfs when there is one (fsync is free there, so the suite stays
+/// fast enough for mutation testing; mapping and page-cache behaviour are the same).
+fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap())
 }
