@@ -5,7 +5,7 @@
 //! of the byte runs most values share lets even small values compress.
 //!
 //! Training (a small cousin of zstd's "cover" algorithm): every 8-byte substring of the
-//! samples is hashed and counted once per sample in which it appears; every 32-byte
+//! samples is counted once per sample in which it appears; every 32-byte
 //! segment of every sample is scored by the summed counts of its substrings seen in at
 //! least two samples; segments are taken best first, skipping those that add mostly
 //! substrings already taken, until the dictionary is full. The best segments go last,
@@ -15,8 +15,6 @@ use std::collections::{HashMap, HashSet};
 use std::fs::OpenOptions;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-
-use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::{Error, Result};
 use crate::format::{DICT_HEADER_LEN, DictHeader};
@@ -28,8 +26,11 @@ const SEGMENT: usize = 32;
 /// lz4 only reaches back 64 KiB: a larger dictionary is wasted.
 pub(crate) const MAX_DICT: usize = 64 * 1024;
 
+/// Every 8-byte substring, as the u64 it spells (exact: no hashing needed).
 fn grams(bytes: &[u8]) -> impl Iterator<Item = u64> + '_ {
-    bytes.windows(GRAM).map(xxh3_64)
+    bytes
+        .windows(GRAM)
+        .map(|w| w.try_into().map_or(0, u64::from_le_bytes))
 }
 
 /// Builds a dictionary of at most `max_len` bytes from `samples`.
@@ -169,7 +170,7 @@ mod tests {
     #[test]
     fn max_len_is_capped_at_64_kib() {
         let mut x = 1u32;
-        let shared: Vec<u8> = (0..100_000)
+        let shared: Vec<u8> = (0..70_000)
             .map(|_| {
                 x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
                 (x >> 24) as u8
@@ -177,8 +178,34 @@ mod tests {
             .collect();
         let samples = vec![shared.clone(), shared];
         let d = train(&samples, 1 << 20);
-        assert!(d.len() <= MAX_DICT);
-        assert!(d.len() > MAX_DICT / 2);
+        assert_eq!(d.len(), 65536, "filled exactly to lz4's 64 KiB reach");
+        let small = vec![samples[0][..8000].to_vec(), samples[0][..8000].to_vec()];
+        assert_eq!(train(&small, 4096).len(), 4096);
+        assert_eq!(
+            train(&small, 4095).len(),
+            4064,
+            "whole 32-byte segments only"
+        );
+    }
+
+    #[test]
+    fn substrings_shared_by_two_samples_count_and_duplicates_are_taken_once() {
+        let mut x = 7u32;
+        let a: Vec<u8> = (0..64)
+            .map(|_| {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (x >> 24) as u8
+            })
+            .collect();
+        let d = train(&[a.clone(), a.clone()], 1024);
+        assert_eq!(d.len(), 64, "both segments once, not twice");
+        assert!(d.windows(32).any(|w| w == &a[..32]));
+        assert!(d.windows(32).any(|w| w == &a[32..]));
+        // The best-scoring segment goes last.
+        let mut b = a.clone();
+        b.truncate(32);
+        let d = train(&[a.clone(), a.clone(), b], 1024);
+        assert_eq!(&d[32..], &a[..32]);
     }
 
     #[test]

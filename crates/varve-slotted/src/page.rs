@@ -63,6 +63,7 @@ pub(crate) struct PageAlloc {
     free_slots: BTreeSet<u32>,
     extents: BTreeMap<u32, u32>,
     by_len: BTreeSet<(u32, u32)>,
+    free_total: u64,
     /// Live values.
     pub live: u32,
     /// Stored bytes of live values.
@@ -84,6 +85,7 @@ impl PageAlloc {
             free_slots: BTreeSet::new(),
             extents: BTreeMap::new(),
             by_len: BTreeSet::new(),
+            free_total: 0,
             live: 0,
             live_stored: 0,
             live_raw: 0,
@@ -104,6 +106,7 @@ impl PageAlloc {
             free_slots: BTreeSet::new(),
             extents: BTreeMap::new(),
             by_len: BTreeSet::new(),
+            free_total: 0,
             live: 0,
             live_stored: 0,
             live_raw: 0,
@@ -178,7 +181,7 @@ impl PageAlloc {
 
     /// Free bytes in all extents.
     pub(crate) fn free_bytes(&self) -> u64 {
-        self.extents.values().map(|&l| u64::from(l)).sum()
+        self.free_total
     }
 
     /// True when nothing in the page is live, pending or reserved.
@@ -189,11 +192,13 @@ impl PageAlloc {
     fn add_extent(&mut self, offset: u32, len: u32) {
         self.extents.insert(offset, len);
         self.by_len.insert((len, offset));
+        self.free_total += u64::from(len);
     }
 
     fn remove_extent(&mut self, offset: u32) -> Option<u32> {
         let len = self.extents.remove(&offset)?;
         self.by_len.remove(&(len, offset));
+        self.free_total -= u64::from(len);
         Some(len)
     }
 
@@ -487,6 +492,9 @@ mod tests {
         }
         assert_eq!(cursor, p.size());
         assert_eq!(cap, p.live_cap);
+        let free: u64 = p.extents().iter().map(|e| u64::from(e.1)).sum();
+        assert_eq!(free, p.free_bytes());
+        assert_eq!(p.fragmented_bytes(), free - u64::from(p.largest()));
         let mut lens: Vec<u32> = p.extents().iter().map(|e| e.1).collect();
         lens.sort_unstable();
         assert_eq!(lens.last().copied().unwrap_or(0), p.largest());

@@ -212,6 +212,10 @@ pub struct Stats {
     pub summaries_rebuilt: u64,
     /// Dictionaries stored.
     pub dictionaries: u32,
+    /// Values moved by compaction since open.
+    pub moved_values: u64,
+    /// Bytes of page ranges written back (msync) by flushes since open.
+    pub synced_bytes: u64,
 }
 
 /// What an explicit [`Store::compact`] did.
@@ -248,6 +252,8 @@ struct Writer {
     corrupt_entries: u64,
     summaries_rebuilt: u64,
     dict_bytes: u64,
+    moved_values: u64,
+    synced_bytes: u64,
 }
 
 /// A memory-mapped slotted-page store of values keyed by dense `u64` ids.
@@ -487,6 +493,8 @@ impl Store {
             corrupt_entries: 0,
             summaries_rebuilt: 0,
             dict_bytes,
+            moved_values: 0,
+            synced_bytes: 0,
         };
         rebuild(&mut w, &ptrs)?;
         let store = Store {
@@ -703,6 +711,7 @@ impl Store {
                 break;
             };
             self.move_value(w, page, s, &l)?;
+            w.moved_values += 1;
             values += 1;
             bytes += u64::from(l.capacity);
         }
@@ -819,6 +828,7 @@ impl Store {
         for (&page, &(lo, hi)) in &w.dirty {
             if let Some(Some(map)) = w.maps.get(page as usize) {
                 map.flush_range(lo, hi - lo)?;
+                w.synced_bytes += hi - lo;
             }
         }
         w.dirty.clear();
@@ -976,6 +986,8 @@ impl Store {
             bytes_on_disk: w.tracker.file_len() + w.dict_bytes,
             pages_compacting: w.compacting.len() as u32,
             dictionaries: self.read_shared()?.dicts.len() as u32,
+            moved_values: w.moved_values,
+            synced_bytes: w.synced_bytes,
             ..Stats::default()
         };
         let mut page_bytes = 0u64;
