@@ -331,6 +331,23 @@ fn compression_pays_or_the_value_is_stored_raw() {
 }
 
 #[test]
+fn default_pages_are_32_mib_and_big_values_get_bigger_pages() {
+    let dir = scratch();
+    let s = Store::create(dir.path(), Options::default()).unwrap();
+    s.put(1, b"small").unwrap();
+    let len = |d: &Path, p: &str| std::fs::metadata(d.join(p)).unwrap().len();
+    assert_eq!(len(dir.path(), "page-00000000.vvp"), 32 * 1024 * 1024);
+    assert_eq!(varve_slotted::DEFAULT_PAGE_SIZE, 32 * 1024 * 1024);
+    let dir = scratch();
+    let s = Store::create(dir.path(), opts()).unwrap();
+    let big = vec![1u8; 100_000];
+    s.put(2, &big).unwrap();
+    // Header (64) + one slot (40) + the value, rounded up to 4 KiB.
+    assert_eq!(len(dir.path(), "page-00000000.vvp"), 102_400);
+    assert_eq!(s.get(2).unwrap().unwrap(), big);
+}
+
+#[test]
 fn stats_count_values_bytes_and_pages() {
     let dir = scratch();
     let s = Store::create(dir.path(), opts()).unwrap();
