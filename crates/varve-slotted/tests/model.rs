@@ -141,7 +141,7 @@ fn cases(default: u32) -> u32 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(8), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(5), ..ProptestConfig::default() })]
 
     #[test]
     fn matches_a_hashmap_with_64k_pages_lz4(ops in proptest::collection::vec(op(), 1..120), t in 0.02f64..0.5) {
@@ -165,7 +165,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(3), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(2), ..ProptestConfig::default() })]
 
     #[test]
     fn matches_a_hashmap_with_32m_pages_lz4(ops in proptest::collection::vec(op(), 1..120)) {
