@@ -8,6 +8,11 @@
 //! reads, 80% inserts, 50% updates) as time per op; the compression ratio a trained
 //! dictionary gains. Neither engine syncs per write; each phase ends with a flush (Varve:
 //! msync of data then tracker; RocksDB: memtable flush), included in its time.
+//!
+//! The peer is rust-rocksdb 0.19 (lz4 only). Building its bundled RocksDB from source takes
+//! hours on a loaded 2-core machine; with Debian's `librocksdb-dev` installed, run with
+//! `ROCKSDB_LIB_DIR=/usr/lib/x86_64-linux-gnu ROCKSDB_INCLUDE_DIR=/usr/include` to link the
+//! system library (RocksDB 7.8) instead: `cargo xtask bench --quick --peers --filter slotted`.
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
