@@ -215,8 +215,15 @@ pub(crate) fn value_sum(stored: &[u8]) -> u32 {
     xxh3_64(stored) as u32
 }
 
+/// `page` in the high half, `slot` in the low half (built from bytes: no arithmetic to get
+/// wrong).
+fn join(high: u32, low: u32) -> u64 {
+    let (h, l) = (high.to_le_bytes(), low.to_le_bytes());
+    u64::from_le_bytes([l[0], l[1], l[2], l[3], h[0], h[1], h[2], h[3]])
+}
+
 fn entry_seed(page: u32, slot: u32) -> u64 {
-    (u64::from(page) << 32) | u64::from(slot)
+    join(page, slot)
 }
 
 impl SlotEntry {
@@ -302,7 +309,7 @@ impl TrackerHeader {
 
 /// A tracker entry: 0 for "no value", else `(page + 1) << 32 | slot`, little-endian.
 pub(crate) fn encode_ptr(page: u32, slot: u32) -> u64 {
-    ((u64::from(page) + 1) << 32) | u64::from(slot)
+    join(page + 1, slot)
 }
 
 /// Splits a non-zero tracker entry into `(page, slot)`.
@@ -441,7 +448,8 @@ mod tests {
         assert_eq!(decode_ptr(0), None);
         assert_eq!(decode_ptr(encode_ptr(0, 0)), Some((0, 0)));
         assert_eq!(decode_ptr(encode_ptr(5, 77)), Some((5, 77)));
-        assert_eq!(encode_ptr(0, 3), (1 << 32) | 3);
+        assert_eq!(encode_ptr(0, 3), (1 << 32) + 3);
+        assert_eq!(join(0x0102_0304, 0x0506_0708), 0x0102_0304_0506_0708);
     }
 
     #[test]

@@ -498,6 +498,7 @@ mod tests {
         let mut lens: Vec<u32> = p.extents().iter().map(|e| e.1).collect();
         lens.sort_unstable();
         assert_eq!(lens.last().copied().unwrap_or(0), p.largest());
+        assert!(p.extents().iter().all(|e| e.1 > 0), "empty extent");
         for w in p.extents().windows(2) {
             assert!(w[0].0 + w[0].1 < w[1].0, "extents not merged: {w:?}");
         }
@@ -566,6 +567,31 @@ mod tests {
         assert!(p.can_place(416));
         assert!(!p.can_place(424));
         check_accounting(&p);
+    }
+
+    #[test]
+    fn a_gap_of_exactly_one_entry_still_takes_a_new_slot_for_a_hole() {
+        let mut p = PageAlloc::new(1024);
+        let (a, oa) = p.place(128).unwrap();
+        p.set_live(a, live(1, oa, 128));
+        let (b, ob) = p.place(128).unwrap();
+        p.set_live(b, live(2, ob, 128));
+        p.release(a); // a 128-byte hole at the end; slot 0 reusable
+        let (c, oc) = p.place(584).unwrap(); // reuses slot 0, leaves a 40-byte gap
+        assert_eq!((c, oc), (0, 184));
+        p.set_live(c, live(3, oc, 584));
+        assert_eq!(p.extents(), vec![(144, 40), (896, 128)]);
+        check_accounting(&p);
+        assert!(
+            p.can_place(128),
+            "the gap holds the entry, the hole the value"
+        );
+        assert!(!p.can_place(136));
+        let (d, od) = p.place(128).unwrap();
+        assert_eq!((d, od), (2, 896));
+        p.set_live(d, live(4, od, 128));
+        check_accounting(&p);
+        assert!(!p.can_place(8), "no room for another entry");
     }
 
     #[test]

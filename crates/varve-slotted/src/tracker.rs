@@ -98,10 +98,8 @@ impl Tracker {
         if id < self.entries {
             return Ok(());
         }
-        let mut entries = self.entries.max(INITIAL_ENTRIES);
-        while entries <= id {
-            entries *= 2;
-        }
+        // Double at least, and enough for `id`.
+        let entries = (id + 1).next_power_of_two().max(self.entries * 2);
         self.file.set_len(file_len(entries))?;
         self.map = Map::new(&self.file, file_len(entries))?;
         self.entries = entries;
