@@ -401,7 +401,7 @@ fn decode(sh: &Shared, page: u32, slot: u32, s: &Slot, stored: &[u8]) -> Result<
 impl Store {
     /// Creates a new store in `dir` (created if missing; it must not hold a store yet).
     ///
-    /// # Mapped files
+    /// # Safety (mapped files)
     /// The store maps its files into memory. It takes an exclusive lock on the directory so
     /// no other `Store` modifies them; other programs that truncate or write the files while
     /// the store is open break its guarantees (a truncated mapping faults with SIGBUS).
