@@ -189,6 +189,29 @@ mod tests {
     }
 
     #[test]
+    fn a_segment_is_taken_when_at_least_half_its_substrings_are_new() {
+        let mut x = 11u32;
+        let r: Vec<u8> = (0..200)
+            .map(|_| {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (x >> 24) as u8
+            })
+            .collect();
+        // 32-byte segments overlapping in 10 of their 25 substrings: 15 new, taken.
+        let (a, b) = (r[0..32].to_vec(), r[15..47].to_vec());
+        let d = train(&[a.clone(), a, b.clone(), b], 1024);
+        assert_eq!(d.len(), 64);
+        // 9-byte segments (2 substrings) sharing one: exactly half new, taken.
+        let (c, e) = (r[100..109].to_vec(), r[101..110].to_vec());
+        let d = train(&[c.clone(), c, e.clone(), e], 1024);
+        assert_eq!(d.len(), 18);
+        // Overlapping in 15 of 25: only 10 new, skipped.
+        let (f, g) = (r[0..32].to_vec(), r[10..42].to_vec());
+        let d = train(&[f.clone(), f, g.clone(), g], 1024);
+        assert_eq!(d.len(), 32);
+    }
+
+    #[test]
     fn substrings_shared_by_two_samples_count_and_duplicates_are_taken_once() {
         let mut x = 7u32;
         let a: Vec<u8> = (0..64)
