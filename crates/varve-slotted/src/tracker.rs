@@ -23,7 +23,7 @@ pub(crate) struct Tracker {
     map: Map,
     entries: u64,
     grown: bool,
-    dirty: Option<(u64, u64)>,
+    dirty: bool,
 }
 
 fn entries_for(len: u64) -> u64 {
@@ -60,8 +60,10 @@ impl Tracker {
         };
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         let len = file.metadata()?.len();
-        if len < TRACKER_HEADER_LEN {
-            return Err(bad("tracker shorter than its header"));
+        // Every tracker is created with room for INITIAL_ENTRIES and only grows: a shorter
+        // one was truncated, and its lost pointers must not read as deleted values.
+        if len < file_len(INITIAL_ENTRIES) {
+            return Err(bad("tracker shorter than its initial size (truncated)"));
         }
         let entries = entries_for(len);
         let map = Map::new(&file, file_len(entries))?;
@@ -87,7 +89,7 @@ impl Tracker {
                 map,
                 entries,
                 grown: false,
-                dirty: None,
+                dirty: false,
             },
             ptrs,
         ))
@@ -98,8 +100,8 @@ impl Tracker {
         if id < self.entries {
             return Ok(());
         }
-        // Double at least, and enough for `id`.
-        let entries = (id + 1).next_power_of_two().max(self.entries * 2);
+        // The next power of two that holds `id` (at least double: `id >= entries`).
+        let entries = (id + 1).next_power_of_two();
         self.file.set_len(file_len(entries))?;
         self.map = Map::new(&self.file, file_len(entries))?;
         self.entries = entries;
@@ -112,20 +114,20 @@ impl Tracker {
         self.ensure(id)?;
         let at = TRACKER_HEADER_LEN + id * TRACKER_ENTRY_LEN;
         self.map.write(at, &ptr.to_le_bytes())?;
-        let (lo, hi) = self.dirty.unwrap_or((at, at));
-        self.dirty = Some((lo.min(at), hi.max(at + TRACKER_ENTRY_LEN)));
+        self.dirty = true;
         Ok(())
     }
 
     /// Makes every pointer written since the last call durable.
     pub(crate) fn sync(&mut self) -> io::Result<()> {
-        if let Some((lo, hi)) = self.dirty {
-            self.map.flush_range(lo, hi - lo)?;
+        // msync of the whole mapping writes only its dirty pages.
+        if self.dirty {
+            self.map.flush_range(0, self.map.len())?;
         }
         if self.grown {
             self.file.sync_all()?;
         }
-        self.dirty = None;
+        self.dirty = false;
         self.grown = false;
         Ok(())
     }

@@ -235,12 +235,18 @@ fn page_file_with_wrong_magic_size_or_name_is_refused() {
 fn damaged_tracker_header_is_refused() {
     let dir = scratch();
     drop(filled(dir.path()));
-    flip(&dir.path().join(TRACKER), 20);
+    let tracker = dir.path().join(TRACKER);
+    flip(&tracker, 20);
     assert_open_fails_unchanged(dir.path());
-    let f = OpenOptions::new()
-        .write(true)
-        .open(dir.path().join(TRACKER))
-        .unwrap();
+    flip(&tracker, 20);
+    let f = OpenOptions::new().write(true).open(&tracker).unwrap();
+    // A tracker is created with room for 1024 ids and never shrinks: shorter is truncated.
+    f.set_len(64 + 8 * 1024 - 8).unwrap();
+    assert_open_fails_unchanged(dir.path());
+    f.set_len(64 + 8 * 1024).unwrap();
+    let s = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(s.stats().unwrap().live_values, 20);
+    drop(s);
     f.set_len(10).unwrap();
     assert_open_fails_unchanged(dir.path());
 }
