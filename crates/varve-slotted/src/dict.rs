@@ -17,7 +17,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::format::{DICT_HEADER_LEN, DictHeader};
+use crate::format::DictHeader;
 
 /// Length of the substrings that are counted.
 const GRAM: usize = 8;
@@ -117,9 +117,6 @@ pub(crate) fn read(path: &Path, id: u16) -> Result<Vec<u8>> {
         path: PathBuf::from(path),
         what,
     };
-    if bytes.len() < DICT_HEADER_LEN {
-        return Err(bad("dictionary shorter than its header"));
-    }
     match DictHeader::parse(&bytes) {
         Some((got, data)) if got == id => Ok(data.to_vec()),
         Some(_) => Err(bad("dictionary id differs from its file name")),
