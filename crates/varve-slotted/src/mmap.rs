@@ -83,8 +83,8 @@ impl Map {
 
     /// Writes the dirty bytes `offset..offset + len` back to the file and waits (msync).
     pub(crate) fn flush_range(&self, offset: u64, len: u64) -> io::Result<()> {
-        let start = usize::try_from(offset).map_err(|_| out_of_range())?;
         let len = usize::try_from(len).map_err(|_| out_of_range())?;
+        let start = self.range(offset, len).ok_or_else(out_of_range)?;
         self.raw.flush_range(start, len)
     }
 }

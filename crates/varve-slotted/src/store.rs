@@ -621,13 +621,15 @@ impl Store {
         Ok(old.is_some())
     }
 
-    /// Copies stored bytes into a container (in two halves, with a hook between them so
-    /// tests can stop a write in its middle).
+    /// Copies stored bytes into a container: all but the last byte, a hook (so tests can
+    /// stop a write in its middle), then the last byte.
     fn write_value(&self, map: &Map, offset: u32, bytes: &[u8]) -> Result<()> {
-        let half = bytes.len() / 2;
-        map.write(u64::from(offset), &bytes[..half])?;
+        let Some((last, rest)) = bytes.split_last() else {
+            return Ok(());
+        };
+        map.write(u64::from(offset), rest)?;
         self.hook("value-half-written");
-        map.write(u64::from(offset) + half as u64, &bytes[half..])?;
+        map.write(u64::from(offset) + rest.len() as u64, &[*last])?;
         Ok(())
     }
 
@@ -734,7 +736,6 @@ impl Store {
         let (np, ns, noff) = self.allocate(w, l.capacity)?;
         let slot = Slot {
             offset: noff,
-            capacity: container_len(l.stored_len),
             ..old
         };
         let dst = w.map(np)?;
@@ -827,8 +828,9 @@ impl Store {
         // 1. Data: every value and slot entry written since the last flush.
         for (&page, &(lo, hi)) in &w.dirty {
             if let Some(Some(map)) = w.maps.get(page as usize) {
-                map.flush_range(lo, hi - lo)?;
-                w.synced_bytes += hi - lo;
+                let len = hi - lo;
+                map.flush_range(lo, len)?;
+                w.synced_bytes += len;
             }
         }
         w.dirty.clear();
@@ -891,10 +893,8 @@ impl Store {
             set_map(&mut w.maps, page, None);
             set_map(&mut self.write_shared()?.maps, page, None);
             std::fs::remove_file(self.dir.join(page_file_name(page)))?;
-            removed += 1;
-        }
-        if removed > 0 {
             sync_dir(&self.dir)?;
+            removed += 1;
         }
         Ok(removed)
     }
@@ -911,7 +911,7 @@ impl Store {
             let targets: Vec<u32> = w
                 .pages
                 .iter()
-                .filter(|(_, p)| p.fragmented_bytes() > 0 && p.live > 0)
+                .filter(|(_, p)| p.fragmented_bytes() > 0)
                 .map(|(i, _)| i)
                 .collect();
             w.compacting.extend(targets);
@@ -937,18 +937,17 @@ impl Store {
         Ok(report)
     }
 
-    /// Trains an lz4 dictionary of at most `max_len` bytes (capped at 64 KiB) from up to
-    /// `samples` live values spread over the id range, stores it durably with a new id, and
+    /// Trains an lz4 dictionary of at most `max_len` bytes (capped at 64 KiB) from the first
+    /// `samples` live values in id order, stores it durably with a new id, and
     /// compresses every later write with it. Returns the new dictionary's id, or `None` when
     /// the samples share too little to build one (nothing changes then).
     pub fn train_dictionary(&self, samples: usize, max_len: usize) -> Result<Option<u16>> {
         let ids: Vec<u64> = {
             let sh = self.read_shared()?;
-            let live: Vec<u64> = (0..sh.ptrs.len() as u64)
+            (0..sh.ptrs.len() as u64)
                 .filter(|&i| sh.ptrs[i as usize] != 0)
-                .collect();
-            let step = (live.len() / samples.max(1)).max(1);
-            live.into_iter().step_by(step).take(samples).collect()
+                .take(samples)
+                .collect()
         };
         let mut values = Vec::with_capacity(ids.len());
         for id in ids {
@@ -1108,6 +1107,9 @@ fn rebuild(w: &mut Writer, ptrs: &[u64]) -> Result<()> {
         let n = mine.iter().map(|&(s, _)| s + 1).max().unwrap_or(0);
         let dir_end = u64::from(PAGE_HEADER_LEN) + u64::from(SLOT_LEN) * u64::from(n);
         let mut states = vec![SlotState::Free; n as usize];
+        // Verified owners claim their slots first; a pointer that does not verify (wrong
+        // id, tombstone, bad checksum...) reserves its slot only if no owner claimed it.
+        let mut bad = Vec::new();
         for (slot, id) in mine {
             let ok = map
                 .read(slot_offset(slot), SLOT_LEN as usize)
@@ -1121,22 +1123,26 @@ fn rebuild(w: &mut Writer, ptrs: &[u64]) -> Result<()> {
                         && s.stored_len <= s.capacity
                         && u64::from(s.offset) >= dir_end
                         && u64::from(s.offset) + u64::from(s.capacity) <= u64::from(size)
-                        && states[slot as usize] == SlotState::Free
                 });
-            states[slot as usize] = match ok {
-                Some(s) => SlotState::Live(LiveSlot {
-                    id,
-                    offset: s.offset,
-                    capacity: s.capacity,
-                    stored_len: s.stored_len,
-                    raw_len: s.raw_len,
-                    fresh: false,
-                }),
-                None => {
-                    w.corrupt_entries += 1;
-                    SlotState::Reserved
+            match ok {
+                Some(s) => {
+                    states[slot as usize] = SlotState::Live(LiveSlot {
+                        id,
+                        offset: s.offset,
+                        capacity: s.capacity,
+                        stored_len: s.stored_len,
+                        raw_len: s.raw_len,
+                        fresh: false,
+                    });
                 }
-            };
+                None => bad.push(slot),
+            }
+        }
+        for slot in bad {
+            w.corrupt_entries += 1;
+            if states[slot as usize] == SlotState::Free {
+                states[slot as usize] = SlotState::Reserved;
+            }
         }
         // Overlapping containers: keep the first, reserve the others.
         let mut live: Vec<(u32, u32, u32)> = states

@@ -299,6 +299,37 @@ fn tracker_pointing_past_a_page_reads_as_corrupted() {
 }
 
 #[test]
+fn tracker_pointing_at_another_ids_slot_or_a_tombstone_reads_as_corrupted() {
+    let dir = scratch();
+    let s = filled(dir.path());
+    let tracker = dir.path().join(TRACKER);
+    let p7 = read_u64(&tracker, 64 + 8 * 7);
+    s.delete(7).unwrap();
+    s.flush().unwrap(); // id 7's slot is a tombstone now
+    drop(s);
+    write_u64(&tracker, 64 + 8 * 7, p7);
+    let p6 = read_u64(&tracker, 64 + 8 * 6);
+    write_u64(&tracker, 64 + 8 * 4, p6); // id 4 -> id 6's slot
+    let (page, slot) = ptr_of(dir.path(), 6);
+    let s = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(s.stats().unwrap().corrupt_entries, 2);
+    assert!(matches!(s.get(7), Err(Error::Corrupted { .. })));
+    match s.get(4) {
+        Err(Error::Corrupted {
+            page: p, slot: sl, ..
+        }) => assert_eq!((p, sl), (page, slot)),
+        other => panic!("expected Corrupted, got {other:?}"),
+    }
+    // The rightful owner keeps its slot and its space: new values do not overwrite it.
+    let six = s.get(6).unwrap().unwrap();
+    for id in 100..160 {
+        s.put(id, &[9u8; 700]).unwrap();
+    }
+    assert_eq!(s.get(6).unwrap().unwrap(), six);
+    assert_eq!(s.stats().unwrap().live_values, 18 + 60, "ids 4 and 7 are unreadable");
+}
+
+#[test]
 fn flipped_value_byte_is_corrupted_at_its_page_and_slot() {
     for compression in [Compression::None, Compression::Lz4] {
         let dir = scratch();

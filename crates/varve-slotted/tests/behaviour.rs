@@ -182,6 +182,8 @@ fn compaction_drains_fragmented_pages_and_deletes_them() {
     assert!(after.garbage_ratio < 0.05, "{after:?}");
     assert!(after.bytes_on_disk < full.bytes_on_disk);
     assert_eq!(after.pages_compacting, 0);
+    let again = s.compact().unwrap();
+    assert_eq!(again.moved_values, 0, "nothing fragmented is left to move");
     for id in 0..200 {
         let want = (id % 2 == 1).then(|| vec![id as u8; 900]);
         assert_eq!(s.get(id).unwrap(), want);
@@ -194,7 +196,7 @@ fn compaction_drains_fragmented_pages_and_deletes_them() {
 #[test]
 fn compaction_on_write_moves_values_in_bounded_steps() {
     let dir = scratch();
-    let o = opts().compact_threshold(0.2).compact_step_bytes(2048);
+    let o = opts().compact_threshold(0.2).compact_step_bytes(1808);
     let s = Store::create(dir.path(), o).unwrap();
     for id in 0..120 {
         s.put(id, &[1u8; 900]).unwrap();
@@ -206,12 +208,12 @@ fn compaction_on_write_moves_values_in_bounded_steps() {
     s.flush().unwrap(); // holes appear: pages are marked for compaction
     let marked = s.stats().unwrap().pages_compacting;
     assert!(marked > 0);
-    // Each write moves at most ~2 KiB (values of 904-byte containers: 3 per step).
+    // Each write moves values until it has moved 1808 bytes (two 904-byte containers).
     assert_eq!(s.stats().unwrap().moved_values, 0);
     s.put(1000, b"x").unwrap();
-    assert_eq!(s.stats().unwrap().moved_values, 3);
+    assert_eq!(s.stats().unwrap().moved_values, 2);
     s.put(1001, b"y").unwrap();
-    assert_eq!(s.stats().unwrap().moved_values, 6);
+    assert_eq!(s.stats().unwrap().moved_values, 4);
     for i in 0..200 {
         s.put(2000 + i, b"small").unwrap();
     }
@@ -288,6 +290,11 @@ fn dictionary_compression_improves_the_ratio_and_survives_reopen() {
     );
     let second = s.train_dictionary(100, 4096).unwrap().unwrap();
     assert_eq!(second, 2);
+    let files: u64 = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert_eq!(s.stats().unwrap().bytes_on_disk, files);
     s.put(0, &doc(0)).unwrap();
     drop(s);
     let s = Store::open(dir.path(), o).unwrap();
@@ -340,11 +347,25 @@ fn default_pages_are_32_mib_and_big_values_get_bigger_pages() {
     assert_eq!(varve_slotted::DEFAULT_PAGE_SIZE, 32 * 1024 * 1024);
     let dir = scratch();
     let s = Store::create(dir.path(), opts()).unwrap();
-    let big = vec![1u8; 100_000];
-    s.put(2, &big).unwrap();
-    // Header (64) + one slot (40) + the value, rounded up to 4 KiB.
+    // Header (64) + one slot (40) + the container, rounded up to 4 KiB.
+    let exact = vec![1u8; 102_400 - 104];
+    s.put(2, &exact).unwrap();
     assert_eq!(len(dir.path(), "page-00000000.vvp"), 102_400);
-    assert_eq!(s.get(2).unwrap().unwrap(), big);
+    assert_eq!(s.get(2).unwrap().unwrap(), exact);
+    let over = vec![2u8; 102_300]; // container 102 304: one block more
+    s.put(3, &over).unwrap();
+    assert_eq!(len(dir.path(), "page-00000001.vvp"), 106_496);
+    assert_eq!(s.get(3).unwrap().unwrap(), over);
+    // The smallest and largest page sizes reopen.
+    for size in [16 * 1024, 1 << 30] {
+        let dir = scratch();
+        let o = opts().min_page_size(size);
+        let s = Store::create(dir.path(), o.clone()).unwrap();
+        s.put(1, b"edge").unwrap();
+        drop(s);
+        let s = Store::open(dir.path(), o).unwrap();
+        assert_eq!(s.get(1).unwrap().as_deref(), Some(&b"edge"[..]));
+    }
 }
 
 #[test]
