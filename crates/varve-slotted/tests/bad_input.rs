@@ -326,7 +326,76 @@ fn tracker_pointing_at_another_ids_slot_or_a_tombstone_reads_as_corrupted() {
         s.put(id, &[9u8; 700]).unwrap();
     }
     assert_eq!(s.get(6).unwrap().unwrap(), six);
-    assert_eq!(s.stats().unwrap().live_values, 18 + 60, "ids 4 and 7 are unreadable");
+    assert_eq!(
+        s.stats().unwrap().live_values,
+        18 + 60,
+        "ids 4 and 7 are unreadable"
+    );
+}
+
+/// Rewrites the slot entry `(page, slot)` with `edit` applied to its bytes 0..32 and a
+/// valid checksum (layout from docs/format.md), as a bug or a forger would.
+fn forge_entry(dir: &Path, page: u32, slot: u32, edit: impl Fn(&mut [u8; 40])) {
+    let path = dir.join(format!("page-{page:08}.vvp"));
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let at = 64 + 40 * u64::from(slot);
+    let mut e = [0u8; 40];
+    f.read_exact_at(&mut e, at).unwrap();
+    edit(&mut e);
+    let seed = (u64::from(page) << 32) | u64::from(slot);
+    let sum = xxhash_rust::xxh3::xxh3_64_with_seed(&e[..32], seed);
+    e[32..].copy_from_slice(&sum.to_le_bytes());
+    f.write_all_at(&e, at).unwrap();
+}
+
+#[test]
+fn slot_entries_with_valid_checksums_but_impossible_fields_are_corrupted() {
+    let set32 =
+        |e: &mut [u8; 40], at: usize, v: u32| e[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    let edits: Vec<(&str, Box<dyn Fn(&mut [u8; 40])>)> = vec![
+        ("unchanged", Box::new(|_| {})),
+        ("unknown codec", Box::new(|e| e[24] = 9)),
+        ("codec zero", Box::new(|e| e[24] = 0)),
+        ("tombstone", Box::new(|e| e[25] = 1)),
+        ("container under 128", Box::new(move |e| set32(e, 12, 120))),
+        (
+            "stored past container",
+            Box::new(move |e| set32(e, 16, 20_000)),
+        ),
+        (
+            "container in the directory",
+            Box::new(move |e| set32(e, 8, 64)),
+        ),
+        (
+            "container past the page",
+            Box::new(move |e| set32(e, 8, 65_536 - 64)),
+        ),
+        ("other id", Box::new(|e| e[0] ^= 1)),
+    ];
+    for (what, edit) in edits {
+        let dir = scratch();
+        let s = Store::create(dir.path(), opts().compression(Compression::None)).unwrap();
+        s.put(1, &[1u8; 200]).unwrap();
+        s.put(2, &[2u8; 300]).unwrap();
+        drop(s);
+        let (page, slot) = ptr_of(dir.path(), 2);
+        forge_entry(dir.path(), page, slot, edit);
+        let s = Store::open(dir.path(), opts()).unwrap();
+        let st = s.stats().unwrap();
+        assert_eq!(s.get(1).unwrap().unwrap(), vec![1u8; 200], "{what}");
+        if what == "unchanged" {
+            assert_eq!(st.corrupt_entries, 0);
+            assert_eq!(s.get(2).unwrap().unwrap(), vec![2u8; 300]);
+            continue;
+        }
+        assert_eq!(st.corrupt_entries, 1, "{what}");
+        assert_eq!(st.live_values, 1, "{what}");
+        assert!(s.get(2).is_err(), "{what}");
+    }
 }
 
 #[test]
