@@ -352,11 +352,13 @@ fn forge_entry(dir: &Path, page: u32, slot: u32, edit: impl Fn(&mut [u8; 40])) {
     f.write_all_at(&e, at).unwrap();
 }
 
+type Edit = Box<dyn Fn(&mut [u8; 40])>;
+
 #[test]
 fn slot_entries_with_valid_checksums_but_impossible_fields_are_corrupted() {
     let set32 =
         |e: &mut [u8; 40], at: usize, v: u32| e[at..at + 4].copy_from_slice(&v.to_le_bytes());
-    let edits: Vec<(&str, Box<dyn Fn(&mut [u8; 40])>)> = vec![
+    let edits: Vec<(&str, Edit)> = vec![
         ("unchanged", Box::new(|_| {})),
         ("unknown codec", Box::new(|e| e[24] = 9)),
         ("codec zero", Box::new(|e| e[24] = 0)),
