@@ -1262,7 +1262,6 @@ impl Writer {
     fn after_change(&mut self, page: u32, opts: &Options) {
         self.summary_dirty.insert(page);
         if let Some(p) = self.pages.get(page)
-            && p.live > 0
             && p.fragmented_bytes() as f64 > opts.compact_threshold * f64::from(p.size())
         {
             self.compacting.insert(page);

@@ -252,6 +252,28 @@ fn flush_writes_back_what_was_written_and_nothing_twice() {
     );
 }
 
+#[test]
+fn compaction_starts_only_past_the_threshold() {
+    let dir = scratch();
+    let s = Store::create(dir.path(), opts().compact_threshold(0.25)).unwrap();
+    // Twelve 4 KiB containers from the top of a 64 KiB page; the gap below stays largest.
+    for id in 0..12 {
+        s.put(id, &[id as u8; 4096]).unwrap();
+    }
+    s.flush().unwrap();
+    assert_eq!(s.stats().unwrap().pages, 1);
+    for id in [1, 3, 5, 7] {
+        s.delete(id).unwrap();
+    }
+    s.flush().unwrap();
+    // Exactly 16 KiB = 0.25 of the page is fragmented: not past the threshold.
+    assert_eq!(s.stats().unwrap().garbage_ratio, 0.25);
+    assert_eq!(s.stats().unwrap().pages_compacting, 0);
+    s.delete(9).unwrap();
+    s.flush().unwrap();
+    assert_eq!(s.stats().unwrap().pages_compacting, 1);
+}
+
 fn doc(i: u64) -> Vec<u8> {
     format!(
         "{{\"order_id\":{i},\"customer\":{{\"name\":\"customer {}\",\"email\":\"c{}@example.com\"}},\
