@@ -39,7 +39,8 @@
 //! 4. **`flush` orders data, pointers, frees:** (a) `msync` the dirty ranges of every page
 //!    (values and slot entries); (b) write the changed ids' pointers into the tracker
 //!    mapping and `msync` it (plus `fsync` when it grew); (c) only then free the pending
-//!    containers (their slot entries become tombstones) and mark fresh values durable.
+//!    containers (their slot entries become tombstones; whole file blocks of free space
+//!    are given back to the file system by hole punching) and mark fresh values durable.
 //!    A crash before (b) completes leaves the tracker naming old, intact values; a crash
 //!    during (b) leaves each 8-byte pointer old or new (both name intact values); a crash
 //!    after it leaks nothing: free space is derived, see 6.

@@ -25,6 +25,7 @@ use memmap2::{MmapOptions, MmapRaw};
 #[derive(Debug)]
 pub(crate) struct Map {
     raw: MmapRaw,
+    file: File,
 }
 
 fn out_of_range() -> io::Error {
@@ -36,7 +37,10 @@ impl Map {
     pub(crate) fn new(file: &File, len: u64) -> io::Result<Map> {
         let len = usize::try_from(len).map_err(|_| out_of_range())?;
         let raw = MmapOptions::new().len(len).map_raw(file)?;
-        Ok(Map { raw })
+        Ok(Map {
+            raw,
+            file: file.try_clone()?,
+        })
     }
 
     /// Length of the mapping in bytes.
@@ -78,6 +82,20 @@ impl Map {
                 bytes.len(),
             );
         }
+        Ok(())
+    }
+
+    /// Gives the file blocks of `offset..offset + len` back to the file system (the range
+    /// reads as zeros afterwards). Only for free space: no reader reaches it.
+    pub(crate) fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
+        let size = usize::try_from(len).map_err(|_| out_of_range())?;
+        self.range(offset, size).ok_or_else(out_of_range)?;
+        rustix::fs::fallocate(
+            &self.file,
+            rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+            offset,
+            len,
+        )?;
         Ok(())
     }
 

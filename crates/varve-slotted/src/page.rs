@@ -371,6 +371,12 @@ impl PageAlloc {
         self.free_bytes() - u64::from(self.largest())
     }
 
+    /// The free extent that holds byte `offset`, as `(offset, len)`.
+    pub(crate) fn free_extent_at(&self, offset: u32) -> Option<(u32, u32)> {
+        let (&o, &l) = self.extents.range(..=offset).next_back()?;
+        (offset < o + l).then_some((o, l))
+    }
+
     /// Free extents as `(offset, len)`, in offset order (for tests and checks).
     #[cfg(test)]
     pub(crate) fn extents(&self) -> Vec<(u32, u32)> {
@@ -609,6 +615,17 @@ mod tests {
         assert_eq!(p.slot_count(), 0);
         assert!(p.is_empty());
         assert_eq!(p.extents(), vec![(64, 4032)]);
+    }
+
+    #[test]
+    fn free_extent_at_finds_the_run_holding_a_byte() {
+        let mut p = PageAlloc::new(4096);
+        let (s, o) = p.place(128).unwrap();
+        p.set_live(s, live(1, o, 128));
+        assert_eq!(p.free_extent_at(104), Some((104, 3864)));
+        assert_eq!(p.free_extent_at(3967), Some((104, 3864)));
+        assert_eq!(p.free_extent_at(3968), None, "inside the live container");
+        assert_eq!(p.free_extent_at(100), None, "inside the directory");
     }
 
     #[test]

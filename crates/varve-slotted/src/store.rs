@@ -216,6 +216,8 @@ pub struct Stats {
     pub moved_values: u64,
     /// Bytes of page ranges written back (msync) by flushes since open.
     pub synced_bytes: u64,
+    /// Bytes of freed space given back to the file system (hole punching) since open.
+    pub punched_bytes: u64,
 }
 
 /// What an explicit [`Store::compact`] did.
@@ -254,6 +256,7 @@ struct Writer {
     dict_bytes: u64,
     moved_values: u64,
     synced_bytes: u64,
+    punched_bytes: u64,
 }
 
 /// A memory-mapped slotted-page store of values keyed by dense `u64` ids.
@@ -495,6 +498,7 @@ impl Store {
             dict_bytes,
             moved_values: 0,
             synced_bytes: 0,
+            punched_bytes: 0,
         };
         rebuild(&mut w, &ptrs)?;
         let store = Store {
@@ -987,6 +991,7 @@ impl Store {
             dictionaries: self.read_shared()?.dicts.len() as u32,
             moved_values: w.moved_values,
             synced_bytes: w.synced_bytes,
+            punched_bytes: w.punched_bytes,
             ..Stats::default()
         };
         let mut page_bytes = 0u64;
@@ -1253,7 +1258,25 @@ impl Writer {
                 self.mark_dirty(page, slot_offset(s), u64::from(SLOT_LEN));
             }
         }
+        let container = match self.pages.get(page).and_then(|p| p.slot(s)) {
+            Some(SlotState::Live(l)) => Some((l.offset, l.capacity)),
+            Some(SlotState::Pending { offset, capacity }) => Some((*offset, *capacity)),
+            _ => None,
+        };
         self.pages.with(page, |p| p.release(s));
+        let run = container.and_then(|(c, _)| self.pages.get(page)?.free_extent_at(c));
+        if let (Some((c, cap)), Some((o, len))) = (container, run) {
+            // The file blocks that touch the freed container and lie wholly in free space go
+            // back to the file system, so freed space stops costing disk. Best effort: a
+            // file system without hole punching keeps the blocks.
+            let (c, cap, o, len) = (u64::from(c), u64::from(cap), u64::from(o), u64::from(len));
+            let start = (c / PAGE_ALIGN * PAGE_ALIGN).max(o.div_ceil(PAGE_ALIGN) * PAGE_ALIGN);
+            let end = ((c + cap).div_ceil(PAGE_ALIGN) * PAGE_ALIGN)
+                .min((o + len) / PAGE_ALIGN * PAGE_ALIGN);
+            if end > start && map.punch_hole(start, end - start).is_ok() {
+                self.punched_bytes += end - start;
+            }
+        }
         self.after_change(page, opts);
         Ok(())
     }

@@ -274,6 +274,48 @@ fn compaction_starts_only_past_the_threshold() {
     assert_eq!(s.stats().unwrap().pages_compacting, 1);
 }
 
+#[test]
+fn freed_space_is_given_back_to_the_file_system() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = scratch();
+    let s = Store::create(dir.path(), opts()).unwrap();
+    for id in 0..12 {
+        s.put(id, &[id as u8 + 1; 4096]).unwrap();
+    }
+    s.flush().unwrap();
+    let blocks = || {
+        std::fs::metadata(dir.path().join("page-00000000.vvp"))
+            .unwrap()
+            .blocks()
+            * 512
+    };
+    let before = blocks();
+    assert!(before >= 12 * 4096);
+    for id in 2..10 {
+        s.delete(id).unwrap();
+    }
+    assert_eq!(
+        s.stats().unwrap().punched_bytes,
+        0,
+        "nothing freed before the flush"
+    );
+    s.flush().unwrap();
+    // Eight adjacent 4 KiB containers freed: 32 KiB of whole blocks punched.
+    assert_eq!(s.stats().unwrap().punched_bytes, 8 * 4096);
+    assert!(blocks() <= before - 8 * 4096, "{} vs {before}", blocks());
+    for id in [0, 1, 10, 11] {
+        assert_eq!(s.get(id).unwrap().unwrap(), vec![id as u8 + 1; 4096]);
+    }
+    drop(s);
+    let s = Store::open(dir.path(), opts()).unwrap();
+    for id in [0, 1, 10, 11] {
+        assert_eq!(s.get(id).unwrap().unwrap(), vec![id as u8 + 1; 4096]);
+    }
+    // The punched space is reused.
+    s.put(20, &[7u8; 4096]).unwrap();
+    assert_eq!(s.get(20).unwrap().unwrap(), vec![7u8; 4096]);
+}
+
 fn doc(i: u64) -> Vec<u8> {
     format!(
         "{{\"order_id\":{i},\"customer\":{{\"name\":\"customer {}\",\"email\":\"c{}@example.com\"}},\
