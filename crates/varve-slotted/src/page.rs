@@ -680,6 +680,18 @@ mod tests {
             SlotState::Live(live(2, 1100, 128)),
         ];
         assert!(PageAlloc::rebuild(4096, overlapping).is_none());
+        // Adjacent containers, the first right after the directory: no empty extents.
+        let adjacent = vec![
+            SlotState::Live(live(1, 144, 128)),
+            SlotState::Live(live(2, 272, 128)),
+        ];
+        let p = PageAlloc::rebuild(4096, adjacent).unwrap();
+        assert_eq!(p.extents(), vec![(400, 3696)]);
+        check_accounting(&p);
+        let full = vec![SlotState::Live(live(1, 104, 3992))];
+        let p = PageAlloc::rebuild(4096, full).unwrap();
+        assert_eq!(p.extents(), vec![]);
+        check_accounting(&p);
         let past_end = vec![SlotState::Live(live(1, 4000, 128))];
         assert!(PageAlloc::rebuild(4096, past_end).is_none());
         let over_dir = vec![SlotState::Live(live(1, 64, 128))];
