@@ -314,6 +314,26 @@ fn freed_space_is_given_back_to_the_file_system() {
     // The punched space is reused.
     s.put(20, &[7u8; 4096]).unwrap();
     assert_eq!(s.get(20).unwrap().unwrap(), vec![7u8; 4096]);
+
+    // Containers of 1.5 blocks: only blocks wholly free and touching the freed container
+    // go, each once, whatever the order of the frees.
+    for order in [[1u64, 2], [2, 1]] {
+        let dir = scratch();
+        let s = Store::create(dir.path(), opts()).unwrap();
+        for id in 0..4 {
+            s.put(id, &[id as u8 + 1; 6144]).unwrap(); // at 59392, 53248, 47104, 40960
+        }
+        s.flush().unwrap();
+        s.delete(order[0]).unwrap();
+        s.flush().unwrap();
+        s.delete(order[1]).unwrap();
+        s.flush().unwrap();
+        // Free run 47104..59392: whole blocks 49152..57344.
+        assert_eq!(s.stats().unwrap().punched_bytes, 8192, "{order:?}");
+        for id in [0, 3] {
+            assert_eq!(s.get(id).unwrap().unwrap(), vec![id as u8 + 1; 6144]);
+        }
+    }
 }
 
 fn doc(i: u64) -> Vec<u8> {
