@@ -582,7 +582,6 @@ impl Store {
         if let Some((op, os)) = old
             && let Some(SlotState::Live(l)) = w.pages.get(op).and_then(|p| p.slot(os)).copied()
             && l.fresh
-            && l.id == id
             && cap <= l.capacity
         {
             // In place: no durable pointer reaches this slot (it was written after the last

@@ -111,6 +111,15 @@ fn in_place_update_keeps_the_slot() {
         "the first slot of the first page, reused in place"
     );
     assert_eq!(disk_slot(dir.path(), 0, 0).1, 304);
+    // In place means the same slot even when a new one is free to take.
+    s.put(5, &[1u8; 1000]).unwrap();
+    s.put(6, &[1u8; 200]).unwrap();
+    s.put(5, &[2u8; 900]).unwrap();
+    s.flush().unwrap();
+    assert_eq!(split(disk_ptr(dir.path(), 5)), (0, 1));
+    s.delete(5).unwrap();
+    s.delete(6).unwrap();
+    s.flush().unwrap();
     // Deleting fresh values frees their slot at once: the next value reuses it.
     s.put(2, &[1u8; 200]).unwrap();
     s.delete(2).unwrap();
@@ -386,6 +395,15 @@ fn dictionary_compression_improves_the_ratio_and_survives_reopen() {
         assert_eq!(s.get(i).unwrap().unwrap(), doc(i));
     }
     assert_eq!(s.stats().unwrap().dictionaries, 2);
+    let files: u64 = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert_eq!(
+        s.stats().unwrap().bytes_on_disk,
+        files,
+        "dictionaries counted after reopen"
+    );
 }
 
 #[test]
