@@ -1,6 +1,7 @@
 //! The crate's one error type.
 
 use std::io;
+use std::path::PathBuf;
 
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -12,4 +13,57 @@ pub enum Error {
     /// An operating-system I/O call failed.
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
+    /// A value or slot read from disk failed its checks; the bytes are not returned.
+    #[error("corrupted value at page {page}, slot {slot}: {what}")]
+    Corrupted {
+        /// Page number.
+        page: u32,
+        /// Slot number inside the page.
+        slot: u32,
+        /// Which check failed.
+        what: &'static str,
+    },
+    /// A file of the store is not what it should be (wrong magic, version, size, checksum).
+    #[error("bad store file {path:?}: {what}")]
+    BadFile {
+        /// The file.
+        path: PathBuf,
+        /// Which check failed.
+        what: &'static str,
+    },
+    /// An earlier flush failed; the store refuses further writes (no silent retry after a
+    /// failed msync/fsync). Reopen the store to continue from its durable state.
+    #[error("store poisoned by an earlier failure; reopen it")]
+    Poisoned,
+    /// The id is larger than the configured maximum.
+    #[error("id {id} is past the maximum id {max}")]
+    IdTooLarge {
+        /// The id given.
+        id: u64,
+        /// The configured maximum.
+        max: u64,
+    },
+    /// The value is larger than the configured maximum.
+    #[error("value of {len} bytes is past the maximum of {max} bytes")]
+    ValueTooLarge {
+        /// Length given.
+        len: usize,
+        /// The configured maximum.
+        max: u32,
+    },
+    /// The options cannot work (see the message).
+    #[error("invalid options: {0}")]
+    InvalidOptions(&'static str),
+    /// Another process (or another handle in this one) has the store open.
+    #[error("store {0:?} is locked by another handle")]
+    Locked(PathBuf),
+    /// `open` found no store at the path.
+    #[error("no store at {0:?}")]
+    NotFound(PathBuf),
+    /// `create` found a store already at the path.
+    #[error("a store already exists at {0:?}")]
+    AlreadyExists(PathBuf),
+    /// Every dictionary id is in use.
+    #[error("no dictionary id left")]
+    TooManyDictionaries,
 }

@@ -1,0 +1,556 @@
+//! Slotted-store benchmarks: Varve's `varve-slotted` against RocksDB (feature `rocksdb`)
+//! or, without it, an in-memory `HashMap` baseline, in the same run.
+//!
+//! Data: seeded JSON-like documents of 100 B to 10 KiB (log-uniform sizes), keyed by dense
+//! ids. Phases, single-threaded unless said: load (put), get, update half, delete; get with
+//! 2 reader threads while a writer updates; bytes on disk (allocated blocks) after the load
+//! and after updating half; CPU time and RSS growth of the load; Bustle-like mixes (95%
+//! reads, 80% inserts, 50% updates) as time per op; the compression ratio a trained
+//! dictionary gains. Neither engine syncs per write; each phase ends with a flush (Varve:
+//! msync of data then tracker; RocksDB: memtable flush), included in its time.
+//!
+//! The peer is rust-rocksdb 0.19 (lz4 only). Building its bundled RocksDB from source takes
+//! hours on a loaded 2-core machine; with Debian's `librocksdb-dev` installed, run with
+//! `ROCKSDB_LIB_DIR=/usr/lib/x86_64-linux-gnu ROCKSDB_INCLUDE_DIR=/usr/include` to link the
+//! system library (RocksDB 7.8) instead: `cargo xtask bench --quick --peers --filter slotted`.
+
+use std::os::unix::fs::MetadataExt as _;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use varve_benches::report::{Better, Row, compare, record};
+use varve_benches::{quick, scaled, scratch_dir};
+
+const GROUP: &str = "slotted";
+/// Page size used by the Varve store in this bench (smaller than the 32 MiB default so a
+/// quick run's data set does not sit in one mostly empty page).
+const PAGE: u64 = 4 * 1024 * 1024;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+const WORDS: &[&str] = &[
+    "alpha",
+    "shipment",
+    "pending",
+    "delivered",
+    "customer",
+    "invoice",
+    "warehouse",
+    "berlin",
+    "paris",
+    "priority",
+    "standard",
+    "express",
+    "return",
+    "refund",
+    "note",
+    "gift",
+    "blue",
+    "large",
+    "small",
+    "discount",
+    "coupon",
+    "member",
+    "gold",
+    "silver",
+    "review",
+    "rating",
+];
+
+/// A JSON-like document of about `len` bytes (100 B..10 KiB), seeded.
+fn doc(rng: &mut Rng, id: u64, len: usize) -> Vec<u8> {
+    let mut s = format!(
+        "{{\"id\":{id},\"type\":\"order\",\"version\":{},\"customer\":{{\"name\":\"{} {}\",\
+         \"email\":\"user{}@example.com\",\"tier\":\"{}\"}},\"items\":[",
+        rng.below(50),
+        WORDS[rng.below(WORDS.len() as u64) as usize],
+        WORDS[rng.below(WORDS.len() as u64) as usize],
+        rng.below(100_000),
+        WORDS[rng.below(WORDS.len() as u64) as usize],
+    );
+    let mut first = true;
+    while s.len() + 40 < len {
+        if !first {
+            s.push(',');
+        }
+        first = false;
+        s.push_str(&format!(
+            "{{\"sku\":\"SKU-{:06}\",\"qty\":{},\"price\":{}.{:02},\"tags\":[\"{}\",\"{}\"],\"note\":\"{} {} {}\"}}",
+            rng.below(1_000_000),
+            rng.below(20) + 1,
+            rng.below(500),
+            rng.below(100),
+            WORDS[rng.below(WORDS.len() as u64) as usize],
+            WORDS[rng.below(WORDS.len() as u64) as usize],
+            WORDS[rng.below(WORDS.len() as u64) as usize],
+            WORDS[rng.below(WORDS.len() as u64) as usize],
+            rng.below(1_000_000_000),
+        ));
+    }
+    s.push_str("]}");
+    let mut b = s.into_bytes();
+    b.truncate(len.max(100));
+    b
+}
+
+/// Log-uniform length in 100..=10240.
+fn doc_len(rng: &mut Rng) -> usize {
+    let u = (rng.next() >> 11) as f64 / (1u64 << 53) as f64;
+    (100.0 * (102.4f64).powf(u)) as usize
+}
+
+fn docs(seed: u64, ids: std::ops::Range<u64>) -> Vec<Vec<u8>> {
+    let mut rng = Rng(seed | 1);
+    ids.map(|id| {
+        let len = doc_len(&mut rng);
+        doc(&mut rng, id, len)
+    })
+    .collect()
+}
+
+/// Allocated bytes (blocks) of the files under `dir`: what the data costs on disk, sparse
+/// holes excluded.
+fn allocated(dir: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if let Ok(m) = e.metadata() {
+                total += if m.is_dir() {
+                    allocated(&e.path())
+                } else {
+                    m.blocks() * 512
+                };
+            }
+        }
+    }
+    total
+}
+
+/// CPU time (user + system) of this process so far, from /proc/self/stat (10 ms ticks).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+trait Engine: Send + Sync {
+    fn put(&self, id: u64, v: &[u8]);
+    fn get(&self, id: u64) -> Option<Vec<u8>>;
+    fn delete(&self, id: u64);
+    fn flush(&self);
+}
+
+struct Varve(varve_slotted::Store);
+
+impl Engine for Varve {
+    fn put(&self, id: u64, v: &[u8]) {
+        self.0.put(id, v).expect("varve put");
+    }
+    fn get(&self, id: u64) -> Option<Vec<u8>> {
+        self.0.get(id).expect("varve get")
+    }
+    fn delete(&self, id: u64) {
+        self.0.delete(id).expect("varve delete");
+    }
+    fn flush(&self) {
+        self.0.flush().expect("varve flush");
+    }
+}
+
+fn open_varve(dir: &Path) -> Varve {
+    let o = varve_slotted::Options::default().min_page_size(PAGE);
+    Varve(varve_slotted::Store::create(dir, o).expect("create varve store"))
+}
+
+#[cfg(feature = "rocksdb")]
+struct Rocks(rocksdb::DB);
+
+#[cfg(feature = "rocksdb")]
+impl Engine for Rocks {
+    fn put(&self, id: u64, v: &[u8]) {
+        self.0.put(id.to_be_bytes(), v).expect("rocksdb put");
+    }
+    fn get(&self, id: u64) -> Option<Vec<u8>> {
+        self.0.get(id.to_be_bytes()).expect("rocksdb get")
+    }
+    fn delete(&self, id: u64) {
+        self.0.delete(id.to_be_bytes()).expect("rocksdb delete");
+    }
+    fn flush(&self) {
+        self.0.flush().expect("rocksdb flush");
+    }
+}
+
+#[cfg(feature = "rocksdb")]
+fn open_baseline(dir: &Path) -> (Box<dyn Engine>, &'static str) {
+    let mut o = rocksdb::Options::default();
+    o.create_if_missing(true);
+    o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    let db = rocksdb::DB::open(&o, dir).expect("open rocksdb");
+    (Box::new(Rocks(db)), "rocksdb (lz4)")
+}
+
+/// Without the `rocksdb` feature: an in-memory map, persisted nowhere. Not a peer, only a
+/// reference for the cost of the work itself.
+#[cfg(not(feature = "rocksdb"))]
+struct MemMap(std::sync::RwLock<std::collections::HashMap<u64, Vec<u8>>>);
+
+#[cfg(not(feature = "rocksdb"))]
+impl Engine for MemMap {
+    fn put(&self, id: u64, v: &[u8]) {
+        self.0.write().expect("lock").insert(id, v.to_vec());
+    }
+    fn get(&self, id: u64) -> Option<Vec<u8>> {
+        self.0.read().expect("lock").get(&id).cloned()
+    }
+    fn delete(&self, id: u64) {
+        self.0.write().expect("lock").remove(&id);
+    }
+    fn flush(&self) {}
+}
+
+#[cfg(not(feature = "rocksdb"))]
+fn open_baseline(_dir: &Path) -> (Box<dyn Engine>, &'static str) {
+    (
+        Box::new(MemMap(Default::default())),
+        "HashMap<u64,Vec<u8>> in memory, not persisted",
+    )
+}
+
+#[derive(Default, Debug)]
+struct Figures {
+    put: f64,
+    get: f64,
+    update: f64,
+    delete: f64,
+    get_during_writes: f64,
+    disk_loaded: f64,
+    disk_updated: f64,
+    load_cpu_ms: f64,
+    load_rss_mib: f64,
+}
+
+fn per_sec(n: usize, t: Duration) -> f64 {
+    n as f64 / t.as_secs_f64()
+}
+
+fn run(
+    engine: &dyn Engine,
+    dir: &Path,
+    n: u64,
+    reads: usize,
+    data: &[Vec<u8>],
+    upd: &[Vec<u8>],
+) -> Figures {
+    let mut f = Figures::default();
+    let rss0 = varve_benches::measure::rss_bytes().unwrap_or(0);
+    let cpu0 = cpu_time();
+    let t = Instant::now();
+    for (id, v) in data.iter().enumerate() {
+        engine.put(id as u64, v);
+    }
+    engine.flush();
+    f.put = per_sec(data.len(), t.elapsed());
+    f.load_cpu_ms = (cpu_time() - cpu0).as_secs_f64() * 1000.0;
+    f.load_rss_mib = varve_benches::measure::rss_bytes()
+        .unwrap_or(0)
+        .saturating_sub(rss0) as f64
+        / 1048576.0;
+    f.disk_loaded = allocated(dir) as f64 / 1048576.0;
+
+    let mut rng = Rng(42);
+    let t = Instant::now();
+    let mut hits = 0usize;
+    for _ in 0..reads {
+        hits += usize::from(engine.get(rng.below(n)).is_some());
+    }
+    f.get = per_sec(reads, t.elapsed());
+    assert_eq!(hits, reads, "every loaded id reads back");
+
+    // Update half of the ids (every other one) with new documents of new sizes.
+    let t = Instant::now();
+    for (i, v) in upd.iter().enumerate() {
+        engine.put(2 * i as u64, v);
+    }
+    engine.flush();
+    f.update = per_sec(upd.len(), t.elapsed());
+    f.disk_updated = allocated(dir) as f64 / 1048576.0;
+
+    // Get with 2 reader threads while this thread updates.
+    let stop = AtomicBool::new(false);
+    let total = AtomicU64::new(0);
+    let budget = Duration::from_millis(scaled(700, 3000));
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for r in 0..2u64 {
+            let (stop, total) = (&stop, &total);
+            s.spawn(move || {
+                let mut rng = Rng(7 + r);
+                let mut k = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::black_box(engine.get(rng.below(n)));
+                    k += 1;
+                }
+                total.fetch_add(k, Ordering::Relaxed);
+            });
+        }
+        let mut i = 0usize;
+        while t.elapsed() < budget {
+            engine.put(2 * (i % upd.len()) as u64 + 1, &upd[i % upd.len()]);
+            i += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    f.get_during_writes = total.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64();
+    engine.flush();
+
+    // Delete a tenth.
+    let dels = (n / 10) as usize;
+    let t = Instant::now();
+    for i in 0..dels {
+        engine.delete((i * 10 + 3) as u64);
+    }
+    engine.flush();
+    f.delete = per_sec(dels, t.elapsed());
+    f
+}
+
+/// Bustle-like mixes, single-threaded, on the loaded engine: time per op in µs.
+/// 0: 95% get, 3% update, 1% insert, 1% delete; 1: 80% insert, 15% get, 5% update;
+/// 2: 50% update, 50% get.
+fn mixes(engine: &dyn Engine, n: u64, ops: usize, pool: &[Vec<u8>]) -> [f64; 3] {
+    let mut out = [0.0; 3];
+    let mut next_id = 10 * n;
+    for (m, slot) in out.iter_mut().enumerate() {
+        let mut rng = Rng(1000 + m as u64);
+        let t = Instant::now();
+        for i in 0..ops {
+            let p = rng.below(100);
+            let v = &pool[i % pool.len()];
+            let (get, update, insert) = match m {
+                0 => (p < 95, p < 98, p < 99),
+                1 => (p < 15, p < 20, true),
+                _ => (p < 50, true, false),
+            };
+            if get {
+                std::hint::black_box(engine.get(rng.below(n)));
+            } else if update {
+                engine.put(rng.below(n), v);
+            } else if insert {
+                engine.put(next_id, v);
+                next_id += 1;
+            } else {
+                engine.delete(rng.below(n));
+            }
+        }
+        engine.flush();
+        *slot = t.elapsed().as_secs_f64() * 1e6 / ops as f64;
+    }
+    out
+}
+
+fn main() {
+    let n: u64 = scaled(4_000, 40_000);
+    let reads = scaled(20_000, 200_000);
+    let mix_ops = scaled(20_000, 200_000);
+    eprintln!("slotted bench: {n} documents, quick={}", quick());
+    let data = docs(1, 0..n);
+    let upd = docs(2, 0..n / 2);
+    let raw: usize = data.iter().map(Vec::len).sum();
+    eprintln!(
+        "  {:.1} MiB of documents, mean {} B",
+        raw as f64 / 1048576.0,
+        raw / n as usize
+    );
+
+    let vdir = scratch_dir().expect("scratch dir");
+    let v = open_varve(vdir.path());
+    let vf = run(&v, vdir.path(), n, reads, &data, &upd);
+    let vm = mixes(&v, n, mix_ops, &upd);
+    eprintln!("  varve: {vf:?} mixes {vm:?} stats {:?}", v.0.stats());
+    drop(v);
+
+    // Varve again, with an lz4 dictionary trained on the first 500 documents (the store's
+    // answer to the cross-document redundancy RocksDB's 4 KiB blocks compress away).
+    let ddir = scratch_dir().expect("scratch dir");
+    let d = open_varve(ddir.path());
+    for (id, doc) in data.iter().enumerate().take(500) {
+        d.put(id as u64, doc);
+    }
+    d.0.train_dictionary(500, 16 * 1024).expect("train");
+    let df = run(&d, ddir.path(), n, reads / 10, &data, &upd);
+    eprintln!("  varve + dictionary: {df:?} stats {:?}", d.0.stats());
+    drop(d);
+
+    let bdir = scratch_dir().expect("scratch dir");
+    let (b, name) = open_baseline(bdir.path());
+    let bf = run(b.as_ref(), bdir.path(), n, reads, &data, &upd);
+    let bm = mixes(b.as_ref(), n, mix_ops, &upd);
+    eprintln!("  {name}: {bf:?} mixes {bm:?}");
+    drop(b);
+
+    let rows: [(&str, &str, Better, f64, f64); 9] = [
+        (
+            "put (load), 1 thread",
+            "ops/s",
+            Better::Higher,
+            vf.put,
+            bf.put,
+        ),
+        ("get, 1 thread", "ops/s", Better::Higher, vf.get, bf.get),
+        (
+            "update half, 1 thread",
+            "ops/s",
+            Better::Higher,
+            vf.update,
+            bf.update,
+        ),
+        (
+            "delete, 1 thread",
+            "ops/s",
+            Better::Higher,
+            vf.delete,
+            bf.delete,
+        ),
+        (
+            "get, 2 readers during writes",
+            "ops/s",
+            Better::Higher,
+            vf.get_during_writes,
+            bf.get_during_writes,
+        ),
+        (
+            "CPU time of the load",
+            "ms",
+            Better::Lower,
+            vf.load_cpu_ms,
+            bf.load_cpu_ms,
+        ),
+        (
+            "RSS growth during the load",
+            "MiB",
+            Better::Lower,
+            vf.load_rss_mib.max(0.01),
+            bf.load_rss_mib.max(0.01),
+        ),
+        (
+            "disk after load (allocated)",
+            "MiB",
+            Better::Lower,
+            vf.disk_loaded,
+            bf.disk_loaded,
+        ),
+        (
+            "disk after updating half (allocated)",
+            "MiB",
+            Better::Lower,
+            vf.disk_updated,
+            bf.disk_updated,
+        ),
+    ];
+    for (w, unit, better, x, y) in rows {
+        if y > 0.0 {
+            compare(GROUP, w, unit, better, x, name, y);
+        } else {
+            // No peer figure (the in-memory baseline has no disk): a Varve-only row.
+            record(Row {
+                group: GROUP.into(),
+                workload: w.into(),
+                unit: unit.into(),
+                better,
+                varve: Some(x),
+                baseline_name: name.into(),
+                baseline: None,
+            });
+        }
+    }
+    for (w, x, y) in [
+        (
+            "disk after load (allocated), Varve + trained dictionary",
+            df.disk_loaded,
+            bf.disk_loaded,
+        ),
+        (
+            "disk after updating half (allocated), Varve + trained dictionary",
+            df.disk_updated,
+            bf.disk_updated,
+        ),
+        (
+            "update half, 1 thread, Varve + trained dictionary",
+            df.update,
+            bf.update,
+        ),
+    ] {
+        let (unit, better) = if w.starts_with("disk") {
+            ("MiB", Better::Lower)
+        } else {
+            ("ops/s", Better::Higher)
+        };
+        if y > 0.0 {
+            compare(GROUP, w, unit, better, x, name, y);
+        }
+    }
+    let names = ["mix 95% reads", "mix 80% inserts", "mix 50% updates"];
+    for i in 0..3 {
+        compare(
+            GROUP,
+            &format!("{}: time per op", names[i]),
+            "µs",
+            Better::Lower,
+            vm[i],
+            name,
+            bm[i],
+        );
+    }
+    dictionary_gain(&data);
+}
+
+/// Compression ratio of the same documents with and without a trained dictionary.
+fn dictionary_gain(data: &[Vec<u8>]) {
+    let ratio = |train: bool| {
+        let dir = scratch_dir().expect("scratch dir");
+        let s = varve_slotted::Store::create(
+            dir.path(),
+            varve_slotted::Options::default().min_page_size(PAGE),
+        )
+        .expect("create");
+        if train {
+            for (id, v) in data.iter().enumerate().take(500) {
+                s.put(id as u64, v).expect("put");
+            }
+            s.train_dictionary(500, 16 * 1024).expect("train");
+        }
+        for (id, v) in data.iter().enumerate() {
+            s.put(id as u64, v).expect("put");
+        }
+        s.stats().expect("stats").compression_ratio
+    };
+    let (plain, dict) = (ratio(false), ratio(true));
+    compare(
+        GROUP,
+        "compression ratio, lz4 + trained 16 KiB dictionary",
+        "x",
+        Better::Higher,
+        dict,
+        "lz4 without dictionary",
+        plain,
+    );
+}

@@ -1,0 +1,1345 @@
+//! The store: options, the write path, the read path, flush, compaction and open/recovery.
+//!
+//! Locking: `writer` (a mutex) serializes every mutation; `shared` (a read-write lock)
+//! guards what readers see: the id -> pointer table, the page mappings and the
+//! dictionaries. Lock order is always `writer` then `shared`. The writer writes value
+//! bytes into space no published pointer reaches without holding `shared` at all, and takes
+//! the `shared` write lock only to publish a pointer, to overwrite a value in place, or to
+//! add/remove a page mapping. See the crate docs for the durability protocol.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::dict;
+use crate::error::{Error, Result};
+use crate::format::{
+    CODEC_LZ4, CODEC_LZ4_DICT, CODEC_RAW, FLAG_TOMBSTONE, MIN_CONTAINER, PAGE_HEADER_LEN,
+    PageHeader, PageSummary, SLOT_LEN, Slot, SlotEntry, container_len, decode_ptr, encode_ptr,
+    slot_offset, value_sum,
+};
+use crate::mmap::Map;
+use crate::page::{LiveSlot, PageAlloc, Pages, SlotState};
+use crate::tracker::Tracker;
+
+/// Default minimum page size: 32 MiB.
+pub const DEFAULT_PAGE_SIZE: u64 = 32 * 1024 * 1024;
+/// Smallest allowed `min_page_size`.
+pub const MIN_PAGE_SIZE: u64 = 16 * 1024;
+/// Largest allowed page (and so the bound on `max_value_size`): 1 GiB.
+pub const MAX_PAGE_SIZE: u64 = 1 << 30;
+/// File system block granularity pages are sized in.
+const PAGE_ALIGN: u64 = 4096;
+/// Name of the tracker file.
+const TRACKER_FILE: &str = "tracker.vvt";
+/// Name of the lock file.
+const LOCK_FILE: &str = "LOCK";
+
+/// How values are compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// Store every value as given (every read is zero-copy).
+    None,
+    /// lz4 block format (with the newest trained dictionary, if any); a value whose
+    /// compressed container would not be smaller than its raw one is stored raw.
+    Lz4,
+}
+
+/// A test hook called at named points of the write path (see `Options::crash_hook`).
+pub type CrashHook = Arc<dyn Fn(&'static str) + Send + Sync>;
+
+/// How to open or create a store.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Options {
+    /// Minimum size of a page file in bytes (a multiple of 4096, 16 KiB..=1 GiB). A value
+    /// too large for one gets a page of its own, rounded up to 4096. Default 32 MiB.
+    pub min_page_size: u64,
+    /// Compression of values. Default [`Compression::Lz4`].
+    pub compression: Compression,
+    /// Largest id accepted. Ids index a dense table (8 bytes each in memory and on disk), so
+    /// keep them dense. Default `u32::MAX`.
+    pub max_id: u64,
+    /// Largest value accepted, in bytes (at most 1 GiB minus a page header and slot).
+    /// Default 64 MiB.
+    pub max_value_size: u32,
+    /// Fraction of a page's bytes that may be fragmented free space (free bytes outside its
+    /// largest free extent) before writes start moving its live values out to other pages
+    /// (compact on write). Default 0.3.
+    pub compact_threshold: f64,
+    /// Container bytes moved by compaction per write (bounds how long compaction holds up
+    /// the writer). Default 256 KiB.
+    pub compact_step_bytes: u32,
+    /// Empty pages kept for reuse after compaction; further empty pages are deleted.
+    /// Default 1.
+    pub keep_empty_pages: u32,
+    /// Test hook: called with a point name during writes and flushes, e.g. to panic there.
+    #[doc(hidden)]
+    pub crash_hook: Option<CrashHook>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            min_page_size: DEFAULT_PAGE_SIZE,
+            compression: Compression::Lz4,
+            max_id: u64::from(u32::MAX),
+            max_value_size: 64 * 1024 * 1024,
+            compact_threshold: 0.3,
+            compact_step_bytes: 256 * 1024,
+            keep_empty_pages: 1,
+            crash_hook: None,
+        }
+    }
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("min_page_size", &self.min_page_size)
+            .field("compression", &self.compression)
+            .field("max_id", &self.max_id)
+            .field("max_value_size", &self.max_value_size)
+            .field("compact_threshold", &self.compact_threshold)
+            .field("compact_step_bytes", &self.compact_step_bytes)
+            .field("keep_empty_pages", &self.keep_empty_pages)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Options {
+    /// Sets [`Options::min_page_size`].
+    pub fn min_page_size(mut self, bytes: u64) -> Options {
+        self.min_page_size = bytes;
+        self
+    }
+
+    /// Sets [`Options::compression`].
+    pub fn compression(mut self, c: Compression) -> Options {
+        self.compression = c;
+        self
+    }
+
+    /// Sets [`Options::max_id`].
+    pub fn max_id(mut self, id: u64) -> Options {
+        self.max_id = id;
+        self
+    }
+
+    /// Sets [`Options::max_value_size`].
+    pub fn max_value_size(mut self, bytes: u32) -> Options {
+        self.max_value_size = bytes;
+        self
+    }
+
+    /// Sets [`Options::compact_threshold`].
+    pub fn compact_threshold(mut self, fraction: f64) -> Options {
+        self.compact_threshold = fraction;
+        self
+    }
+
+    /// Sets [`Options::compact_step_bytes`].
+    pub fn compact_step_bytes(mut self, bytes: u32) -> Options {
+        self.compact_step_bytes = bytes;
+        self
+    }
+
+    /// Sets [`Options::keep_empty_pages`].
+    pub fn keep_empty_pages(mut self, pages: u32) -> Options {
+        self.keep_empty_pages = pages;
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.min_page_size < MIN_PAGE_SIZE || self.min_page_size > MAX_PAGE_SIZE {
+            return Err(Error::InvalidOptions(
+                "min_page_size must be 16 KiB..=1 GiB",
+            ));
+        }
+        if !self.min_page_size.is_multiple_of(PAGE_ALIGN) {
+            return Err(Error::InvalidOptions(
+                "min_page_size must be a multiple of 4096",
+            ));
+        }
+        if u64::from(self.max_value_size)
+            + u64::from(PAGE_HEADER_LEN + SLOT_LEN + PAGE_ALIGN as u32)
+            > MAX_PAGE_SIZE
+        {
+            return Err(Error::InvalidOptions(
+                "max_value_size must leave room in a 1 GiB page",
+            ));
+        }
+        if !(self.compact_threshold > 0.0 && self.compact_threshold <= 1.0) {
+            return Err(Error::InvalidOptions("compact_threshold must be in (0, 1]"));
+        }
+        if self.compact_step_bytes < MIN_CONTAINER {
+            return Err(Error::InvalidOptions(
+                "compact_step_bytes must be at least 128",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Figures describing the store, from [`Store::stats`].
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Ids that have a value.
+    pub live_values: u64,
+    /// Bytes of those values as given (uncompressed).
+    pub live_bytes: u64,
+    /// Bytes of those values as stored (after compression).
+    pub stored_bytes: u64,
+    /// Bytes of all the store's files (page files, tracker, dictionaries), as `ls` sees them.
+    pub bytes_on_disk: u64,
+    /// Page bytes that hold neither a live value nor one contiguous free run (old versions
+    /// waiting for a flush plus fragmented free space), over all page bytes.
+    pub garbage_ratio: f64,
+    /// `live_bytes / stored_bytes` (1.0 when empty).
+    pub compression_ratio: f64,
+    /// Page files.
+    pub pages: u32,
+    /// Pages being drained by compaction.
+    pub pages_compacting: u32,
+    /// Tracker entries found unreadable on open (their ids read as `Corrupted`).
+    pub corrupt_entries: u64,
+    /// Page summaries found stale on open and rebuilt.
+    pub summaries_rebuilt: u64,
+    /// Dictionaries stored.
+    pub dictionaries: u32,
+    /// Values moved by compaction since open.
+    pub moved_values: u64,
+    /// Bytes of page ranges written back (msync) by flushes since open.
+    pub synced_bytes: u64,
+    /// Bytes of freed space given back to the file system (hole punching) since open.
+    pub punched_bytes: u64,
+}
+
+/// What an explicit [`Store::compact`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CompactReport {
+    /// Values moved to other pages.
+    pub moved_values: u64,
+    /// Container bytes moved.
+    pub moved_bytes: u64,
+    /// Page files deleted.
+    pub pages_removed: u32,
+}
+
+struct Shared {
+    ptrs: Vec<u64>,
+    maps: Vec<Option<Arc<Map>>>,
+    dicts: BTreeMap<u16, Arc<[u8]>>,
+}
+
+struct Writer {
+    tracker: Tracker,
+    pages: Pages,
+    maps: Vec<Option<Arc<Map>>>,
+    dirty_ids: Vec<u64>,
+    fresh: Vec<(u32, u32)>,
+    pending: Vec<(u32, u32)>,
+    dirty: BTreeMap<u32, (u64, u64)>,
+    summary_dirty: BTreeSet<u32>,
+    compacting: BTreeSet<u32>,
+    compact_cursor: BTreeMap<u32, u32>,
+    active_dict: Option<(u16, Arc<[u8]>)>,
+    poisoned: bool,
+    corrupt_entries: u64,
+    summaries_rebuilt: u64,
+    dict_bytes: u64,
+    moved_values: u64,
+    synced_bytes: u64,
+    punched_bytes: u64,
+}
+
+/// A memory-mapped slotted-page store of values keyed by dense `u64` ids.
+///
+/// One writer at a time (writes serialize on an internal mutex), any number of concurrent
+/// readers; a reader never sees a torn value. See the crate docs for the durability
+/// protocol: a value is durable once a [`Store::flush`] that started after its `put`
+/// returns.
+pub struct Store {
+    dir: PathBuf,
+    opts: Options,
+    shared: RwLock<Shared>,
+    writer: Mutex<Writer>,
+    _lock: File,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+fn page_file_name(page: u32) -> String {
+    format!("page-{page:08}.vvp")
+}
+
+fn parse_page_name(name: &str) -> Option<u32> {
+    name.strip_prefix("page-")?
+        .strip_suffix(".vvp")?
+        .parse()
+        .ok()
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+fn corrupted(page: u32, slot: u32, what: &'static str) -> Error {
+    Error::Corrupted { page, slot, what }
+}
+
+/// A value encoded for storage.
+struct Encoded<'a> {
+    bytes: Cow<'a, [u8]>,
+    codec: u8,
+    dict_id: u16,
+}
+
+fn encode<'a>(value: &'a [u8], c: Compression, dict: Option<&(u16, Arc<[u8]>)>) -> Encoded<'a> {
+    let raw = Encoded {
+        bytes: Cow::Borrowed(value),
+        codec: CODEC_RAW,
+        dict_id: 0,
+    };
+    if c == Compression::None {
+        return raw;
+    }
+    let (bytes, codec, dict_id) = match dict {
+        Some((id, d)) => (
+            lz4_flex::block::compress_with_dict(value, d),
+            CODEC_LZ4_DICT,
+            *id,
+        ),
+        None => (lz4_flex::block::compress(value), CODEC_LZ4, 0),
+    };
+    // Compression pays only when it makes the container smaller.
+    if container_len(bytes.len() as u32) < container_len(value.len() as u32) {
+        Encoded {
+            bytes: Cow::Owned(bytes),
+            codec,
+            dict_id,
+        }
+    } else {
+        raw
+    }
+}
+
+/// Reads and verifies the slot `(page, slot)` that `id` points to; returns the slot and its
+/// stored bytes.
+fn locate(sh: &Shared, id: u64, page: u32, slot: u32) -> Result<(Slot, &[u8])> {
+    let map = sh
+        .maps
+        .get(page as usize)
+        .and_then(Option::as_ref)
+        .ok_or_else(|| corrupted(page, slot, "pointer to a missing page"))?;
+    let entry = map
+        .read(slot_offset(slot), SLOT_LEN as usize)
+        .ok_or_else(|| corrupted(page, slot, "pointer past the end of the page"))?;
+    let entry: SlotEntry = bytemuck::pod_read_unaligned(entry);
+    let s = entry
+        .decode(page, slot)
+        .ok_or_else(|| corrupted(page, slot, "slot entry checksum mismatch"))?;
+    if s.id != id {
+        return Err(corrupted(page, slot, "slot belongs to another id"));
+    }
+    if s.flags & FLAG_TOMBSTONE != 0 {
+        return Err(corrupted(page, slot, "pointer to a tombstone"));
+    }
+    if s.stored_len > s.capacity {
+        return Err(corrupted(page, slot, "stored length past its container"));
+    }
+    let stored = map
+        .read(u64::from(s.offset), s.stored_len as usize)
+        .ok_or_else(|| corrupted(page, slot, "value past the end of the page"))?;
+    if value_sum(stored) != s.value_sum {
+        return Err(corrupted(page, slot, "value checksum mismatch"));
+    }
+    Ok((s, stored))
+}
+
+/// Decodes stored bytes into the value.
+fn decode(sh: &Shared, page: u32, slot: u32, s: &Slot, stored: &[u8]) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; s.raw_len as usize];
+    let n = match s.codec {
+        CODEC_RAW if s.raw_len == s.stored_len => {
+            out.copy_from_slice(stored);
+            stored.len()
+        }
+        CODEC_LZ4 => lz4_flex::block::decompress_into(stored, &mut out)
+            .map_err(|_| corrupted(page, slot, "lz4 data does not decode"))?,
+        CODEC_LZ4_DICT => {
+            let d = sh
+                .dicts
+                .get(&s.dict_id)
+                .ok_or_else(|| corrupted(page, slot, "value needs a missing dictionary"))?;
+            lz4_flex::block::decompress_into_with_dict(stored, &mut out, d)
+                .map_err(|_| corrupted(page, slot, "lz4 data does not decode"))?
+        }
+        _ => return Err(corrupted(page, slot, "unknown codec or bad raw length")),
+    };
+    if n != out.len() {
+        return Err(corrupted(
+            page,
+            slot,
+            "decoded length differs from the slot's",
+        ));
+    }
+    Ok(out)
+}
+
+impl Store {
+    /// Creates a new store in `dir` (created if missing; it must not hold a store yet).
+    ///
+    /// # Safety (mapped files)
+    /// The store maps its files into memory. It takes an exclusive lock on the directory so
+    /// no other `Store` modifies them; other programs that truncate or write the files while
+    /// the store is open break its guarantees (a truncated mapping faults with SIGBUS).
+    pub fn create(dir: impl AsRef<Path>, opts: Options) -> Result<Store> {
+        opts.validate()?;
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir)?;
+        if dir.join(TRACKER_FILE).exists() {
+            return Err(Error::AlreadyExists(dir.to_path_buf()));
+        }
+        let lock = lock_dir(dir)?;
+        Tracker::create(&dir.join(TRACKER_FILE))?;
+        sync_dir(dir)?;
+        Store::open_locked(dir, opts, lock)
+    }
+
+    /// Opens the store in `dir`, running the same recovery after a clean close and after a
+    /// crash: derived metadata (free space, counters, page summaries) is rebuilt from the
+    /// tracker and the slot entries it points to. See [`Store::create`] about mapped files.
+    pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Store> {
+        opts.validate()?;
+        let dir = dir.as_ref();
+        if !dir.join(TRACKER_FILE).exists() {
+            return Err(Error::NotFound(dir.to_path_buf()));
+        }
+        let lock = lock_dir(dir)?;
+        Store::open_locked(dir, opts, lock)
+    }
+
+    /// Opens the store in `dir`, creating it when there is none.
+    pub fn open_or_create(dir: impl AsRef<Path>, opts: Options) -> Result<Store> {
+        if dir.as_ref().join(TRACKER_FILE).exists() {
+            Store::open(dir, opts)
+        } else {
+            Store::create(dir, opts)
+        }
+    }
+
+    fn open_locked(dir: &Path, opts: Options, lock: File) -> Result<Store> {
+        // Leftovers of a page, tracker or dictionary creation cut short by a crash.
+        let mut page_files = Vec::new();
+        let mut dict_files = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.ends_with(".tmp") {
+                std::fs::remove_file(entry.path())?;
+            } else if let Some(page) = parse_page_name(name) {
+                page_files.push((page, entry.path()));
+            } else if let Some(id) = dict::parse_name(name) {
+                dict_files.push((id, entry.path()));
+            }
+        }
+        let (tracker, ptrs) = Tracker::open(&dir.join(TRACKER_FILE))?;
+
+        let mut dicts = BTreeMap::new();
+        let mut dict_bytes = 0;
+        for (id, path) in dict_files {
+            let d = dict::read(&path, id)?;
+            dict_bytes += (d.len() + crate::format::DICT_HEADER_LEN) as u64;
+            dicts.insert(id, Arc::<[u8]>::from(d));
+        }
+        let active_dict = dicts.iter().next_back().map(|(&id, d)| (id, Arc::clone(d)));
+
+        let mut maps: Vec<Option<Arc<Map>>> = Vec::new();
+        for (page, path) in page_files {
+            let map = open_page(&path, page)?;
+            let i = page as usize;
+            if maps.len() <= i {
+                maps.resize_with(i + 1, || None);
+            }
+            maps[i] = Some(Arc::new(map));
+        }
+
+        let mut w = Writer {
+            tracker,
+            pages: Pages::default(),
+            maps: maps.clone(),
+            dirty_ids: Vec::new(),
+            fresh: Vec::new(),
+            pending: Vec::new(),
+            dirty: BTreeMap::new(),
+            summary_dirty: BTreeSet::new(),
+            compacting: BTreeSet::new(),
+            compact_cursor: BTreeMap::new(),
+            active_dict,
+            poisoned: false,
+            corrupt_entries: 0,
+            summaries_rebuilt: 0,
+            dict_bytes,
+            moved_values: 0,
+            synced_bytes: 0,
+            punched_bytes: 0,
+        };
+        rebuild(&mut w, &ptrs)?;
+        let store = Store {
+            dir: dir.to_path_buf(),
+            opts,
+            shared: RwLock::new(Shared { ptrs, maps, dicts }),
+            writer: Mutex::new(w),
+            _lock: lock,
+        };
+        Ok(store)
+    }
+
+    fn read_shared(&self) -> Result<RwLockReadGuard<'_, Shared>> {
+        self.shared.read().map_err(|_| Error::Poisoned)
+    }
+
+    fn write_shared(&self) -> Result<RwLockWriteGuard<'_, Shared>> {
+        self.shared.write().map_err(|_| Error::Poisoned)
+    }
+
+    fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>> {
+        let w = self.writer.lock().map_err(|_| Error::Poisoned)?;
+        if w.poisoned {
+            return Err(Error::Poisoned);
+        }
+        Ok(w)
+    }
+
+    fn hook(&self, point: &'static str) {
+        if let Some(h) = &self.opts.crash_hook {
+            h(point);
+        }
+    }
+
+    fn check_id(&self, id: u64) -> Result<usize> {
+        if id > self.opts.max_id {
+            return Err(Error::IdTooLarge {
+                id,
+                max: self.opts.max_id,
+            });
+        }
+        usize::try_from(id).map_err(|_| Error::IdTooLarge {
+            id,
+            max: self.opts.max_id,
+        })
+    }
+
+    fn ptr_of(&self, id: u64) -> Result<Option<(u32, u32)>> {
+        let sh = self.read_shared()?;
+        Ok(sh.ptrs.get(id as usize).and_then(|&p| decode_ptr(p)))
+    }
+
+    /// Stores `value` under `id`; returns true when it replaced a value.
+    ///
+    /// The value is durable after the next [`Store::flush`]. Errors: [`Error::IdTooLarge`],
+    /// [`Error::ValueTooLarge`] (nothing is changed), I/O errors, [`Error::Poisoned`].
+    pub fn put(&self, id: u64, value: &[u8]) -> Result<bool> {
+        let idx = self.check_id(id)?;
+        if value.len() > self.opts.max_value_size as usize {
+            return Err(Error::ValueTooLarge {
+                len: value.len(),
+                max: self.opts.max_value_size,
+            });
+        }
+        let mut w = self.lock_writer()?;
+        let enc = encode(value, self.opts.compression, w.active_dict.as_ref());
+        let stored_len = enc.bytes.len() as u32;
+        let cap = container_len(stored_len);
+        let slot = Slot {
+            id,
+            offset: 0,
+            capacity: cap,
+            stored_len,
+            raw_len: value.len() as u32,
+            codec: enc.codec,
+            flags: 0,
+            dict_id: enc.dict_id,
+            value_sum: value_sum(&enc.bytes),
+        };
+        let old = self.ptr_of(id)?;
+        if let Some((op, os)) = old
+            && let Some(SlotState::Live(l)) = w.pages.get(op).and_then(|p| p.slot(os)).copied()
+            && l.fresh
+            && cap <= l.capacity
+        {
+            // In place: no durable pointer reaches this slot (it was written after the last
+            // flush), so overwriting it cannot lose a durable value. Readers may be reading it:
+            // hold the shared write lock for the copy.
+            let slot = Slot {
+                offset: l.offset,
+                ..slot
+            };
+            let map = w.map(op)?;
+            {
+                let _g = self.write_shared()?;
+                self.write_value(&map, l.offset, &enc.bytes)?;
+                map.write(
+                    slot_offset(os),
+                    bytemuck::bytes_of(&SlotEntry::encode(&slot, op, os)),
+                )?;
+            }
+            w.pages
+                .with(op, |p| p.update_in_place(os, stored_len, slot.raw_len, cap));
+            w.mark_dirty(op, u64::from(l.offset), u64::from(stored_len));
+            w.mark_dirty(op, slot_offset(os), u64::from(SLOT_LEN));
+            w.after_change(op, &self.opts);
+            self.compact_step(&mut w)?;
+            return Ok(true);
+        }
+        let (page, s, offset) = self.allocate(&mut w, cap)?;
+        let slot = Slot { offset, ..slot };
+        let map = w.map(page)?;
+        self.write_value(&map, offset, &enc.bytes)?;
+        map.write(
+            slot_offset(s),
+            bytemuck::bytes_of(&SlotEntry::encode(&slot, page, s)),
+        )?;
+        self.install(&mut w, idx, page, s, &slot)?;
+        if let Some((op, os)) = old {
+            w.drop_old(op, os, &self.opts)?;
+        }
+        self.compact_step(&mut w)?;
+        Ok(old.is_some())
+    }
+
+    /// Copies stored bytes into a container: all but the last byte, a hook (so tests can
+    /// stop a write in its middle), then the last byte.
+    fn write_value(&self, map: &Map, offset: u32, bytes: &[u8]) -> Result<()> {
+        let Some((last, rest)) = bytes.split_last() else {
+            return Ok(());
+        };
+        map.write(u64::from(offset), rest)?;
+        self.hook("value-half-written");
+        map.write(u64::from(offset) + rest.len() as u64, &[*last])?;
+        Ok(())
+    }
+
+    /// Records a freshly written slot as live and publishes the pointer of `id` to it.
+    fn install(&self, w: &mut Writer, idx: usize, page: u32, s: u32, slot: &Slot) -> Result<()> {
+        w.pages.with(page, |p| {
+            p.set_live(
+                s,
+                LiveSlot {
+                    id: slot.id,
+                    offset: slot.offset,
+                    capacity: slot.capacity,
+                    stored_len: slot.stored_len,
+                    raw_len: slot.raw_len,
+                    fresh: true,
+                },
+            );
+        });
+        w.fresh.push((page, s));
+        w.mark_dirty(page, u64::from(slot.offset), u64::from(slot.stored_len));
+        w.mark_dirty(page, slot_offset(s), u64::from(SLOT_LEN));
+        w.summary_dirty.insert(page);
+        {
+            let mut sh = self.write_shared()?;
+            if sh.ptrs.len() <= idx {
+                sh.ptrs.resize(idx + 1, 0);
+            }
+            sh.ptrs[idx] = encode_ptr(page, s);
+        }
+        w.dirty_ids.push(slot.id);
+        Ok(())
+    }
+
+    /// Finds room for a container of `cap` bytes (best fit, else a new page).
+    fn allocate(&self, w: &mut Writer, cap: u32) -> Result<(u32, u32, u32)> {
+        let page = match w.pages.best_fit(cap, &w.compacting) {
+            Some(p) => p,
+            None => self.new_page(w, cap)?,
+        };
+        let (slot, offset) = w
+            .pages
+            .with(page, |p| p.place(cap))
+            .flatten()
+            .ok_or(Error::InvalidOptions("page cannot hold the value"))?;
+        Ok((page, slot, offset))
+    }
+
+    /// Creates, syncs and maps a new page big enough for a container of `cap` bytes.
+    fn new_page(&self, w: &mut Writer, cap: u32) -> Result<u32> {
+        let need = u64::from(PAGE_HEADER_LEN + SLOT_LEN) + u64::from(cap);
+        let size = self
+            .opts
+            .min_page_size
+            .max(need.div_ceil(PAGE_ALIGN) * PAGE_ALIGN);
+        let page = w.pages.next_free_number();
+        let path = self.dir.join(page_file_name(page));
+        let tmp = path.with_extension("tmp");
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.set_len(size)?;
+        f.write_all_at(bytemuck::bytes_of(&PageHeader::new(page, size)), 0)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        sync_dir(&self.dir)?;
+        let map = Arc::new(Map::new(&f, size)?);
+        set_map(&mut w.maps, page, Some(Arc::clone(&map)));
+        set_map(&mut self.write_shared()?.maps, page, Some(map));
+        w.pages.insert(page, PageAlloc::new(size as u32));
+        Ok(page)
+    }
+
+    /// Moves up to `compact_step_bytes` of live values out of pages being compacted.
+    fn compact_step(&self, w: &mut Writer) -> Result<(u64, u64)> {
+        let (mut values, mut bytes) = (0u64, 0u64);
+        while bytes < u64::from(self.opts.compact_step_bytes) {
+            let Some((page, s, l)) = w.next_to_move() else {
+                break;
+            };
+            self.move_value(w, page, s, &l)?;
+            w.moved_values += 1;
+            values += 1;
+            bytes += u64::from(l.capacity);
+        }
+        Ok((values, bytes))
+    }
+
+    /// Copies the live value in `(page, s)` to another page and repoints its id.
+    fn move_value(&self, w: &mut Writer, page: u32, s: u32, l: &LiveSlot) -> Result<()> {
+        let src = w.map(page)?;
+        let entry = src
+            .read(slot_offset(s), SLOT_LEN as usize)
+            .ok_or_else(|| corrupted(page, s, "pointer past the end of the page"))?;
+        let entry: SlotEntry = bytemuck::pod_read_unaligned(entry);
+        let Some(old) = entry.decode(page, s).filter(|e| e.id == l.id) else {
+            return Err(corrupted(page, s, "slot entry checksum mismatch"));
+        };
+        let bytes = src
+            .read(u64::from(l.offset), l.stored_len as usize)
+            .ok_or_else(|| corrupted(page, s, "value past the end of the page"))?;
+        let (np, ns, noff) = self.allocate(w, l.capacity)?;
+        let slot = Slot {
+            offset: noff,
+            ..old
+        };
+        let dst = w.map(np)?;
+        dst.write(u64::from(noff), bytes)?;
+        dst.write(
+            slot_offset(ns),
+            bytemuck::bytes_of(&SlotEntry::encode(&slot, np, ns)),
+        )?;
+        self.install(w, l.id as usize, np, ns, &slot)?;
+        w.drop_old(page, s, &self.opts)
+    }
+
+    /// Removes the value of `id`; returns the length of the removed value (as it was given
+    /// to `put`), `Some(0)` for an entry found unreadable on open, `None` when there was none.
+    pub fn delete(&self, id: u64) -> Result<Option<usize>> {
+        let idx = self.check_id(id)?;
+        let mut w = self.lock_writer()?;
+        let Some((op, os)) = self.ptr_of(id)? else {
+            return Ok(None);
+        };
+        let len = match w.pages.get(op).and_then(|p| p.slot(os)) {
+            Some(SlotState::Live(l)) => l.raw_len as usize,
+            _ => 0,
+        };
+        {
+            let mut sh = self.write_shared()?;
+            if let Some(p) = sh.ptrs.get_mut(idx) {
+                *p = 0;
+            }
+        }
+        w.dirty_ids.push(id);
+        w.drop_old(op, os, &self.opts)?;
+        self.compact_step(&mut w)?;
+        Ok(Some(len))
+    }
+
+    /// The value of `id`, or `None`. A value whose bytes fail their checks is
+    /// [`Error::Corrupted`] with its page and slot.
+    pub fn get(&self, id: u64) -> Result<Option<Vec<u8>>> {
+        self.check_id(id)?;
+        let sh = self.read_shared()?;
+        let Some((page, slot)) = sh.ptrs.get(id as usize).and_then(|&p| decode_ptr(p)) else {
+            return Ok(None);
+        };
+        let (s, stored) = locate(&sh, id, page, slot)?;
+        decode(&sh, page, slot, &s, stored).map(Some)
+    }
+
+    /// Calls `f` with the value of `id` and returns its result, or `None` when there is no
+    /// value. A value stored uncompressed is passed straight from the mapped page (no copy);
+    /// a compressed one is decompressed first. `f` runs under the store's read lock: it
+    /// must not call back into the store.
+    pub fn get_with<R>(&self, id: u64, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+        self.check_id(id)?;
+        let sh = self.read_shared()?;
+        let Some((page, slot)) = sh.ptrs.get(id as usize).and_then(|&p| decode_ptr(p)) else {
+            return Ok(None);
+        };
+        let (s, stored) = locate(&sh, id, page, slot)?;
+        if s.codec == CODEC_RAW && s.raw_len == s.stored_len {
+            return Ok(Some(f(stored)));
+        }
+        let v = decode(&sh, page, slot, &s, stored)?;
+        Ok(Some(f(&v)))
+    }
+
+    /// Iterates over `(id, value)` in id order. Each step reads under the read lock on its
+    /// own, so writes made during the iteration may or may not be seen (each value read is
+    /// whole).
+    pub fn iter(&self) -> Iter<'_> {
+        Iter {
+            store: self,
+            next: 0,
+        }
+    }
+
+    /// Makes every write made before this call durable, then frees the space of the values
+    /// they replaced. Order: data pages (msync), then the tracker, then frees. A failure
+    /// poisons the store (see [`Error::Poisoned`]).
+    pub fn flush(&self) -> Result<()> {
+        let mut w = self.lock_writer()?;
+        let r = self.flush_locked(&mut w);
+        if r.is_err() {
+            w.poisoned = true;
+        }
+        r.map(|_| ())
+    }
+
+    fn flush_locked(&self, w: &mut Writer) -> Result<u32> {
+        // 1. Data: every value and slot entry written since the last flush.
+        for (&page, &(lo, hi)) in &w.dirty {
+            if let Some(Some(map)) = w.maps.get(page as usize) {
+                let len = hi - lo;
+                map.flush_range(lo, len)?;
+                w.synced_bytes += len;
+            }
+        }
+        w.dirty.clear();
+        self.hook("data-flushed");
+        // 2. Pointers: the tracker entries of every id changed since the last flush.
+        let mut ids = std::mem::take(&mut w.dirty_ids);
+        ids.sort_unstable();
+        ids.dedup();
+        {
+            let sh = self.read_shared()?;
+            for &id in &ids {
+                let ptr = sh.ptrs.get(id as usize).copied().unwrap_or(0);
+                w.tracker.set(id, ptr)?;
+            }
+        }
+        w.tracker.sync()?;
+        self.hook("tracker-flushed");
+        // 3. The new values are durable now: they may no longer be overwritten in place.
+        for (page, s) in std::mem::take(&mut w.fresh) {
+            w.pages.with(page, |p| p.settle(s));
+        }
+        // 4. Frees: no durable pointer reaches the replaced values any more.
+        for (page, s) in std::mem::take(&mut w.pending) {
+            w.free_slot(page, s, &self.opts)?;
+        }
+        // 5. Derived page summaries (checked and rebuilt on open; written for the next flush).
+        for page in std::mem::take(&mut w.summary_dirty) {
+            w.write_summary(page)?;
+        }
+        // 6. Reclaim pages left empty.
+        self.reclaim(w)
+    }
+
+    /// Ends the compaction of drained pages and deletes empty pages beyond
+    /// `keep_empty_pages` (highest numbers first).
+    fn reclaim(&self, w: &mut Writer) -> Result<u32> {
+        let drained: Vec<u32> = w
+            .compacting
+            .iter()
+            .copied()
+            .filter(|&p| w.pages.get(p).is_none_or(PageAlloc::is_empty))
+            .collect();
+        for page in drained {
+            w.compacting.remove(&page);
+            w.compact_cursor.remove(&page);
+        }
+        let empty: Vec<u32> = w
+            .pages
+            .iter()
+            .filter(|(_, p)| p.is_empty())
+            .map(|(i, _)| i)
+            .collect();
+        let mut removed = 0;
+        for &page in empty.iter().skip(self.opts.keep_empty_pages as usize).rev() {
+            w.pages.remove(page);
+            w.compacting.remove(&page);
+            w.compact_cursor.remove(&page);
+            w.dirty.remove(&page);
+            w.summary_dirty.remove(&page);
+            set_map(&mut w.maps, page, None);
+            set_map(&mut self.write_shared()?.maps, page, None);
+            std::fs::remove_file(self.dir.join(page_file_name(page)))?;
+            sync_dir(&self.dir)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Compacts every page holding garbage: flushes (so replaced values become free space),
+    /// moves the live values of those pages to other pages in bounded steps (releasing the
+    /// writer lock between steps, so other writes interleave; readers are held up only for
+    /// each pointer swap), then flushes again and deletes the emptied pages.
+    pub fn compact(&self) -> Result<CompactReport> {
+        let mut report = CompactReport::default();
+        self.flush()?;
+        {
+            let mut w = self.lock_writer()?;
+            let targets: Vec<u32> = w
+                .pages
+                .iter()
+                .filter(|(_, p)| p.fragmented_bytes() > 0)
+                .map(|(i, _)| i)
+                .collect();
+            w.compacting.extend(targets);
+        }
+        loop {
+            let mut w = self.lock_writer()?;
+            let (v, b) = self.compact_step(&mut w)?;
+            if v == 0 {
+                break;
+            }
+            report.moved_values += v;
+            report.moved_bytes += b;
+        }
+        let mut w = self.lock_writer()?;
+        let r = self.flush_locked(&mut w);
+        match r {
+            Ok(n) => report.pages_removed = n,
+            Err(e) => {
+                w.poisoned = true;
+                return Err(e);
+            }
+        }
+        Ok(report)
+    }
+
+    /// Trains an lz4 dictionary of at most `max_len` bytes (capped at 64 KiB) from the first
+    /// `samples` live values in id order, stores it durably with a new id, and
+    /// compresses every later write with it. Returns the new dictionary's id, or `None` when
+    /// the samples share too little to build one (nothing changes then).
+    pub fn train_dictionary(&self, samples: usize, max_len: usize) -> Result<Option<u16>> {
+        let ids: Vec<u64> = {
+            let sh = self.read_shared()?;
+            (0..sh.ptrs.len() as u64)
+                .filter(|&i| sh.ptrs[i as usize] != 0)
+                .take(samples)
+                .collect()
+        };
+        let mut values = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(v) = self.get(id)? {
+                values.push(v);
+            }
+        }
+        let trained = dict::train(&values, max_len);
+        if trained.is_empty() {
+            return Ok(None);
+        }
+        let mut w = self.lock_writer()?;
+        let id = {
+            let sh = self.read_shared()?;
+            match sh.dicts.keys().next_back() {
+                Some(&last) => last.checked_add(1).ok_or(Error::TooManyDictionaries)?,
+                None => 1,
+            }
+        };
+        dict::write(&self.dir, id, &trained)?;
+        sync_dir(&self.dir)?;
+        w.dict_bytes += (trained.len() + crate::format::DICT_HEADER_LEN) as u64;
+        let d: Arc<[u8]> = Arc::from(trained);
+        self.write_shared()?.dicts.insert(id, Arc::clone(&d));
+        w.active_dict = Some((id, d));
+        Ok(Some(id))
+    }
+
+    /// Figures describing the store (see [`Stats`]).
+    pub fn stats(&self) -> Result<Stats> {
+        let w = self.lock_writer()?;
+        let mut st = Stats {
+            corrupt_entries: w.corrupt_entries,
+            summaries_rebuilt: w.summaries_rebuilt,
+            bytes_on_disk: w.tracker.file_len() + w.dict_bytes,
+            pages_compacting: w.compacting.len() as u32,
+            dictionaries: self.read_shared()?.dicts.len() as u32,
+            moved_values: w.moved_values,
+            synced_bytes: w.synced_bytes,
+            punched_bytes: w.punched_bytes,
+            ..Stats::default()
+        };
+        let mut page_bytes = 0u64;
+        let mut garbage = 0u64;
+        for (_, p) in w.pages.iter() {
+            st.pages += 1;
+            st.live_values += u64::from(p.live);
+            st.live_bytes += p.live_raw;
+            st.stored_bytes += p.live_stored;
+            page_bytes += u64::from(p.size());
+            garbage += p.garbage_bytes();
+        }
+        st.bytes_on_disk += page_bytes;
+        st.garbage_ratio = if page_bytes == 0 {
+            0.0
+        } else {
+            garbage as f64 / page_bytes as f64
+        };
+        st.compression_ratio = if st.stored_bytes == 0 {
+            1.0
+        } else {
+            st.live_bytes as f64 / st.stored_bytes as f64
+        };
+        Ok(st)
+    }
+
+    /// The directory of the store.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.writer.lock()
+            && !w.poisoned
+            && self.flush_locked(&mut w).is_err()
+        {
+            w.poisoned = true;
+        }
+    }
+}
+
+fn set_map(maps: &mut Vec<Option<Arc<Map>>>, page: u32, map: Option<Arc<Map>>) {
+    let i = page as usize;
+    if maps.len() <= i {
+        maps.resize_with(i + 1, || None);
+    }
+    maps[i] = map;
+}
+
+fn lock_dir(dir: &Path) -> Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(LOCK_FILE))?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(|_| Error::Locked(dir.to_path_buf()))?;
+    Ok(f)
+}
+
+/// Opens and checks page file `path` named as page `page`.
+fn open_page(path: &Path, page: u32) -> Result<Map> {
+    let bad = |what| Error::BadFile {
+        path: path.to_path_buf(),
+        what,
+    };
+    let f = OpenOptions::new().read(true).write(true).open(path)?;
+    let len = f.metadata()?.len();
+    if len < MIN_PAGE_SIZE || !len.is_multiple_of(PAGE_ALIGN) || len > MAX_PAGE_SIZE {
+        return Err(bad(
+            "page file size is not a whole number of 4 KiB blocks within 1 GiB",
+        ));
+    }
+    let map = Map::new(&f, len)?;
+    let head = map
+        .read(0, PAGE_HEADER_LEN as usize)
+        .ok_or_else(|| bad("page header unreadable"))?;
+    let h: PageHeader = bytemuck::pod_read_unaligned(head);
+    if !h.ident_ok() {
+        return Err(bad("page header: wrong magic, version or checksum"));
+    }
+    if h.page_id() != page {
+        return Err(bad("page number differs from its file name"));
+    }
+    if h.page_size() != len {
+        return Err(bad("page file size differs from its header"));
+    }
+    Ok(map)
+}
+
+/// Rebuilds the writer's page state from the tracker pointers and the slot entries they
+/// reach; unreadable entries are counted and reserved (their ids read as `Corrupted`).
+fn rebuild(w: &mut Writer, ptrs: &[u64]) -> Result<()> {
+    let mut refs: BTreeMap<u32, Vec<(u32, u64)>> = BTreeMap::new();
+    for (id, &p) in ptrs.iter().enumerate() {
+        let Some((page, slot)) = decode_ptr(p) else {
+            continue;
+        };
+        let fits = w
+            .maps
+            .get(page as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|m| slot_offset(slot) + u64::from(SLOT_LEN) <= m.len());
+        if fits {
+            refs.entry(page).or_default().push((slot, id as u64));
+        } else {
+            w.corrupt_entries += 1;
+        }
+    }
+    for (page, map) in w.maps.iter().enumerate() {
+        let Some(map) = map else { continue };
+        let page = page as u32;
+        let size = map.len() as u32;
+        let mine = refs.remove(&page).unwrap_or_default();
+        let n = mine.iter().map(|&(s, _)| s + 1).max().unwrap_or(0);
+        let dir_end = u64::from(PAGE_HEADER_LEN) + u64::from(SLOT_LEN) * u64::from(n);
+        let mut states = vec![SlotState::Free; n as usize];
+        // Verified owners claim their slots first; a pointer that does not verify (wrong
+        // id, tombstone, bad checksum...) reserves its slot only if no owner claimed it.
+        let mut bad = Vec::new();
+        for (slot, id) in mine {
+            let ok = map
+                .read(slot_offset(slot), SLOT_LEN as usize)
+                .map(bytemuck::pod_read_unaligned::<SlotEntry>)
+                .and_then(|e| e.decode(page, slot))
+                .filter(|s| {
+                    s.id == id
+                        && s.flags & FLAG_TOMBSTONE == 0
+                        && matches!(s.codec, CODEC_RAW | CODEC_LZ4 | CODEC_LZ4_DICT)
+                        && s.capacity >= MIN_CONTAINER
+                        && s.stored_len <= s.capacity
+                        && u64::from(s.offset) >= dir_end
+                        && u64::from(s.offset) + u64::from(s.capacity) <= u64::from(size)
+                });
+            match ok {
+                Some(s) => {
+                    states[slot as usize] = SlotState::Live(LiveSlot {
+                        id,
+                        offset: s.offset,
+                        capacity: s.capacity,
+                        stored_len: s.stored_len,
+                        raw_len: s.raw_len,
+                        fresh: false,
+                    });
+                }
+                None => bad.push(slot),
+            }
+        }
+        for slot in bad {
+            w.corrupt_entries += 1;
+            if states[slot as usize] == SlotState::Free {
+                states[slot as usize] = SlotState::Reserved;
+            }
+        }
+        // Overlapping containers: keep the first, reserve the others.
+        let mut live: Vec<(u32, u32, u32)> = states
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                SlotState::Live(l) => Some((l.offset, l.capacity, i as u32)),
+                _ => None,
+            })
+            .collect();
+        live.sort_unstable();
+        let mut end = 0u32;
+        for (off, cap, i) in live {
+            if off < end {
+                states[i as usize] = SlotState::Reserved;
+                w.corrupt_entries += 1;
+            } else {
+                end = off + cap;
+            }
+        }
+        let alloc = PageAlloc::rebuild(size, states)
+            .ok_or_else(|| corrupted(page, 0, "page layout does not rebuild"))?;
+        let rebuilt = PageSummary {
+            slot_count: alloc.slot_count(),
+            live_slots: alloc.live,
+            live_bytes: alloc.live_stored,
+        };
+        let head = map
+            .read(0, PAGE_HEADER_LEN as usize)
+            .map(bytemuck::pod_read_unaligned::<PageHeader>);
+        if head.and_then(|h| h.summary()) != Some(rebuilt) {
+            w.summaries_rebuilt += 1;
+            w.summary_dirty.insert(page);
+        }
+        w.pages.insert(page, alloc);
+    }
+    Ok(())
+}
+
+impl Writer {
+    /// The next live value to move out of a page being compacted (pages stay marked, and
+    /// receive no new values, until a flush has emptied them).
+    fn next_to_move(&mut self) -> Option<(u32, u32, LiveSlot)> {
+        for &page in &self.compacting {
+            let Some(p) = self.pages.get(page) else {
+                continue;
+            };
+            let from = self.compact_cursor.get(&page).copied().unwrap_or(0);
+            let found = p.slots().skip(from as usize).find_map(|(s, st)| match st {
+                SlotState::Live(l) => Some((s, *l)),
+                _ => None,
+            });
+            match found {
+                Some((s, l)) => {
+                    self.compact_cursor.insert(page, s);
+                    return Some((page, s, l));
+                }
+                None => {
+                    self.compact_cursor.insert(page, p.slot_count());
+                }
+            }
+        }
+        None
+    }
+
+    fn map(&self, page: u32) -> Result<Arc<Map>> {
+        self.maps
+            .get(page as usize)
+            .and_then(Option::clone)
+            .ok_or_else(|| corrupted(page, 0, "missing page"))
+    }
+
+    fn mark_dirty(&mut self, page: u32, offset: u64, len: u64) {
+        let e = self.dirty.entry(page).or_insert((offset, offset + len));
+        e.0 = e.0.min(offset);
+        e.1 = e.1.max(offset + len);
+    }
+
+    /// Retires or frees the slot an id pointed to before it was repointed or deleted.
+    fn drop_old(&mut self, page: u32, s: u32, opts: &Options) -> Result<()> {
+        match self.pages.get(page).and_then(|p| p.slot(s)).copied() {
+            Some(SlotState::Live(l)) if l.fresh => {
+                // Written after the last flush: no durable pointer reaches it.
+                self.free_slot(page, s, opts)?;
+            }
+            Some(SlotState::Live(_)) => {
+                self.pages.with(page, |p| p.retire(s));
+                self.pending.push((page, s));
+                self.after_change(page, opts);
+            }
+            Some(SlotState::Reserved) => self.free_slot(page, s, opts)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Marks slot `(page, s)` as a tombstone on disk and gives it back to the allocator.
+    fn free_slot(&mut self, page: u32, s: u32, opts: &Options) -> Result<()> {
+        let map = self.map(page)?;
+        if let Some(entry) = map.read(slot_offset(s), SLOT_LEN as usize) {
+            let entry: SlotEntry = bytemuck::pod_read_unaligned(entry);
+            if let Some(mut slot) = entry.decode(page, s) {
+                slot.flags |= FLAG_TOMBSTONE;
+                map.write(
+                    slot_offset(s),
+                    bytemuck::bytes_of(&SlotEntry::encode(&slot, page, s)),
+                )?;
+                self.mark_dirty(page, slot_offset(s), u64::from(SLOT_LEN));
+            }
+        }
+        let container = match self.pages.get(page).and_then(|p| p.slot(s)) {
+            Some(SlotState::Live(l)) => Some((l.offset, l.capacity)),
+            Some(SlotState::Pending { offset, capacity }) => Some((*offset, *capacity)),
+            _ => None,
+        };
+        self.pages.with(page, |p| p.release(s));
+        let run = container.and_then(|(c, _)| self.pages.get(page)?.free_extent_at(c));
+        if let (Some((c, cap)), Some((o, len))) = (container, run) {
+            // The file blocks that touch the freed container and lie wholly in free space go
+            // back to the file system, so freed space stops costing disk. Best effort: a
+            // file system without hole punching keeps the blocks.
+            let (c, cap, o, len) = (u64::from(c), u64::from(cap), u64::from(o), u64::from(len));
+            let start = (c / PAGE_ALIGN * PAGE_ALIGN).max(o.div_ceil(PAGE_ALIGN) * PAGE_ALIGN);
+            let end = ((c + cap).div_ceil(PAGE_ALIGN) * PAGE_ALIGN)
+                .min((o + len) / PAGE_ALIGN * PAGE_ALIGN);
+            if end > start && map.punch_hole(start, end - start).is_ok() {
+                self.punched_bytes += end - start;
+            }
+        }
+        self.after_change(page, opts);
+        Ok(())
+    }
+
+    /// Notes a changed page: its summary is stale, and it may now need compacting.
+    fn after_change(&mut self, page: u32, opts: &Options) {
+        self.summary_dirty.insert(page);
+        if let Some(p) = self.pages.get(page)
+            && p.fragmented_bytes() as f64 > opts.compact_threshold * f64::from(p.size())
+        {
+            self.compacting.insert(page);
+        }
+    }
+
+    fn write_summary(&mut self, page: u32) -> Result<()> {
+        let Some(p) = self.pages.get(page) else {
+            return Ok(());
+        };
+        let s = PageSummary {
+            slot_count: p.slot_count(),
+            live_slots: p.live,
+            live_bytes: p.live_stored,
+        };
+        let map = self.map(page)?;
+        let mut h: PageHeader = map
+            .read(0, PAGE_HEADER_LEN as usize)
+            .map(bytemuck::pod_read_unaligned)
+            .ok_or_else(|| corrupted(page, 0, "page header unreadable"))?;
+        h.set_summary(s);
+        map.write(0, bytemuck::bytes_of(&h))?;
+        self.mark_dirty(page, 0, u64::from(PAGE_HEADER_LEN));
+        Ok(())
+    }
+}
+
+/// Iterator over `(id, value)` pairs, from [`Store::iter`].
+#[derive(Debug)]
+pub struct Iter<'a> {
+    store: &'a Store,
+    next: u64,
+}
+
+impl Iterator for Iter<'_> {
+    type Item = Result<(u64, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let sh = match self.store.read_shared() {
+            Ok(sh) => sh,
+            Err(e) => return Some(Err(e)),
+        };
+        let start = usize::try_from(self.next).ok()?;
+        let (i, &p) = sh
+            .ptrs
+            .get(start..)?
+            .iter()
+            .enumerate()
+            .find(|&(_, &p)| p != 0)?;
+        let id = self.next + i as u64;
+        self.next = id + 1;
+        let (page, slot) = decode_ptr(p)?;
+        Some(
+            locate(&sh, id, page, slot)
+                .and_then(|(s, stored)| decode(&sh, page, slot, &s, stored))
+                .map(|v| (id, v)),
+        )
+    }
+}

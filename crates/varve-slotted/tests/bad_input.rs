@@ -1,0 +1,506 @@
+//! Bad input and damaged files: typed errors, nothing changed on disk, no panic; a damaged
+//! value reads as `Corrupted { page, slot }` while the rest of the store keeps working.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+
+use varve_slotted::{Compression, Error, Options, Store};
+
+const TRACKER: &str = "tracker.vvt";
+const PAGE0: &str = "page-00000000.vvp";
+
+fn opts() -> Options {
+    Options::default()
+        .min_page_size(64 * 1024)
+        .max_id(1000)
+        .max_value_size(200_000)
+}
+
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap() != "LOCK")
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect()
+}
+
+fn filled(dir: &Path) -> Store {
+    let s = Store::create(dir, opts()).unwrap();
+    for id in 0..20u64 {
+        s.put(
+            id,
+            format!("value number {id} {}", "x".repeat(id as usize * 10)).as_bytes(),
+        )
+        .unwrap();
+    }
+    s.flush().unwrap();
+    s
+}
+
+fn flip(path: &Path, at: u64) {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, at).unwrap();
+    b[0] ^= 0x40;
+    f.write_all_at(&b, at).unwrap();
+}
+
+fn read_u64(path: &Path, at: u64) -> u64 {
+    let f = std::fs::File::open(path).unwrap();
+    let mut b = [0u8; 8];
+    f.read_exact_at(&mut b, at).unwrap();
+    u64::from_le_bytes(b)
+}
+
+fn write_u64(path: &Path, at: u64, v: u64) {
+    let f = OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(&v.to_le_bytes(), at).unwrap();
+}
+
+/// `(page, slot)` of `id` read from the tracker file (documented layout).
+fn ptr_of(dir: &Path, id: u64) -> (u32, u32) {
+    let p = read_u64(&dir.join(TRACKER), 64 + 8 * id);
+    (((p >> 32) - 1) as u32, p as u32)
+}
+
+#[test]
+fn oversized_ids_and_values_are_refused_and_change_nothing() {
+    let dir = scratch();
+    let s = filled(dir.path());
+    let before = snapshot(dir.path());
+    let stats = s.stats().unwrap();
+    assert!(matches!(
+        s.put(1001, b"x"),
+        Err(Error::IdTooLarge {
+            id: 1001,
+            max: 1000
+        })
+    ));
+    assert!(matches!(s.get(1001), Err(Error::IdTooLarge { .. })));
+    assert!(matches!(s.delete(5000), Err(Error::IdTooLarge { .. })));
+    assert!(matches!(
+        s.get_with(u64::MAX, |_| ()),
+        Err(Error::IdTooLarge { .. })
+    ));
+    let big = vec![7u8; 200_001];
+    assert!(matches!(
+        s.put(3, &big),
+        Err(Error::ValueTooLarge {
+            len: 200_001,
+            max: 200_000
+        })
+    ));
+    s.put(1000, b"the last id is fine").unwrap();
+    s.delete(1000).unwrap();
+    s.flush().unwrap();
+    let after = s.stats().unwrap();
+    assert_eq!(
+        (
+            after.live_values,
+            after.live_bytes,
+            after.stored_bytes,
+            after.bytes_on_disk,
+            after.pages
+        ),
+        (
+            stats.live_values,
+            stats.live_bytes,
+            stats.stored_bytes,
+            stats.bytes_on_disk,
+            stats.pages
+        )
+    );
+    assert_eq!(
+        s.get(3).unwrap().unwrap(),
+        format!("value number 3 {}", "x".repeat(30)).as_bytes()
+    );
+    drop(s);
+    let after = snapshot(dir.path());
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        before[&dir.path().join(TRACKER)],
+        after[&dir.path().join(TRACKER)]
+    );
+}
+
+#[test]
+fn a_value_exactly_at_the_maximum_is_accepted() {
+    let dir = scratch();
+    let s = Store::create(dir.path(), opts().compression(Compression::None)).unwrap();
+    let v = vec![9u8; 200_000];
+    s.put(1, &v).unwrap();
+    assert_eq!(s.get(1).unwrap().unwrap(), v);
+    // A value bigger than the minimum page gets a page of its own, rounded to 4 KiB.
+    assert_eq!(s.stats().unwrap().pages, 1);
+    assert!(s.stats().unwrap().bytes_on_disk >= 200_000);
+}
+
+#[test]
+fn invalid_options_are_refused() {
+    let dir = scratch();
+    for o in [
+        Options::default().min_page_size(8192),
+        Options::default().min_page_size(65537),
+        Options::default().min_page_size(2 << 30),
+        Options::default().max_value_size(u32::MAX),
+        Options::default().compact_threshold(0.0),
+        Options::default().compact_threshold(1.5),
+        Options::default().compact_step_bytes(100),
+    ] {
+        assert!(matches!(
+            Store::create(dir.path(), o),
+            Err(Error::InvalidOptions(_))
+        ));
+    }
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "nothing created"
+    );
+    Store::create(
+        dir.path(),
+        Options::default()
+            .min_page_size(16384)
+            .compact_threshold(1.0)
+            .compact_step_bytes(128),
+    )
+    .unwrap();
+}
+
+#[test]
+fn open_create_and_lock_errors() {
+    let dir = scratch();
+    assert!(matches!(
+        Store::open(dir.path(), opts()),
+        Err(Error::NotFound(_))
+    ));
+    let s = Store::create(dir.path(), opts()).unwrap();
+    assert!(matches!(
+        Store::open(dir.path(), opts()),
+        Err(Error::Locked(_))
+    ));
+    drop(s);
+    assert!(matches!(
+        Store::create(dir.path(), opts()),
+        Err(Error::AlreadyExists(_))
+    ));
+    Store::open(dir.path(), opts()).unwrap();
+}
+
+fn assert_open_fails_unchanged(dir: &Path) {
+    let before = snapshot(dir);
+    let r = Store::open(dir, opts());
+    assert!(matches!(r, Err(Error::BadFile { .. })), "{r:?}");
+    assert_eq!(snapshot(dir), before);
+}
+
+#[test]
+fn page_file_with_wrong_magic_size_or_name_is_refused() {
+    let dir = scratch();
+    drop(filled(dir.path()));
+    let page = dir.path().join(PAGE0);
+    flip(&page, 0);
+    assert_open_fails_unchanged(dir.path());
+    flip(&page, 0);
+    Store::open(dir.path(), opts()).unwrap();
+
+    let f = OpenOptions::new().write(true).open(&page).unwrap();
+    f.set_len(64 * 1024 + 100).unwrap();
+    assert_open_fails_unchanged(dir.path());
+    f.set_len(128 * 1024).unwrap();
+    assert_open_fails_unchanged(dir.path());
+    f.set_len(4096).unwrap();
+    assert_open_fails_unchanged(dir.path());
+    f.set_len(64 * 1024).unwrap();
+    Store::open(dir.path(), opts()).unwrap();
+
+    std::fs::rename(&page, dir.path().join("page-00000003.vvp")).unwrap();
+    assert_open_fails_unchanged(dir.path());
+}
+
+#[test]
+fn damaged_tracker_header_is_refused() {
+    let dir = scratch();
+    drop(filled(dir.path()));
+    let tracker = dir.path().join(TRACKER);
+    flip(&tracker, 20);
+    assert_open_fails_unchanged(dir.path());
+    flip(&tracker, 20);
+    let f = OpenOptions::new().write(true).open(&tracker).unwrap();
+    // A tracker is created with room for 1024 ids and never shrinks: shorter is truncated.
+    f.set_len(64 + 8 * 1024 - 8).unwrap();
+    assert_open_fails_unchanged(dir.path());
+    f.set_len(64 + 8 * 1024).unwrap();
+    let s = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(s.stats().unwrap().live_values, 20);
+    drop(s);
+    f.set_len(10).unwrap();
+    assert_open_fails_unchanged(dir.path());
+}
+
+#[test]
+fn tracker_pointing_past_a_page_reads_as_corrupted() {
+    let dir = scratch();
+    drop(filled(dir.path()));
+    let tracker = dir.path().join(TRACKER);
+    // id 4 -> page 9 (missing); id 5 -> page 0, slot far past the page end.
+    write_u64(&tracker, 64 + 8 * 4, (10u64 << 32) | 1);
+    write_u64(&tracker, 64 + 8 * 5, (1u64 << 32) | 1_000_000);
+    let s = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(s.stats().unwrap().corrupt_entries, 2);
+    assert!(matches!(
+        s.get(4),
+        Err(Error::Corrupted {
+            page: 9,
+            slot: 1,
+            ..
+        })
+    ));
+    assert!(matches!(
+        s.get(5),
+        Err(Error::Corrupted {
+            page: 0,
+            slot: 1_000_000,
+            ..
+        })
+    ));
+    assert!(matches!(
+        s.get_with(5, |_| ()),
+        Err(Error::Corrupted { .. })
+    ));
+    let errors = s.iter().filter(Result::is_err).count();
+    assert_eq!(errors, 2);
+    assert_eq!(
+        s.get(6).unwrap().unwrap(),
+        format!("value number 6 {}", "x".repeat(60)).as_bytes()
+    );
+    // Deleting or overwriting clears the damage.
+    assert_eq!(s.delete(4).unwrap(), Some(0));
+    assert!(!s.put(5, b"fresh").unwrap_or(false) || s.get(5).unwrap().is_some());
+    assert_eq!(s.get(5).unwrap().as_deref(), Some(&b"fresh"[..]));
+    s.flush().unwrap();
+    drop(s);
+    let s = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(s.stats().unwrap().corrupt_entries, 0);
+    assert_eq!(s.get(4).unwrap(), None);
+}
+
+#[test]
+fn tracker_pointing_at_another_ids_slot_or_a_tombstone_reads_as_corrupted() {
+    let dir = scratch();
+    let s = filled(dir.path());
+    let tracker = dir.path().join(TRACKER);
+    let p7 = read_u64(&tracker, 64 + 8 * 7);
+    s.delete(7).unwrap();
+    s.flush().unwrap(); // id 7's slot is a tombstone now
+    drop(s);
+    write_u64(&tracker, 64 + 8 * 7, p7);
+    let p6 = read_u64(&tracker, 64 + 8 * 6);
+    write_u64(&tracker, 64 + 8 * 4, p6); // id 4 -> id 6's slot
+    let (page, slot) = ptr_of(dir.path(), 6);
+    let s = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(s.stats().unwrap().corrupt_entries, 2);
+    assert!(matches!(s.get(7), Err(Error::Corrupted { .. })));
+    match s.get(4) {
+        Err(Error::Corrupted {
+            page: p, slot: sl, ..
+        }) => assert_eq!((p, sl), (page, slot)),
+        other => panic!("expected Corrupted, got {other:?}"),
+    }
+    // The rightful owner keeps its slot and its space: new values do not overwrite it.
+    let six = s.get(6).unwrap().unwrap();
+    for id in 100..160 {
+        s.put(id, &[9u8; 700]).unwrap();
+    }
+    assert_eq!(s.get(6).unwrap().unwrap(), six);
+    assert_eq!(
+        s.stats().unwrap().live_values,
+        18 + 60,
+        "ids 4 and 7 are unreadable"
+    );
+}
+
+/// Rewrites the slot entry `(page, slot)` with `edit` applied to its bytes 0..32 and a
+/// valid checksum (layout from docs/format.md), as a bug or a forger would.
+fn forge_entry(dir: &Path, page: u32, slot: u32, edit: impl Fn(&mut [u8; 40])) {
+    let path = dir.join(format!("page-{page:08}.vvp"));
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let at = 64 + 40 * u64::from(slot);
+    let mut e = [0u8; 40];
+    f.read_exact_at(&mut e, at).unwrap();
+    edit(&mut e);
+    let seed = (u64::from(page) << 32) | u64::from(slot);
+    let sum = xxhash_rust::xxh3::xxh3_64_with_seed(&e[..32], seed);
+    e[32..].copy_from_slice(&sum.to_le_bytes());
+    f.write_all_at(&e, at).unwrap();
+}
+
+type Edit = Box<dyn Fn(&mut [u8; 40])>;
+
+#[test]
+fn slot_entries_with_valid_checksums_but_impossible_fields_are_corrupted() {
+    let set32 =
+        |e: &mut [u8; 40], at: usize, v: u32| e[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    let edits: Vec<(&str, Edit)> = vec![
+        ("unchanged", Box::new(|_| {})),
+        ("unknown codec", Box::new(|e| e[24] = 9)),
+        ("codec zero", Box::new(|e| e[24] = 0)),
+        ("tombstone", Box::new(|e| e[25] = 1)),
+        ("container under 128", Box::new(move |e| set32(e, 12, 120))),
+        (
+            "stored past container",
+            Box::new(move |e| set32(e, 16, 20_000)),
+        ),
+        (
+            "container in the directory",
+            Box::new(move |e| set32(e, 8, 64)),
+        ),
+        (
+            "container past the page",
+            Box::new(move |e| set32(e, 8, 65_536 - 64)),
+        ),
+        ("other id", Box::new(|e| e[0] ^= 1)),
+        (
+            "raw length differs from stored",
+            Box::new(move |e| set32(e, 20, 250)),
+        ),
+    ];
+    for (what, edit) in edits {
+        let dir = scratch();
+        let s = Store::create(dir.path(), opts().compression(Compression::None)).unwrap();
+        s.put(1, &[1u8; 200]).unwrap();
+        s.put(2, &[2u8; 300]).unwrap();
+        drop(s);
+        let (page, slot) = ptr_of(dir.path(), 2);
+        forge_entry(dir.path(), page, slot, edit);
+        let s = Store::open(dir.path(), opts()).unwrap();
+        let st = s.stats().unwrap();
+        assert_eq!(s.get(1).unwrap().unwrap(), vec![1u8; 200], "{what}");
+        if what == "unchanged" {
+            assert_eq!(st.corrupt_entries, 0);
+            assert_eq!(s.get(2).unwrap().unwrap(), vec![2u8; 300]);
+            continue;
+        }
+        assert!(s.get(2).is_err(), "{what}");
+        if what == "raw length differs from stored" {
+            continue; // caught when read, not on open
+        }
+        assert_eq!(st.corrupt_entries, 1, "{what}");
+        assert_eq!(st.live_values, 1, "{what}");
+    }
+}
+
+#[test]
+fn flipped_value_byte_is_corrupted_at_its_page_and_slot() {
+    for compression in [Compression::None, Compression::Lz4] {
+        let dir = scratch();
+        let s = Store::create(dir.path(), opts().compression(compression)).unwrap();
+        let doc = "{\"a\":1,\"b\":2,\"c\":3}".repeat(30);
+        for id in 0..10u64 {
+            s.put(id, doc.as_bytes()).unwrap();
+        }
+        drop(s);
+        let (page, slot) = ptr_of(dir.path(), 3);
+        let path = dir.path().join(format!("page-{page:08}.vvp"));
+        let entry = 64 + 40 * u64::from(slot);
+        let offset = u64::from(u32::from_le_bytes(
+            read_u64(&path, entry + 8).to_le_bytes()[..4]
+                .try_into()
+                .unwrap(),
+        ));
+        flip(&path, offset + 5);
+        let s = Store::open(dir.path(), opts().compression(compression)).unwrap();
+        match s.get(3) {
+            Err(Error::Corrupted {
+                page: p, slot: sl, ..
+            }) => assert_eq!((p, sl), (page, slot)),
+            other => panic!("expected Corrupted, got {other:?}"),
+        }
+        assert!(matches!(
+            s.get_with(3, |b| b.to_vec()),
+            Err(Error::Corrupted { .. })
+        ));
+        for id in (0..10).filter(|&i| i != 3) {
+            assert_eq!(s.get(id).unwrap().unwrap(), doc.as_bytes());
+        }
+        drop(s);
+        // A flipped slot entry: open succeeds, the id reads as corrupted.
+        let (page, slot) = ptr_of(dir.path(), 4);
+        let path = dir.path().join(format!("page-{page:08}.vvp"));
+        flip(&path, 64 + 40 * u64::from(slot) + 2);
+        let s = Store::open(dir.path(), opts().compression(compression)).unwrap();
+        assert!(matches!(s.get(4), Err(Error::Corrupted { .. })));
+        assert_eq!(s.stats().unwrap().corrupt_entries, 1);
+    }
+}
+
+#[test]
+fn stale_page_summary_is_rebuilt_on_open() {
+    let dir = scratch();
+    drop(filled(dir.path()));
+    flip(&dir.path().join(PAGE0), 36);
+    let s = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(s.stats().unwrap().summaries_rebuilt, 1);
+    assert_eq!(s.stats().unwrap().live_values, 20);
+    for id in 0..20 {
+        assert!(s.get(id).unwrap().is_some());
+    }
+    drop(s);
+    let s = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(
+        s.stats().unwrap().summaries_rebuilt,
+        0,
+        "rewritten at the flush on close"
+    );
+}
+
+#[test]
+fn damaged_dictionary_file_is_refused() {
+    let dir = scratch();
+    let s = Store::create(dir.path(), opts()).unwrap();
+    for id in 0..50u64 {
+        s.put(
+            id,
+            format!("{{\"customer\":{id},\"status\":\"active\",\"tier\":\"gold\"}}").as_bytes(),
+        )
+        .unwrap();
+    }
+    let d = s.train_dictionary(50, 4096).unwrap().unwrap();
+    drop(s);
+    let path = dir.path().join(format!("dict-{d:05}.vvd"));
+    flip(&path, 40);
+    assert_open_fails_unchanged(dir.path());
+}
+
+#[test]
+fn leftover_temporary_files_are_removed_on_open() {
+    let dir = scratch();
+    drop(filled(dir.path()));
+    std::fs::write(dir.path().join("page-00000001.tmp"), b"half-made page").unwrap();
+    let s = Store::open(dir.path(), opts()).unwrap();
+    assert!(!dir.path().join("page-00000001.tmp").exists());
+    assert_eq!(s.stats().unwrap().pages, 1);
+}
+
+/// A scratch directory on tmpfs when there is one (fsync is free there, so the suite stays
+/// fast enough for mutation testing; mapping and page-cache behaviour are the same).
+fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap())
+}
