@@ -70,6 +70,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         }
         if opts.peers {
             cmd.args(["--features", "rocksdb"]);
+            link_system_rocksdb(&mut cmd);
         }
         cmd.env("VARVE_BENCH_OUT", &raw)
             .env("VARVE_BENCH_DIR", out_dir.join("scratch"));
@@ -99,6 +100,28 @@ pub fn run(args: &[String]) -> Result<(), String> {
     println!("\n{table}");
     println!("written: {0}/report.md, {0}/report.svg", out_dir.display());
     Ok(())
+}
+
+/// Points the `rocksdb` peer at a system RocksDB (Debian's `librocksdb-dev`) when one is
+/// installed and the caller has not chosen otherwise: building the bundled C++ sources
+/// takes hours on a 2-core machine. Without one, `librocksdb-sys` builds from source.
+fn link_system_rocksdb(cmd: &mut std::process::Command) {
+    if std::env::var_os("ROCKSDB_LIB_DIR").is_some() {
+        return;
+    }
+    let candidates = [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib",
+    ];
+    if let Some(dir) = candidates
+        .iter()
+        .find(|d| Path::new(d).join("librocksdb.so").exists())
+    {
+        println!("linking the system RocksDB in {dir}");
+        cmd.env("ROCKSDB_LIB_DIR", dir)
+            .env("ROCKSDB_INCLUDE_DIR", "/usr/include");
+    }
 }
 
 fn write(path: &Path, text: &str) -> Result<(), String> {
