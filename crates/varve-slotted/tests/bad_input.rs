@@ -407,6 +407,36 @@ fn slot_entries_with_valid_checksums_but_impossible_fields_are_corrupted() {
     }
 }
 
+/// Two slot entries whose containers overlap (valid checksums, as a bug or a forger
+/// would leave them): on open the first keeps its value and the other is counted as
+/// corrupt, never serving one value's bytes as the other's.
+#[test]
+fn overlapping_containers_keep_the_first_and_count_the_other_as_corrupt() {
+    let dir = scratch();
+    let s = Store::create(dir.path(), opts().compression(Compression::None)).unwrap();
+    s.put(1, &[1u8; 200]).unwrap();
+    s.put(2, &[2u8; 300]).unwrap();
+    drop(s);
+    let (page1, slot1) = ptr_of(dir.path(), 1);
+    let (page2, slot2) = ptr_of(dir.path(), 2);
+    assert_eq!(page1, page2, "both values live in the first page");
+    let page_file = dir.path().join(format!("page-{page1:08}.vvp"));
+    let entry1 = 64 + 40 * u64::from(slot1);
+    let offset1 = (read_u64(&page_file, entry1 + 8) & 0xFFFF_FFFF) as u32;
+    forge_entry(dir.path(), page2, slot2, |e| {
+        e[8..12].copy_from_slice(&offset1.to_le_bytes());
+    });
+    let s = Store::open(dir.path(), opts()).unwrap();
+    let st = s.stats().unwrap();
+    assert_eq!(st.corrupt_entries, 1);
+    assert_eq!(st.live_values, 1);
+    assert_eq!(s.get(1).unwrap().unwrap(), vec![1u8; 200]);
+    assert!(
+        s.get(2).is_err(),
+        "the overlapping entry must not be served"
+    );
+}
+
 #[test]
 fn flipped_value_byte_is_corrupted_at_its_page_and_slot() {
     for compression in [Compression::None, Compression::Lz4] {
