@@ -298,6 +298,30 @@ fn tracker_pointing_past_a_page_reads_as_corrupted() {
     assert_eq!(s.get(4).unwrap(), None);
 }
 
+/// A pointer to the last slot whose entry would start inside the page but end past it:
+/// the entry cannot be read, so the id is corrupt and the rest of the page is untouched.
+#[test]
+fn tracker_pointing_at_a_slot_straddling_the_page_end_reads_as_corrupted() {
+    let dir = scratch();
+    drop(filled(dir.path()));
+    let page_len = std::fs::metadata(dir.path().join(PAGE0)).unwrap().len();
+    let straddling = (page_len - 64) / 40; // entry starts before the end, ends past it
+    assert!(64 + 40 * straddling < page_len && 64 + 40 * (straddling + 1) > page_len);
+    write_u64(
+        &dir.path().join(TRACKER),
+        64 + 8 * 5,
+        (1u64 << 32) | straddling,
+    );
+    let s = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(s.stats().unwrap().corrupt_entries, 1);
+    assert_eq!(s.stats().unwrap().live_values, 19);
+    assert!(matches!(s.get(5), Err(Error::Corrupted { page: 0, .. })));
+    assert_eq!(
+        s.get(6).unwrap().unwrap(),
+        format!("value number 6 {}", "x".repeat(60)).as_bytes()
+    );
+}
+
 #[test]
 fn tracker_pointing_at_another_ids_slot_or_a_tombstone_reads_as_corrupted() {
     let dir = scratch();
@@ -373,6 +397,11 @@ fn slot_entries_with_valid_checksums_but_impossible_fields_are_corrupted() {
             Box::new(move |e| set32(e, 8, 64)),
         ),
         (
+            // Past the two-slot directory's first entry but inside the directory.
+            "container over the slot directory",
+            Box::new(move |e| set32(e, 8, 64 + 40 + 16)),
+        ),
+        (
             "container past the page",
             Box::new(move |e| set32(e, 8, 65_536 - 64)),
         ),
@@ -421,20 +450,50 @@ fn overlapping_containers_keep_the_first_and_count_the_other_as_corrupt() {
     let (page2, slot2) = ptr_of(dir.path(), 2);
     assert_eq!(page1, page2, "both values live in the first page");
     let page_file = dir.path().join(format!("page-{page1:08}.vvp"));
-    let entry1 = 64 + 40 * u64::from(slot1);
-    let offset1 = (read_u64(&page_file, entry1 + 8) & 0xFFFF_FFFF) as u32;
-    forge_entry(dir.path(), page2, slot2, |e| {
-        e[8..12].copy_from_slice(&offset1.to_le_bytes());
+    let container = |slot: u32| {
+        let word = read_u64(&page_file, 64 + 40 * u64::from(slot) + 8);
+        (word as u32, (word >> 32) as u32) // (offset, capacity)
+    };
+    let ((off1, cap1), (off2, cap2)) = (container(slot1), container(slot2));
+    // Grow the lower container so it reaches 64 bytes into the higher one; every field
+    // stays plausible on its own (inside the page, past the directory, stored <= capacity).
+    let ((low_slot, low_off), (high_slot, high_off, high_cap)) = if off1 < off2 {
+        ((slot1, off1), (slot2, off2, cap2))
+    } else {
+        ((slot2, off2), (slot1, off1, cap1))
+    };
+    assert!(high_off + high_cap <= 64 * 1024);
+    let grown = high_off - low_off + 64;
+    forge_entry(dir.path(), page1, low_slot, |e| {
+        e[12..16].copy_from_slice(&grown.to_le_bytes());
     });
     let s = Store::open(dir.path(), opts()).unwrap();
     let st = s.stats().unwrap();
     assert_eq!(st.corrupt_entries, 1);
     assert_eq!(st.live_values, 1);
-    assert_eq!(s.get(1).unwrap().unwrap(), vec![1u8; 200]);
-    assert!(
-        s.get(2).is_err(),
-        "the overlapping entry must not be served"
-    );
+    // The container that starts first keeps its value and its (forged) capacity; the one
+    // it overlaps is reserved, never reused, and never read as anything but its own bytes
+    // or `Corrupted`, even after the first grows into the shared bytes.
+    let low_id = if low_slot == slot1 { 1 } else { 2 };
+    let high_id = 3 - low_id;
+    let own = |id: u64| {
+        if id == 1 {
+            vec![1u8; 200]
+        } else {
+            vec![2u8; 300]
+        }
+    };
+    assert_eq!(s.get(low_id).unwrap().unwrap(), own(low_id));
+    assert_eq!(s.get(high_id).unwrap().unwrap(), own(high_id));
+    s.put(low_id, &vec![7u8; grown as usize]).unwrap();
+    s.put(9, &[9u8; 500]).unwrap();
+    assert_eq!(s.get(low_id).unwrap().unwrap(), vec![7u8; grown as usize]);
+    assert_eq!(s.get(9).unwrap().unwrap(), vec![9u8; 500]);
+    match s.get(high_id) {
+        Err(Error::Corrupted { page, slot, .. }) => assert_eq!((page, slot), (page1, high_slot)),
+        Ok(Some(v)) => assert_eq!(v, own(high_id), "the overlapped entry served wrong bytes"),
+        other => panic!("unexpected {other:?}"),
+    }
 }
 
 #[test]
