@@ -35,7 +35,10 @@
 //!    A value made durable by a flush is never overwritten: the new one goes elsewhere.
 //! 3. **Old versions.** A replaced or deleted fresh value is freed at once (no leak between
 //!    flushes). A replaced or deleted durable value is only marked *pending*: the on-disk
-//!    tracker still points at it until the next flush.
+//!    tracker still points at it until the next flush. Pending space cannot be reused,
+//!    so a write that brings the pending bytes to
+//!    [`Options::flush_after_retired_bytes`] (default 8 MiB) runs the flush itself: a long
+//!    run of updates without `flush` grows the files by at most about that much.
 //! 4. **`flush` orders data, pointers, frees:** (a) `msync` the dirty ranges of every page
 //!    (values and slot entries); (b) write the changed ids' pointers into the tracker
 //!    mapping and `msync` it (plus `fsync` when it grew); (c) only then free the pending

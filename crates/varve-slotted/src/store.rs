@@ -77,6 +77,14 @@ pub struct Options {
     /// Empty pages kept for reuse after compaction; further empty pages are deleted.
     /// Default 1.
     pub keep_empty_pages: u32,
+    /// Container bytes of replaced, deleted or moved values (retired: their space may be
+    /// reused only once a flush has made the new pointers durable) after which a write
+    /// flushes by itself. This bounds how much a long run of updates without
+    /// [`Store::flush`] grows the files: without it, every old version keeps its space
+    /// until the caller flushes. The write that triggers the flush pays for it; if that
+    /// flush fails, the write returns the error and the store is poisoned. 0 turns it off.
+    /// Default 8 MiB.
+    pub flush_after_retired_bytes: u64,
     /// Test hook: called with a point name during writes and flushes, e.g. to panic there.
     #[doc(hidden)]
     pub crash_hook: Option<CrashHook>,
@@ -92,6 +100,7 @@ impl Default for Options {
             compact_threshold: 0.3,
             compact_step_bytes: 256 * 1024,
             keep_empty_pages: 1,
+            flush_after_retired_bytes: 8 * 1024 * 1024,
             crash_hook: None,
         }
     }
@@ -107,6 +116,7 @@ impl fmt::Debug for Options {
             .field("compact_threshold", &self.compact_threshold)
             .field("compact_step_bytes", &self.compact_step_bytes)
             .field("keep_empty_pages", &self.keep_empty_pages)
+            .field("flush_after_retired_bytes", &self.flush_after_retired_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -151,6 +161,12 @@ impl Options {
     /// Sets [`Options::keep_empty_pages`].
     pub fn keep_empty_pages(mut self, pages: u32) -> Options {
         self.keep_empty_pages = pages;
+        self
+    }
+
+    /// Sets [`Options::flush_after_retired_bytes`] (0: never flush by itself).
+    pub fn flush_after_retired_bytes(mut self, bytes: u64) -> Options {
+        self.flush_after_retired_bytes = bytes;
         self
     }
 
@@ -245,6 +261,8 @@ struct Writer {
     dirty_ids: Vec<u64>,
     fresh: Vec<(u32, u32)>,
     pending: Vec<(u32, u32)>,
+    /// Container bytes of the `pending` slots.
+    retired_bytes: u64,
     dirty: BTreeMap<u32, (u64, u64)>,
     summary_dirty: BTreeSet<u32>,
     compacting: BTreeSet<u32>,
@@ -487,6 +505,7 @@ impl Store {
             dirty_ids: Vec::new(),
             fresh: Vec::new(),
             pending: Vec::new(),
+            retired_bytes: 0,
             dirty: BTreeMap::new(),
             summary_dirty: BTreeSet::new(),
             compacting: BTreeSet::new(),
@@ -621,6 +640,7 @@ impl Store {
             w.drop_old(op, os, &self.opts)?;
         }
         self.compact_step(&mut w)?;
+        self.flush_if_retired(&mut w)?;
         Ok(old.is_some())
     }
 
@@ -772,6 +792,7 @@ impl Store {
         w.dirty_ids.push(id);
         w.drop_old(op, os, &self.opts)?;
         self.compact_step(&mut w)?;
+        self.flush_if_retired(&mut w)?;
         Ok(Some(len))
     }
 
@@ -820,11 +841,25 @@ impl Store {
     /// poisons the store (see [`Error::Poisoned`]).
     pub fn flush(&self) -> Result<()> {
         let mut w = self.lock_writer()?;
-        let r = self.flush_locked(&mut w);
+        self.flush_or_poison(&mut w)
+    }
+
+    fn flush_or_poison(&self, w: &mut Writer) -> Result<()> {
+        let r = self.flush_locked(w);
         if r.is_err() {
             w.poisoned = true;
         }
         r.map(|_| ())
+    }
+
+    /// Flushes once the retired bytes reach [`Options::flush_after_retired_bytes`]; a
+    /// failure poisons the store, as a failed [`Store::flush`] does.
+    fn flush_if_retired(&self, w: &mut Writer) -> Result<()> {
+        let limit = self.opts.flush_after_retired_bytes;
+        if limit == 0 || w.retired_bytes < limit {
+            return Ok(());
+        }
+        self.flush_or_poison(w)
     }
 
     fn flush_locked(&self, w: &mut Writer) -> Result<u32> {
@@ -859,6 +894,7 @@ impl Store {
         for (page, s) in std::mem::take(&mut w.pending) {
             w.free_slot(page, s, &self.opts)?;
         }
+        w.retired_bytes = 0;
         // 5. Derived page summaries (checked and rebuilt on open; written for the next flush).
         for page in std::mem::take(&mut w.summary_dirty) {
             w.write_summary(page)?;
@@ -1232,9 +1268,10 @@ impl Writer {
                 // Written after the last flush: no durable pointer reaches it.
                 self.free_slot(page, s, opts)?;
             }
-            Some(SlotState::Live(_)) => {
+            Some(SlotState::Live(l)) => {
                 self.pages.with(page, |p| p.retire(s));
                 self.pending.push((page, s));
+                self.retired_bytes += u64::from(l.capacity);
                 self.after_change(page, opts);
             }
             Some(SlotState::Reserved) => self.free_slot(page, s, opts)?,

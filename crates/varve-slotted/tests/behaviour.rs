@@ -618,3 +618,67 @@ fn readers_never_see_a_torn_value() {
 fn scratch() -> tempfile::TempDir {
     tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap())
 }
+
+/// The write that brings the retired (replaced, not yet flushed) container bytes to
+/// `flush_after_retired_bytes` flushes by itself, and not one write earlier.
+#[test]
+fn a_write_reaching_the_retired_bytes_limit_flushes() {
+    // 100-byte raw values take a 128-byte container (the minimum).
+    for (limit, writes_before_flush) in [(128u64, 1usize), (129, 2), (256, 2), (257, 3)] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::create(dir.path(), opts().flush_after_retired_bytes(limit)).unwrap();
+        for id in 0..8u64 {
+            s.put(id, &[1u8; 100]).unwrap();
+        }
+        s.flush().unwrap();
+        let synced = s.stats().unwrap().synced_bytes;
+        for id in 0..writes_before_flush as u64 {
+            assert_eq!(
+                s.stats().unwrap().synced_bytes,
+                synced,
+                "limit {limit}: flushed before write {id}"
+            );
+            if id % 2 == 0 {
+                s.put(id, &[2u8; 100]).unwrap();
+            } else {
+                s.delete(id).unwrap();
+            }
+        }
+        assert!(
+            s.stats().unwrap().synced_bytes > synced,
+            "limit {limit}: no flush after {writes_before_flush} writes"
+        );
+        // The flush made the writes durable in the tracker on disk.
+        assert_eq!(disk_ptr(dir.path(), 1) == 0, writes_before_flush > 1);
+    }
+}
+
+/// Updating every durable value once without `flush` doubles the files when nothing
+/// flushes by itself; with a small retired-bytes limit the freed space is reused as the
+/// run goes, and every value reads back right, before and after reopening.
+#[test]
+fn updates_without_flush_reuse_space_once_retired_bytes_pass_the_limit() {
+    let pages = |limit: u64| {
+        let dir = tempfile::tempdir().unwrap();
+        let o = opts().flush_after_retired_bytes(limit);
+        let s = Store::create(dir.path(), o.clone()).unwrap();
+        for id in 0..240u64 {
+            s.put(id, &[id as u8; 1000]).unwrap();
+        }
+        s.flush().unwrap();
+        for id in 0..240u64 {
+            s.put(id, &[!(id as u8); 1000]).unwrap();
+        }
+        let pages = s.stats().unwrap().pages;
+        drop(s);
+        let s = Store::open(dir.path(), o).unwrap();
+        for id in 0..240u64 {
+            assert_eq!(s.get(id).unwrap().unwrap(), vec![!(id as u8); 1000]);
+        }
+        pages
+    };
+    let (off, on) = (pages(0), pages(16 * 1024));
+    // 240 KB of live values fill four 64 KiB pages; their old versions four more.
+    assert!(off >= 8, "without the limit: {off} pages");
+    assert!(on <= 5, "with a 16 KiB limit: {on} pages");
+}

@@ -81,13 +81,14 @@ fn check_all(store: &Store, model: &HashMap<u64, Vec<u8>>) {
     assert_eq!(st.corrupt_entries, 0);
 }
 
-fn run(page_size: u64, compression: Compression, ops: Vec<Op>, threshold: f64) {
+fn run(page_size: u64, compression: Compression, ops: Vec<Op>, threshold: f64, retired: u64) {
     let dir = scratch();
     let opts = Options::default()
         .min_page_size(page_size)
         .compression(compression)
         .compact_threshold(threshold)
         .compact_step_bytes(4096)
+        .flush_after_retired_bytes(retired)
         .max_value_size(100_000);
     let mut store = Store::create(dir.path(), opts.clone()).unwrap();
     let mut model: HashMap<u64, Vec<u8>> = HashMap::new();
@@ -144,23 +145,23 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: cases(5), ..ProptestConfig::default() })]
 
     #[test]
-    fn matches_a_hashmap_with_64k_pages_lz4(ops in proptest::collection::vec(op(), 1..120), t in 0.02f64..0.5) {
-        run(64 * 1024, Compression::Lz4, ops, t);
+    fn matches_a_hashmap_with_64k_pages_lz4(ops in proptest::collection::vec(op(), 1..120), t in 0.02f64..0.5, r in 0u64..32 * 1024) {
+        run(64 * 1024, Compression::Lz4, ops, t, r);
     }
 
     #[test]
-    fn matches_a_hashmap_with_64k_pages_raw(ops in proptest::collection::vec(op(), 1..120), t in 0.02f64..0.5) {
-        run(64 * 1024, Compression::None, ops, t);
+    fn matches_a_hashmap_with_64k_pages_raw(ops in proptest::collection::vec(op(), 1..120), t in 0.02f64..0.5, r in 0u64..32 * 1024) {
+        run(64 * 1024, Compression::None, ops, t, r);
     }
 
     #[test]
-    fn matches_a_hashmap_with_1m_pages_lz4(ops in proptest::collection::vec(op(), 1..120), t in 0.02f64..0.5) {
-        run(1024 * 1024, Compression::Lz4, ops, t);
+    fn matches_a_hashmap_with_1m_pages_lz4(ops in proptest::collection::vec(op(), 1..120), t in 0.02f64..0.5, r in 0u64..32 * 1024) {
+        run(1024 * 1024, Compression::Lz4, ops, t, r);
     }
 
     #[test]
-    fn matches_a_hashmap_with_1m_pages_raw(ops in proptest::collection::vec(op(), 1..120), t in 0.02f64..0.5) {
-        run(1024 * 1024, Compression::None, ops, t);
+    fn matches_a_hashmap_with_1m_pages_raw(ops in proptest::collection::vec(op(), 1..120), t in 0.02f64..0.5, r in 0u64..32 * 1024) {
+        run(1024 * 1024, Compression::None, ops, t, r);
     }
 }
 
@@ -169,12 +170,12 @@ proptest! {
 
     #[test]
     fn matches_a_hashmap_with_32m_pages_lz4(ops in proptest::collection::vec(op(), 1..120)) {
-        run(32 * 1024 * 1024, Compression::Lz4, ops, 0.3);
+        run(32 * 1024 * 1024, Compression::Lz4, ops, 0.3, 8 << 20);
     }
 
     #[test]
     fn matches_a_hashmap_with_32m_pages_raw(ops in proptest::collection::vec(op(), 1..120)) {
-        run(32 * 1024 * 1024, Compression::None, ops, 0.3);
+        run(32 * 1024 * 1024, Compression::None, ops, 0.3, 8 << 20);
     }
 }
 
