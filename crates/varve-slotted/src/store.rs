@@ -85,6 +85,12 @@ pub struct Options {
     /// flush fails, the write returns the error and the store is poisoned. 0 turns it off.
     /// Default 8 MiB.
     pub flush_after_retired_bytes: u64,
+    /// Smallest run of whole free file blocks a flush gives back to the file system (hole
+    /// punching). Punching is a file-system transaction (hundreds of microseconds on
+    /// ext4), so small runs are left allocated: the space stays in the page for reuse and
+    /// is still reclaimed by compaction. 0 (or 4096) punches every whole free block.
+    /// Default 64 KiB.
+    pub punch_min_bytes: u64,
     /// Test hook: called with a point name during writes and flushes, e.g. to panic there.
     #[doc(hidden)]
     pub crash_hook: Option<CrashHook>,
@@ -101,6 +107,7 @@ impl Default for Options {
             compact_step_bytes: 256 * 1024,
             keep_empty_pages: 1,
             flush_after_retired_bytes: 8 * 1024 * 1024,
+            punch_min_bytes: 64 * 1024,
             crash_hook: None,
         }
     }
@@ -117,6 +124,7 @@ impl fmt::Debug for Options {
             .field("compact_step_bytes", &self.compact_step_bytes)
             .field("keep_empty_pages", &self.keep_empty_pages)
             .field("flush_after_retired_bytes", &self.flush_after_retired_bytes)
+            .field("punch_min_bytes", &self.punch_min_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -161,6 +169,12 @@ impl Options {
     /// Sets [`Options::keep_empty_pages`].
     pub fn keep_empty_pages(mut self, pages: u32) -> Options {
         self.keep_empty_pages = pages;
+        self
+    }
+
+    /// Sets [`Options::punch_min_bytes`].
+    pub fn punch_min_bytes(mut self, bytes: u64) -> Options {
+        self.punch_min_bytes = bytes;
         self
     }
 
@@ -263,6 +277,9 @@ struct Writer {
     pending: Vec<(u32, u32)>,
     /// Container bytes of the `pending` slots.
     retired_bytes: u64,
+    /// `(page, offset, capacity)` of containers freed since the last flush: their whole
+    /// free blocks are punched at its end.
+    freed: Vec<(u32, u32, u32)>,
     dirty: BTreeMap<u32, (u64, u64)>,
     summary_dirty: BTreeSet<u32>,
     compacting: BTreeSet<u32>,
@@ -506,6 +523,7 @@ impl Store {
             fresh: Vec::new(),
             pending: Vec::new(),
             retired_bytes: 0,
+            freed: Vec::new(),
             dirty: BTreeMap::new(),
             summary_dirty: BTreeSet::new(),
             compacting: BTreeSet::new(),
@@ -899,8 +917,10 @@ impl Store {
         for page in std::mem::take(&mut w.summary_dirty) {
             w.write_summary(page)?;
         }
-        // 6. Reclaim pages left empty.
-        self.reclaim(w)
+        // 6. Reclaim pages left empty, then give freed blocks back to the file system.
+        let removed = self.reclaim(w)?;
+        w.punch_freed(self.opts.punch_min_bytes);
+        Ok(removed)
     }
 
     /// Ends the compaction of drained pages and deletes empty pages beyond
@@ -1300,21 +1320,51 @@ impl Writer {
             _ => None,
         };
         self.pages.with(page, |p| p.release(s));
-        let run = container.and_then(|(c, _)| self.pages.get(page)?.free_extent_at(c));
-        if let (Some((c, cap)), Some((o, len))) = (container, run) {
-            // The file blocks that touch the freed container and lie wholly in free space go
-            // back to the file system, so freed space stops costing disk. Best effort: a
-            // file system without hole punching keeps the blocks.
+        if let Some((c, cap)) = container {
+            self.freed.push((page, c, cap));
+        }
+        self.after_change(page, opts);
+        Ok(())
+    }
+
+    /// Gives the file blocks that touch a container freed since the last call and lie
+    /// wholly in free space *now* back to the file system, so freed space stops costing
+    /// disk. Runs of such blocks are merged per page and punched with one call each when
+    /// at least `min` bytes long (see [`Options::punch_min_bytes`]); each block is punched
+    /// at most once. Best effort: a file system without hole punching keeps the blocks.
+    fn punch_freed(&mut self, min: u64) {
+        let mut runs: Vec<(u32, u64, u64)> = Vec::new();
+        for (page, c, cap) in std::mem::take(&mut self.freed) {
+            // Free *now*: space freed and reused since then is not touched.
+            let Some((o, len)) = self.pages.get(page).and_then(|p| p.free_extent_at(c)) else {
+                continue;
+            };
             let (c, cap, o, len) = (u64::from(c), u64::from(cap), u64::from(o), u64::from(len));
             let start = (c / PAGE_ALIGN * PAGE_ALIGN).max(o.div_ceil(PAGE_ALIGN) * PAGE_ALIGN);
             let end = ((c + cap).div_ceil(PAGE_ALIGN) * PAGE_ALIGN)
                 .min((o + len) / PAGE_ALIGN * PAGE_ALIGN);
-            if end > start && map.punch_hole(start, end - start).is_ok() {
+            if end > start {
+                runs.push((page, start, end));
+            }
+        }
+        runs.sort_unstable();
+        let mut merged: Vec<(u32, u64, u64)> = Vec::with_capacity(runs.len());
+        for (page, start, end) in runs {
+            match merged.last_mut() {
+                Some(last) if last.0 == page && start <= last.2 => last.2 = last.2.max(end),
+                _ => merged.push((page, start, end)),
+            }
+        }
+        for (page, start, end) in merged {
+            if end - start < min {
+                continue;
+            }
+            if let Ok(map) = self.map(page)
+                && map.punch_hole(start, end - start).is_ok()
+            {
                 self.punched_bytes += end - start;
             }
         }
-        self.after_change(page, opts);
-        Ok(())
     }
 
     /// Notes a changed page: its summary is stale, and it may now need compacting.

@@ -287,6 +287,7 @@ fn compaction_starts_only_past_the_threshold() {
 fn freed_space_is_given_back_to_the_file_system() {
     use std::os::unix::fs::MetadataExt as _;
     let dir = scratch();
+    let opts = || opts().punch_min_bytes(0);
     let s = Store::create(dir.path(), opts()).unwrap();
     for id in 0..12 {
         s.put(id, &[id as u8 + 1; 4096]).unwrap();
@@ -343,6 +344,56 @@ fn freed_space_is_given_back_to_the_file_system() {
             assert_eq!(s.get(id).unwrap().unwrap(), vec![id as u8 + 1; 6144]);
         }
     }
+}
+
+/// Runs of free blocks shorter than `punch_min_bytes` stay allocated (punching is a
+/// file-system transaction); a run that reaches it is punched with one call.
+#[test]
+fn only_free_runs_of_punch_min_bytes_are_punched() {
+    for (freed, min, punched) in [
+        (8u64, 32 * 1024, 32 * 1024),
+        (8, 32 * 1024 + 1, 0),
+        (7, 32 * 1024, 0),
+        (16, 64 * 1024, 64 * 1024),
+    ] {
+        let dir = scratch();
+        let o = opts().min_page_size(1 << 20).punch_min_bytes(min);
+        let s = Store::create(dir.path(), o).unwrap();
+        for id in 0..20 {
+            s.put(id, &[id as u8 + 1; 4096]).unwrap();
+        }
+        s.flush().unwrap();
+        for id in 2..2 + freed {
+            s.delete(id).unwrap();
+        }
+        s.flush().unwrap();
+        assert_eq!(
+            s.stats().unwrap().punched_bytes,
+            punched,
+            "{freed} blocks freed, min {min}"
+        );
+        for id in (0..2).chain(2 + freed..20) {
+            assert_eq!(s.get(id).unwrap().unwrap(), vec![id as u8 + 1; 4096]);
+        }
+    }
+    assert_eq!(Options::default().punch_min_bytes, 64 * 1024);
+}
+
+/// Space freed between flushes and reused before the next one is not punched by it: the
+/// punch looks at what is free when the flush ends, not when the space was freed.
+#[test]
+fn space_freed_and_reused_before_a_flush_keeps_its_bytes() {
+    let dir = scratch();
+    let s = Store::create(dir.path(), opts().punch_min_bytes(0)).unwrap();
+    s.put(1, &[1u8; 16 * 1024]).unwrap();
+    assert_eq!(s.delete(1).unwrap(), Some(16 * 1024)); // fresh: freed at once
+    s.put(2, &[2u8; 16 * 1024]).unwrap(); // best fit: the same space
+    s.flush().unwrap();
+    assert_eq!(s.stats().unwrap().punched_bytes, 0);
+    assert_eq!(s.get(2).unwrap().unwrap(), vec![2u8; 16 * 1024]);
+    drop(s);
+    let s = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(s.get(2).unwrap().unwrap(), vec![2u8; 16 * 1024]);
 }
 
 fn doc(i: u64) -> Vec<u8> {
