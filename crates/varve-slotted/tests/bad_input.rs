@@ -355,6 +355,18 @@ fn tracker_pointing_at_another_ids_slot_or_a_tombstone_reads_as_corrupted() {
         18 + 60,
         "ids 4 and 7 are unreadable"
     );
+    drop(s);
+
+    // Deleting an id whose pointer reached a reserved (unreadable) slot frees that slot:
+    // the next value takes it (the lowest free slot) instead of growing the directory.
+    let s = Store::open(dir.path(), opts()).unwrap();
+    let (page7, slot7) = ptr_of(dir.path(), 7);
+    assert!(matches!(s.get(7), Err(Error::Corrupted { .. })));
+    assert_eq!(s.delete(7).unwrap(), Some(0));
+    s.put(500, b"takes the freed slot").unwrap();
+    s.flush().unwrap();
+    assert_eq!(ptr_of(dir.path(), 500), (page7, slot7));
+    assert_eq!(s.get(500).unwrap().unwrap(), b"takes the freed slot");
 }
 
 /// Rewrites the slot entry `(page, slot)` with `edit` applied to its bytes 0..32 and a
