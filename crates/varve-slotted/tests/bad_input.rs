@@ -157,6 +157,9 @@ fn invalid_options_are_refused() {
         Options::default().min_page_size(65537),
         Options::default().min_page_size(2 << 30),
         Options::default().max_value_size(u32::MAX),
+        // A value must fit a 1 GiB page with its header (64), one slot (40) and the 4096
+        // alignment: one byte more than that is refused.
+        Options::default().max_value_size((1 << 30) - 4200 + 1),
         Options::default().compact_threshold(0.0),
         Options::default().compact_threshold(1.5),
         Options::default().compact_step_bytes(100),
@@ -175,7 +178,8 @@ fn invalid_options_are_refused() {
         Options::default()
             .min_page_size(16384)
             .compact_threshold(1.0)
-            .compact_step_bytes(128),
+            .compact_step_bytes(128)
+            .max_value_size((1 << 30) - 4200),
     )
     .unwrap();
 }
