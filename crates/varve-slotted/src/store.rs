@@ -965,7 +965,7 @@ impl Store {
     pub fn compact(&self) -> Result<CompactReport> {
         let mut report = CompactReport::default();
         self.flush()?;
-        {
+        let live = {
             let mut w = self.lock_writer()?;
             let targets: Vec<u32> = w
                 .pages
@@ -974,8 +974,11 @@ impl Store {
                 .map(|(i, _)| i)
                 .collect();
             w.compacting.extend(targets);
-        }
-        loop {
+            w.pages.iter().map(|(_, p)| u64::from(p.live)).sum::<u64>()
+        };
+        // Each step moves at least one value out of a page being compacted into one that
+        // is not, so there are never more steps than live values.
+        for _ in 0..=live {
             let mut w = self.lock_writer()?;
             let (v, b) = self.compact_step(&mut w)?;
             if v == 0 {

@@ -444,12 +444,39 @@ fn slot_entries_with_valid_checksums_but_impossible_fields_are_corrupted() {
             continue;
         }
         assert!(s.get(2).is_err(), "{what}");
+        assert!(
+            s.get_with(2, |b| b.to_vec()).is_err(),
+            "{what}: zero-copy read"
+        );
         if what == "raw length differs from stored" {
             continue; // caught when read, not on open
         }
         assert_eq!(st.corrupt_entries, 1, "{what}");
         assert_eq!(st.live_values, 1, "{what}");
     }
+}
+
+/// A compressed value whose entry claims a raw length equal to its stored length is
+/// still decompressed (and found damaged), never handed out as stored bytes.
+#[test]
+fn compressed_value_claiming_its_stored_length_is_not_served_raw() {
+    let dir = scratch();
+    let s = Store::create(dir.path(), opts().compression(Compression::Lz4)).unwrap();
+    let doc = "{\"k\":\"v\"}".repeat(50);
+    s.put(1, doc.as_bytes()).unwrap();
+    drop(s);
+    let (page, slot) = ptr_of(dir.path(), 1);
+    forge_entry(dir.path(), page, slot, |e| {
+        let stored: [u8; 4] = e[16..20].try_into().unwrap();
+        assert!(u32::from_le_bytes(stored) < 500, "the value is compressed");
+        e[20..24].copy_from_slice(&stored);
+    });
+    let s = Store::open(dir.path(), opts().compression(Compression::Lz4)).unwrap();
+    assert!(matches!(
+        s.get_with(1, |b| b.to_vec()),
+        Err(Error::Corrupted { .. })
+    ));
+    assert!(matches!(s.get(1), Err(Error::Corrupted { .. })));
 }
 
 /// Two slot entries whose containers overlap (valid checksums, as a bug or a forger
