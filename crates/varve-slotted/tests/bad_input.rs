@@ -224,6 +224,11 @@ fn page_file_with_wrong_magic_size_or_name_is_refused() {
     let f = OpenOptions::new().write(true).open(&page).unwrap();
     f.set_len(64 * 1024 + 100).unwrap();
     assert_open_fails_unchanged(dir.path());
+    // Refused for its size alone, before its header is read.
+    match Store::open(dir.path(), opts()) {
+        Err(Error::BadFile { what, .. }) => assert!(what.contains("4 KiB blocks"), "{what}"),
+        other => panic!("expected BadFile, got {other:?}"),
+    }
     f.set_len(128 * 1024).unwrap();
     assert_open_fails_unchanged(dir.path());
     f.set_len(4096).unwrap();
