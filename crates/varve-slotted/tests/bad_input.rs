@@ -290,7 +290,7 @@ fn tracker_pointing_past_a_page_reads_as_corrupted() {
         s.get_with(5, |_| ()),
         Err(Error::Corrupted { .. })
     ));
-    let errors = s.iter().filter(Result::is_err).count();
+    let errors = s.iter().take(21).filter(Result::is_err).count();
     assert_eq!(errors, 2);
     assert_eq!(
         s.get(6).unwrap().unwrap(),

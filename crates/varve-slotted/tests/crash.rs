@@ -125,7 +125,11 @@ fn check(
             seen.insert(id, v);
         }
     }
-    let listed: HashMap<u64, Vec<u8>> = store.iter().map(Result::unwrap).collect();
+    let listed: HashMap<u64, Vec<u8>> = store
+        .iter()
+        .take(IDS as usize + 1)
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(listed, seen);
     seen
 }
