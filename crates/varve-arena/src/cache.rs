@@ -38,7 +38,9 @@ pub struct CacheConfig {
     pub prefetch: bool,
     /// Prefetch window of a newly sequential reader, in pages (default 4).
     pub initial_window: usize,
-    /// Largest prefetch window, in pages (default 64: 256 KiB of 4 KiB pages).
+    /// Largest prefetch window, in pages (default 256: 1 MiB of 4 KiB pages). A reader asks
+    /// for more when about half a window is left ahead of it, so reads are about half this
+    /// size: large enough for an O_DIRECT read to stream (128 KiB reads do not).
     pub max_window: usize,
     /// Background prefetch threads (default 2: two reads in flight, which O_DIRECT reads
     /// need to keep a disk busy). At least 1.
@@ -56,7 +58,7 @@ impl Default for CacheConfig {
             class: PageClass::Large,
             prefetch: true,
             initial_window: 4,
-            max_window: 64,
+            max_window: 256,
             prefetch_threads: 2,
             sequential_after: 2,
             wait_timeout: Duration::from_secs(5),
@@ -323,6 +325,15 @@ impl Drop for CacheManager {
     }
 }
 
+/// The used bytes the cache trims to for an arena with `min` bytes: `min` less an
+/// allowance for pages freed inside chunks that are not empty yet (an eighth of `min`, at
+/// most four chunks). Without it the arena holds more than `min` whenever the cache uses
+/// `min`, so every chunk that empties is unmapped and the next prefetch maps (and faults
+/// in) a fresh one; with it, emptied chunks stay mapped and are reused.
+fn trim_target(min: u64) -> u64 {
+    min - (min / 8).min(4 * crate::arena::CHUNK_BYTES)
+}
+
 /// Marks the manager poisoned if the prefetcher thread unwinds.
 struct PanicGuard<'a>(&'a Shared);
 
@@ -385,10 +396,11 @@ impl Shared {
         }
     }
 
-    /// Evicts while the arena's used bytes are above its `min`.
-    fn trim(&self, cache: &mut Cache) {
-        let min = self.arena.config().min_bytes();
-        while self.arena.used_bytes() > min {
+    /// Evicts while the arena's used bytes plus `reserve` (bytes about to be allocated)
+    /// are above [`trim_target`] of its `min`.
+    fn trim(&self, cache: &mut Cache, reserve: u64) {
+        let target = trim_target(self.arena.config().min_bytes());
+        while self.arena.used_bytes() + reserve > target {
             if self.evict_one(cache).is_none() {
                 break;
             }
@@ -436,7 +448,10 @@ impl Shared {
         for (start, count) in runs {
             // Pages at or past the end of the file seen now cannot be loaded yet.
             let avail = len.map_or(0, |l| l.div_ceil(ps).saturating_sub(start));
-            let mut blocks: Vec<Block> = (0..count.min(avail))
+            let want = count.min(avail);
+            // Make room first, so the new pages do not take the arena above its min.
+            self.trim(&mut self.lock(), want * ps);
+            let mut blocks: Vec<Block> = (0..want)
                 .map_while(|_| self.alloc_page(false).ok().flatten())
                 .collect();
             let read = if blocks.is_empty() {
@@ -467,7 +482,7 @@ impl Shared {
                     bump(&self.counters.prefetched);
                 }
             }
-            self.trim(&mut cache);
+            self.trim(&mut cache, 0);
             self.loaded.notify_all();
         }
         // Whatever could not be loaded (end of file, no memory, a failed read) is no
@@ -723,10 +738,18 @@ impl TailReader {
             return Err(Error::Poisoned);
         }
         let mut stale = false;
-        if let Some(e) = cache.pages.get_mut(&key) {
+        if let Some(e) = cache.pages.peek_mut(&key) {
             if e.page.valid >= need {
                 let page = Arc::clone(&e.page);
                 let was_prefetched = e.prefetched_for.take().is_some();
+                if !was_prefetched {
+                    // A re-reference: SIEVE keeps it for another round. The first use of
+                    // a prefetched page is the access the prefetch stood in for, not a
+                    // re-reference; marking it would make the hand pass over every page
+                    // a tailing reader has consumed and evict the prefetched pages ahead
+                    // of it instead.
+                    cache.pages.get_mut(&key);
+                }
                 bump(&shared.counters.hits);
                 if in_flight {
                     bump(&shared.counters.late_hits);
@@ -789,7 +812,7 @@ impl TailReader {
             ) {
                 shared.note_dropped(&mut cache, &old);
             }
-            shared.trim(&mut cache);
+            shared.trim(&mut cache, 0);
         }
         if new_page {
             self.maybe_prefetch(idx);
