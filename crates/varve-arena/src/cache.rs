@@ -12,8 +12,14 @@
 //! `preadv` into arena blocks). The window doubles each time a whole window of prefetched
 //! pages was used, and halves whenever one of the reader's prefetched pages is evicted or
 //! invalidated unused. Pages live in a SIEVE-ordered map; when the arena's used bytes pass
-//! its `min` (or an allocation finds it at `max`) unpinned pages are evicted. A page a
-//! reader currently holds is pinned and never evicted.
+//! a little under its `min` (or an allocation finds it at `max`) unpinned pages are
+//! evicted. The prefetcher makes room before it allocates a window, and the margin under
+//! `min` leaves room for pages freed inside chunks that are not empty yet, so a streaming
+//! reader keeps the arena's held bytes at `min` and emptied chunks are reused, not unmapped
+//! and mapped (and faulted in) again. Only a re-reference marks a page visited for SIEVE:
+//! the first use of a prefetched page does not, so the hand evicts the pages a tailing
+//! reader has consumed before the prefetched pages ahead of it. A page a reader currently
+//! holds is pinned and never evicted.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -910,6 +916,15 @@ mod tests {
             0,
             "dropping the manager frees every page"
         );
+    }
+
+    #[test]
+    fn trim_target_leaves_an_eighth_of_min_up_to_four_chunks() {
+        assert_eq!(trim_target(0), 0);
+        assert_eq!(trim_target(CHUNK_BYTES), CHUNK_BYTES - CHUNK_BYTES / 8);
+        assert_eq!(trim_target(8 * CHUNK_BYTES), 7 * CHUNK_BYTES);
+        assert_eq!(trim_target(32 * CHUNK_BYTES), 28 * CHUNK_BYTES);
+        assert_eq!(trim_target(64 * CHUNK_BYTES), 60 * CHUNK_BYTES);
     }
 
     #[test]

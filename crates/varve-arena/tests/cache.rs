@@ -711,6 +711,73 @@ fn streaming_past_min_evicts_consumed_pages_and_reuses_chunks() {
     }
 }
 
+/// Records the arena's used bytes whenever the prefetcher reads (its blocks for the read
+/// are allocated by then).
+struct Watching {
+    inner: FileSource,
+    arena: Arena,
+    most_used: std::sync::atomic::AtomicU64,
+}
+
+impl PageSource for Watching {
+    fn read_at(&self, file: FileId, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read_at(file, offset, buf)
+    }
+    fn read_vectored_at(
+        &self,
+        file: FileId,
+        offset: u64,
+        bufs: &mut [&mut [u8]],
+    ) -> io::Result<usize> {
+        let used = self.arena.used_bytes();
+        self.most_used
+            .fetch_max(used, std::sync::atomic::Ordering::SeqCst);
+        self.inner.read_vectored_at(file, offset, bufs)
+    }
+    fn len(&self, file: FileId) -> io::Result<u64> {
+        self.inner.len(file)
+    }
+}
+
+/// The prefetcher evicts to make room for a whole window before it allocates it: with its
+/// new blocks allocated, the arena's used bytes are still within the trim target (min less
+/// an eighth), not a window above it.
+#[test]
+fn prefetcher_makes_room_before_allocating_a_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, pages) = sequential_file(dir.path());
+    let arena = Arena::new(ArenaConfig::with_limits(2 * CHUNK_BYTES, 4 * CHUNK_BYTES).unwrap());
+    let inner = FileSource::new();
+    inner.open(FILE, &path).unwrap();
+    let source = Arc::new(Watching {
+        inner,
+        arena: arena.clone(),
+        most_used: std::sync::atomic::AtomicU64::new(0),
+    });
+    let config = CacheConfig {
+        max_window: 32,
+        wait_timeout: WAIT,
+        ..CacheConfig::default()
+    };
+    let m = CacheManager::new(source.clone(), arena, config).unwrap();
+    let mut r = m.reader(FILE, 0);
+    let start = Instant::now();
+    while r.next_record().unwrap().is_some() {
+        within(start, 3);
+    }
+    assert!(m.wait_idle(Duration::from_secs(3)));
+    let st = m.stats();
+    assert_eq!((st.misses, st.prefetched_used), (3, pages - 3), "{st:?}");
+    assert!(st.evictions > 0);
+    let target = 2 * CHUNK_BYTES - 2 * CHUNK_BYTES / 8;
+    let most = source.most_used.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(most <= target, "{most} used during a prefetch read");
+    assert!(
+        most > target - 32 * 4096,
+        "{most}: the arena filled up to the target"
+    );
+}
+
 #[test]
 fn full_arena_with_nothing_evictable_is_exhausted() {
     let dir = tempfile::tempdir().unwrap();
