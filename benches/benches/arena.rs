@@ -187,9 +187,9 @@ fn through_cache(
 
 fn tail_cold(dir: &Path, payload: usize) -> Result<(), Box<dyn std::error::Error>> {
     let path = dir.join(format!("log-{payload}"));
-    let n = write_log(&path, payload, scaled(16u64 << 20, 256 << 20))?;
+    let n = write_log(&path, payload, scaled(64u64 << 20, 256 << 20))?;
     let arena_max = 16u64 << 20;
-    let rounds = scaled(2, 3);
+    let rounds = 3;
     // Variants run interleaved, each cold, so drift on the shared machine hits them alike.
     let mut best: [Option<Run>; 5] = Default::default();
     for _ in 0..rounds {

@@ -12,8 +12,14 @@
 //! `preadv` into arena blocks). The window doubles each time a whole window of prefetched
 //! pages was used, and halves whenever one of the reader's prefetched pages is evicted or
 //! invalidated unused. Pages live in a SIEVE-ordered map; when the arena's used bytes pass
-//! its `min` (or an allocation finds it at `max`) unpinned pages are evicted. A page a
-//! reader currently holds is pinned and never evicted.
+//! a little under its `min` (or an allocation finds it at `max`) unpinned pages are
+//! evicted. The prefetcher makes room before it allocates a window, and the margin under
+//! `min` leaves room for pages freed inside chunks that are not empty yet, so a streaming
+//! reader keeps the arena's held bytes at `min` and emptied chunks are reused, not unmapped
+//! and mapped (and faulted in) again. Only a re-reference marks a page visited for SIEVE:
+//! the first use of a prefetched page does not, so the hand evicts the pages a tailing
+//! reader has consumed before the prefetched pages ahead of it. A page a reader currently
+//! holds is pinned and never evicted.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -38,7 +44,9 @@ pub struct CacheConfig {
     pub prefetch: bool,
     /// Prefetch window of a newly sequential reader, in pages (default 4).
     pub initial_window: usize,
-    /// Largest prefetch window, in pages (default 64: 256 KiB of 4 KiB pages).
+    /// Largest prefetch window, in pages (default 256: 1 MiB of 4 KiB pages). A reader asks
+    /// for more when about half a window is left ahead of it, so reads are about half this
+    /// size: large enough for an O_DIRECT read to stream (128 KiB reads do not).
     pub max_window: usize,
     /// Background prefetch threads (default 2: two reads in flight, which O_DIRECT reads
     /// need to keep a disk busy). At least 1.
@@ -56,7 +64,7 @@ impl Default for CacheConfig {
             class: PageClass::Large,
             prefetch: true,
             initial_window: 4,
-            max_window: 64,
+            max_window: 256,
             prefetch_threads: 2,
             sequential_after: 2,
             wait_timeout: Duration::from_secs(5),
@@ -323,6 +331,15 @@ impl Drop for CacheManager {
     }
 }
 
+/// The used bytes the cache trims to for an arena with `min` bytes: `min` less an
+/// allowance for pages freed inside chunks that are not empty yet (an eighth of `min`, at
+/// most four chunks). Without it the arena holds more than `min` whenever the cache uses
+/// `min`, so every chunk that empties is unmapped and the next prefetch maps (and faults
+/// in) a fresh one; with it, emptied chunks stay mapped and are reused.
+fn trim_target(min: u64) -> u64 {
+    min - (min / 8).min(4 * crate::arena::CHUNK_BYTES)
+}
+
 /// Marks the manager poisoned if the prefetcher thread unwinds.
 struct PanicGuard<'a>(&'a Shared);
 
@@ -385,10 +402,11 @@ impl Shared {
         }
     }
 
-    /// Evicts while the arena's used bytes are above its `min`.
-    fn trim(&self, cache: &mut Cache) {
-        let min = self.arena.config().min_bytes();
-        while self.arena.used_bytes() > min {
+    /// Evicts while the arena's used bytes plus `reserve` (bytes about to be allocated)
+    /// are above [`trim_target`] of its `min`.
+    fn trim(&self, cache: &mut Cache, reserve: u64) {
+        let target = trim_target(self.arena.config().min_bytes());
+        while self.arena.used_bytes() + reserve > target {
             if self.evict_one(cache).is_none() {
                 break;
             }
@@ -436,7 +454,10 @@ impl Shared {
         for (start, count) in runs {
             // Pages at or past the end of the file seen now cannot be loaded yet.
             let avail = len.map_or(0, |l| l.div_ceil(ps).saturating_sub(start));
-            let mut blocks: Vec<Block> = (0..count.min(avail))
+            let want = count.min(avail);
+            // Make room first, so the new pages do not take the arena above its min.
+            self.trim(&mut self.lock(), want * ps);
+            let mut blocks: Vec<Block> = (0..want)
                 .map_while(|_| self.alloc_page(false).ok().flatten())
                 .collect();
             let read = if blocks.is_empty() {
@@ -467,7 +488,7 @@ impl Shared {
                     bump(&self.counters.prefetched);
                 }
             }
-            self.trim(&mut cache);
+            self.trim(&mut cache, 0);
             self.loaded.notify_all();
         }
         // Whatever could not be loaded (end of file, no memory, a failed read) is no
@@ -723,10 +744,18 @@ impl TailReader {
             return Err(Error::Poisoned);
         }
         let mut stale = false;
-        if let Some(e) = cache.pages.get_mut(&key) {
+        if let Some(e) = cache.pages.peek_mut(&key) {
             if e.page.valid >= need {
                 let page = Arc::clone(&e.page);
                 let was_prefetched = e.prefetched_for.take().is_some();
+                if !was_prefetched {
+                    // A re-reference: SIEVE keeps it for another round. The first use of
+                    // a prefetched page is the access the prefetch stood in for, not a
+                    // re-reference; marking it would make the hand pass over every page
+                    // a tailing reader has consumed and evict the prefetched pages ahead
+                    // of it instead.
+                    cache.pages.get_mut(&key);
+                }
                 bump(&shared.counters.hits);
                 if in_flight {
                     bump(&shared.counters.late_hits);
@@ -789,7 +818,7 @@ impl TailReader {
             ) {
                 shared.note_dropped(&mut cache, &old);
             }
-            shared.trim(&mut cache);
+            shared.trim(&mut cache, 0);
         }
         if new_page {
             self.maybe_prefetch(idx);
@@ -887,6 +916,15 @@ mod tests {
             0,
             "dropping the manager frees every page"
         );
+    }
+
+    #[test]
+    fn trim_target_leaves_an_eighth_of_min_up_to_four_chunks() {
+        assert_eq!(trim_target(0), 0);
+        assert_eq!(trim_target(CHUNK_BYTES), CHUNK_BYTES - CHUNK_BYTES / 8);
+        assert_eq!(trim_target(8 * CHUNK_BYTES), 7 * CHUNK_BYTES);
+        assert_eq!(trim_target(32 * CHUNK_BYTES), 28 * CHUNK_BYTES);
+        assert_eq!(trim_target(64 * CHUNK_BYTES), 60 * CHUNK_BYTES);
     }
 
     #[test]
