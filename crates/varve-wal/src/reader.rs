@@ -250,63 +250,90 @@ mod tests {
         (seg, w)
     }
 
+    /// Runs `f` on its own thread; if it has not finished after 10 s, ends the whole test
+    /// process with a failure. A liveness bound: a read loop that stops making progress
+    /// then fails the suite instead of hanging it (a failing test alone would leave the
+    /// spinning thread, and other tests reading through it, running forever).
+    fn bounded(f: impl FnOnce() + Send + 'static) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let h = std::thread::spawn(move || {
+            f();
+            let _ = tx.send(());
+        });
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            rx.recv_timeout(std::time::Duration::from_secs(10))
+        {
+            eprintln!("OpenSegment::fill did not finish within 10 s");
+            std::process::exit(101);
+        }
+        h.join().unwrap();
+    }
+
     fn expected(from: usize, len: usize) -> Vec<u8> {
         (from..from + len).map(|i| (i % 251) as u8).collect()
     }
 
     #[test]
     fn fill_reads_ahead_one_chunk() {
-        let d = tempfile::tempdir().unwrap();
-        let (mut seg, _) = open(&d);
-        seg.fill(24, false).unwrap();
-        assert_eq!(seg.window(), &expected(0, READ_CHUNK)[..]);
-        // A record larger than the chunk is read whole.
-        seg.pos = 7;
-        seg.fill(READ_CHUNK + 100, false).unwrap();
-        assert_eq!(seg.window(), &expected(7, READ_CHUNK + 100)[..]);
+        bounded(|| {
+            let d = tempfile::tempdir().unwrap();
+            let (mut seg, _) = open(&d);
+            seg.fill(24, false).unwrap();
+            assert_eq!(seg.window(), &expected(0, READ_CHUNK)[..]);
+            // A record larger than the chunk is read whole.
+            seg.pos = 7;
+            seg.fill(READ_CHUNK + 100, false).unwrap();
+            assert_eq!(seg.window(), &expected(7, READ_CHUNK + 100)[..]);
+        });
     }
 
     #[test]
     fn fill_serves_buffered_bytes_until_asked_for_fresh_ones() {
-        let d = tempfile::tempdir().unwrap();
-        let (mut seg, w) = open(&d);
-        seg.fill(24, false).unwrap();
-        w.write_all_at(&[0xEE; 64], 100).unwrap();
-        // Inside the buffer: no read, so the bytes from before the write.
-        seg.pos = 90;
-        seg.fill(30, false).unwrap();
-        assert_eq!(seg.window().get(..30).unwrap(), &expected(90, 30)[..]);
-        // Fresh: the write is seen.
-        seg.fill(30, true).unwrap();
-        let mut want = expected(90, 30);
-        want[10..].fill(0xEE);
-        assert_eq!(seg.window().get(..30).unwrap(), &want[..]);
-        assert_eq!(seg.buf_start, 90);
+        bounded(|| {
+            let d = tempfile::tempdir().unwrap();
+            let (mut seg, w) = open(&d);
+            seg.fill(24, false).unwrap();
+            w.write_all_at(&[0xEE; 64], 100).unwrap();
+            // Inside the buffer: no read, so the bytes from before the write.
+            seg.pos = 90;
+            seg.fill(30, false).unwrap();
+            assert_eq!(seg.window().get(..30).unwrap(), &expected(90, 30)[..]);
+            // Fresh: the write is seen.
+            seg.fill(30, true).unwrap();
+            let mut want = expected(90, 30);
+            want[10..].fill(0xEE);
+            assert_eq!(seg.window().get(..30).unwrap(), &want[..]);
+            assert_eq!(seg.buf_start, 90);
+        });
     }
 
     #[test]
     fn fill_rereads_when_the_buffer_ends_too_early() {
-        let d = tempfile::tempdir().unwrap();
-        let (mut seg, _) = open(&d);
-        seg.fill(24, false).unwrap();
-        // One byte past the buffered range: must read again, from `pos`.
-        seg.pos = 1;
-        seg.fill(READ_CHUNK, false).unwrap();
-        assert_eq!(seg.buf_start, 1);
-        assert_eq!(seg.window(), &expected(1, READ_CHUNK)[..]);
-        // Behind the buffer start: read again too.
-        seg.pos = 0;
-        seg.fill(10, false).unwrap();
-        assert_eq!(seg.buf_start, 0);
-        assert_eq!(seg.window().get(..10).unwrap(), &expected(0, 10)[..]);
+        bounded(|| {
+            let d = tempfile::tempdir().unwrap();
+            let (mut seg, _) = open(&d);
+            seg.fill(24, false).unwrap();
+            // One byte past the buffered range: must read again, from `pos`.
+            seg.pos = 1;
+            seg.fill(READ_CHUNK, false).unwrap();
+            assert_eq!(seg.buf_start, 1);
+            assert_eq!(seg.window(), &expected(1, READ_CHUNK)[..]);
+            // Behind the buffer start: read again too.
+            seg.pos = 0;
+            seg.fill(10, false).unwrap();
+            assert_eq!(seg.buf_start, 0);
+            assert_eq!(seg.window().get(..10).unwrap(), &expected(0, 10)[..]);
+        });
     }
 
     #[test]
     fn fill_stops_at_the_end_of_the_file() {
-        let d = tempfile::tempdir().unwrap();
-        let (mut seg, _) = open(&d);
-        seg.pos = (1 << 20) - 5;
-        seg.fill(24, false).unwrap();
-        assert_eq!(seg.window(), &expected((1 << 20) - 5, 5)[..]);
+        bounded(|| {
+            let d = tempfile::tempdir().unwrap();
+            let (mut seg, _) = open(&d);
+            seg.pos = (1 << 20) - 5;
+            seg.fill(24, false).unwrap();
+            assert_eq!(seg.window(), &expected((1 << 20) - 5, 5)[..]);
+        });
     }
 }
