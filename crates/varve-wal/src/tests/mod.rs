@@ -174,12 +174,16 @@ fn tailing_reader_waits_for_new_records() {
     let mut seen = 0u64;
     while seen < 50 {
         assert!(wal.wait_for(seen + 1, Duration::from_secs(10)).unwrap());
+        let before = seen;
         for r in it.by_ref() {
             let r = r.unwrap();
             assert_eq!(r.lsn, seen + 1);
             assert_eq!(r.payload, vec![seen as u8; 100]);
             seen += 1;
         }
+        // A durable record was announced, so the iterator must have yielded it (and the
+        // loop cannot spin without progress).
+        assert!(seen > before, "record {} durable but not yielded", before + 1);
         assert!(seen <= wal.durable_lsn());
     }
     h.join().unwrap();
