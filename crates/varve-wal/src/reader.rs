@@ -231,6 +231,7 @@ mod tests {
     use std::os::unix::fs::FileExt as _;
 
     use super::*;
+    use crate::tests::bounded;
 
     /// A segment view over a 1 MiB file whose byte `i` is `i % 251`.
     fn open(d: &tempfile::TempDir) -> (OpenSegment, File) {
@@ -248,25 +249,6 @@ mod tests {
         };
         let w = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         (seg, w)
-    }
-
-    /// Runs `f` on its own thread; if it has not finished after 10 s, ends the whole test
-    /// process with a failure. A liveness bound: a read loop that stops making progress
-    /// then fails the suite instead of hanging it (a failing test alone would leave the
-    /// spinning thread, and other tests reading through it, running forever).
-    fn bounded(f: impl FnOnce() + Send + 'static) {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let h = std::thread::spawn(move || {
-            f();
-            let _ = tx.send(());
-        });
-        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-            rx.recv_timeout(std::time::Duration::from_secs(10))
-        {
-            eprintln!("OpenSegment::fill did not finish within 10 s");
-            std::process::exit(101);
-        }
-        h.join().unwrap();
     }
 
     fn expected(from: usize, len: usize) -> Vec<u8> {

@@ -220,7 +220,8 @@ fn failed_write_fails_every_ticket_of_the_group_and_the_queue() {
     plan.hold_writes(true);
     let a = wal.append(b"a").unwrap();
     plan.wait_for_held_write();
-    let rest: Vec<_> = (0..10).map(|_| wal.append(b"b").unwrap()).collect();
+    // Far below the queued-bytes cap: queuing behind a write in flight never pushes back.
+    let rest: Vec<_> = (0..10).map(|_| wal.try_append(b"b").unwrap()).collect();
     plan.fail_write.store(true, Ordering::SeqCst);
     plan.hold_writes(false);
     assert_poisoned(a.wait(), libc::ENOSPC);
