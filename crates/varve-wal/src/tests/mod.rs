@@ -6,7 +6,23 @@ use std::time::Duration;
 
 use crate::{Error, Options, RecoveryMode, SyncMode, Wal};
 
+/// Ends the unit-test process with a failure if it is still running 30 s after the first
+/// test that uses this module's helpers started (the whole suite takes about a second). A
+/// liveness bound, not a timing assertion: a hang anywhere (an append blocked on space that
+/// is never released, a loop without progress) fails the suite instead of stalling it.
+fn watchdog() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_secs(30));
+            eprintln!("varve-wal unit tests still running after 30 s: hung");
+            std::process::exit(101);
+        });
+    });
+}
+
 pub(crate) fn small() -> Options {
+    watchdog();
     Options::default()
         .segment_size(64 << 10)
         .max_record_size(8 << 10)
@@ -17,6 +33,7 @@ pub(crate) fn small() -> Options {
 /// an append that blocks forever) then fails the suite instead of hanging it, which a
 /// failing test alone would not do (its stuck threads, and other tests, keep running).
 pub(crate) fn bounded(f: impl FnOnce() + Send + 'static) {
+    watchdog();
     let (tx, rx) = std::sync::mpsc::channel();
     let h = std::thread::spawn(move || {
         f();
@@ -217,29 +234,32 @@ fn tailing_reader_waits_for_new_records() {
 
 #[test]
 fn try_append_reports_backpressure_and_append_blocks_until_space() {
-    let d = tempfile::tempdir().unwrap();
-    let (storage, plan) = fault::FaultyStorage::create();
-    plan.hold_writes(true);
-    let wal = Wal::open_with(d.path(), small().max_queued_bytes(1300), storage).unwrap();
-    // The first entry is taken by the flusher, which then blocks in its write.
-    let first = wal.append(&[1u8; 600]).unwrap();
-    plan.wait_for_held_write();
-    let second = wal.try_append(&[2u8; 600]).unwrap();
-    assert!(matches!(
-        wal.try_append(&[3u8; 600]),
-        Err(Error::Backpressure)
-    ));
-    assert!(matches!(
-        wal.try_append_batch(&[&[3u8; 300], &[4u8; 300]]),
-        Err(Error::Backpressure)
-    ));
-    std::thread::scope(|s| {
-        let h = s.spawn(|| wal.append(&[3u8; 600]).unwrap().wait().unwrap());
-        std::thread::sleep(Duration::from_millis(20));
-        plan.hold_writes(false);
-        assert_eq!(first.wait().unwrap(), 1);
-        assert_eq!(second.wait().unwrap(), 2);
-        assert_eq!(h.join().unwrap(), 3);
+    // Bounded: appenders blocked on space that is never released fail the suite.
+    bounded(|| {
+        let d = tempfile::tempdir().unwrap();
+        let (storage, plan) = fault::FaultyStorage::create();
+        plan.hold_writes(true);
+        let wal = Wal::open_with(d.path(), small().max_queued_bytes(1300), storage).unwrap();
+        // The first entry is taken by the flusher, which then blocks in its write.
+        let first = wal.append(&[1u8; 600]).unwrap();
+        plan.wait_for_held_write();
+        let second = wal.try_append(&[2u8; 600]).unwrap();
+        assert!(matches!(
+            wal.try_append(&[3u8; 600]),
+            Err(Error::Backpressure)
+        ));
+        assert!(matches!(
+            wal.try_append_batch(&[&[3u8; 300], &[4u8; 300]]),
+            Err(Error::Backpressure)
+        ));
+        std::thread::scope(|s| {
+            let h = s.spawn(|| wal.append(&[3u8; 600]).unwrap().wait().unwrap());
+            std::thread::sleep(Duration::from_millis(20));
+            plan.hold_writes(false);
+            assert_eq!(first.wait().unwrap(), 1);
+            assert_eq!(second.wait().unwrap(), 2);
+            assert_eq!(h.join().unwrap(), 3);
+        });
     });
 }
 
