@@ -262,3 +262,18 @@ fn failed_segment_creation_poisons() {
     let wal = Wal::open(d.path(), small()).unwrap();
     assert_eq!(read_all(&wal).len(), n);
 }
+
+#[test]
+fn poisoning_wakes_a_reader_asleep_in_wait_for() {
+    let d = tempfile::tempdir().unwrap();
+    let (storage, plan) = FaultyStorage::create();
+    let wal = Wal::open_with(d.path(), small(), storage).unwrap();
+    std::thread::scope(|s| {
+        // An hour: only a wake-up (not the timeout) lets this return within the watchdog.
+        let h = s.spawn(|| wal.wait_for(1, std::time::Duration::from_secs(3600)));
+        super::until_readers_wait(&wal, 1);
+        plan.fail_sync.store(true, Ordering::SeqCst);
+        assert_poisoned(wal.append(b"x").unwrap().wait(), libc::EIO);
+        assert_poisoned(h.join().unwrap(), libc::EIO);
+    });
+}

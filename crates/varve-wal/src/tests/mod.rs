@@ -576,3 +576,30 @@ fn append_buffers_are_reused_and_large_ones_dropped() {
         0
     );
 }
+
+/// Waits (bounded by the watchdog) until `n` readers are registered in `wait_for`, then a
+/// little longer so they are likely asleep on the condition variable.
+fn until_readers_wait(wal: &Wal, n: usize) {
+    while wal
+        .shared
+        .reader_waiters
+        .load(std::sync::atomic::Ordering::SeqCst)
+        != n
+    {
+        std::thread::yield_now();
+    }
+    std::thread::sleep(Duration::from_millis(50));
+}
+
+#[test]
+fn a_reader_asleep_in_wait_for_is_woken_by_the_next_durable_record() {
+    let d = tempfile::tempdir().unwrap();
+    let wal = Wal::open(d.path(), small()).unwrap();
+    std::thread::scope(|s| {
+        // An hour: only a wake-up (not the timeout) lets this return within the watchdog.
+        let h = s.spawn(|| wal.wait_for(1, Duration::from_secs(3600)));
+        until_readers_wait(&wal, 1);
+        wal.append(b"x").unwrap().wait().unwrap();
+        assert!(h.join().unwrap().unwrap());
+    });
+}
