@@ -603,3 +603,46 @@ fn a_reader_asleep_in_wait_for_is_woken_by_the_next_durable_record() {
         assert!(h.join().unwrap().unwrap());
     });
 }
+
+#[test]
+fn new_segments_are_preallocated_to_the_segment_size() {
+    use std::os::unix::fs::MetadataExt as _;
+    let d = tempfile::tempdir().unwrap();
+    let wal = Wal::open(d.path(), small()).unwrap();
+    for _ in 0..30 {
+        wal.append(&[5u8; 3000]).unwrap().wait().unwrap();
+    }
+    let segs = crate::recovery::list_segments(d.path()).unwrap().0;
+    assert!(segs.len() >= 2);
+    for s in &segs {
+        let m = std::fs::metadata(&s.path).unwrap();
+        assert_eq!(m.len(), 64 << 10);
+        // Blocks really reserved (fallocate), not a sparse file.
+        assert!(m.blocks() * 512 >= 64 << 10, "{} blocks", m.blocks());
+    }
+}
+
+#[test]
+fn the_buffer_pool_keeps_at_most_its_cap() {
+    let d = tempfile::tempdir().unwrap();
+    let (storage, plan) = fault::FaultyStorage::create();
+    let wal = Wal::open_with(d.path(), small(), storage).unwrap();
+    plan.hold_writes(true);
+    let first = wal.append(b"first").unwrap();
+    plan.wait_for_held_write();
+    // Each queued append frames into a fresh buffer (the pool is empty); the flusher
+    // hands them all back when it takes them into the next group.
+    let n = crate::POOL_MAX + 50;
+    let rest: Vec<_> = (0..n).map(|_| wal.try_append(b"r").unwrap()).collect();
+    plan.hold_writes(false);
+    first.wait().unwrap();
+    for t in rest {
+        t.wait().unwrap();
+    }
+    let pooled = wal
+        .shared
+        .pool_len
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(pooled, crate::POOL_MAX);
+    assert_eq!(wal.shared.pool.len(), crate::POOL_MAX);
+}
