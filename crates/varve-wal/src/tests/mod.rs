@@ -607,19 +607,27 @@ fn a_reader_asleep_in_wait_for_is_woken_by_the_next_durable_record() {
 #[test]
 fn new_segments_are_preallocated_to_the_segment_size() {
     use std::os::unix::fs::MetadataExt as _;
+    let check = |path: &std::path::Path, size: u64| {
+        let m = std::fs::metadata(path).unwrap();
+        assert_eq!(m.len(), size);
+        // Blocks really reserved (fallocate), not a sparse file.
+        assert!(m.blocks() * 512 >= size, "{} blocks", m.blocks());
+    };
+    // Larger than the zeros the flusher writes ahead, so only preallocation explains it.
+    let size = 4 << 20;
     let d = tempfile::tempdir().unwrap();
-    let wal = Wal::open(d.path(), small()).unwrap();
-    for _ in 0..30 {
-        wal.append(&[5u8; 3000]).unwrap().wait().unwrap();
+    let wal = Wal::open(d.path(), small().segment_size(size)).unwrap();
+    let segs = crate::recovery::list_segments(d.path()).unwrap().0;
+    assert_eq!(segs.len(), 1);
+    check(&segs[0].path, size);
+    // The next segment, created on rollover.
+    let big = vec![5u8; 8 << 10];
+    for _ in 0..(size / (8 << 10)) {
+        wal.append(&big).unwrap().wait().unwrap();
     }
     let segs = crate::recovery::list_segments(d.path()).unwrap().0;
-    assert!(segs.len() >= 2);
-    for s in &segs {
-        let m = std::fs::metadata(&s.path).unwrap();
-        assert_eq!(m.len(), 64 << 10);
-        // Blocks really reserved (fallocate), not a sparse file.
-        assert!(m.blocks() * 512 >= 64 << 10, "{} blocks", m.blocks());
-    }
+    assert_eq!(segs.len(), 2);
+    check(&segs[1].path, size);
 }
 
 #[test]
