@@ -18,6 +18,8 @@ pub(crate) struct Plan {
     syncs: AtomicUsize,
     writes: AtomicUsize,
     sync_attempts_after_failure: AtomicUsize,
+    /// (offset, length) of every write attempted.
+    log: Mutex<Vec<(u64, usize)>>,
     held: Mutex<(bool, bool)>, // (hold writes, a write is waiting)
     cv: Condvar,
 }
@@ -28,6 +30,9 @@ impl Plan {
     }
     pub(crate) fn writes(&self) -> usize {
         self.writes.load(Ordering::SeqCst)
+    }
+    pub(crate) fn write_log(&self) -> Vec<(u64, usize)> {
+        self.log.lock().unwrap().clone()
     }
     pub(crate) fn hold_writes(&self, on: bool) {
         self.held.lock().unwrap().0 = on;
@@ -87,6 +92,7 @@ impl SegmentFile for FaultySegment {
             g.1 = false;
         }
         self.plan.writes.fetch_add(1, Ordering::SeqCst);
+        self.plan.log.lock().unwrap().push((offset, buf.len()));
         if self.plan.fail_write.load(Ordering::SeqCst) {
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));
         }
@@ -276,4 +282,70 @@ fn poisoning_wakes_a_reader_asleep_in_wait_for() {
         assert_poisoned(wal.append(b"x").unwrap().wait(), libc::EIO);
         assert_poisoned(h.join().unwrap(), libc::EIO);
     });
+}
+
+#[test]
+fn small_groups_write_zeros_ahead_once_large_ones_never_and_never_past_the_segment() {
+    use crate::flusher::ZERO_AHEAD;
+    use crate::format::{RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+    let seg = 3 * ZERO_AHEAD;
+    let d = tempfile::tempdir().unwrap();
+    let (storage, plan) = FaultyStorage::create();
+    let opts = small().segment_size(seg);
+    let wal = Wal::open_with(d.path(), opts, storage).unwrap();
+    let h = SEGMENT_HEADER_LEN as u64;
+    let rec = |n: usize| (RECORD_HEADER_LEN + n) as u64;
+    // A small group entering unwritten space writes ZERO_AHEAD zeros past itself.
+    wal.append(b"x").unwrap().wait().unwrap();
+    // The next small ones land in zeroed space: no padding.
+    wal.append(b"yy").unwrap().wait().unwrap();
+    let mut off = h + rec(1) + rec(2);
+    assert_eq!(
+        plan.write_log(),
+        vec![
+            (h, (rec(1) + ZERO_AHEAD) as usize),
+            (h + rec(1), rec(2) as usize)
+        ]
+    );
+    // Fill to exactly the zeroed end with small records: still no padding.
+    let zeroed = h + rec(1) + ZERO_AHEAD;
+    let payload = vec![1u8; 8000];
+    while off + rec(8000) <= zeroed {
+        wal.append(&payload).unwrap().wait().unwrap();
+        off += rec(8000);
+    }
+    let gap = (zeroed - off) as usize;
+    if gap > RECORD_HEADER_LEN {
+        wal.append(&vec![2u8; gap - RECORD_HEADER_LEN])
+            .unwrap()
+            .wait()
+            .unwrap();
+        off = zeroed;
+    }
+    assert!(plan.write_log().iter().skip(1).all(|&(_, n)| n <= 8024));
+    assert_eq!(off, zeroed);
+    // A group of at least ZERO_AHEAD / 4 bytes crossing into unwritten space: no padding.
+    let big: Vec<&[u8]> = std::iter::repeat_n(&payload[..], 40).collect();
+    let n0 = plan.write_log().len();
+    wal.append_batch(&big).unwrap().wait().unwrap();
+    assert_eq!(plan.write_log()[n0..], [(off, (40 * rec(8000)) as usize)]);
+    off += 40 * rec(8000);
+    // A small group past the zeroed end pads again, but never past the segment.
+    let n0 = plan.write_log().len();
+    wal.append(b"z").unwrap().wait().unwrap();
+    assert_eq!(
+        plan.write_log()[n0..],
+        [(off, (rec(1) + ZERO_AHEAD) as usize)]
+    );
+    off += rec(1);
+    let n0 = plan.write_log().len();
+    while off + ZERO_AHEAD / 2 < seg {
+        wal.append(&payload).unwrap().wait().unwrap();
+        off += rec(8000);
+    }
+    let log = plan.write_log();
+    let padded: Vec<_> = log[n0..].iter().filter(|&&(_, n)| n > 8024).collect();
+    assert_eq!(padded.len(), 1, "{padded:?}");
+    assert_eq!(padded[0].0 + padded[0].1 as u64, seg);
+    assert!(log.iter().all(|&(o, n)| o + n as u64 <= seg));
 }
