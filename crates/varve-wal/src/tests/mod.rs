@@ -654,3 +654,33 @@ fn the_buffer_pool_keeps_at_most_its_cap() {
     assert_eq!(pooled, crate::POOL_MAX);
     assert_eq!(wal.shared.pool.len(), crate::POOL_MAX);
 }
+
+#[test]
+fn a_batch_that_exactly_fills_a_segment_is_accepted_one_byte_more_is_not() {
+    bounded(|| {
+        let d = tempfile::tempdir().unwrap();
+        let wal = Wal::open(d.path(), small()).unwrap();
+        let capacity = (64 << 10) - crate::format::SEGMENT_HEADER_LEN;
+        let rec = vec![3u8; 8000];
+        let framed = crate::format::RECORD_HEADER_LEN + rec.len();
+        let full = capacity / framed;
+        let tail = vec![4u8; capacity - full * framed - crate::format::RECORD_HEADER_LEN];
+        let mut batch: Vec<&[u8]> = (0..full).map(|_| &rec[..]).collect();
+        batch.push(&tail);
+        let mut over = tail.clone();
+        over.push(0);
+        let mut too_big = batch.clone();
+        *too_big.last_mut().unwrap() = &over;
+        assert!(matches!(
+            wal.append_batch(&too_big),
+            Err(Error::BatchTooLarge { size, max }) if size == capacity + 1 && max == capacity
+        ));
+        wal.append(b"first").unwrap().wait().unwrap();
+        assert_eq!(wal.append_batch(&batch).unwrap().wait().unwrap(), 2);
+        let all = read_all(&wal);
+        assert_eq!(all.len(), 1 + batch.len());
+        assert_eq!(all.last().unwrap().2, tail);
+        // It took a segment of its own.
+        assert_eq!(crate::recovery::list_segments(d.path()).unwrap().0.len(), 2);
+    });
+}
