@@ -157,12 +157,15 @@ impl Iter {
         let need_switch = match &mut self.seg {
             None => true,
             Some(seg) => {
-                if seg.next_first.is_none()
-                    && self.shared.last_segment_first.load(Ordering::SeqCst) > seg.first_lsn
-                {
-                    let segs = lock(&self.shared.segments);
-                    let idx = segs.partition_point(|s| s.first_lsn <= seg.first_lsn);
-                    seg.next_first = segs.get(idx).map(|s| s.first_lsn);
+                // Learn where this segment ends once a newer one exists (the newest
+                // segment's first LSN only grows; it is this one's until then).
+                if seg.next_first.is_none() {
+                    let newest = self.shared.last_segment_first.load(Ordering::SeqCst);
+                    if newest != seg.first_lsn {
+                        let segs = lock(&self.shared.segments);
+                        let idx = segs.partition_point(|s| s.first_lsn <= seg.first_lsn);
+                        seg.next_first = segs.get(idx).map(|s| s.first_lsn);
+                    }
                 }
                 seg.next_first.is_some_and(|f| self.next_lsn >= f)
             }
