@@ -675,7 +675,8 @@ impl Wal {
     pub fn truncate_before(&self, lsn: Lsn) -> Result<usize> {
         let mut segs = lock(&self.shared.segments);
         let mut n = 0;
-        while segs.len() > 1 && segs.get(1).is_some_and(|s| s.first_lsn <= lsn) {
+        // `get(1)`: never the last (active) segment.
+        while segs.get(1).is_some_and(|s| s.first_lsn <= lsn) {
             let old = segs.remove(0);
             std::fs::remove_file(&old.path)?;
             n += 1;

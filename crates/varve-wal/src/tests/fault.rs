@@ -17,6 +17,7 @@ pub(crate) struct Plan {
     fail_create: AtomicBool,
     syncs: AtomicUsize,
     writes: AtomicUsize,
+    dir_syncs: AtomicUsize,
     sync_attempts_after_failure: AtomicUsize,
     /// (offset, length) of every write attempted.
     log: Mutex<Vec<(u64, usize)>>,
@@ -145,6 +146,7 @@ impl Storage for FaultyStorage {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.plan.dir_syncs.fetch_add(1, Ordering::SeqCst);
         FsStorage.sync_dir(dir)
     }
 }
@@ -348,4 +350,52 @@ fn small_groups_write_zeros_ahead_once_large_ones_never_and_never_past_the_segme
     assert_eq!(padded.len(), 1, "{padded:?}");
     assert_eq!(padded[0].0 + padded[0].1 as u64, seg);
     assert!(log.iter().all(|&(o, n)| o + n as u64 <= seg));
+}
+
+#[test]
+fn truncate_before_syncs_the_directory_only_when_it_deleted_something() {
+    let d = tempfile::tempdir().unwrap();
+    let (storage, plan) = FaultyStorage::create();
+    let wal = Wal::open_with(d.path(), small(), storage).unwrap();
+    for _ in 0..30 {
+        wal.append(&[5u8; 3000]).unwrap().wait().unwrap();
+    }
+    let dir_syncs = || plan.dir_syncs.load(Ordering::SeqCst);
+    let before = dir_syncs();
+    assert_eq!(wal.truncate_before(1).unwrap(), 0);
+    assert_eq!(dir_syncs(), before);
+    assert_eq!(wal.truncate_before(u64::MAX).unwrap(), 1);
+    assert_eq!(dir_syncs(), before + 1);
+    assert_eq!(wal.truncate_before(u64::MAX).unwrap(), 0);
+    assert_eq!(dir_syncs(), before + 1);
+}
+
+#[test]
+fn dropping_the_wal_writes_everything_queued_first() {
+    let d = tempfile::tempdir().unwrap();
+    let (storage, plan) = FaultyStorage::create();
+    let wal = Wal::open_with(d.path(), small(), storage).unwrap();
+    plan.hold_writes(true);
+    let tickets: Vec<_> = (0..20u8)
+        .map(|i| wal.try_append(&[i; 50]).unwrap())
+        .collect();
+    plan.wait_for_held_write();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            plan.hold_writes(false);
+        });
+        drop(wal);
+    });
+    for t in tickets {
+        assert!(t.is_done());
+    }
+    let wal = Wal::open(d.path(), small()).unwrap();
+    let got = read_all(&wal);
+    assert_eq!(got.len(), 20);
+    assert!(
+        got.iter()
+            .enumerate()
+            .all(|(i, r)| r.2 == vec![i as u8; 50])
+    );
 }
