@@ -239,8 +239,9 @@ fn try_append_reports_backpressure_and_append_blocks_until_space() {
         let d = tempfile::tempdir().unwrap();
         let (storage, plan) = fault::FaultyStorage::create();
         plan.hold_writes(true);
-        let wal = Wal::open_with(d.path(), small().max_queued_bytes(1300), storage).unwrap();
-        // The first entry is taken by the flusher, which then blocks in its write.
+        let wal = Wal::open_with(d.path(), small().max_queued_bytes(2 * 624), storage).unwrap();
+        // The cap is exactly two framed 600-byte records. The first entry is taken by the
+        // flusher, which then blocks in its write (its bytes count until written).
         let first = wal.append(&[1u8; 600]).unwrap();
         plan.wait_for_held_write();
         let second = wal.try_append(&[2u8; 600]).unwrap();
