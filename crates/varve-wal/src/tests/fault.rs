@@ -446,3 +446,29 @@ fn short_and_interrupted_writes_are_resumed_where_they_stopped() {
     let got: Vec<_> = read_all(&wal).into_iter().map(|r| r.2).collect();
     assert_eq!(got, want);
 }
+
+#[test]
+fn a_group_closes_once_it_holds_group_bytes() {
+    let d = tempfile::tempdir().unwrap();
+    let (storage, plan) = FaultyStorage::create();
+    let framed = crate::format::RECORD_HEADER_LEN + 100;
+    let opts = small().group_bytes(3 * framed);
+    let wal = Wal::open_with(d.path(), opts, storage).unwrap();
+    plan.hold_writes(true);
+    let first = wal.append(&[0u8; 100]).unwrap();
+    plan.wait_for_held_write();
+    let rest: Vec<_> = (1..=7u8)
+        .map(|i| wal.try_append(&[i; 100]).unwrap())
+        .collect();
+    let n0 = plan.write_log().len();
+    plan.hold_writes(false);
+    first.wait().unwrap();
+    for t in rest {
+        t.wait().unwrap();
+    }
+    // The held write (with the zeros written ahead), then groups of exactly three records
+    // until the queue is empty.
+    let lens: Vec<usize> = plan.write_log()[n0..].iter().map(|w| w.1).collect();
+    assert_eq!(lens[1..], [3 * framed, 3 * framed, framed]);
+    assert_eq!(read_all(&wal).len(), 8);
+}
