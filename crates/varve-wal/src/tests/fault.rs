@@ -344,11 +344,13 @@ fn small_groups_write_zeros_ahead_once_large_ones_never_and_never_past_the_segme
     assert!(plan.write_log().iter().skip(1).all(|&(_, n)| n <= 8024));
     assert_eq!(off, zeroed);
     // A group of at least ZERO_AHEAD / 4 bytes crossing into unwritten space: no padding.
-    let big: Vec<&[u8]> = std::iter::repeat_n(&payload[..], 40).collect();
+    // Exactly ZERO_AHEAD / 4: 32 records of 8 KiB framed.
+    let quarter = vec![3u8; 8192 - RECORD_HEADER_LEN];
+    let big: Vec<&[u8]> = std::iter::repeat_n(&quarter[..], 32).collect();
     let n0 = plan.write_log().len();
     wal.append_batch(&big).unwrap().wait().unwrap();
-    assert_eq!(plan.write_log()[n0..], [(off, (40 * rec(8000)) as usize)]);
-    off += 40 * rec(8000);
+    assert_eq!(plan.write_log()[n0..], [(off, (ZERO_AHEAD / 4) as usize)]);
+    off += ZERO_AHEAD / 4;
     // A small group past the zeroed end pads again, but never past the segment.
     let n0 = plan.write_log().len();
     wal.append(b"z").unwrap().wait().unwrap();
