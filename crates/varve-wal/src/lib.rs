@@ -330,9 +330,13 @@ impl Shared {
             if try_once() {
                 break Ok(());
             }
-            g = match self.space_cv.wait_timeout(g, Duration::from_millis(10)) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
+            // No lost wake-up: `release` subtracts, then reads `space_waiters`; this thread
+            // counted itself in before reading the queued bytes (all `SeqCst`), so either it
+            // sees the space or `release` sees it and notifies under the lock. Poisoning
+            // notifies too (`wake_all_waiters`).
+            g = match self.space_cv.wait(g) {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
             };
         };
         drop(g);
@@ -346,7 +350,7 @@ impl Shared {
             return;
         }
         self.queued_bytes.fetch_sub(n, Ordering::SeqCst);
-        if self.space_waiters.load(Ordering::SeqCst) > 0 {
+        if self.space_waiters.load(Ordering::SeqCst) != 0 {
             let _g = lock(&self.space_lock);
             self.space_cv.notify_all();
         }
@@ -355,7 +359,7 @@ impl Shared {
     /// Makes `lsn` the durable LSN and wakes tailing readers.
     pub(crate) fn publish(&self, lsn: Lsn) {
         self.durable_lsn.store(lsn, Ordering::SeqCst);
-        if self.reader_waiters.load(Ordering::SeqCst) > 0 {
+        if self.reader_waiters.load(Ordering::SeqCst) != 0 {
             let _g = lock(&self.readers_lock);
             self.readers_cv.notify_all();
         }
@@ -671,7 +675,8 @@ impl Wal {
     pub fn truncate_before(&self, lsn: Lsn) -> Result<usize> {
         let mut segs = lock(&self.shared.segments);
         let mut n = 0;
-        while segs.len() > 1 && segs.get(1).is_some_and(|s| s.first_lsn <= lsn) {
+        // `get(1)`: never the last (active) segment.
+        while segs.get(1).is_some_and(|s| s.first_lsn <= lsn) {
             let old = segs.remove(0);
             std::fs::remove_file(&old.path)?;
             n += 1;

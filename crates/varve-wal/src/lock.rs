@@ -19,7 +19,7 @@ pub(crate) fn acquire(dir: &Path) -> Result<File> {
         .open(dir.join(LOCK_FILE))?;
     match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(file),
-        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(Error::Locked(dir.to_path_buf())),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::Locked(dir.to_path_buf())),
         Err(e) => Err(Error::Io(e.into())),
     }
 }

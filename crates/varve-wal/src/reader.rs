@@ -157,12 +157,15 @@ impl Iter {
         let need_switch = match &mut self.seg {
             None => true,
             Some(seg) => {
-                if seg.next_first.is_none()
-                    && self.shared.last_segment_first.load(Ordering::SeqCst) > seg.first_lsn
-                {
-                    let segs = lock(&self.shared.segments);
-                    let idx = segs.partition_point(|s| s.first_lsn <= seg.first_lsn);
-                    seg.next_first = segs.get(idx).map(|s| s.first_lsn);
+                // Learn where this segment ends once a newer one exists (the newest
+                // segment's first LSN only grows; it is this one's until then).
+                if seg.next_first.is_none() {
+                    let newest = self.shared.last_segment_first.load(Ordering::SeqCst);
+                    if newest != seg.first_lsn {
+                        let segs = lock(&self.shared.segments);
+                        let idx = segs.partition_point(|s| s.first_lsn <= seg.first_lsn);
+                        seg.next_first = segs.get(idx).map(|s| s.first_lsn);
+                    }
                 }
                 seg.next_first.is_some_and(|f| self.next_lsn >= f)
             }
@@ -223,5 +226,99 @@ impl Iterator for Iter {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::FileExt as _;
+
+    use super::*;
+    use crate::tests::bounded;
+
+    /// A segment view over a 1 MiB file whose byte `i` is `i % 251`.
+    fn open(d: &tempfile::TempDir) -> (OpenSegment, File) {
+        let path = d.path().join("seg");
+        let data: Vec<u8> = (0..1usize << 20).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let seg = OpenSegment {
+            file: File::open(&path).unwrap(),
+            path: path.clone(),
+            first_lsn: 1,
+            next_first: None,
+            buf: Vec::new(),
+            buf_start: 0,
+            pos: 0,
+        };
+        let w = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        (seg, w)
+    }
+
+    fn expected(from: usize, len: usize) -> Vec<u8> {
+        (from..from + len).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[test]
+    fn fill_reads_ahead_one_chunk() {
+        bounded(|| {
+            let d = tempfile::tempdir().unwrap();
+            let (mut seg, _) = open(&d);
+            seg.fill(24, false).unwrap();
+            assert_eq!(seg.window(), &expected(0, READ_CHUNK)[..]);
+            // A record larger than the chunk is read whole.
+            seg.pos = 7;
+            seg.fill(READ_CHUNK + 100, false).unwrap();
+            assert_eq!(seg.window(), &expected(7, READ_CHUNK + 100)[..]);
+        });
+    }
+
+    #[test]
+    fn fill_serves_buffered_bytes_until_asked_for_fresh_ones() {
+        bounded(|| {
+            let d = tempfile::tempdir().unwrap();
+            let (mut seg, w) = open(&d);
+            seg.fill(24, false).unwrap();
+            w.write_all_at(&[0xEE; 64], 100).unwrap();
+            // Inside the buffer: no read, so the bytes from before the write.
+            seg.pos = 90;
+            seg.fill(30, false).unwrap();
+            assert_eq!(seg.window().get(..30).unwrap(), &expected(90, 30)[..]);
+            // Fresh: the write is seen.
+            seg.fill(30, true).unwrap();
+            let mut want = expected(90, 30);
+            want[10..].fill(0xEE);
+            assert_eq!(seg.window().get(..30).unwrap(), &want[..]);
+            assert_eq!(seg.buf_start, 90);
+        });
+    }
+
+    #[test]
+    fn fill_rereads_when_the_buffer_ends_too_early() {
+        bounded(|| {
+            let d = tempfile::tempdir().unwrap();
+            let (mut seg, _) = open(&d);
+            seg.fill(24, false).unwrap();
+            // One byte past the buffered range: must read again, from `pos`.
+            seg.pos = 1;
+            seg.fill(READ_CHUNK, false).unwrap();
+            assert_eq!(seg.buf_start, 1);
+            assert_eq!(seg.window(), &expected(1, READ_CHUNK)[..]);
+            // Behind the buffer start: read again too.
+            seg.pos = 0;
+            seg.fill(10, false).unwrap();
+            assert_eq!(seg.buf_start, 0);
+            assert_eq!(seg.window().get(..10).unwrap(), &expected(0, 10)[..]);
+        });
+    }
+
+    #[test]
+    fn fill_stops_at_the_end_of_the_file() {
+        bounded(|| {
+            let d = tempfile::tempdir().unwrap();
+            let (mut seg, _) = open(&d);
+            seg.pos = (1 << 20) - 5;
+            seg.fill(24, false).unwrap();
+            assert_eq!(seg.window(), &expected((1 << 20) - 5, 5)[..]);
+        });
     }
 }

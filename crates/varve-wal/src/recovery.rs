@@ -104,15 +104,20 @@ pub(crate) fn scan_segment(buf: &[u8], first_lsn: u64) -> SegmentScan {
 /// Looks for valid records at any byte offset from `from` with an LSN at or after `lo`:
 /// returns how many and whether one is flagged `EPOCH_START`.
 fn scan_after(buf: &[u8], from: usize, lo: u64) -> (u64, bool) {
-    let (mut off, mut count, mut epoch) = (from, 0u64, false);
-    while let Some(rest) = buf.get(off..) {
-        match format::verify_record(rest, rest.len(), |l| l >= lo) {
-            Some(h) => {
-                count += 1;
-                epoch |= h.flags & format::FLAG_EPOCH_START != 0;
-                off += h.framed_len();
-            }
-            None => off += 1,
+    let (mut next, mut count, mut epoch) = (from, 0u64, false);
+    // A `for` over the offsets, so the scan ends with the buffer whatever the bytes say;
+    // a valid record's bytes are skipped (a payload that looks like a record is payload).
+    for off in from..buf.len() {
+        if off < next {
+            continue;
+        }
+        let Some(rest) = buf.get(off..) else {
+            break;
+        };
+        if let Some(h) = format::verify_record(rest, rest.len(), |l| l >= lo) {
+            count += 1;
+            epoch |= h.flags & format::FLAG_EPOCH_START != 0;
+            next = off + h.framed_len();
         }
     }
     (count, epoch)
@@ -264,4 +269,34 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode, storage: &dyn Storage) -> 
         last_len: resume.2,
         report,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(lsn: u64, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        format::put_unsequenced_header(&mut v, payload.len() as u32, 0, 0);
+        v.extend_from_slice(payload);
+        format::seal_record(&mut v, lsn, flags).unwrap();
+        v
+    }
+
+    #[test]
+    fn scan_after_counts_records_not_look_alikes_inside_payloads() {
+        // Garbage, then record 7 whose payload is itself a valid epoch-starting record 8,
+        // then record 8 (not epoch-starting), then a stale record below `lo`.
+        let inner = record(8, format::FLAG_EPOCH_START, b"inner");
+        let mut buf = vec![0xABu8; 5];
+        buf.extend(record(7, 0, &inner));
+        buf.extend(record(8, 0, b"after"));
+        buf.extend(record(3, format::FLAG_EPOCH_START, b"stale"));
+        assert_eq!(scan_after(&buf, 0, 5), (2, false));
+        // From inside the first record, its embedded look-alike is found like any bytes.
+        assert_eq!(scan_after(&buf, 6, 5), (2, true));
+        assert_eq!(scan_after(&buf, 0, 4), (2, false));
+        assert_eq!(scan_after(&buf, 0, 3), (3, true));
+        assert_eq!(scan_after(&buf, buf.len(), 0), (0, false));
+    }
 }

@@ -53,9 +53,7 @@ impl SegmentFile for FsSegment {
 pub(crate) fn preallocate(file: &File, size: u64) -> io::Result<()> {
     match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, size) {
         Ok(()) => Ok(()),
-        Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
-            file.set_len(size)
-        }
+        Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS) => file.set_len(size),
         Err(e) => Err(e.into()),
     }
 }

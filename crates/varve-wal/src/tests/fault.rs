@@ -17,7 +17,14 @@ pub(crate) struct Plan {
     fail_create: AtomicBool,
     syncs: AtomicUsize,
     writes: AtomicUsize,
+    dir_syncs: AtomicUsize,
+    /// Each write lands at most half its bytes (a short write that is not an error).
+    chop_writes: AtomicBool,
+    /// The next this many writes fail with EINTR.
+    interrupts: AtomicUsize,
     sync_attempts_after_failure: AtomicUsize,
+    /// (offset, length) of every write attempted.
+    log: Mutex<Vec<(u64, usize)>>,
     held: Mutex<(bool, bool)>, // (hold writes, a write is waiting)
     cv: Condvar,
 }
@@ -28,6 +35,9 @@ impl Plan {
     }
     pub(crate) fn writes(&self) -> usize {
         self.writes.load(Ordering::SeqCst)
+    }
+    pub(crate) fn write_log(&self) -> Vec<(u64, usize)> {
+        self.log.lock().unwrap().clone()
     }
     pub(crate) fn hold_writes(&self, on: bool) {
         self.held.lock().unwrap().0 = on;
@@ -86,7 +96,21 @@ impl SegmentFile for FaultySegment {
             }
             g.1 = false;
         }
+        if self
+            .plan
+            .interrupts
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(io::Error::from(io::ErrorKind::Interrupted));
+        }
+        let buf = if self.plan.chop_writes.load(Ordering::SeqCst) {
+            &buf[..buf.len().div_ceil(2)]
+        } else {
+            buf
+        };
         self.plan.writes.fetch_add(1, Ordering::SeqCst);
+        self.plan.log.lock().unwrap().push((offset, buf.len()));
         if self.plan.fail_write.load(Ordering::SeqCst) {
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));
         }
@@ -139,6 +163,7 @@ impl Storage for FaultyStorage {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.plan.dir_syncs.fetch_add(1, Ordering::SeqCst);
         FsStorage.sync_dir(dir)
     }
 }
@@ -220,7 +245,8 @@ fn failed_write_fails_every_ticket_of_the_group_and_the_queue() {
     plan.hold_writes(true);
     let a = wal.append(b"a").unwrap();
     plan.wait_for_held_write();
-    let rest: Vec<_> = (0..10).map(|_| wal.append(b"b").unwrap()).collect();
+    // Far below the queued-bytes cap: queuing behind a write in flight never pushes back.
+    let rest: Vec<_> = (0..10).map(|_| wal.try_append(b"b").unwrap()).collect();
     plan.fail_write.store(true, Ordering::SeqCst);
     plan.hold_writes(false);
     assert_poisoned(a.wait(), libc::ENOSPC);
@@ -260,4 +286,191 @@ fn failed_segment_creation_poisons() {
     drop(wal);
     let wal = Wal::open(d.path(), small()).unwrap();
     assert_eq!(read_all(&wal).len(), n);
+}
+
+#[test]
+fn poisoning_wakes_a_reader_asleep_in_wait_for() {
+    let d = tempfile::tempdir().unwrap();
+    let (storage, plan) = FaultyStorage::create();
+    let wal = Wal::open_with(d.path(), small(), storage).unwrap();
+    std::thread::scope(|s| {
+        // An hour: only a wake-up (not the timeout) lets this return within the watchdog.
+        let h = s.spawn(|| wal.wait_for(1, std::time::Duration::from_secs(3600)));
+        super::until_readers_wait(&wal, 1);
+        plan.fail_sync.store(true, Ordering::SeqCst);
+        assert_poisoned(wal.append(b"x").unwrap().wait(), libc::EIO);
+        assert_poisoned(h.join().unwrap(), libc::EIO);
+    });
+}
+
+#[test]
+fn small_groups_write_zeros_ahead_once_large_ones_never_and_never_past_the_segment() {
+    use crate::flusher::ZERO_AHEAD;
+    use crate::format::{RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+    let seg = 3 * ZERO_AHEAD;
+    let d = tempfile::tempdir().unwrap();
+    let (storage, plan) = FaultyStorage::create();
+    let opts = small().segment_size(seg);
+    let wal = Wal::open_with(d.path(), opts, storage).unwrap();
+    let h = SEGMENT_HEADER_LEN as u64;
+    let rec = |n: usize| (RECORD_HEADER_LEN + n) as u64;
+    // A small group entering unwritten space writes ZERO_AHEAD zeros past itself.
+    wal.append(b"x").unwrap().wait().unwrap();
+    // The next small ones land in zeroed space: no padding.
+    wal.append(b"yy").unwrap().wait().unwrap();
+    let mut off = h + rec(1) + rec(2);
+    assert_eq!(
+        plan.write_log(),
+        vec![
+            (h, (rec(1) + ZERO_AHEAD) as usize),
+            (h + rec(1), rec(2) as usize)
+        ]
+    );
+    // Fill to exactly the zeroed end with small records: still no padding.
+    let zeroed = h + rec(1) + ZERO_AHEAD;
+    let payload = vec![1u8; 8000];
+    while off + rec(8000) <= zeroed {
+        wal.append(&payload).unwrap().wait().unwrap();
+        off += rec(8000);
+    }
+    let gap = (zeroed - off) as usize;
+    if gap > RECORD_HEADER_LEN {
+        wal.append(&vec![2u8; gap - RECORD_HEADER_LEN])
+            .unwrap()
+            .wait()
+            .unwrap();
+        off = zeroed;
+    }
+    assert!(plan.write_log().iter().skip(1).all(|&(_, n)| n <= 8024));
+    assert_eq!(off, zeroed);
+    // A group of at least ZERO_AHEAD / 4 bytes crossing into unwritten space: no padding.
+    // Exactly ZERO_AHEAD / 4: 32 records of 8 KiB framed.
+    let quarter = vec![3u8; 8192 - RECORD_HEADER_LEN];
+    let big: Vec<&[u8]> = std::iter::repeat_n(&quarter[..], 32).collect();
+    let n0 = plan.write_log().len();
+    wal.append_batch(&big).unwrap().wait().unwrap();
+    assert_eq!(plan.write_log()[n0..], [(off, (ZERO_AHEAD / 4) as usize)]);
+    off += ZERO_AHEAD / 4;
+    // A small group past the zeroed end pads again, but never past the segment.
+    let n0 = plan.write_log().len();
+    wal.append(b"z").unwrap().wait().unwrap();
+    assert_eq!(
+        plan.write_log()[n0..],
+        [(off, (rec(1) + ZERO_AHEAD) as usize)]
+    );
+    off += rec(1);
+    let n0 = plan.write_log().len();
+    while off + ZERO_AHEAD / 2 < seg {
+        wal.append(&payload).unwrap().wait().unwrap();
+        off += rec(8000);
+    }
+    let log = plan.write_log();
+    let padded: Vec<_> = log[n0..].iter().filter(|&&(_, n)| n > 8024).collect();
+    assert_eq!(padded.len(), 1, "{padded:?}");
+    assert_eq!(padded[0].0 + padded[0].1 as u64, seg);
+    assert!(log.iter().all(|&(o, n)| o + n as u64 <= seg));
+}
+
+#[test]
+fn truncate_before_syncs_the_directory_only_when_it_deleted_something() {
+    let d = tempfile::tempdir().unwrap();
+    let (storage, plan) = FaultyStorage::create();
+    let wal = Wal::open_with(d.path(), small(), storage).unwrap();
+    for _ in 0..30 {
+        wal.append(&[5u8; 3000]).unwrap().wait().unwrap();
+    }
+    let dir_syncs = || plan.dir_syncs.load(Ordering::SeqCst);
+    let before = dir_syncs();
+    assert_eq!(wal.truncate_before(1).unwrap(), 0);
+    assert_eq!(dir_syncs(), before);
+    assert_eq!(wal.truncate_before(u64::MAX).unwrap(), 1);
+    assert_eq!(dir_syncs(), before + 1);
+    assert_eq!(wal.truncate_before(u64::MAX).unwrap(), 0);
+    assert_eq!(dir_syncs(), before + 1);
+}
+
+#[test]
+fn dropping_the_wal_writes_everything_queued_first() {
+    let d = tempfile::tempdir().unwrap();
+    let (storage, plan) = FaultyStorage::create();
+    let wal = Wal::open_with(d.path(), small(), storage).unwrap();
+    plan.hold_writes(true);
+    let tickets: Vec<_> = (0..20u8)
+        .map(|i| wal.try_append(&[i; 50]).unwrap())
+        .collect();
+    plan.wait_for_held_write();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            plan.hold_writes(false);
+        });
+        drop(wal);
+    });
+    for t in tickets {
+        assert!(t.is_done());
+    }
+    let wal = Wal::open(d.path(), small()).unwrap();
+    let got = read_all(&wal);
+    assert_eq!(got.len(), 20);
+    assert!(
+        got.iter()
+            .enumerate()
+            .all(|(i, r)| r.2 == vec![i as u8; 50])
+    );
+}
+
+#[test]
+fn short_and_interrupted_writes_are_resumed_where_they_stopped() {
+    let d = tempfile::tempdir().unwrap();
+    let (storage, plan) = FaultyStorage::create();
+    let wal = Wal::open_with(d.path(), small(), storage).unwrap();
+    plan.chop_writes.store(true, Ordering::SeqCst);
+    let mut want = Vec::new();
+    for i in 0..20u8 {
+        plan.interrupts.store(usize::from(i % 3), Ordering::SeqCst);
+        let a = vec![i; 100 + usize::from(i) * 37];
+        let b = vec![i ^ 0xFF; 7];
+        wal.append_batch(&[&a, &b]).unwrap().wait().unwrap();
+        want.push(a);
+        want.push(b);
+    }
+    // Writes were cut short and resumed: never a gap after the bytes that landed (a new
+    // group may start before the zeros its predecessor wrote ahead).
+    let log = plan.write_log();
+    assert!(log.len() > 40);
+    for w in log.windows(2) {
+        let ((o1, n1), (o2, _)) = (w[0], w[1]);
+        assert!(o2 <= o1 + n1 as u64, "{w:?}");
+    }
+    drop(wal);
+    let wal = Wal::open(d.path(), small()).unwrap();
+    assert_eq!(wal.recovery_report().dropped_bytes, 0);
+    let got: Vec<_> = read_all(&wal).into_iter().map(|r| r.2).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_group_closes_once_it_holds_group_bytes() {
+    let d = tempfile::tempdir().unwrap();
+    let (storage, plan) = FaultyStorage::create();
+    let framed = crate::format::RECORD_HEADER_LEN + 100;
+    let opts = small().group_bytes(3 * framed);
+    let wal = Wal::open_with(d.path(), opts, storage).unwrap();
+    plan.hold_writes(true);
+    let first = wal.append(&[0u8; 100]).unwrap();
+    plan.wait_for_held_write();
+    let rest: Vec<_> = (1..=7u8)
+        .map(|i| wal.try_append(&[i; 100]).unwrap())
+        .collect();
+    let n0 = plan.write_log().len();
+    plan.hold_writes(false);
+    first.wait().unwrap();
+    for t in rest {
+        t.wait().unwrap();
+    }
+    // The held write (with the zeros written ahead), then groups of exactly three records
+    // until the queue is empty.
+    let lens: Vec<usize> = plan.write_log()[n0..].iter().map(|w| w.1).collect();
+    assert_eq!(lens[1..], [3 * framed, 3 * framed, framed]);
+    assert_eq!(read_all(&wal).len(), 8);
 }

@@ -6,10 +6,46 @@ use std::time::Duration;
 
 use crate::{Error, Options, RecoveryMode, SyncMode, Wal};
 
+/// Ends the unit-test process with a failure if it is still running 30 s after the first
+/// test that uses this module's helpers started (the whole suite takes about a second). A
+/// liveness bound, not a timing assertion: a hang anywhere (an append blocked on space that
+/// is never released, a loop without progress) fails the suite instead of stalling it.
+fn watchdog() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_secs(30));
+            eprintln!("varve-wal unit tests still running after 30 s: hung");
+            std::process::exit(101);
+        });
+    });
+}
+
 pub(crate) fn small() -> Options {
+    watchdog();
     Options::default()
         .segment_size(64 << 10)
         .max_record_size(8 << 10)
+}
+
+/// Runs `f` on its own thread; if it has not finished after 10 s, ends the whole test
+/// process with a failure. A liveness bound: code that stops making progress (a read loop,
+/// an append that blocks forever) then fails the suite instead of hanging it, which a
+/// failing test alone would not do (its stuck threads, and other tests, keep running).
+pub(crate) fn bounded(f: impl FnOnce() + Send + 'static) {
+    watchdog();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+        rx.recv_timeout(Duration::from_secs(10))
+    {
+        eprintln!("a bounded test did not finish within 10 s");
+        std::process::exit(101);
+    }
+    h.join().unwrap();
 }
 
 pub(crate) fn read_all(wal: &Wal) -> Vec<(u64, u8, Vec<u8>)> {
@@ -24,35 +60,37 @@ pub(crate) fn read_all(wal: &Wal) -> Vec<(u64, u8, Vec<u8>)> {
 
 #[test]
 fn append_wait_read_back_and_reopen() {
-    let d = tempfile::tempdir().unwrap();
-    let wal = Wal::open(d.path(), small()).unwrap();
-    assert_eq!(wal.durable_lsn(), 0);
-    let t = wal.append(b"one").unwrap();
-    assert_eq!(t.records(), 1);
-    assert_eq!(t.wait().unwrap(), 1);
-    let t = wal
-        .append_batch_kinds(&[(3, b"two"), (4, b""), (5, b"four")])
-        .unwrap();
-    assert_eq!(t.records(), 3);
-    assert_eq!(t.wait().unwrap(), 2);
-    assert_eq!(wal.append_kind(9, b"five").unwrap().wait().unwrap(), 5);
-    assert_eq!(wal.durable_lsn(), 5);
-    let want = vec![
-        (1, 0, b"one".to_vec()),
-        (2, 3, b"two".to_vec()),
-        (3, 4, b"".to_vec()),
-        (4, 5, b"four".to_vec()),
-        (5, 9, b"five".to_vec()),
-    ];
-    assert_eq!(read_all(&wal), want);
-    let from3: Vec<u64> = wal.iter_from(3).unwrap().map(|r| r.unwrap().lsn).collect();
-    assert_eq!(from3, vec![3, 4, 5]);
-    wal.close().unwrap();
-    let wal = Wal::open(d.path(), small()).unwrap();
-    let rep = wal.recovery_report().clone();
-    assert_eq!((rep.records, rep.next_lsn, rep.dropped_bytes), (5, 6, 0));
-    assert_eq!(read_all(&wal), want);
-    assert_eq!(wal.append(b"six").unwrap().wait().unwrap(), 6);
+    bounded(|| {
+        let d = tempfile::tempdir().unwrap();
+        let wal = Wal::open(d.path(), small()).unwrap();
+        assert_eq!(wal.durable_lsn(), 0);
+        let t = wal.append(b"one").unwrap();
+        assert_eq!(t.records(), 1);
+        assert_eq!(t.wait().unwrap(), 1);
+        let t = wal
+            .append_batch_kinds(&[(3, b"two"), (4, b""), (5, b"four")])
+            .unwrap();
+        assert_eq!(t.records(), 3);
+        assert_eq!(t.wait().unwrap(), 2);
+        assert_eq!(wal.append_kind(9, b"five").unwrap().wait().unwrap(), 5);
+        assert_eq!(wal.durable_lsn(), 5);
+        let want = vec![
+            (1, 0, b"one".to_vec()),
+            (2, 3, b"two".to_vec()),
+            (3, 4, b"".to_vec()),
+            (4, 5, b"four".to_vec()),
+            (5, 9, b"five".to_vec()),
+        ];
+        assert_eq!(read_all(&wal), want);
+        let from3: Vec<u64> = wal.iter_from(3).unwrap().map(|r| r.unwrap().lsn).collect();
+        assert_eq!(from3, vec![3, 4, 5]);
+        wal.close().unwrap();
+        let wal = Wal::open(d.path(), small()).unwrap();
+        let rep = wal.recovery_report().clone();
+        assert_eq!((rep.records, rep.next_lsn, rep.dropped_bytes), (5, 6, 0));
+        assert_eq!(read_all(&wal), want);
+        assert_eq!(wal.append(b"six").unwrap().wait().unwrap(), 6);
+    });
 }
 
 #[test]
@@ -174,12 +212,20 @@ fn tailing_reader_waits_for_new_records() {
     let mut seen = 0u64;
     while seen < 50 {
         assert!(wal.wait_for(seen + 1, Duration::from_secs(10)).unwrap());
+        let before = seen;
         for r in it.by_ref() {
             let r = r.unwrap();
             assert_eq!(r.lsn, seen + 1);
             assert_eq!(r.payload, vec![seen as u8; 100]);
             seen += 1;
         }
+        // A durable record was announced, so the iterator must have yielded it (and the
+        // loop cannot spin without progress).
+        assert!(
+            seen > before,
+            "record {} durable but not yielded",
+            before + 1
+        );
         assert!(seen <= wal.durable_lsn());
     }
     h.join().unwrap();
@@ -188,29 +234,33 @@ fn tailing_reader_waits_for_new_records() {
 
 #[test]
 fn try_append_reports_backpressure_and_append_blocks_until_space() {
-    let d = tempfile::tempdir().unwrap();
-    let (storage, plan) = fault::FaultyStorage::create();
-    plan.hold_writes(true);
-    let wal = Wal::open_with(d.path(), small().max_queued_bytes(1300), storage).unwrap();
-    // The first entry is taken by the flusher, which then blocks in its write.
-    let first = wal.append(&[1u8; 600]).unwrap();
-    plan.wait_for_held_write();
-    let second = wal.try_append(&[2u8; 600]).unwrap();
-    assert!(matches!(
-        wal.try_append(&[3u8; 600]),
-        Err(Error::Backpressure)
-    ));
-    assert!(matches!(
-        wal.try_append_batch(&[&[3u8; 300], &[4u8; 300]]),
-        Err(Error::Backpressure)
-    ));
-    std::thread::scope(|s| {
-        let h = s.spawn(|| wal.append(&[3u8; 600]).unwrap().wait().unwrap());
-        std::thread::sleep(Duration::from_millis(20));
-        plan.hold_writes(false);
-        assert_eq!(first.wait().unwrap(), 1);
-        assert_eq!(second.wait().unwrap(), 2);
-        assert_eq!(h.join().unwrap(), 3);
+    // Bounded: appenders blocked on space that is never released fail the suite.
+    bounded(|| {
+        let d = tempfile::tempdir().unwrap();
+        let (storage, plan) = fault::FaultyStorage::create();
+        plan.hold_writes(true);
+        let wal = Wal::open_with(d.path(), small().max_queued_bytes(2 * 624), storage).unwrap();
+        // The cap is exactly two framed 600-byte records. The first entry is taken by the
+        // flusher, which then blocks in its write (its bytes count until written).
+        let first = wal.append(&[1u8; 600]).unwrap();
+        plan.wait_for_held_write();
+        let second = wal.try_append(&[2u8; 600]).unwrap();
+        assert!(matches!(
+            wal.try_append(&[3u8; 600]),
+            Err(Error::Backpressure)
+        ));
+        assert!(matches!(
+            wal.try_append_batch(&[&[3u8; 300], &[4u8; 300]]),
+            Err(Error::Backpressure)
+        ));
+        std::thread::scope(|s| {
+            let h = s.spawn(|| wal.append(&[3u8; 600]).unwrap().wait().unwrap());
+            std::thread::sleep(Duration::from_millis(20));
+            plan.hold_writes(false);
+            assert_eq!(first.wait().unwrap(), 1);
+            assert_eq!(second.wait().unwrap(), 2);
+            assert_eq!(h.join().unwrap(), 3);
+        });
     });
 }
 
@@ -376,7 +426,10 @@ fn appends_queued_during_a_write_share_one_write_and_one_sync() {
     plan.hold_writes(true);
     let first = wal.append(b"first").unwrap();
     plan.wait_for_held_write();
-    let rest: Vec<_> = (0..15u8).map(|i| wal.append(&[i; 30]).unwrap()).collect();
+    // Far below the queued-bytes cap: queuing behind a write in flight never pushes back.
+    let rest: Vec<_> = (0..15u8)
+        .map(|i| wal.try_append(&[i; 30]).unwrap())
+        .collect();
     let (syncs, writes) = (plan.syncs(), plan.writes());
     plan.hold_writes(false);
     assert_eq!(first.wait().unwrap(), 1);
@@ -410,4 +463,225 @@ fn a_lone_writer_never_waits_out_the_group_interval() {
         }
     });
     assert_eq!(wal.durable_lsn(), 60);
+}
+
+#[test]
+fn a_tailing_iterator_follows_the_log_into_new_segments() {
+    bounded(|| {
+        let d = tempfile::tempdir().unwrap();
+        let wal = Wal::open(d.path(), small()).unwrap();
+        let mut it = wal.iter_from(1).unwrap();
+        let mut seen = 0u64;
+        // ~39 KiB per round into 64 KiB segments: the iterator sits at the end of a segment
+        // when the next one starts.
+        for round in 0..6u32 {
+            for i in 0..13u32 {
+                let mut p = vec![round as u8; 3000];
+                p[..4].copy_from_slice(&(round * 13 + i).to_le_bytes());
+                wal.append(&p).unwrap().wait().unwrap();
+            }
+            for r in it.by_ref() {
+                let r = r.unwrap();
+                assert_eq!(r.lsn, seen + 1);
+                assert_eq!(&r.payload[..4], &(seen as u32).to_le_bytes());
+                seen += 1;
+            }
+            assert_eq!(seen, wal.durable_lsn());
+        }
+        assert!(crate::recovery::list_segments(d.path()).unwrap().0.len() >= 3);
+    });
+}
+
+#[test]
+fn a_segment_file_gone_underneath_reads_as_truncated_other_open_errors_as_io() {
+    let d = tempfile::tempdir().unwrap();
+    let wal = Wal::open(d.path(), small()).unwrap();
+    for _ in 0..30 {
+        wal.append(&[5u8; 3000]).unwrap().wait().unwrap();
+    }
+    let segs = crate::recovery::list_segments(d.path()).unwrap().0;
+    assert!(segs.len() >= 2);
+    std::fs::remove_file(&segs[0].path).unwrap();
+    assert!(matches!(
+        wal.iter_from(1).unwrap().next(),
+        Some(Err(Error::Truncated {
+            requested: 1,
+            first: 1
+        }))
+    ));
+    // A symlink to itself: opening fails with ELOOP, which is an I/O error, not truncation.
+    std::os::unix::fs::symlink(&segs[0].path, &segs[0].path).unwrap();
+    match wal.iter_from(1).unwrap().next() {
+        Some(Err(Error::Io(e))) => assert_eq!(e.raw_os_error(), Some(libc::ELOOP)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn options_setters_take_effect_and_validate_checks_exact_bounds() {
+    let o = Options::default().group_interval(Duration::from_millis(3));
+    assert_eq!(o.group_interval, Duration::from_millis(3));
+    let fit = |max: usize, seg: u64| {
+        Options::default()
+            .max_record_size(max)
+            .segment_size(seg)
+            .validate()
+    };
+    let hdrs = (crate::format::SEGMENT_HEADER_LEN + crate::format::RECORD_HEADER_LEN) as u64;
+    // Exactly one header and one largest record fit; one byte less does not.
+    assert!(fit(1000, hdrs + 1000).is_ok());
+    assert!(matches!(
+        fit(1000, hdrs + 999),
+        Err(Error::InvalidOptions(_))
+    ));
+    // The largest record size is u32::MAX; one more does not fit the length field.
+    let max = u32::MAX as usize;
+    assert!(fit(max, hdrs + max as u64).is_ok());
+    assert!(matches!(
+        fit(max + 1, hdrs + max as u64 + 1),
+        Err(Error::InvalidOptions(m)) if m.contains("32 bits")
+    ));
+}
+
+#[test]
+fn append_buffers_are_reused_and_large_ones_dropped() {
+    let d = tempfile::tempdir().unwrap();
+    let wal = Wal::open(d.path(), small()).unwrap();
+    let pooled = || {
+        wal.shared
+            .pool_len
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    assert_eq!(pooled(), 0);
+    for _ in 0..20 {
+        wal.append(&[1u8; 1000]).unwrap().wait().unwrap();
+        // The one buffer goes back to the pool and is taken again by the next append.
+        assert_eq!(pooled(), 1);
+    }
+    let big = Options::default().max_record_size(100 << 10);
+    drop(wal);
+    let wal = Wal::open(d.path(), big).unwrap();
+    wal.append(&[1u8; 1000]).unwrap().wait().unwrap();
+    assert_eq!(
+        wal.shared
+            .pool_len
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    // Takes the pooled buffer, grows it past the pooling limit: not kept.
+    wal.append(&[2u8; 100 << 10]).unwrap().wait().unwrap();
+    assert_eq!(
+        wal.shared
+            .pool_len
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+}
+
+/// Waits (bounded by the watchdog) until `n` readers are registered in `wait_for`, then a
+/// little longer so they are likely asleep on the condition variable.
+fn until_readers_wait(wal: &Wal, n: usize) {
+    while wal
+        .shared
+        .reader_waiters
+        .load(std::sync::atomic::Ordering::SeqCst)
+        != n
+    {
+        std::thread::yield_now();
+    }
+    std::thread::sleep(Duration::from_millis(50));
+}
+
+#[test]
+fn a_reader_asleep_in_wait_for_is_woken_by_the_next_durable_record() {
+    let d = tempfile::tempdir().unwrap();
+    let wal = Wal::open(d.path(), small()).unwrap();
+    std::thread::scope(|s| {
+        // An hour: only a wake-up (not the timeout) lets this return within the watchdog.
+        let h = s.spawn(|| wal.wait_for(1, Duration::from_secs(3600)));
+        until_readers_wait(&wal, 1);
+        wal.append(b"x").unwrap().wait().unwrap();
+        assert!(h.join().unwrap().unwrap());
+    });
+}
+
+#[test]
+fn new_segments_are_preallocated_to_the_segment_size() {
+    use std::os::unix::fs::MetadataExt as _;
+    let check = |path: &std::path::Path, size: u64| {
+        let m = std::fs::metadata(path).unwrap();
+        assert_eq!(m.len(), size);
+        // Blocks really reserved (fallocate), not a sparse file.
+        assert!(m.blocks() * 512 >= size, "{} blocks", m.blocks());
+    };
+    // Larger than the zeros the flusher writes ahead, so only preallocation explains it.
+    let size = 4 << 20;
+    let d = tempfile::tempdir().unwrap();
+    let wal = Wal::open(d.path(), small().segment_size(size)).unwrap();
+    let segs = crate::recovery::list_segments(d.path()).unwrap().0;
+    assert_eq!(segs.len(), 1);
+    check(&segs[0].path, size);
+    // The next segment, created on rollover.
+    let big = vec![5u8; 8 << 10];
+    for _ in 0..(size / (8 << 10)) {
+        wal.append(&big).unwrap().wait().unwrap();
+    }
+    let segs = crate::recovery::list_segments(d.path()).unwrap().0;
+    assert_eq!(segs.len(), 2);
+    check(&segs[1].path, size);
+}
+
+#[test]
+fn the_buffer_pool_keeps_at_most_its_cap() {
+    let d = tempfile::tempdir().unwrap();
+    let (storage, plan) = fault::FaultyStorage::create();
+    let wal = Wal::open_with(d.path(), small(), storage).unwrap();
+    plan.hold_writes(true);
+    let first = wal.append(b"first").unwrap();
+    plan.wait_for_held_write();
+    // Each queued append frames into a fresh buffer (the pool is empty); the flusher
+    // hands them all back when it takes them into the next group.
+    let n = crate::POOL_MAX + 50;
+    let rest: Vec<_> = (0..n).map(|_| wal.try_append(b"r").unwrap()).collect();
+    plan.hold_writes(false);
+    first.wait().unwrap();
+    for t in rest {
+        t.wait().unwrap();
+    }
+    let pooled = wal
+        .shared
+        .pool_len
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(pooled, crate::POOL_MAX);
+    assert_eq!(wal.shared.pool.len(), crate::POOL_MAX);
+}
+
+#[test]
+fn a_batch_that_exactly_fills_a_segment_is_accepted_one_byte_more_is_not() {
+    bounded(|| {
+        let d = tempfile::tempdir().unwrap();
+        let wal = Wal::open(d.path(), small()).unwrap();
+        let capacity = (64 << 10) - crate::format::SEGMENT_HEADER_LEN;
+        let rec = vec![3u8; 8000];
+        let framed = crate::format::RECORD_HEADER_LEN + rec.len();
+        let full = capacity / framed;
+        let tail = vec![4u8; capacity - full * framed - crate::format::RECORD_HEADER_LEN];
+        let mut batch: Vec<&[u8]> = (0..full).map(|_| &rec[..]).collect();
+        batch.push(&tail);
+        let mut over = tail.clone();
+        over.push(0);
+        let mut too_big = batch.clone();
+        *too_big.last_mut().unwrap() = &over;
+        assert!(matches!(
+            wal.append_batch(&too_big),
+            Err(Error::BatchTooLarge { size, max }) if size == capacity + 1 && max == capacity
+        ));
+        wal.append(b"first").unwrap().wait().unwrap();
+        assert_eq!(wal.append_batch(&batch).unwrap().wait().unwrap(), 2);
+        let all = read_all(&wal);
+        assert_eq!(all.len(), 1 + batch.len());
+        assert_eq!(all.last().unwrap().2, tail);
+        // It took a segment of its own.
+        assert_eq!(crate::recovery::list_segments(d.path()).unwrap().0.len(), 2);
+    });
 }
