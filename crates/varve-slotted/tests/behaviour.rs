@@ -388,6 +388,46 @@ fn only_free_runs_of_punch_min_bytes_are_punched() {
     assert_eq!(Options::default().punch_min_bytes, 64 * 1024);
 }
 
+/// Two free runs of one page with a live value between them are punched apart: the live
+/// value's blocks are never part of a punched range.
+#[test]
+fn separate_free_runs_are_punched_separately() {
+    let dir = scratch();
+    let o = opts().min_page_size(1 << 20).punch_min_bytes(0);
+    let s = Store::create(dir.path(), o.clone()).unwrap();
+    for id in 0..6u64 {
+        s.put(id, &[id as u8 + 1; 8192]).unwrap();
+    }
+    s.flush().unwrap();
+    s.delete(1).unwrap();
+    s.delete(3).unwrap();
+    s.flush().unwrap();
+    assert_eq!(s.stats().unwrap().punched_bytes, 2 * 8192);
+    for id in [0u64, 2, 4, 5] {
+        assert_eq!(s.get(id).unwrap().unwrap(), vec![id as u8 + 1; 8192]);
+    }
+    drop(s);
+    let s = Store::open(dir.path(), o).unwrap();
+    assert_eq!(s.get(2).unwrap().unwrap(), vec![3u8; 8192]);
+
+    // Two adjacent 8 KiB containers freed by one flush form one 16 KiB run: it reaches a
+    // 16 KiB minimum that neither reaches alone.
+    let dir = scratch();
+    let o = opts().min_page_size(1 << 20).punch_min_bytes(16 * 1024);
+    let s = Store::create(dir.path(), o).unwrap();
+    for id in 0..6u64 {
+        s.put(id, &[id as u8 + 1; 8192]).unwrap();
+    }
+    s.flush().unwrap();
+    s.delete(1).unwrap();
+    s.delete(2).unwrap();
+    s.flush().unwrap();
+    assert_eq!(s.stats().unwrap().punched_bytes, 16 * 1024);
+    for id in [0u64, 3, 4, 5] {
+        assert_eq!(s.get(id).unwrap().unwrap(), vec![id as u8 + 1; 8192]);
+    }
+}
+
 /// Space freed between flushes and reused before the next one is not punched by it: the
 /// punch looks at what is free when the flush ends, not when the space was freed.
 #[test]

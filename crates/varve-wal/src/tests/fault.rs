@@ -474,3 +474,32 @@ fn a_group_closes_once_it_holds_group_bytes() {
     assert_eq!(lens[1..], [3 * framed, 3 * framed, framed]);
     assert_eq!(read_all(&wal).len(), 8);
 }
+
+/// `SyncMode::Interval(0)`: every group is synced as it is written, even when the next
+/// group is already queued (the flusher never goes idle in between), so a continuous load
+/// cannot defer syncs past the interval.
+#[test]
+fn interval_mode_syncs_each_group_once_the_interval_has_passed() {
+    let d = tempfile::tempdir().unwrap();
+    let (storage, plan) = FaultyStorage::create();
+    let framed = crate::format::RECORD_HEADER_LEN + 100;
+    let opts = small()
+        .group_bytes(3 * framed)
+        .sync_mode(crate::SyncMode::Interval(std::time::Duration::ZERO));
+    let wal = Wal::open_with(d.path(), opts, storage).unwrap();
+    plan.hold_writes(true);
+    let first = wal.append(&[0u8; 100]).unwrap();
+    plan.wait_for_held_write();
+    let syncs_before = plan.syncs();
+    let rest: Vec<_> = (1..=7u8)
+        .map(|i| wal.try_append(&[i; 100]).unwrap())
+        .collect();
+    plan.hold_writes(false);
+    first.wait().unwrap();
+    for t in rest {
+        t.wait().unwrap();
+    }
+    // Groups: the held one, then 3 + 3 + 1 records queued behind it: one sync each.
+    assert_eq!(plan.syncs() - syncs_before, 4);
+    assert_eq!(read_all(&wal).len(), 8);
+}
