@@ -859,15 +859,16 @@ impl Store {
     /// poisons the store (see [`Error::Poisoned`]).
     pub fn flush(&self) -> Result<()> {
         let mut w = self.lock_writer()?;
-        self.flush_or_poison(&mut w)
+        self.flush_or_poison(&mut w).map(|_| ())
     }
 
-    fn flush_or_poison(&self, w: &mut Writer) -> Result<()> {
+    /// `flush_locked`, poisoning the store if it fails. Returns the pages removed.
+    fn flush_or_poison(&self, w: &mut Writer) -> Result<u32> {
         let r = self.flush_locked(w);
         if r.is_err() {
             w.poisoned = true;
         }
-        r.map(|_| ())
+        r
     }
 
     /// Flushes once the retired bytes reach [`Options::flush_after_retired_bytes`]; a
@@ -877,7 +878,7 @@ impl Store {
         if limit == 0 || w.retired_bytes < limit {
             return Ok(());
         }
-        self.flush_or_poison(w)
+        self.flush_or_poison(w).map(|_| ())
     }
 
     fn flush_locked(&self, w: &mut Writer) -> Result<u32> {
@@ -988,14 +989,7 @@ impl Store {
             report.moved_bytes += b;
         }
         let mut w = self.lock_writer()?;
-        let r = self.flush_locked(&mut w);
-        match r {
-            Ok(n) => report.pages_removed = n,
-            Err(e) => {
-                w.poisoned = true;
-                return Err(e);
-            }
-        }
+        report.pages_removed = self.flush_or_poison(&mut w)?;
         Ok(report)
     }
 
@@ -1086,9 +1080,9 @@ impl Drop for Store {
     fn drop(&mut self) {
         if let Ok(mut w) = self.writer.lock()
             && !w.poisoned
-            && self.flush_locked(&mut w).is_err()
         {
-            w.poisoned = true;
+            // Errors cannot be returned from drop; the store is poisoned by the failure.
+            let _ = self.flush_or_poison(&mut w);
         }
     }
 }
