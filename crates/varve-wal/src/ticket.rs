@@ -1,7 +1,9 @@
 //! Durability tickets: how an appender learns its LSN and waits for durability.
 //!
 //! The flusher completes a ticket with one store and, only if the owner is parked, one
-//! unpark. The owner spins briefly, then registers its thread and parks. Both sides put a
+//! unpark. The owner spins briefly, then yields the CPU for up to
+//! [`Options::wait_yield`](crate::Options::wait_yield), then registers its thread and
+//! parks. Both sides put a
 //! `SeqCst` fence between their store and their load, so either the owner sees the
 //! completion or the flusher sees the registered thread (no lost wake-up).
 
@@ -9,6 +11,7 @@ use std::io;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering, fence};
 use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
+use std::time::{Duration, Instant};
 
 use crate::Lsn;
 use crate::error::{Error, Result};
@@ -89,11 +92,12 @@ impl TicketState {
 #[must_use = "a record is only known durable once its ticket's wait() returns Ok"]
 pub struct Ticket {
     state: Arc<TicketState>,
+    pub(crate) wait_yield: Duration,
 }
 
 impl Ticket {
-    pub(crate) fn new(state: Arc<TicketState>) -> Self {
-        Ticket { state }
+    pub(crate) fn new(state: Arc<TicketState>, wait_yield: Duration) -> Self {
+        Ticket { state, wait_yield }
     }
 
     /// The LSN of the (first) record, once the flusher has sequenced it; `None` before.
@@ -116,7 +120,8 @@ impl Ticket {
     }
 
     /// Blocks until the records are durable (per the `SyncMode`) and returns the LSN of the
-    /// first one; `Error::Poisoned` if the write or sync of their group failed.
+    /// first one; `Error::Poisoned` if the write or sync of their group failed. Yields the
+    /// CPU for up to [`Options::wait_yield`](crate::Options::wait_yield) before it parks.
     pub fn wait(self) -> Result<Lsn> {
         let s = &*self.state;
         for _ in 0..SPINS {
@@ -124,6 +129,15 @@ impl Ticket {
                 return r;
             }
             std::hint::spin_loop();
+        }
+        if !self.wait_yield.is_zero() {
+            let start = Instant::now();
+            while start.elapsed() < self.wait_yield {
+                std::thread::yield_now();
+                if let Some(r) = s.check() {
+                    return r;
+                }
+            }
         }
         let _ = s.waiter.set(std::thread::current());
         fence(Ordering::SeqCst);
@@ -143,7 +157,7 @@ mod tests {
     #[test]
     fn wait_returns_after_completion_from_another_thread() {
         let st = TicketState::new(3);
-        let t = Ticket::new(Arc::clone(&st));
+        let t = Ticket::new(Arc::clone(&st), Duration::ZERO);
         assert_eq!((t.lsn(), t.records(), t.is_done()), (None, 3, false));
         let h = std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(20));
@@ -154,10 +168,49 @@ mod tests {
         h.join().unwrap();
     }
 
+    /// Completes `st` after 30 ms from another thread, waits on it with `wait_yield`, and
+    /// returns whether the waiter parked (registered its thread).
+    fn parked_while_waiting(wait_yield: Duration) -> bool {
+        let st = TicketState::new(1);
+        let t = Ticket::new(Arc::clone(&st), wait_yield);
+        let done = Arc::clone(&st);
+        let h = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            done.set_lsn(4);
+            done.complete();
+        });
+        assert_eq!(t.wait().unwrap(), 4);
+        h.join().unwrap();
+        st.waiter.get().is_some()
+    }
+
+    #[test]
+    fn a_waiter_yields_for_its_budget_before_it_parks() {
+        // Completion comes well inside a 60 s budget: the waiter never parks.
+        assert!(!parked_while_waiting(Duration::from_secs(60)));
+        // A budget far shorter than the wait, or none: it parks and is woken.
+        assert!(parked_while_waiting(Duration::from_micros(100)));
+        assert!(parked_while_waiting(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_yielding_waiter_sees_failure() {
+        let st = TicketState::new(1);
+        let t = Ticket::new(Arc::clone(&st), Duration::from_secs(60));
+        let done = Arc::clone(&st);
+        let h = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(10));
+            done.fail(Arc::new(io::Error::other("gone")));
+        });
+        assert!(matches!(t.wait(), Err(Error::Poisoned(_))));
+        h.join().unwrap();
+        assert!(st.waiter.get().is_none());
+    }
+
     #[test]
     fn failure_is_reported_as_poisoned() {
         let st = TicketState::new(1);
-        let t = Ticket::new(Arc::clone(&st));
+        let t = Ticket::new(Arc::clone(&st), Duration::ZERO);
         st.fail(Arc::new(io::Error::other("disk on fire")));
         assert!(t.is_done());
         match t.wait() {

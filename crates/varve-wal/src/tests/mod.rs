@@ -685,3 +685,17 @@ fn a_batch_that_exactly_fills_a_segment_is_accepted_one_byte_more_is_not() {
         assert_eq!(crate::recovery::list_segments(d.path()).unwrap().0.len(), 2);
     });
 }
+
+#[test]
+fn tickets_carry_the_configured_wait_yield() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path(), small().wait_yield(Duration::from_millis(3))).unwrap();
+    let t = wal.append(b"x").unwrap();
+    assert_eq!(t.wait_yield, Duration::from_millis(3));
+    t.wait().unwrap();
+    drop(wal);
+    let wal = Wal::open(dir.path(), small()).unwrap();
+    let t = wal.append_batch(&[b"y", b"z"]).unwrap();
+    assert_eq!(t.wait_yield, Duration::from_micros(500));
+    assert_eq!(t.wait().unwrap(), 2);
+}
