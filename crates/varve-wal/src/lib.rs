@@ -4,7 +4,8 @@
 //! [`Wal::append_batch`]) and get a [`Ticket`]; one flusher thread sequences them (assigns
 //! gapless LSNs in file order), writes each group with one write, syncs once per group and
 //! wakes the group. [`Ticket::wait`] returns the LSN once the record is durable under the
-//! configured [`SyncMode`]. Readers iterate durable records ([`Wal::iter_from`]) and tail
+//! configured [`SyncMode`]; it yields the CPU for up to [`Options::wait_yield`] before it
+//! parks the thread. Readers iterate durable records ([`Wal::iter_from`]) and tail
 //! new ones ([`Wal::wait_for`]); a checkpointer drops applied segments
 //! ([`Wal::truncate_before`]).
 //!
