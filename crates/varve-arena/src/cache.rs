@@ -655,7 +655,9 @@ impl TailReader {
         rec.bytes.reserve(hlen + plen);
         rec.bytes.extend_from_slice(header);
         let bytes = &mut rec.bytes;
-        if !self.copy_out(self.offset + hlen as u64, plen, |s| bytes.extend_from_slice(s))? {
+        if !self.copy_out(self.offset + hlen as u64, plen, |s| {
+            bytes.extend_from_slice(s)
+        })? {
             return Ok(false);
         }
         if !framing.verify(header, &rec.bytes[hlen..]) {
