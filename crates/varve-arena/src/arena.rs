@@ -20,6 +20,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::hash::KeyBuild;
 use crate::raw::{CHUNK_SIZE, RawBlock, RawChunk};
 
 /// Bytes in one chunk, the unit the arena maps from and returns to the OS.
@@ -179,7 +180,7 @@ struct Slot {
 #[derive(Default)]
 struct Pool {
     /// Every mapped chunk of the class, by address.
-    chunks: HashMap<usize, Slot>,
+    chunks: HashMap<usize, Slot, KeyBuild>,
     /// The chunk new blocks are bumped from.
     current: Option<usize>,
     /// Empty chunks (bump pointer reset) kept for reuse at or below `min`.

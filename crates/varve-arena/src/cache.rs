@@ -32,6 +32,7 @@ use std::time::Duration;
 use crate::arena::{Arena, ArenaStats, Block, PageClass};
 use crate::error::{Error, Result};
 use crate::format::{DefaultFraming, Framing};
+use crate::hash::KeyBuild;
 use crate::sieve::Sieve;
 use crate::source::{FileId, PageSource};
 
@@ -132,9 +133,9 @@ struct Entry {
 struct Cache {
     pages: Sieve<Key, Entry>,
     /// Pages the prefetcher is loading right now.
-    pending: HashSet<Key>,
+    pending: HashSet<Key, KeyBuild>,
     /// Readers with prefetched pages wasted since they last looked.
-    wasted: HashSet<u64>,
+    wasted: HashSet<u64, KeyBuild>,
 }
 
 #[derive(Default)]
@@ -221,8 +222,8 @@ impl CacheManager {
             config,
             cache: Mutex::new(Cache {
                 pages: Sieve::new(),
-                pending: HashSet::new(),
-                wasted: HashSet::new(),
+                pending: HashSet::default(),
+                wasted: HashSet::default(),
             }),
             loaded: Condvar::new(),
             counters: Counters::default(),
@@ -629,8 +630,8 @@ impl TailReader {
         let framing = &framing.framing;
         let hlen = framing.header_len();
         let mut header = std::mem::take(&mut self.header);
-        header.resize(hlen, 0);
-        let got = self.copy_out(self.offset, &mut header);
+        header.clear();
+        let got = self.copy_out(self.offset, hlen, |s| header.extend_from_slice(s));
         let result = self.decode(got, &header, framing.as_ref(), rec);
         self.header = header;
         result
@@ -651,9 +652,12 @@ impl TailReader {
         let plen = framing.payload_len(header).map_err(corrupted)?;
         let hlen = header.len();
         rec.bytes.clear();
+        rec.bytes.reserve(hlen + plen);
         rec.bytes.extend_from_slice(header);
-        rec.bytes.resize(hlen + plen, 0);
-        if !self.copy_out(self.offset + hlen as u64, &mut rec.bytes[hlen..])? {
+        let bytes = &mut rec.bytes;
+        if !self.copy_out(self.offset + hlen as u64, plen, |s| {
+            bytes.extend_from_slice(s)
+        })? {
             return Ok(false);
         }
         if !framing.verify(header, &rec.bytes[hlen..]) {
@@ -666,11 +670,12 @@ impl TailReader {
         Ok(true)
     }
 
-    /// Fills `out` with the file's bytes at `offset`; false if the file is not that long.
-    fn copy_out(&mut self, offset: u64, out: &mut [u8]) -> Result<bool> {
+    /// Hands the file's `len` bytes at `offset` to `sink`, one slice per page, straight
+    /// from the cached pages; false (possibly after some slices) if the file is not that
+    /// long yet.
+    fn copy_out(&mut self, offset: u64, len: usize, mut sink: impl FnMut(&[u8])) -> Result<bool> {
         let ps = self.shared.page_size() as u64;
-        let end = offset + out.len() as u64;
-        let mut filled = 0usize;
+        let end = offset + len as u64;
         // One step per page the range touches (a bounded loop: no progress bug can spin).
         for idx in offset / ps..end.div_ceil(ps) {
             let page_start = idx * ps;
@@ -678,36 +683,37 @@ impl TailReader {
             let to = end.min(page_start + ps);
             let in_page = (from - page_start) as usize;
             let n = (to - from) as usize;
-            let Some(page) = self.page(idx, in_page + n)? else {
+            if !self.load(idx, in_page + n)? {
+                return Ok(false);
+            }
+            let Some(src) = self
+                .current
+                .as_ref()
+                .and_then(|(_, page)| page.block.get(in_page..in_page + n))
+            else {
                 return Ok(false);
             };
-            let (Some(dst), Some(src)) = (
-                out.get_mut(filled..filled + n),
-                page.block.get(in_page..in_page + n),
-            ) else {
-                return Ok(false);
-            };
-            dst.copy_from_slice(src);
-            filled += n;
+            sink(src);
         }
         Ok(true)
     }
 
-    /// Page `idx` with at least `need` valid bytes, or `None` if the file is too short.
-    fn page(&mut self, idx: u64, need: usize) -> Result<Option<Arc<Page>>> {
+    /// Makes page `idx`, with at least `need` valid bytes, the reader's current (pinned)
+    /// page; false if the file is too short for that.
+    fn load(&mut self, idx: u64, need: usize) -> Result<bool> {
         if let Some((i, p)) = &self.current
             && *i == idx
             && p.valid >= need
         {
-            return Ok(Some(Arc::clone(p)));
+            return Ok(true);
         }
         // Unpin the old page before looking (it may be the partial page to invalidate).
         self.current = None;
-        let page = self.fetch(idx, need)?;
-        if let Some(p) = &page {
-            self.current = Some((idx, Arc::clone(p)));
-        }
-        Ok(page)
+        let Some(page) = self.fetch(idx, need)? else {
+            return Ok(false);
+        };
+        self.current = Some((idx, page));
+        Ok(true)
     }
 
     fn fetch(&mut self, idx: u64, need: usize) -> Result<Option<Arc<Page>>> {

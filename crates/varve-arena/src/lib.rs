@@ -36,6 +36,7 @@ mod arena;
 mod cache;
 mod error;
 pub mod format;
+mod hash;
 mod raw;
 mod sieve;
 mod source;

@@ -8,6 +8,8 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 
+use crate::hash::KeyBuild;
+
 const NIL: usize = usize::MAX;
 
 struct Node<K, V> {
@@ -22,7 +24,7 @@ struct Node<K, V> {
 
 /// A SIEVE-ordered map.
 pub(crate) struct Sieve<K, V> {
-    map: HashMap<K, usize>,
+    map: HashMap<K, usize, KeyBuild>,
     slots: Vec<Option<Node<K, V>>>,
     free: Vec<usize>,
     head: usize,
@@ -33,7 +35,7 @@ pub(crate) struct Sieve<K, V> {
 impl<K: Hash + Eq + Copy, V> Sieve<K, V> {
     pub(crate) fn new() -> Self {
         Sieve {
-            map: HashMap::new(),
+            map: HashMap::default(),
             slots: Vec::new(),
             free: Vec::new(),
             head: NIL,
