@@ -162,6 +162,9 @@ struct Shared {
     cache: Mutex<Cache>,
     /// Signalled when a pending page is loaded (or given up).
     loaded: Condvar,
+    /// Held by a prefetch worker from making room for a run until its blocks are allocated,
+    /// so two workers cannot both see the same room and allocate a window each into it.
+    room: Mutex<()>,
     counters: Counters,
     /// Set if the prefetcher died of a panic; sticky.
     poisoned: AtomicBool,
@@ -226,6 +229,7 @@ impl CacheManager {
                 wasted: HashSet::default(),
             }),
             loaded: Condvar::new(),
+            room: Mutex::new(()),
             counters: Counters::default(),
             poisoned: AtomicBool::new(false),
             next_reader: AtomicU64::new(0),
@@ -457,10 +461,15 @@ impl Shared {
             let avail = len.map_or(0, |l| l.div_ceil(ps).saturating_sub(start));
             let want = count.min(avail);
             // Make room first, so the new pages do not take the arena above its min.
+            let room = self
+                .room
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             self.trim(&mut self.lock(), want * ps);
             let mut blocks: Vec<Block> = (0..want)
                 .map_while(|_| self.alloc_page(false).ok().flatten())
                 .collect();
+            drop(room);
             let read = if blocks.is_empty() {
                 Ok(0)
             } else {
