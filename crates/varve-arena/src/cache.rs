@@ -661,7 +661,6 @@ impl TailReader {
         let plen = framing.payload_len(header).map_err(corrupted)?;
         let hlen = header.len();
         rec.bytes.clear();
-        rec.bytes.reserve(hlen + plen);
         rec.bytes.extend_from_slice(header);
         let bytes = &mut rec.bytes;
         if !self.copy_out(self.offset + hlen as u64, plen, |s| {
