@@ -312,6 +312,16 @@ fn main() -> Res<()> {
                 "okaywal",
                 o.percentile_us(99.0),
             );
+            // The tail beyond p99: the syncs that pay for writing zeros ahead.
+            compare(
+                "wal",
+                &format!("{w}, p99.9"),
+                "µs",
+                Better::Lower,
+                v.percentile_us(99.9),
+                "okaywal",
+                o.percentile_us(99.9),
+            );
         }
     }
 

@@ -44,7 +44,7 @@
 //! `append` blocks and `try_append` returns [`Error::Backpressure`]. Appenders frame their
 //! records into pooled buffers that the flusher hands back after copying them into its one
 //! reused group buffer. Segments are preallocated with `fallocate`; a small group that
-//! enters never-written space also writes zeros ahead of itself (1 MiB), so the syncs of
+//! enters never-written space also writes zeros ahead of itself (256 KiB), so the syncs of
 //! the groups that follow are plain data syncs rather than extent conversions (which cost
 //! several times more on ext4 and XFS). A write or sync failure poisons the WAL for good:
 //! the group's tickets, everything queued and every later append fail with
@@ -152,7 +152,7 @@ impl Default for Options {
         Options {
             segment_size: 64 << 20,
             sync_mode: SyncMode::Always,
-            group_interval: Duration::from_millis(10),
+            group_interval: Duration::ZERO,
             group_bytes: 1 << 20,
             max_queued_bytes: 64 << 20,
             max_record_size: 16 << 20,
@@ -173,8 +173,17 @@ impl Options {
         self.sync_mode = mode;
         self
     }
-    /// The longest a group may wait to grow (default 10 ms). A group waits only when
-    /// smaller than the previous one, and never longer than the last sync took.
+    /// The longest a group may wait for more records before it is written (default zero:
+    /// it never waits). A group waits only when smaller than the previous one, and never
+    /// longer than the last sync took.
+    ///
+    /// Without any wait a busy log still batches: the next group forms while the current
+    /// one syncs. Waiting pays only when a sync is much slower than the writers' turnaround
+    /// (the time for woken writers to append again). Measured on 2 vCPUs with an 80-100 µs
+    /// `fdatasync`, a 10 ms interval (the group waited about 70 µs, as long as a sync) gave
+    /// 0.7-0.9x the durable appends per second of no wait at 16 and 64 writer threads, with
+    /// a higher p99. It may pay on disks whose syncs take far longer than that turnaround:
+    /// measure before setting it.
     pub fn group_interval(mut self, d: Duration) -> Self {
         self.group_interval = d;
         self

@@ -344,9 +344,10 @@ fn small_groups_write_zeros_ahead_once_large_ones_never_and_never_past_the_segme
     assert!(plan.write_log().iter().skip(1).all(|&(_, n)| n <= 8024));
     assert_eq!(off, zeroed);
     // A group of at least ZERO_AHEAD / 4 bytes crossing into unwritten space: no padding.
-    // Exactly ZERO_AHEAD / 4: 32 records of 8 KiB framed.
+    // Exactly ZERO_AHEAD / 4: records of 8 KiB framed.
     let quarter = vec![3u8; 8192 - RECORD_HEADER_LEN];
-    let big: Vec<&[u8]> = std::iter::repeat_n(&quarter[..], 32).collect();
+    let big: Vec<&[u8]> =
+        std::iter::repeat_n(&quarter[..], (ZERO_AHEAD / 4 / 8192) as usize).collect();
     let n0 = plan.write_log().len();
     wal.append_batch(&big).unwrap().wait().unwrap();
     assert_eq!(plan.write_log()[n0..], [(off, (ZERO_AHEAD / 4) as usize)]);
