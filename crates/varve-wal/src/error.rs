@@ -44,7 +44,7 @@ pub enum Error {
         segment: PathBuf,
         /// The version found.
         version: u32,
-        /// The version this build reads.
+        /// The newest version this build reads (it reads every version from 1 up to it).
         supported: u32,
     },
 

@@ -229,7 +229,8 @@ impl Flusher {
         Ok(())
     }
 
-    /// Seals the current segment (synced in every mode) and starts a new one.
+    /// Seals the current segment (synced in every mode) and starts a new one, in a spare's
+    /// file when there is one.
     fn rollover(&mut self) -> io::Result<()> {
         if self.dirty {
             self.sync()?;
@@ -237,19 +238,49 @@ impl Flusher {
         let first = self.next_lsn;
         let dir = &self.shared.dir;
         let path = dir.join(format::segment_file_name(first));
-        let tmp = path.with_extension("tmp");
         let size = self.shared.opts.segment_size;
-        let header = format::encode_segment_header(first);
-        self.seg = self.storage.create_segment(&tmp, &path, size, &header)?;
-        self.seg_len = size;
         self.write_off = format::SEGMENT_HEADER_LEN as u64;
-        self.zeroed_upto = self.write_off;
+        self.seg = match self.reuse_spare(&path, first)? {
+            Some(seg) => {
+                // Written blocks throughout: no zeros ahead, no extent conversions.
+                self.zeroed_upto = size;
+                seg
+            }
+            None => {
+                let tmp = path.with_extension("tmp");
+                let header = format::encode_segment_header(first, false);
+                self.zeroed_upto = self.write_off;
+                self.storage.create_segment(&tmp, &path, size, &header)?
+            }
+        };
+        self.seg_len = size;
         self.epoch_start = true;
         self.shared.add_segment(SegmentMeta {
             first_lsn: first,
             path,
         });
         Ok(())
+    }
+
+    /// Makes a spare the segment at `path` starting at `first`. A spare of another size
+    /// (the segment size changed) or one gone missing is deleted and the next one tried;
+    /// `None` when none is left.
+    fn reuse_spare(
+        &self,
+        path: &std::path::Path,
+        first: u64,
+    ) -> io::Result<Option<Box<dyn SegmentFile>>> {
+        let size = self.shared.opts.segment_size;
+        let header = format::encode_segment_header(first, true);
+        while let Some(spare) = self.shared.take_spare() {
+            match self.storage.recycle_segment(&spare, path, size, &header) {
+                Ok(Some(seg)) => return Ok(Some(seg)),
+                Ok(None) => std::fs::remove_file(&spare)?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
     }
 
     fn idle(&mut self) -> io::Result<()> {

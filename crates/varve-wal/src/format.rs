@@ -1,14 +1,18 @@
 //! The on-disk layout of segments and records: named offsets, little-endian, checksums.
 //!
-//! Segment file (named `{first_lsn:020}.wal`):
+//! Segment file (named `{first_lsn:020}.wal`; a spare kept for reuse is named
+//! `{old_first_lsn:020}.spare`):
 //!
 //! ```text
 //! [0..8)   magic  b"VARVEWAL"
-//! [8..12)  u32    format version (1)
-//! [12..16) u32    reserved, zero
+//! [8..12)  u32    format version (2; version 1 is read too, its flags must be zero)
+//! [12..16) u32    flags: 0x1 RECYCLED (the file held an earlier segment: bytes after the
+//!                 last record may be that segment's records, all with LSNs below this
+//!                 segment's first LSN); other bits zero
 //! [16..24) u64    first LSN of the segment
 //! [24..32) u64    xxh3-64 (seed 0) of bytes [0..24)
-//! [32..)          records, back to back; zeros after the last one
+//! [32..)          records, back to back; after the last one zeros (a fresh segment) or
+//!                 stale bytes of the earlier segment (a recycled one)
 //! ```
 //!
 //! Record (24-byte header + payload):
@@ -27,14 +31,18 @@ use xxhash_rust::xxh3::Xxh3;
 
 /// Magic bytes at the start of every segment.
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"VARVEWAL";
-/// Segment format version this build writes and reads.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// Segment format version this build writes.
+pub(crate) const FORMAT_VERSION: u32 = 2;
+/// Oldest segment format version this build reads (version 1 has no flags).
+pub(crate) const OLDEST_READ_VERSION: u32 = 1;
 /// Length of the segment header; records start here.
 pub(crate) const SEGMENT_HEADER_LEN: usize = 32;
 
 pub(crate) const SEG_MAGIC: std::ops::Range<usize> = 0..8;
 pub(crate) const SEG_VERSION: std::ops::Range<usize> = 8..12;
-pub(crate) const SEG_RESERVED: std::ops::Range<usize> = 12..16;
+pub(crate) const SEG_FLAGS: std::ops::Range<usize> = 12..16;
+/// Segment flag: the file was recycled from an earlier segment.
+pub(crate) const SEG_FLAG_RECYCLED: u32 = 0x1;
 pub(crate) const SEG_FIRST_LSN: std::ops::Range<usize> = 16..24;
 pub(crate) const SEG_CHECKSUM: std::ops::Range<usize> = 24..32;
 
@@ -72,18 +80,42 @@ pub(crate) fn segment_file_name(first_lsn: u64) -> String {
 
 /// The first LSN encoded in a segment file name, if `name` is one.
 pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(".wal")?;
+    parse_lsn_name(name, ".wal")
+}
+
+/// File name of a spare: the segment that started at `old_first_lsn`, kept for reuse.
+pub(crate) fn spare_file_name(old_first_lsn: u64) -> String {
+    format!("{old_first_lsn:020}.spare")
+}
+
+/// The LSN in a spare's file name, if `name` is one.
+pub(crate) fn parse_spare_file_name(name: &str) -> Option<u64> {
+    parse_lsn_name(name, ".spare")
+}
+
+fn parse_lsn_name(name: &str, suffix: &str) -> Option<u64> {
+    let digits = name.strip_suffix(suffix)?;
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     digits.parse().ok()
 }
 
+/// A decoded segment header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SegmentHeader {
+    pub(crate) first_lsn: u64,
+    /// The file held an earlier segment (flag [`SEG_FLAG_RECYCLED`]).
+    pub(crate) recycled: bool,
+}
+
 /// Encodes a segment header.
-pub(crate) fn encode_segment_header(first_lsn: u64) -> [u8; SEGMENT_HEADER_LEN] {
+pub(crate) fn encode_segment_header(first_lsn: u64, recycled: bool) -> [u8; SEGMENT_HEADER_LEN] {
     let mut h = [0u8; SEGMENT_HEADER_LEN];
     h[SEG_MAGIC].copy_from_slice(&SEGMENT_MAGIC);
     h[SEG_VERSION].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    let flags = if recycled { SEG_FLAG_RECYCLED } else { 0 };
+    h[SEG_FLAGS].copy_from_slice(&flags.to_le_bytes());
     h[SEG_FIRST_LSN].copy_from_slice(&first_lsn.to_le_bytes());
     let sum = xxhash_rust::xxh3::xxh3_64(&h[..SEG_CHECKSUM.start]);
     h[SEG_CHECKSUM].copy_from_slice(&sum.to_le_bytes());
@@ -97,14 +129,14 @@ pub(crate) enum HeaderError {
     Short,
     /// Not a Varve WAL segment.
     BadMagic,
-    /// Checksum mismatch or a non-zero reserved field.
+    /// Checksum mismatch or a flag this version does not define.
     Corrupt,
     /// A valid header of a format version this build does not read.
     Version(u32),
 }
 
-/// Decodes a segment header, returning its first LSN.
-pub(crate) fn decode_segment_header(buf: &[u8]) -> Result<u64, HeaderError> {
+/// Decodes a segment header.
+pub(crate) fn decode_segment_header(buf: &[u8]) -> Result<SegmentHeader, HeaderError> {
     let h = buf.get(..SEGMENT_HEADER_LEN).ok_or(HeaderError::Short)?;
     if h.get(SEG_MAGIC) != Some(&SEGMENT_MAGIC[..]) {
         return Err(HeaderError::BadMagic);
@@ -114,13 +146,19 @@ pub(crate) fn decode_segment_header(buf: &[u8]) -> Result<u64, HeaderError> {
         return Err(HeaderError::Corrupt);
     }
     let version = u32_at(h, SEG_VERSION).ok_or(HeaderError::Short)?;
-    if version != FORMAT_VERSION {
+    if !(OLDEST_READ_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(HeaderError::Version(version));
     }
-    if u32_at(h, SEG_RESERVED) != Some(0) {
+    let flags = u32_at(h, SEG_FLAGS).ok_or(HeaderError::Short)?;
+    // Version 1 reserved these bits as zero.
+    let known = if version == 1 { 0 } else { SEG_FLAG_RECYCLED };
+    if flags & !known != 0 {
         return Err(HeaderError::Corrupt);
     }
-    u64_at(h, SEG_FIRST_LSN).ok_or(HeaderError::Short)
+    Ok(SegmentHeader {
+        first_lsn: u64_at(h, SEG_FIRST_LSN).ok_or(HeaderError::Short)?,
+        recycled: flags & SEG_FLAG_RECYCLED != 0,
+    })
 }
 
 /// Writes a record header with LSN and checksum left zero (the sequencer fills them).
@@ -284,22 +322,65 @@ mod tests {
         assert!(verify_record(&v[..v.len() - 1], 100, |_| true).is_none());
     }
 
+    /// `h` with `version` and `flags` stored and the checksum recomputed.
+    fn with(h: [u8; SEGMENT_HEADER_LEN], version: u32, flags: u32) -> [u8; SEGMENT_HEADER_LEN] {
+        let mut h = h;
+        h[SEG_VERSION].copy_from_slice(&version.to_le_bytes());
+        h[SEG_FLAGS].copy_from_slice(&flags.to_le_bytes());
+        let sum = xxhash_rust::xxh3::xxh3_64(&h[..24]);
+        h[SEG_CHECKSUM].copy_from_slice(&sum.to_le_bytes());
+        h
+    }
+
     #[test]
     fn segment_header_round_trips_and_rejects() {
-        let h = encode_segment_header(77);
+        let h = encode_segment_header(77, false);
         assert_eq!(&h[0..8], b"VARVEWAL");
-        assert_eq!(decode_segment_header(&h), Ok(77));
+        assert_eq!(&h[8..12], &2u32.to_le_bytes());
+        assert_eq!(&h[12..16], &[0; 4]);
+        let fresh = SegmentHeader {
+            first_lsn: 77,
+            recycled: false,
+        };
+        assert_eq!(decode_segment_header(&h), Ok(fresh));
+        let r = encode_segment_header(77, true);
+        assert_eq!(&r[12..16], &1u32.to_le_bytes());
+        assert_eq!(
+            decode_segment_header(&r),
+            Ok(SegmentHeader {
+                recycled: true,
+                ..fresh
+            })
+        );
         let mut bad = h;
         bad[0] ^= 1;
         assert_eq!(decode_segment_header(&bad), Err(HeaderError::BadMagic));
         let mut bad = h;
         bad[17] ^= 1;
         assert_eq!(decode_segment_header(&bad), Err(HeaderError::Corrupt));
-        let mut v2 = h;
-        v2[SEG_VERSION].copy_from_slice(&2u32.to_le_bytes());
-        let sum = xxhash_rust::xxh3::xxh3_64(&v2[..24]);
-        v2[SEG_CHECKSUM].copy_from_slice(&sum.to_le_bytes());
-        assert_eq!(decode_segment_header(&v2), Err(HeaderError::Version(2)));
+        // Version 1 (no flags) is read; its flag bits must be zero.
+        assert_eq!(decode_segment_header(&with(h, 1, 0)), Ok(fresh));
+        assert_eq!(
+            decode_segment_header(&with(h, 1, 1)),
+            Err(HeaderError::Corrupt)
+        );
+        // Unknown flags and versions are refused.
+        assert_eq!(
+            decode_segment_header(&with(h, 2, 2)),
+            Err(HeaderError::Corrupt)
+        );
+        assert_eq!(
+            decode_segment_header(&with(h, 2, 3)),
+            Err(HeaderError::Corrupt)
+        );
+        assert_eq!(
+            decode_segment_header(&with(h, 3, 0)),
+            Err(HeaderError::Version(3))
+        );
+        assert_eq!(
+            decode_segment_header(&with(h, 0, 0)),
+            Err(HeaderError::Version(0))
+        );
         assert_eq!(decode_segment_header(&h[..31]), Err(HeaderError::Short));
     }
 
@@ -310,5 +391,10 @@ mod tests {
         assert_eq!(parse_segment_file_name("123.wal"), None);
         assert_eq!(parse_segment_file_name("0000000000000000000a.wal"), None);
         assert_eq!(parse_segment_file_name("00000000000000000001.tmp"), None);
+        assert_eq!(spare_file_name(9), "00000000000000000009.spare");
+        assert_eq!(parse_spare_file_name(&spare_file_name(9)), Some(9));
+        assert_eq!(parse_spare_file_name(&segment_file_name(9)), None);
+        assert_eq!(parse_segment_file_name(&spare_file_name(9)), None);
+        assert_eq!(parse_spare_file_name("9.spare"), None);
     }
 }

@@ -46,7 +46,11 @@
 //! reused group buffer. Segments are preallocated with `fallocate`; a small group that
 //! enters never-written space also writes zeros ahead of itself (256 KiB), so the syncs of
 //! the groups that follow are plain data syncs rather than extent conversions (which cost
-//! several times more on ext4 and XFS). A write or sync failure poisons the WAL for good:
+//! several times more on ext4 and XFS). A log that is truncated behind a checkpoint
+//! ([`Wal::truncate_before`]) keeps up to [`Options::recycle_segments`] truncated segments
+//! as spares and starts new segments in their files: every block is already written, so
+//! nothing is zeroed ahead and no sync pays an extent conversion, and the disk writes each
+//! log byte once. A write or sync failure poisons the WAL for good:
 //! the group's tickets, everything queued and every later append fail with
 //! [`Error::Poisoned`]; nothing retries an `fsync` whose failure may have dropped pages.
 //!
@@ -69,7 +73,15 @@
 //!    [`Error::Corrupted`] with the segment and offset, unless the caller opened with
 //!    [`RecoveryMode::TolerateCorruptTail`], which keeps the clean prefix, zeroes the rest
 //!    of that segment, deletes the later segments and reports where the corruption was.
-//! 5. Appending resumes right after the last complete batch with the next LSN.
+//! 5. A *recycled* segment (one that reuses a truncated segment's file) holds stale records
+//!    of that segment after its own, all with LSNs below its first LSN: they are neither a
+//!    torn tail nor damage. Only bytes of its own records after the end (an incomplete
+//!    batch, valid records with the next LSN or later) are cut and zeroed, and a valid
+//!    epoch-starting one of those after a bad record is corruption, as in rule 4.
+//! 6. Spares (`*.spare`) are never read as log. One is kept only while its records are
+//!    older than every segment's (its name's LSN is below the first segment's first LSN),
+//!    and only the newest [`Options::recycle_segments`] of those; the others are deleted.
+//! 7. Appending resumes right after the last complete batch with the next LSN.
 //!
 //! The byte layouts are in the project's `docs/format.md` ("varve-wal").
 
@@ -145,6 +157,7 @@ pub struct Options {
     max_record_size: usize,
     recovery_mode: RecoveryMode,
     wait_yield: Duration,
+    recycle_segments: usize,
 }
 
 impl Default for Options {
@@ -158,6 +171,7 @@ impl Default for Options {
             max_record_size: 16 << 20,
             recovery_mode: RecoveryMode::Strict,
             wait_yield: Duration::from_micros(500),
+            recycle_segments: 2,
         }
     }
 }
@@ -223,6 +237,15 @@ impl Options {
     /// at once: the least CPU, for hosts where cores are scarce or metered.
     pub fn wait_yield(mut self, d: Duration) -> Self {
         self.wait_yield = d;
+        self
+    }
+    /// How many segments [`Wal::truncate_before`] keeps as spares instead of deleting them
+    /// (default 2; 0 deletes every one). A new segment reuses a spare's file: its blocks
+    /// are already written, so its syncs are plain data syncs from the first record on and
+    /// no zeros are written ahead. A spare takes a segment's disk space until it is reused
+    /// or the WAL is opened with fewer spares allowed.
+    pub fn recycle_segments(mut self, n: usize) -> Self {
+        self.recycle_segments = n;
         self
     }
 
@@ -297,6 +320,8 @@ pub(crate) struct Shared {
     pub(crate) poison: OnceLock<Arc<io::Error>>,
     pub(crate) durable_lsn: AtomicU64,
     pub(crate) segments: Mutex<Vec<SegmentMeta>>,
+    /// Spare files for new segments to reuse, oldest first (see [`Options::recycle_segments`]).
+    spares: Mutex<Vec<PathBuf>>,
     /// First LSN of the newest segment (readers check it without the lock).
     pub(crate) last_segment_first: AtomicU64,
     pool: SegQueue<Vec<u8>>,
@@ -413,6 +438,25 @@ impl Shared {
         self.last_segment_first.store(first, Ordering::SeqCst);
     }
 
+    /// Takes the newest spare for the flusher to reuse.
+    pub(crate) fn take_spare(&self) -> Option<PathBuf> {
+        lock(&self.spares).pop()
+    }
+
+    /// Takes a truncated segment out of the log: kept as a spare while there is room,
+    /// deleted otherwise. The caller syncs the directory.
+    fn retire(&self, seg: SegmentMeta) -> io::Result<()> {
+        let mut spares = lock(&self.spares);
+        if spares.len() < self.opts.recycle_segments {
+            let to = self.dir.join(format::spare_file_name(seg.first_lsn));
+            std::fs::rename(&seg.path, &to)?;
+            spares.push(to);
+        } else {
+            std::fs::remove_file(&seg.path)?;
+        }
+        Ok(())
+    }
+
     fn take_buffer(&self, size: usize) -> Vec<u8> {
         match self.pool.pop() {
             Some(mut v) => {
@@ -473,7 +517,7 @@ impl Wal {
         opts.validate()?;
         std::fs::create_dir_all(dir)?;
         let lock_file = lock::acquire(dir)?;
-        let rec = recovery::recover(dir, opts.recovery_mode, &*storage)?;
+        let rec = recovery::recover(dir, opts.recovery_mode, opts.recycle_segments, &*storage)?;
         let mut segments = rec.segments;
         let (seg, seg_len, write_off) = match segments.last() {
             Some(last) => {
@@ -486,7 +530,7 @@ impl Wal {
             None => {
                 let path = dir.join(format::segment_file_name(rec.next_lsn));
                 let tmp = path.with_extension("tmp");
-                let header = format::encode_segment_header(rec.next_lsn);
+                let header = format::encode_segment_header(rec.next_lsn, false);
                 let seg = storage.create_segment(&tmp, &path, opts.segment_size, &header)?;
                 segments.push(SegmentMeta {
                     first_lsn: rec.next_lsn,
@@ -508,6 +552,7 @@ impl Wal {
             poison: OnceLock::new(),
             durable_lsn: AtomicU64::new(rec.next_lsn - 1),
             segments: Mutex::new(segments),
+            spares: Mutex::new(rec.spares),
             last_segment_first: AtomicU64::new(last_first),
             pool: SegQueue::new(),
             pool_len: AtomicUsize::new(0),
@@ -534,7 +579,12 @@ impl Wal {
             last_sync: Instant::now(),
             last_sync_dur: Duration::ZERO,
             prev_group_entries: 0,
-            zeroed_upto: write_off,
+            // A recycled file's blocks were written by its earlier segment.
+            zeroed_upto: if rec.last_recycled {
+                seg_len
+            } else {
+                write_off
+            },
         };
         let handle = std::thread::Builder::new()
             .name("varve-wal-flusher".into())
@@ -698,15 +748,18 @@ impl Wal {
         r
     }
 
-    /// Deletes the segments whose records all lie below `lsn` (never the one being
-    /// written), then syncs the directory. Returns how many were deleted.
+    /// Removes the segments whose records all lie below `lsn` (never the one being
+    /// written) from the log, then syncs the directory. Returns how many were removed.
+    /// Up to [`Options::recycle_segments`] of them are kept as spares for new segments to
+    /// reuse; the others are deleted. An [`Iter`] still reading a removed segment ends
+    /// with [`Error::Truncated`].
     pub fn truncate_before(&self, lsn: Lsn) -> Result<usize> {
         let mut segs = lock(&self.shared.segments);
         let mut n = 0;
         // `get(1)`: never the last (active) segment.
         while segs.get(1).is_some_and(|s| s.first_lsn <= lsn) {
             let old = segs.remove(0);
-            std::fs::remove_file(&old.path)?;
+            self.shared.retire(old)?;
             n += 1;
         }
         if n > 0 {

@@ -134,18 +134,34 @@ impl Iter {
             pos: 0,
         };
         seg.fill(format::SEGMENT_HEADER_LEN, true)?;
-        if format::decode_segment_header(seg.window()).ok() != Some(meta.first_lsn) {
-            return Err(Error::Corrupted {
-                segment: seg.path,
-                offset: 0,
-                what: "segment header changed or damaged while reading",
-            });
+        let first = format::decode_segment_header(seg.window()).map(|h| h.first_lsn);
+        if first != Ok(meta.first_lsn) {
+            return Err(self
+                .truncated_since(meta.first_lsn)
+                .unwrap_or(Error::Corrupted {
+                    segment: seg.path,
+                    offset: 0,
+                    what: "segment header changed or damaged while reading",
+                }));
         }
         seg.pos = format::SEGMENT_HEADER_LEN as u64;
         // Records before next_lsn in this segment are skipped by `next`.
         self.next_lsn = meta.first_lsn;
         self.seg = Some(seg);
         Ok(())
+    }
+
+    /// `Error::Truncated` if the segment starting at `seg_first` is no longer in the log:
+    /// `truncate_before` removed it (and may have handed its file to a new segment), so
+    /// bytes read from it since are not its records.
+    fn truncated_since(&self, seg_first: Lsn) -> Option<Error> {
+        let first = lock(&self.shared.segments)
+            .first()
+            .map_or(1, |s| s.first_lsn);
+        (seg_first < first).then_some(Error::Truncated {
+            requested: self.next_lsn.max(self.start),
+            first,
+        })
     }
 
     fn read_one(&mut self) -> Result<Option<Record>> {
@@ -201,11 +217,13 @@ impl Iter {
                 }));
             }
         }
-        Err(Error::Corrupted {
+        let corrupted = Error::Corrupted {
             segment: seg.path.clone(),
             offset: seg.pos,
             what: "record failed verification while reading",
-        })
+        };
+        let seg_first = seg.first_lsn;
+        Err(self.truncated_since(seg_first).unwrap_or(corrupted))
     }
 }
 

@@ -11,9 +11,19 @@
 //!   completed sync belongs to one epoch, and only that epoch can be partly on disk after a
 //!   crash. A valid `EPOCH_START` record after the bad spot means data that had been synced
 //!   is damaged; a sealed (non-last) segment, synced before the next one was created,
-//!   whose records stop before the next segment's first LSN means the same. Both are `Error::Corrupted` unless the caller chose
+//!   whose records stop before the next segment's first LSN means the same. Both are
+//!   `Error::Corrupted` unless the caller chose
 //!   [`RecoveryMode::TolerateCorruptTail`](crate::RecoveryMode::TolerateCorruptTail), which
 //!   keeps the clean prefix, zeroes the rest and deletes later segments.
+//! - A *recycled* segment (header flag) reuses the file of an earlier segment, so bytes
+//!   after its end are stale records of that segment, every one with an LSN below this
+//!   segment's first LSN, or pieces of them. Those are neither damage nor a torn tail: only
+//!   bytes of this segment's own records after the end (an incomplete batch, valid records
+//!   with the next LSNs or later) are, and only those are zeroed. A bad record followed by
+//!   such records flagged `EPOCH_START` is corruption, as in a fresh segment.
+//! - Spares (`*.spare`, segments kept for reuse by `truncate_before`) are never read as
+//!   log. A spare is kept only while every log segment starts after the spare's first LSN
+//!   (so all its records are older than any record still to come); others are deleted.
 
 use std::fs::{File, OpenOptions};
 use std::io::Read as _;
@@ -41,6 +51,10 @@ pub(crate) struct Recovered {
     pub(crate) write_offset: u64,
     /// Size of the last segment file.
     pub(crate) last_len: u64,
+    /// The last segment is a recycled file (its blocks are already written).
+    pub(crate) last_recycled: bool,
+    /// Spare files kept for reuse, oldest first.
+    pub(crate) spares: Vec<PathBuf>,
     pub(crate) report: RecoveryReport,
 }
 
@@ -55,7 +69,9 @@ pub(crate) struct SegmentScan {
     pub(crate) records: u64,
     /// Offset of the first record that failed its checks (or of the end of the file).
     pub(crate) bad_offset: usize,
-    /// One past the last non-zero byte at or after `end` (`end` if only zeros follow).
+    /// One past the last byte after `end` that may belong to this segment's records: in a
+    /// fresh segment the last non-zero byte, in a recycled one the end of the last of its
+    /// own records after `end` (`end` if there are none).
     pub(crate) garbage_end: usize,
     /// Valid records seen after `end` (an incomplete batch, records after the bad spot).
     pub(crate) dropped_records: u64,
@@ -63,8 +79,9 @@ pub(crate) struct SegmentScan {
     pub(crate) epoch_after_bad: bool,
 }
 
-/// Scans the bytes of one segment whose header says `first_lsn`.
-pub(crate) fn scan_segment(buf: &[u8], first_lsn: u64) -> SegmentScan {
+/// Scans the bytes of one segment whose header says `first_lsn` (and whether it was
+/// recycled).
+pub(crate) fn scan_segment(buf: &[u8], first_lsn: u64, recycled: bool) -> SegmentScan {
     let mut off = format::SEGMENT_HEADER_LEN;
     let mut lsn = first_lsn;
     let (mut end, mut next_lsn, mut records, mut pending) = (off, first_lsn, 0u64, 0u64);
@@ -83,27 +100,44 @@ pub(crate) fn scan_segment(buf: &[u8], first_lsn: u64) -> SegmentScan {
         }
     }
     let bad_offset = off.min(buf.len());
-    let garbage_end = buf
+    let nonzero_end = buf
         .get(end..)
         .and_then(|rest| rest.iter().rposition(|&b| b != 0))
         .map_or(end, |p| end + p + 1);
     // Only the bytes up to the last non-zero one can hold records.
-    let live = buf.get(..garbage_end).unwrap_or(buf);
-    let (after, epoch_after_bad) = scan_after(live, bad_offset, next_lsn);
+    let live = buf.get(..nonzero_end).unwrap_or(buf);
+    let after = scan_after(live, bad_offset, next_lsn);
+    // Stale bytes of a recycled file's earlier segment are not this segment's: what can be
+    // is the incomplete batch (up to `bad_offset`) and valid records with LSNs from
+    // `next_lsn` on.
+    let garbage_end = if recycled {
+        bad_offset.max(after.last_end)
+    } else {
+        nonzero_end
+    };
     SegmentScan {
         end,
         next_lsn,
         records,
         bad_offset,
         garbage_end,
-        dropped_records: pending + after,
-        epoch_after_bad,
+        dropped_records: pending + after.count,
+        epoch_after_bad: after.epoch,
     }
 }
 
-/// Looks for valid records at any byte offset from `from` with an LSN at or after `lo`:
-/// returns how many and whether one is flagged `EPOCH_START`.
-fn scan_after(buf: &[u8], from: usize, lo: u64) -> (u64, bool) {
+/// Valid records found after a bad spot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct After {
+    count: u64,
+    /// One of them is flagged `EPOCH_START`.
+    epoch: bool,
+    /// End offset of the last one (0 if none).
+    last_end: usize,
+}
+
+/// Looks for valid records at any byte offset from `from` with an LSN at or after `lo`.
+fn scan_after(buf: &[u8], from: usize, lo: u64) -> After {
     let (mut next, mut count, mut epoch) = (from, 0u64, false);
     // A `for` over the offsets, so the scan ends with the buffer whatever the bytes say;
     // a valid record's bytes are skipped (a payload that looks like a record is payload).
@@ -120,7 +154,12 @@ fn scan_after(buf: &[u8], from: usize, lo: u64) -> (u64, bool) {
             next = off + h.framed_len();
         }
     }
-    (count, epoch)
+    let last_end = if count == 0 { 0 } else { next };
+    After {
+        count,
+        epoch,
+        last_end,
+    }
 }
 
 fn header_error(path: &Path, e: HeaderError) -> Error {
@@ -146,9 +185,21 @@ fn header_error(path: &Path, e: HeaderError) -> Error {
     }
 }
 
-/// Lists the segments of `dir` in LSN order, removing leftover `.tmp` files.
-pub(crate) fn list_segments(dir: &Path) -> Result<(Vec<SegmentMeta>, usize)> {
+/// What a WAL directory holds.
+#[derive(Debug, Default)]
+pub(crate) struct Listing {
+    /// Segments in LSN order.
+    pub(crate) segments: Vec<SegmentMeta>,
+    /// Spares (first LSN of the segment they were, path), oldest first.
+    pub(crate) spares: Vec<(u64, PathBuf)>,
+    /// Leftover `.tmp` files removed.
+    pub(crate) removed_tmp: usize,
+}
+
+/// Lists the segments and spares of `dir` in LSN order, removing leftover `.tmp` files.
+pub(crate) fn list_segments(dir: &Path) -> Result<Listing> {
     let mut segs = Vec::new();
+    let mut spares = Vec::new();
     let mut removed_tmp = 0;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -159,6 +210,8 @@ pub(crate) fn list_segments(dir: &Path) -> Result<(Vec<SegmentMeta>, usize)> {
                 first_lsn,
                 path: entry.path(),
             });
+        } else if let Some(old_first) = format::parse_spare_file_name(name) {
+            spares.push((old_first, entry.path()));
         } else if name
             .strip_suffix(".tmp")
             .and_then(|n| format::parse_segment_file_name(&format!("{n}.wal")))
@@ -170,7 +223,12 @@ pub(crate) fn list_segments(dir: &Path) -> Result<(Vec<SegmentMeta>, usize)> {
         }
     }
     segs.sort_by_key(|s| s.first_lsn);
-    Ok((segs, removed_tmp))
+    spares.sort();
+    Ok(Listing {
+        segments: segs,
+        spares,
+        removed_tmp,
+    })
 }
 
 /// Overwrites `[from, to)` of `path` with zeros and syncs it (the file keeps its size).
@@ -182,8 +240,19 @@ fn zero_range(path: &Path, from: usize, to: usize) -> Result<()> {
 }
 
 /// Runs recovery over `dir` (which must be locked by the caller).
-pub(crate) fn recover(dir: &Path, mode: RecoveryMode, storage: &dyn Storage) -> Result<Recovered> {
-    let (mut segs, removed_tmp) = list_segments(dir)?;
+///
+/// Keeps at most `max_spares` spares (the newest); deletes the others.
+pub(crate) fn recover(
+    dir: &Path,
+    mode: RecoveryMode,
+    max_spares: usize,
+    storage: &dyn Storage,
+) -> Result<Recovered> {
+    let Listing {
+        segments: mut segs,
+        spares,
+        removed_tmp,
+    } = list_segments(dir)?;
     let mut report = RecoveryReport {
         removed_temp_files: removed_tmp,
         ..RecoveryReport::default()
@@ -191,11 +260,13 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode, storage: &dyn Storage) -> 
     let mut buf = Vec::new();
     let mut expected: Option<u64> = None;
     let mut resume = (1u64, format::SEGMENT_HEADER_LEN as u64, 0u64);
+    let mut last_recycled = false;
     let mut keep = segs.len();
     for (i, seg) in segs.iter().enumerate() {
         buf.clear();
         File::open(&seg.path)?.read_to_end(&mut buf)?;
-        let first = format::decode_segment_header(&buf).map_err(|e| header_error(&seg.path, e))?;
+        let header = format::decode_segment_header(&buf).map_err(|e| header_error(&seg.path, e))?;
+        let first = header.first_lsn;
         let corrupted = |offset: usize, what| Error::Corrupted {
             segment: seg.path.clone(),
             offset: offset as u64,
@@ -211,7 +282,7 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode, storage: &dyn Storage) -> 
             return Err(corrupted(0, "LSN gap between consecutive segments"));
         }
         // Records are bounded by the segment, not by today's max_record_size.
-        let scan = scan_segment(&buf, first);
+        let scan = scan_segment(&buf, first, header.recycled);
         report.segments += 1;
         report.records += scan.records;
         let damaged = scan.garbage_end > scan.end;
@@ -250,15 +321,34 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode, storage: &dyn Storage) -> 
         }
         expected = Some(scan.next_lsn);
         resume = (scan.next_lsn, scan.end as u64, buf.len() as u64);
+        last_recycled = header.recycled;
         if keep == i + 1 {
             break;
         }
     }
-    if keep != segs.len() {
-        for seg in segs.drain(keep..) {
-            std::fs::remove_file(&seg.path)?;
-            report.removed_segments.push(seg.path);
+    let mut removed_any = keep != segs.len();
+    for seg in segs.drain(keep..) {
+        std::fs::remove_file(&seg.path)?;
+        report.removed_segments.push(seg.path);
+    }
+    // A spare may be reused only while all its records are older than any the log will
+    // still write: it must predate every segment (with no segment the log restarts at its
+    // first LSN). The newest `max_spares` of those are kept.
+    let oldest_kept = segs.first().map(|s| s.first_lsn);
+    let usable = spares
+        .iter()
+        .filter(|(old_first, _)| oldest_kept.is_some_and(|f| *old_first < f))
+        .count();
+    let mut kept = Vec::new();
+    for (i, (old_first, path)) in spares.into_iter().enumerate() {
+        if oldest_kept.is_some_and(|f| old_first < f) && i + max_spares >= usable {
+            kept.push(path);
+        } else {
+            std::fs::remove_file(&path)?;
+            removed_any = true;
         }
+    }
+    if removed_any {
         storage.sync_dir(dir)?;
     }
     report.next_lsn = resume.0;
@@ -267,6 +357,8 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode, storage: &dyn Storage) -> 
         next_lsn: resume.0,
         write_offset: resume.1,
         last_len: resume.2,
+        last_recycled,
+        spares: kept,
         report,
     })
 }
@@ -292,11 +384,19 @@ mod tests {
         buf.extend(record(7, 0, &inner));
         buf.extend(record(8, 0, b"after"));
         buf.extend(record(3, format::FLAG_EPOCH_START, b"stale"));
-        assert_eq!(scan_after(&buf, 0, 5), (2, false));
+        let r8 = 5 + record(7, 0, &inner).len();
+        let end8 = r8 + record(8, 0, b"after").len();
+        let after = |count, epoch, last_end| After {
+            count,
+            epoch,
+            last_end,
+        };
+        assert_eq!(scan_after(&buf, 0, 5), after(2, false, end8));
         // From inside the first record, its embedded look-alike is found like any bytes.
-        assert_eq!(scan_after(&buf, 6, 5), (2, true));
-        assert_eq!(scan_after(&buf, 0, 4), (2, false));
-        assert_eq!(scan_after(&buf, 0, 3), (3, true));
-        assert_eq!(scan_after(&buf, buf.len(), 0), (0, false));
+        assert_eq!(scan_after(&buf, 6, 5), after(2, true, end8));
+        assert_eq!(scan_after(&buf, 0, 4), after(2, false, end8));
+        assert_eq!(scan_after(&buf, 0, 3), after(3, true, buf.len()));
+        assert_eq!(scan_after(&buf, buf.len(), 0), after(0, false, 0));
+        assert_eq!(scan_after(&buf, end8, 4), after(0, false, 0));
     }
 }

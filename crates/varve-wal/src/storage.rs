@@ -28,6 +28,16 @@ pub(crate) trait Storage: Send + Sync {
         size: u64,
         header: &[u8],
     ) -> io::Result<Box<dyn SegmentFile>>;
+    /// Reuses the spare file at `spare` as the segment at `path`, durably: `header` is
+    /// written over the old one and synced, then the file is renamed to `path` and the
+    /// directory synced. `Ok(None)` (nothing changed) if the spare is not `size` bytes.
+    fn recycle_segment(
+        &self,
+        spare: &Path,
+        path: &Path,
+        size: u64,
+        header: &[u8],
+    ) -> io::Result<Option<Box<dyn SegmentFile>>>;
     /// Opens an existing segment for writing.
     fn open_segment(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>>;
     /// `fsync`s a directory (after creating, renaming or deleting files in it).
@@ -80,6 +90,28 @@ impl Storage for FsStorage {
             self.sync_dir(dir)?;
         }
         Ok(Box::new(FsSegment(file)))
+    }
+
+    fn recycle_segment(
+        &self,
+        spare: &Path,
+        path: &Path,
+        size: u64,
+        header: &[u8],
+    ) -> io::Result<Option<Box<dyn SegmentFile>>> {
+        let file = OpenOptions::new().read(true).write(true).open(spare)?;
+        if file.metadata()?.len() != size {
+            return Ok(None);
+        }
+        // Still named as a spare until the header is durable: a crash in between leaves a
+        // spare, never a segment whose header names the old first LSN.
+        file.write_all_at(header, 0)?;
+        file.sync_data()?;
+        std::fs::rename(spare, path)?;
+        if let Some(dir) = path.parent() {
+            self.sync_dir(dir)?;
+        }
+        Ok(Some(Box::new(FsSegment(file))))
     }
 
     fn open_segment(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {

@@ -207,7 +207,7 @@ fn damage_in_a_sealed_segment_is_corruption_and_other_files_are_refused() {
         Wal::open(d.path(), opts()),
         Err(Error::UnsupportedVersion {
             version: 9,
-            supported: 1,
+            supported: 2,
             ..
         })
     ));

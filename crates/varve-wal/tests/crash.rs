@@ -2,7 +2,10 @@
 //! batches from several threads and reports every acknowledged LSN; the parent SIGKILLs
 //! it at random moments, reopens, and checks that every acknowledged record is present and
 //! byte-identical, that no batch is half-present and that LSNs stay gapless across
-//! restarts. `VARVE_CRASH_ROUNDS=N` runs N rounds (default 100).
+//! restarts. In odd rounds the child also truncates the log behind itself, as a
+//! checkpointer would, so new segments reuse the files of truncated ones (recycled
+//! segments, whose stale bytes recovery must tell from a torn tail). `VARVE_CRASH_ROUNDS=N`
+//! runs N rounds (default 100).
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
@@ -107,6 +110,16 @@ fn crash_child() {
     );
     out.lock().unwrap().write_all(b"ready\n").unwrap();
     std::thread::scope(|s| {
+        if round % 2 == 1 {
+            // A checkpointer: keeps about two segments of history behind the durable end.
+            s.spawn(|| {
+                loop {
+                    std::thread::sleep(Duration::from_millis(2));
+                    wal.truncate_before(wal.durable_lsn().saturating_sub(300))
+                        .unwrap();
+                }
+            });
+        }
         for thread in 0..THREADS {
             let (wal, out) = (&wal, &out);
             s.spawn(move || {
@@ -157,10 +170,13 @@ fn check(
 ) -> u64 {
     let wal = Wal::open(dir, opts(round)).unwrap();
     let next = wal.recovery_report().next_lsn;
-    let mut expect_lsn = 1;
+    // Records below the first kept LSN were truncated by a child.
+    let first = wal.first_lsn();
+    seen.retain(|&lsn, _| lsn >= first);
+    let mut expect_lsn = first;
     let mut batch: Option<(Id, u64)> = None;
     let mut by_lsn: HashMap<u64, Id> = HashMap::new();
-    for r in wal.iter_from(1).unwrap() {
+    for r in wal.iter_from(first).unwrap() {
         let r = r.unwrap();
         assert_eq!(r.lsn, expect_lsn, "LSNs must be gapless");
         expect_lsn += 1;
@@ -202,7 +218,7 @@ fn check(
         seen.keys().all(|&l| l < expect_lsn),
         "records verified earlier are gone"
     );
-    for (&lsn, &(round, thread, seq, n)) in acked {
+    for (&lsn, &(round, thread, seq, n)) in acked.iter().filter(|(l, _)| **l >= first) {
         let id = by_lsn
             .get(&lsn)
             .unwrap_or_else(|| panic!("acknowledged LSN {lsn} lost"));
@@ -214,6 +230,16 @@ fn check(
     }
     wal.close().unwrap();
     next
+}
+
+/// How many segments of `dir` reuse a truncated segment's file (header flag RECYCLED).
+fn recycled_segments(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .filter(|p| std::fs::read(p).unwrap()[12] & 1 != 0)
+        .count()
 }
 
 #[test]
@@ -233,6 +259,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_record() {
     let mut acked: HashMap<u64, (u32, u32, u32, u8)> = HashMap::new();
     let mut last_next = 1;
     let mut seen = Seen::new();
+    let mut recycled = 0;
     for round in 0..rounds {
         let _ = std::fs::remove_file(&acks);
         let mut child = Command::new(&exe)
@@ -273,6 +300,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_record() {
         // Every round is a kill and a recovery (the next child's open); the parent
         // verifies the accumulated log every few rounds and after the last one.
         if round % 4 == 3 || round + 1 == rounds {
+            recycled += recycled_segments(&dir);
             let next = check(&dir, &acked, round, &mut seen);
             assert!(
                 next >= last_next,
@@ -282,8 +310,12 @@ fn sigkill_at_random_moments_loses_no_acknowledged_record() {
         }
     }
     assert!(!acked.is_empty(), "children acknowledged nothing");
+    if rounds >= 8 {
+        assert!(recycled > 0, "no round recovered a recycled segment");
+    }
     eprintln!(
-        "{rounds} crash rounds, {} acknowledged appends, log end LSN {last_next}",
+        "{rounds} crash rounds, {} acknowledged appends, log end LSN {last_next}, \
+         {recycled} recycled segments recovered at checks",
         acked.len()
     );
 }

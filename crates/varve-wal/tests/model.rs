@@ -1,4 +1,5 @@
-//! Model test: random appends, batches, reopens and truncations against a `Vec` reference.
+//! Model test: random appends, batches, reopens and truncations (with 0-2 spares kept for
+//! recycling) against a `Vec` reference.
 #![allow(clippy::unwrap_used)]
 
 use proptest::prelude::*;
@@ -29,11 +30,12 @@ fn payload(len: usize, fill: u8, salt: usize) -> Vec<u8> {
 
 const MAX: usize = 1024;
 
-fn opts(mode: SyncMode) -> Options {
+fn opts(mode: SyncMode, spares: usize) -> Options {
     Options::default()
         .segment_size(16 << 10)
         .max_record_size(MAX)
         .sync_mode(mode)
+        .recycle_segments(spares)
 }
 
 fn check(wal: &Wal, model: &[(u8, Vec<u8>)], from: u64) {
@@ -50,10 +52,14 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 
     #[test]
-    fn wal_matches_a_vec(ops in prop::collection::vec(op(), 1..40), lax in any::<bool>()) {
+    fn wal_matches_a_vec(
+        ops in prop::collection::vec(op(), 1..40),
+        lax in any::<bool>(),
+        spares in 0usize..3,
+    ) {
         let mode = if lax { SyncMode::Never } else { SyncMode::Always };
         let d = tempfile::tempdir().unwrap();
-        let mut wal = Wal::open(d.path(), opts(mode)).unwrap();
+        let mut wal = Wal::open(d.path(), opts(mode, spares)).unwrap();
         // model[i] is the record with LSN i + 1.
         let mut model: Vec<(u8, Vec<u8>)> = Vec::new();
         for (step, op) in ops.into_iter().enumerate() {
@@ -92,7 +98,7 @@ proptest! {
                 }
                 Op::Reopen => {
                     drop(wal);
-                    wal = Wal::open(d.path(), opts(mode)).unwrap();
+                    wal = Wal::open(d.path(), opts(mode, spares)).unwrap();
                     let rep = wal.recovery_report();
                     prop_assert_eq!(rep.next_lsn, model.len() as u64 + 1);
                     prop_assert_eq!(rep.dropped_bytes, 0);

@@ -18,6 +18,8 @@ pub(crate) struct Plan {
     syncs: AtomicUsize,
     writes: AtomicUsize,
     dir_syncs: AtomicUsize,
+    /// Spares handed to `recycle_segment`.
+    pub(crate) recycles: AtomicUsize,
     /// Each write lands at most half its bytes (a short write that is not an error).
     chop_writes: AtomicBool,
     /// The next this many writes fail with EINTR.
@@ -154,6 +156,26 @@ impl Storage for FaultyStorage {
         }))
     }
 
+    fn recycle_segment(
+        &self,
+        spare: &Path,
+        path: &Path,
+        size: u64,
+        header: &[u8],
+    ) -> io::Result<Option<Box<dyn SegmentFile>>> {
+        if self.plan.fail_create.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        self.plan.recycles.fetch_add(1, Ordering::SeqCst);
+        let Some(inner) = FsStorage.recycle_segment(spare, path, size, header)? else {
+            return Ok(None);
+        };
+        Ok(Some(Box::new(FaultySegment {
+            inner,
+            plan: Arc::clone(&self.plan),
+        })))
+    }
+
     fn open_segment(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
         let inner = FsStorage.open_segment(path)?;
         Ok(Box::new(FaultySegment {
@@ -265,7 +287,12 @@ fn failed_segment_creation_poisons() {
     let wal = Wal::open_with(d.path(), small(), storage).unwrap();
     let rec = [5u8; 4000];
     let mut n = 0;
-    while crate::recovery::list_segments(d.path()).unwrap().0.len() < 2 {
+    while crate::recovery::list_segments(d.path())
+        .unwrap()
+        .segments
+        .len()
+        < 2
+    {
         wal.append(&rec).unwrap().wait().unwrap();
         n += 1;
         assert!(n < 100, "segments never rolled over");

@@ -1,6 +1,7 @@
 //! Unit tests of the WAL as a whole, including fault injection through the `Storage` trait.
 
 mod fault;
+mod recycle;
 
 use std::time::Duration;
 
@@ -164,7 +165,7 @@ fn segments_roll_over_keep_lsns_gapless_and_truncate() {
     for (i, t) in tickets.into_iter().enumerate() {
         assert_eq!(t.wait().unwrap(), i as u64 + 1);
     }
-    let segs = crate::recovery::list_segments(d.path()).unwrap().0;
+    let segs = crate::recovery::list_segments(d.path()).unwrap().segments;
     assert!(segs.len() >= 4, "{}", segs.len());
     let all = read_all(&wal);
     assert_eq!(all.len(), 100);
@@ -187,7 +188,10 @@ fn segments_roll_over_keep_lsns_gapless_and_truncate() {
     );
     // Never the active segment.
     assert_eq!(wal.truncate_before(u64::MAX).unwrap(), segs.len() - 3);
-    let kept = crate::recovery::list_segments(d.path()).unwrap().0.len();
+    let kept = crate::recovery::list_segments(d.path())
+        .unwrap()
+        .segments
+        .len();
     drop(wal);
     let wal = Wal::open(d.path(), opts).unwrap();
     let rep = wal.recovery_report();
@@ -314,7 +318,7 @@ fn tolerant_mode_keeps_the_prefix_before_mid_log_corruption() {
         wal.append(&[i; 50]).unwrap().wait().unwrap();
     }
     drop(wal);
-    let seg = crate::recovery::list_segments(d.path()).unwrap().0[0]
+    let seg = crate::recovery::list_segments(d.path()).unwrap().segments[0]
         .path
         .clone();
     let mut bytes = std::fs::read(&seg).unwrap();
@@ -353,13 +357,18 @@ fn tolerant_mode_drops_segments_after_corruption_in_a_sealed_one() {
     let wal = Wal::open(d.path(), small()).unwrap();
     let rec = [3u8; 4000];
     for _ in 0..100 {
-        if crate::recovery::list_segments(d.path()).unwrap().0.len() >= 3 {
+        if crate::recovery::list_segments(d.path())
+            .unwrap()
+            .segments
+            .len()
+            >= 3
+        {
             break;
         }
         wal.append(&rec).unwrap().wait().unwrap();
     }
     drop(wal);
-    let segs = crate::recovery::list_segments(d.path()).unwrap().0;
+    let segs = crate::recovery::list_segments(d.path()).unwrap().segments;
     let mut b = std::fs::read(&segs[0].path).unwrap();
     let bad = 32 + 2 * 4024; // third record of the first segment
     b[bad + 100] ^= 1;
@@ -398,7 +407,7 @@ fn recovery_report_counts_a_torn_batch() {
         .wait()
         .unwrap();
     drop(wal);
-    let seg = crate::recovery::list_segments(d.path()).unwrap().0[0]
+    let seg = crate::recovery::list_segments(d.path()).unwrap().segments[0]
         .path
         .clone();
     let mut b = std::fs::read(&seg).unwrap();
@@ -488,7 +497,13 @@ fn a_tailing_iterator_follows_the_log_into_new_segments() {
             }
             assert_eq!(seen, wal.durable_lsn());
         }
-        assert!(crate::recovery::list_segments(d.path()).unwrap().0.len() >= 3);
+        assert!(
+            crate::recovery::list_segments(d.path())
+                .unwrap()
+                .segments
+                .len()
+                >= 3
+        );
     });
 }
 
@@ -499,7 +514,7 @@ fn a_segment_file_gone_underneath_reads_as_truncated_other_open_errors_as_io() {
     for _ in 0..30 {
         wal.append(&[5u8; 3000]).unwrap().wait().unwrap();
     }
-    let segs = crate::recovery::list_segments(d.path()).unwrap().0;
+    let segs = crate::recovery::list_segments(d.path()).unwrap().segments;
     assert!(segs.len() >= 2);
     std::fs::remove_file(&segs[0].path).unwrap();
     assert!(matches!(
@@ -620,7 +635,7 @@ fn new_segments_are_preallocated_to_the_segment_size() {
     let size = 4 << 20;
     let d = tempfile::tempdir().unwrap();
     let wal = Wal::open(d.path(), small().segment_size(size)).unwrap();
-    let segs = crate::recovery::list_segments(d.path()).unwrap().0;
+    let segs = crate::recovery::list_segments(d.path()).unwrap().segments;
     assert_eq!(segs.len(), 1);
     check(&segs[0].path, size);
     // The next segment, created on rollover.
@@ -628,7 +643,7 @@ fn new_segments_are_preallocated_to_the_segment_size() {
     for _ in 0..(size / (8 << 10)) {
         wal.append(&big).unwrap().wait().unwrap();
     }
-    let segs = crate::recovery::list_segments(d.path()).unwrap().0;
+    let segs = crate::recovery::list_segments(d.path()).unwrap().segments;
     assert_eq!(segs.len(), 2);
     check(&segs[1].path, size);
 }
@@ -684,7 +699,13 @@ fn a_batch_that_exactly_fills_a_segment_is_accepted_one_byte_more_is_not() {
         assert_eq!(all.len(), 1 + batch.len());
         assert_eq!(all.last().unwrap().2, tail);
         // It took a segment of its own.
-        assert_eq!(crate::recovery::list_segments(d.path()).unwrap().0.len(), 2);
+        assert_eq!(
+            crate::recovery::list_segments(d.path())
+                .unwrap()
+                .segments
+                .len(),
+            2
+        );
     });
 }
 
