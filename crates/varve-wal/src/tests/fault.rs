@@ -17,9 +17,11 @@ pub(crate) struct Plan {
     fail_create: AtomicBool,
     syncs: AtomicUsize,
     writes: AtomicUsize,
-    dir_syncs: AtomicUsize,
+    pub(crate) dir_syncs: AtomicUsize,
     /// Spares handed to `recycle_segment`.
     pub(crate) recycles: AtomicUsize,
+    /// `recycle_segment` fails with EIO (creating a segment still works).
+    pub(crate) fail_recycle: AtomicBool,
     /// Each write lands at most half its bytes (a short write that is not an error).
     chop_writes: AtomicBool,
     /// The next this many writes fail with EINTR.
@@ -165,6 +167,9 @@ impl Storage for FaultyStorage {
     ) -> io::Result<Option<Box<dyn SegmentFile>>> {
         if self.plan.fail_create.load(Ordering::SeqCst) {
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        if self.plan.fail_recycle.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
         }
         self.plan.recycles.fetch_add(1, Ordering::SeqCst);
         let Some(inner) = FsStorage.recycle_segment(spare, path, size, header)? else {

@@ -342,3 +342,98 @@ fn a_reader_of_a_segment_recycled_underneath_it_ends_with_truncated() {
         assert!(it.next().is_none());
     });
 }
+
+#[test]
+fn a_vanished_spare_is_skipped_but_a_failed_reuse_poisons() {
+    let d = tempfile::tempdir().unwrap();
+    let (storage, plan) = FaultyStorage::create();
+    let wal = Wal::open_with(d.path(), small(), storage).unwrap();
+    let mut n = 0;
+    fill_to(&wal, &mut n, 3);
+    wal.truncate_before(listing(d.path()).segments[2].first_lsn)
+        .unwrap();
+    // Both spares deleted behind the WAL's back: the rollover finds them gone (not an
+    // error) and creates a fresh segment.
+    for (_, p) in listing(d.path()).spares {
+        std::fs::remove_file(p).unwrap();
+    }
+    fill_to(&wal, &mut n, 2);
+    assert_eq!(plan.recycles.load(Ordering::SeqCst), 2);
+    assert!(!header(&listing(d.path()).segments[1].path).recycled);
+    check_records(&wal, n);
+    // A spare that is there but cannot be reused (an I/O error) fails the log for good,
+    // like a failed segment creation.
+    wal.truncate_before(listing(d.path()).segments[1].first_lsn)
+        .unwrap();
+    plan.fail_recycle.store(true, Ordering::SeqCst);
+    let err = loop {
+        n += 1;
+        match wal.append(&rec(n)).unwrap().wait() {
+            Ok(_) => {}
+            Err(e) => break e,
+        }
+    };
+    match err {
+        Error::Poisoned(cause) => assert_eq!(cause.raw_os_error(), Some(libc::EIO)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_damaged_record_in_a_segment_still_in_the_log_reads_as_corrupted() {
+    let d = tempfile::tempdir().unwrap();
+    let wal = Wal::open(d.path(), small()).unwrap();
+    let mut n = 0;
+    fill_to(&wal, &mut n, 2);
+    let first = listing(d.path()).segments[0].path.clone();
+    // Damage the third record of the first segment under the open WAL.
+    let at = 32 + 2 * (RECORD_HEADER_LEN + 3000) + 100;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&first)
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0xEE], at as u64).unwrap();
+    let mut it = wal.iter_from(1).unwrap();
+    assert_eq!(it.next().unwrap().unwrap().payload, rec(1));
+    assert_eq!(it.next().unwrap().unwrap().payload, rec(2));
+    match it.next() {
+        Some(Err(Error::Corrupted { segment, .. })) => assert_eq!(segment, first),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn recovery_syncs_the_directory_only_when_it_deleted_a_file() {
+    let open = |d: &Path, opts: Options| {
+        let (storage, plan) = FaultyStorage::create();
+        let wal = Wal::open_with(d, opts, storage).unwrap();
+        (wal, plan.dir_syncs.load(Ordering::SeqCst))
+    };
+    let d = tempfile::tempdir().unwrap();
+    let wal = Wal::open(d.path(), small()).unwrap();
+    let mut n = 0;
+    fill_to(&wal, &mut n, 4);
+    drop(wal);
+    // Nothing to delete: no directory sync.
+    let (wal, syncs) = open(d.path(), small());
+    assert_eq!(syncs, 0);
+    wal.truncate_before(listing(d.path()).segments[1].first_lsn)
+        .unwrap();
+    drop(wal);
+    // A spare beyond the allowed number is deleted: one sync.
+    let (wal, syncs) = open(d.path(), small().recycle_segments(0));
+    assert_eq!(syncs, 1);
+    assert!(listing(d.path()).spares.is_empty());
+    drop(wal);
+    // Segments after tolerated corruption in a sealed one are deleted: one sync.
+    let segs = listing(d.path()).segments;
+    let mut b = std::fs::read(&segs[0].path).unwrap();
+    b[32 + 100] ^= 1;
+    std::fs::write(&segs[0].path, &b).unwrap();
+    let (wal, syncs) = open(
+        d.path(),
+        small().recovery_mode(RecoveryMode::TolerateCorruptTail),
+    );
+    assert_eq!(wal.recovery_report().removed_segments.len(), segs.len() - 1);
+    assert_eq!(syncs, 1);
+}
