@@ -80,8 +80,12 @@ pub(crate) struct SegmentScan {
 }
 
 /// Scans the bytes of one segment whose header says `first_lsn` (and whether it was
-/// recycled).
-pub(crate) fn scan_segment(buf: &[u8], first_lsn: u64, recycled: bool) -> SegmentScan {
+/// recycled). With `tail` false the bytes after the bad spot are not searched for records
+/// (`dropped_records` then counts only an incomplete batch, `epoch_after_bad` is false and
+/// a recycled segment's `garbage_end` is the bad spot): enough for a sealed segment that
+/// ends where its successor begins, and much cheaper for a recycled one, whose stale
+/// bytes run to the end of the file.
+pub(crate) fn scan_segment(buf: &[u8], first_lsn: u64, recycled: bool, tail: bool) -> SegmentScan {
     let mut off = format::SEGMENT_HEADER_LEN;
     let mut lsn = first_lsn;
     let (mut end, mut next_lsn, mut records, mut pending) = (off, first_lsn, 0u64, 0u64);
@@ -106,7 +110,11 @@ pub(crate) fn scan_segment(buf: &[u8], first_lsn: u64, recycled: bool) -> Segmen
         .map_or(end, |p| end + p + 1);
     // Only the bytes up to the last non-zero one can hold records.
     let live = buf.get(..nonzero_end).unwrap_or(buf);
-    let after = scan_after(live, bad_offset, next_lsn);
+    let after = if tail {
+        scan_after(live, bad_offset, next_lsn, end)
+    } else {
+        After::default()
+    };
     // Stale bytes of a recycled file's earlier segment are not this segment's: what can be
     // is the incomplete batch (up to `bad_offset`) and valid records with LSNs from
     // `next_lsn` on.
@@ -127,7 +135,7 @@ pub(crate) fn scan_segment(buf: &[u8], first_lsn: u64, recycled: bool) -> Segmen
 }
 
 /// Valid records found after a bad spot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct After {
     count: u64,
     /// One of them is flagged `EPOCH_START`.
@@ -136,8 +144,13 @@ struct After {
     last_end: usize,
 }
 
-/// Looks for valid records at any byte offset from `from` with an LSN at or after `lo`.
-fn scan_after(buf: &[u8], from: usize, lo: u64) -> After {
+/// Looks for valid records at any byte offset from `from` whose LSN could follow the clean
+/// end at `base`, where the record with LSN `lo` belongs: the records `lo..l` before a
+/// record `l` take at least a header each, so `l` lies within
+/// `lo..=lo + (offset - base) / RECORD_HEADER_LEN`. The upper bound also keeps the scan
+/// cheap: a look-alike header inside other bytes names a random LSN (almost never in the
+/// window), so its payload is not checksummed.
+fn scan_after(buf: &[u8], from: usize, lo: u64, base: usize) -> After {
     let (mut next, mut count, mut epoch) = (from, 0u64, false);
     // A `for` over the offsets, so the scan ends with the buffer whatever the bytes say;
     // a valid record's bytes are skipped (a payload that looks like a record is payload).
@@ -148,7 +161,8 @@ fn scan_after(buf: &[u8], from: usize, lo: u64) -> After {
         let Some(rest) = buf.get(off..) else {
             break;
         };
-        if let Some(h) = format::verify_record(rest, rest.len(), |l| l >= lo) {
+        let hi = lo.saturating_add((off.saturating_sub(base) / format::RECORD_HEADER_LEN) as u64);
+        if let Some(h) = format::verify_record(rest, rest.len(), |l| (lo..=hi).contains(&l)) {
             count += 1;
             epoch |= h.flags & format::FLAG_EPOCH_START != 0;
             next = off + h.framed_len();
@@ -281,8 +295,14 @@ pub(crate) fn recover(
         if expected.is_some_and(|e| e != first) {
             return Err(corrupted(0, "LSN gap between consecutive segments"));
         }
-        // Records are bounded by the segment, not by today's max_record_size.
-        let scan = scan_segment(&buf, first, header.recycled);
+        // Records are bounded by the segment, not by today's max_record_size. What follows
+        // the end matters unless this is a sealed segment ending where the next begins.
+        let continued =
+            |s: &SegmentScan| segs.get(i + 1).is_some_and(|n| n.first_lsn == s.next_lsn);
+        let mut scan = scan_segment(&buf, first, header.recycled, false);
+        if !continued(&scan) {
+            scan = scan_segment(&buf, first, header.recycled, true);
+        }
         report.segments += 1;
         report.records += scan.records;
         let damaged = scan.garbage_end > scan.end;
@@ -366,6 +386,7 @@ pub(crate) fn recover(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::RECORD_HEADER_LEN;
 
     fn record(lsn: u64, flags: u8, payload: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();
@@ -377,26 +398,34 @@ mod tests {
 
     #[test]
     fn scan_after_counts_records_not_look_alikes_inside_payloads() {
-        // Garbage, then record 7 whose payload is itself a valid epoch-starting record 8,
-        // then record 8 (not epoch-starting), then a stale record below `lo`.
+        // 120 bytes of garbage (room for records 5 and 6), then record 7 whose payload is
+        // itself a valid epoch-starting record 8, then record 8 (not epoch-starting), a
+        // stale record below `lo`, and one whose LSN is too far ahead to follow.
         let inner = record(8, format::FLAG_EPOCH_START, b"inner");
-        let mut buf = vec![0xABu8; 5];
+        let mut buf = vec![0xABu8; 120];
         buf.extend(record(7, 0, &inner));
         buf.extend(record(8, 0, b"after"));
         buf.extend(record(3, format::FLAG_EPOCH_START, b"stale"));
-        let r8 = 5 + record(7, 0, &inner).len();
+        let stale_end = buf.len();
+        buf.extend(record(1000, format::FLAG_EPOCH_START, b"far"));
+        let r8 = 120 + record(7, 0, &inner).len();
         let end8 = r8 + record(8, 0, b"after").len();
         let after = |count, epoch, last_end| After {
             count,
             epoch,
             last_end,
         };
-        assert_eq!(scan_after(&buf, 0, 5), after(2, false, end8));
+        assert_eq!(scan_after(&buf, 0, 5, 0), after(2, false, end8));
         // From inside the first record, its embedded look-alike is found like any bytes.
-        assert_eq!(scan_after(&buf, 6, 5), after(2, true, end8));
-        assert_eq!(scan_after(&buf, 0, 4), after(2, false, end8));
-        assert_eq!(scan_after(&buf, 0, 3), after(3, true, buf.len()));
-        assert_eq!(scan_after(&buf, buf.len(), 0), after(0, false, 0));
-        assert_eq!(scan_after(&buf, end8, 4), after(0, false, 0));
+        assert_eq!(scan_after(&buf, 121, 5, 0), after(2, true, end8));
+        assert_eq!(scan_after(&buf, 0, 4, 0), after(2, false, end8));
+        assert_eq!(scan_after(&buf, 0, 3, 0), after(3, true, stale_end));
+        assert_eq!(scan_after(&buf, buf.len(), 0, 0), after(0, false, 0));
+        assert_eq!(scan_after(&buf, end8, 4, 0), after(0, false, 0));
+        // Record 7 at 120 cannot follow a clean end at 101 with LSN 5 (no room for 5 and
+        // 6); record 8 at `r8` just can (three headers fit exactly), not one byte later.
+        assert_eq!(r8 - 101, 3 * RECORD_HEADER_LEN);
+        assert_eq!(scan_after(&buf, 0, 5, 101), after(1, false, end8));
+        assert_eq!(scan_after(&buf, 0, 5, 102), after(0, false, 0));
     }
 }

@@ -213,7 +213,7 @@ fn recycled_tail(d: &Path, batch: usize, one_batch: bool) -> (std::path::PathBuf
     let last = listing(d).segments.last().unwrap().clone();
     assert!(header(&last.path).recycled);
     let before = std::fs::read(&last.path).unwrap();
-    let start = scan_segment(&before, last.first_lsn, true).end as u64;
+    let start = scan_segment(&before, last.first_lsn, true, false).end as u64;
     let ps: Vec<Vec<u8>> = (0..batch).map(|i| vec![i as u8 + 1; 1000]).collect();
     if one_batch {
         let refs: Vec<&[u8]> = ps.iter().map(Vec::as_slice).collect();
