@@ -387,6 +387,10 @@ fn tolerant_mode_drops_segments_after_corruption_in_a_sealed_one() {
     let removed: Vec<_> = segs[1..].iter().map(|s| s.path.clone()).collect();
     assert_eq!(rep.removed_segments, removed);
     assert_eq!((rep.segments, rep.records, rep.next_lsn), (1, 2, 3));
+    // The valid records after the damaged third one are counted and cut with it.
+    let per_segment = segs[1].first_lsn - 1;
+    assert_eq!(rep.dropped_records, per_segment - 3);
+    assert_eq!(rep.dropped_bytes, (per_segment - 2) * 4024);
     assert!(removed.iter().all(|p| !p.exists()));
     assert_eq!(read_all(&wal).len(), 2);
     assert_eq!(wal.append(b"x").unwrap().wait().unwrap(), 3);
