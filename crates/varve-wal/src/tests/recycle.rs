@@ -172,6 +172,22 @@ fn spares_are_kept_only_while_older_than_the_log_and_within_the_allowed_number()
     assert_eq!(l.segments, segs[3..].to_vec());
     assert!(segs[..3].iter().all(|s| !s.path.exists()));
     check_records(&wal, n);
+    wal.truncate_before(u64::MAX).unwrap();
+    drop(wal);
+    // With every segment gone the log restarts at LSN 1, below any spare's records: no
+    // spare survives the open.
+    let wal = Wal::open(d.path(), small()).unwrap();
+    fill_to(&wal, &mut n, 3);
+    wal.truncate_before(listing(d.path()).segments[2].first_lsn)
+        .unwrap();
+    drop(wal);
+    assert_eq!(listing(d.path()).spares.len(), 2);
+    for s in listing(d.path()).segments {
+        std::fs::remove_file(s.path).unwrap();
+    }
+    let wal = Wal::open(d.path(), small()).unwrap();
+    assert!(listing(d.path()).spares.is_empty());
+    assert_eq!(wal.append(b"first").unwrap().wait().unwrap(), 1);
 }
 
 #[test]
