@@ -13,8 +13,10 @@
 //! pages was used, and halves whenever one of the reader's prefetched pages is evicted or
 //! invalidated unused. Pages live in a SIEVE-ordered map; when the arena's used bytes pass
 //! a little under its `min` (or an allocation finds it at `max`) unpinned pages are
-//! evicted. The prefetcher makes room before it allocates a window, and the margin under
-//! `min` leaves room for pages freed inside chunks that are not empty yet, so a streaming
+//! evicted; evicted pages are freed after the cache's lock is released, so a reader never
+//! waits for a prefetch worker's frees (and a reader spins briefly on a busy lock rather
+//! than sleeping on it). The prefetcher makes room before it allocates a window, and the
+//! margin under `min` leaves room for pages freed inside chunks that are not empty yet, so a streaming
 //! reader keeps the arena's held bytes at `min` and emptied chunks are reused, not unmapped
 //! and mapped (and faulted in) again. Only a re-reference marks a page visited for SIEVE:
 //! the first use of a prefetched page does not, so the hand evicts the pages a tailing
@@ -45,9 +47,12 @@ pub struct CacheConfig {
     pub prefetch: bool,
     /// Prefetch window of a newly sequential reader, in pages (default 4).
     pub initial_window: usize,
-    /// Largest prefetch window, in pages (default 256: 1 MiB of 4 KiB pages). A reader asks
+    /// Largest prefetch window, in pages (default 1024: 4 MiB of 4 KiB pages). A reader asks
     /// for more when about half a window is left ahead of it, so reads are about half this
-    /// size: large enough for an O_DIRECT read to stream (128 KiB reads do not).
+    /// size: large enough for an O_DIRECT read to stream (128 KiB reads do not), and far
+    /// enough ahead that a buffered read reaches the kernel's readahead marker early (with
+    /// 256 pages, a tailing reader caught up with the prefetcher about once per MiB on cold
+    /// data; with 1024 it does so mostly where the disk itself stalls).
     pub max_window: usize,
     /// Background prefetch threads (default 2: two reads in flight, which O_DIRECT reads
     /// need to keep a disk busy). At least 1.
@@ -65,7 +70,7 @@ impl Default for CacheConfig {
             class: PageClass::Large,
             prefetch: true,
             initial_window: 4,
-            max_window: 256,
+            max_window: 1024,
             prefetch_threads: 2,
             sequential_after: 2,
             wait_timeout: Duration::from_secs(5),
@@ -345,6 +350,11 @@ fn trim_target(min: u64) -> u64 {
     min - (min / 8).min(4 * crate::arena::CHUNK_BYTES)
 }
 
+/// Attempts a reader spins on a busy cache lock before it yields ([`Shared::lock_reader`]).
+const LOCK_SPINS: u32 = 64;
+/// Attempts a reader yields the CPU between, after spinning, before it blocks on the lock.
+const LOCK_YIELDS: u32 = 2000;
+
 /// Marks the manager poisoned if the prefetcher thread unwinds.
 struct PanicGuard<'a>(&'a Shared);
 
@@ -407,14 +417,54 @@ impl Shared {
         }
     }
 
-    /// Evicts while the arena's used bytes plus `reserve` (bytes about to be allocated)
-    /// are above [`trim_target`] of its `min`.
-    fn trim(&self, cache: &mut Cache, reserve: u64) {
+    /// Evicts while the arena's used bytes, less those of the pages evicted so far, plus
+    /// `reserve` (bytes about to be allocated) are above [`trim_target`] of its `min`.
+    ///
+    /// Returns the evicted pages instead of freeing them: the caller drops them after
+    /// releasing the cache's lock (and before allocating into the room they leave), so a
+    /// reader looking up its next page does not wait for a window's worth of frees. Each
+    /// evicted page was unpinned (only the cache held it), so dropping it frees its block.
+    #[must_use = "drop the evicted pages after releasing the cache's lock"]
+    fn trim(&self, cache: &mut Cache, reserve: u64) -> Vec<Entry> {
         let target = trim_target(self.arena.config().min_bytes());
-        while self.arena.used_bytes() + reserve > target {
-            if self.evict_one(cache).is_none() {
+        let used = self.arena.used_bytes();
+        let mut evicted = Vec::new();
+        let mut freed = 0u64;
+        while used.saturating_sub(freed) + reserve > target {
+            let Some(entry) = self.evict_one(cache) else {
                 break;
+            };
+            freed += entry.page.block.len() as u64;
+            evicted.push(entry);
+        }
+        evicted
+    }
+
+    /// The cache's lock for a reader: it tries a while (spinning, then yielding) before it
+    /// blocks. Workers hold the lock only for short bookkeeping, so it is usually free
+    /// again within microseconds, while a reader that sleeps on it waits for a wake-up
+    /// (tens of microseconds on a VM), which is a whole page of records.
+    fn lock_reader(&self) -> MutexGuard<'_, Cache> {
+        for _ in 0..LOCK_SPINS {
+            if let Some(guard) = self.try_lock() {
+                return guard;
             }
+            std::hint::spin_loop();
+        }
+        for _ in 0..LOCK_YIELDS {
+            if let Some(guard) = self.try_lock() {
+                return guard;
+            }
+            std::thread::yield_now();
+        }
+        self.lock()
+    }
+
+    fn try_lock(&self) -> Option<MutexGuard<'_, Cache>> {
+        match self.cache.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
         }
     }
 
@@ -425,7 +475,9 @@ impl Shared {
             match self.arena.try_alloc(self.config.class, 1) {
                 Ok(b) => return Ok(Some(b)),
                 Err(Error::Exhausted { .. }) => {
-                    if self.evict_one(&mut self.lock()).is_some() {
+                    let evicted = self.evict_one(&mut self.lock());
+                    if evicted.is_some() {
+                        drop(evicted); // frees its block, outside the cache's lock
                         continue;
                     }
                     if !wait {
@@ -465,7 +517,8 @@ impl Shared {
                 .room
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            self.trim(&mut self.lock(), want * ps);
+            let evicted = self.trim(&mut self.lock(), want * ps);
+            drop(evicted); // frees the room, outside the cache's lock
             let mut blocks: Vec<Block> = (0..want)
                 .map_while(|_| self.alloc_page(false).ok().flatten())
                 .collect();
@@ -476,29 +529,42 @@ impl Shared {
                 let mut bufs: Vec<&mut [u8]> = blocks.iter_mut().map(|b| &mut b[..]).collect();
                 self.source.read_vectored_at(file, start * ps, &mut bufs)
             };
-            let mut cache = self.lock();
+            // The pages are built before the lock is taken; under it, only the map changes.
+            let mut loaded: Vec<Arc<Page>> = Vec::new();
             if let (Ok(n), Some(len)) = (read, len) {
                 // Only bytes below the length seen before the read are trusted.
                 let n = (n as u64).min(len.saturating_sub(start * ps));
                 let full_or_partial = n.div_ceil(ps) as usize;
-                for (k, block) in (0u64..).zip(blocks).take(full_or_partial) {
-                    let key = (file, start + k);
-                    cache.pending.remove(&key);
-                    if cache.pages.peek_mut(&key).is_some() {
-                        continue; // a reader loaded it meanwhile
-                    }
-                    let valid = (n - k * ps).min(ps) as usize;
-                    cache.pages.insert(
-                        key,
-                        Entry {
-                            page: Arc::new(Page { block, valid }),
-                            prefetched_for: Some(reader),
-                        },
-                    );
-                    bump(&self.counters.prefetched);
-                }
+                loaded = (0u64..)
+                    .zip(blocks)
+                    .take(full_or_partial)
+                    .map(|(k, block)| {
+                        let valid = (n - k * ps).min(ps) as usize;
+                        Arc::new(Page { block, valid })
+                    })
+                    .collect();
             }
-            self.trim(&mut cache, 0);
+            let mut cache = self.lock();
+            let mut unused = Vec::new();
+            for (k, page) in (0u64..).zip(loaded) {
+                let key = (file, start + k);
+                cache.pending.remove(&key);
+                if cache.pages.peek_mut(&key).is_some() {
+                    unused.push(page); // a reader loaded it meanwhile
+                    continue;
+                }
+                cache.pages.insert(
+                    key,
+                    Entry {
+                        page,
+                        prefetched_for: Some(reader),
+                    },
+                );
+                bump(&self.counters.prefetched);
+            }
+            let evicted = self.trim(&mut cache, 0);
+            drop(cache);
+            drop((evicted, unused)); // freed outside the cache's lock
             self.loaded.notify_all();
         }
         // Whatever could not be loaded (end of file, no memory, a failed read) is no
@@ -736,7 +802,7 @@ impl TailReader {
             };
             self.last_page = Some(idx);
         }
-        let mut cache = shared.lock();
+        let mut cache = shared.lock_reader();
         if cache.wasted.remove(&self.id) {
             self.window = (self.window / 2).max(1);
             self.used_in_window = 0;
@@ -832,7 +898,9 @@ impl TailReader {
             ) {
                 shared.note_dropped(&mut cache, &old);
             }
-            shared.trim(&mut cache, 0);
+            let evicted = shared.trim(&mut cache, 0);
+            drop(cache);
+            drop(evicted); // freed outside the cache's lock
         }
         if new_page {
             self.maybe_prefetch(idx);
@@ -855,7 +923,7 @@ impl TailReader {
         let end = idx + 1 + self.window as u64;
         self.prefetched_until = end;
         let pages: Vec<u64> = {
-            let mut cache = self.shared.lock();
+            let mut cache = self.shared.lock_reader();
             (from..end)
                 .filter(|&p| {
                     let key = (self.file, p);
@@ -930,6 +998,32 @@ mod tests {
             0,
             "dropping the manager frees every page"
         );
+    }
+
+    #[test]
+    fn reader_lock_takes_a_free_or_poisoned_lock_and_reports_a_busy_one() {
+        let arena = Arena::new(ArenaConfig::with_limits(0, CHUNK_BYTES).unwrap());
+        let m =
+            CacheManager::new(Arc::new(FileSource::new()), arena, CacheConfig::default()).unwrap();
+        let shared = &m.shared;
+        assert!(shared.try_lock().is_some(), "a free lock is taken");
+        let held = shared.lock();
+        assert!(shared.try_lock().is_none(), "a held lock is reported busy");
+        drop(held);
+        assert_eq!(shared.lock_reader().pages.len(), 0);
+        // A panic while holding the lock poisons it; readers keep going.
+        let poisoner = Arc::clone(shared);
+        let _ = std::thread::spawn(move || {
+            let _guard = poisoner.lock();
+            panic!("poison the cache lock");
+        })
+        .join();
+        assert!(shared.cache.is_poisoned());
+        assert!(
+            shared.try_lock().is_some(),
+            "a poisoned lock is still taken"
+        );
+        assert_eq!(shared.lock_reader().pending.len(), 0);
     }
 
     #[test]
