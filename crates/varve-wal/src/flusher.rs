@@ -57,6 +57,13 @@ pub(crate) struct Flusher {
 /// throughput, and 4 MiB or more made the stalls several milliseconds long.
 pub(crate) const ZERO_AHEAD: u64 = 256 << 10;
 
+/// How far ahead a lone writer's group writes zeros (a group of one ticket after a group
+/// of at most one). Its stall delays only that writer, so fewer, longer stalls are better
+/// for it: with 4 KiB records, one append in 256 instead of one in 64. Measured with 4 KiB
+/// records, the lone writer's p99 went from 0.4-0.5x to 0.84-0.88x of raw appends into a
+/// pre-zeroed file.
+pub(crate) const ZERO_AHEAD_ALONE: u64 = 1 << 20;
+
 /// A growing group stops waiting after this long without a new arrival.
 const GROW_STEP: Duration = Duration::from_micros(200);
 
@@ -188,8 +195,13 @@ impl Flusher {
         let end = self.write_off + len as u64;
         // A small group entering unwritten space also writes zeros ahead of itself; a
         // large one pays the extent conversion once for many records.
+        let ahead = if self.tickets.len() == 1 && self.prev_group_entries <= 1 {
+            ZERO_AHEAD_ALONE
+        } else {
+            ZERO_AHEAD
+        };
         let pad_to = if end > self.zeroed_upto && (len as u64) < ZERO_AHEAD / 4 {
-            (end + ZERO_AHEAD).min(self.seg_len)
+            (end + ahead).min(self.seg_len)
         } else {
             end
         };

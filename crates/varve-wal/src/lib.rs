@@ -44,9 +44,10 @@
 //! `append` blocks and `try_append` returns [`Error::Backpressure`]. Appenders frame their
 //! records into pooled buffers that the flusher hands back after copying them into its one
 //! reused group buffer. Segments are preallocated with `fallocate`; a small group that
-//! enters never-written space also writes zeros ahead of itself (256 KiB), so the syncs of
-//! the groups that follow are plain data syncs rather than extent conversions (which cost
-//! several times more on ext4 and XFS). A log that is truncated behind a checkpoint
+//! enters never-written space also writes zeros ahead of itself (256 KiB, or 1 MiB for a
+//! lone writer, whose stall delays nobody else), so the syncs of the groups that follow
+//! are plain data syncs rather than extent conversions (which cost several times more on
+//! ext4 and XFS). A log that is truncated behind a checkpoint
 //! ([`Wal::truncate_before`]) keeps up to [`Options::recycle_segments`] truncated segments
 //! as spares and starts new segments in their files: every block is already written, so
 //! nothing is zeroed ahead and no sync pays an extent conversion, and the disk writes each

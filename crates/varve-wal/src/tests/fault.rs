@@ -337,16 +337,17 @@ fn poisoning_wakes_a_reader_asleep_in_wait_for() {
 
 #[test]
 fn small_groups_write_zeros_ahead_once_large_ones_never_and_never_past_the_segment() {
-    use crate::flusher::ZERO_AHEAD;
+    use crate::flusher::{ZERO_AHEAD, ZERO_AHEAD_ALONE};
     use crate::format::{RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
-    let seg = 3 * ZERO_AHEAD;
+    let seg = 3 * ZERO_AHEAD_ALONE;
     let d = tempfile::tempdir().unwrap();
     let (storage, plan) = FaultyStorage::create();
     let opts = small().segment_size(seg);
     let wal = Wal::open_with(d.path(), opts, storage).unwrap();
     let h = SEGMENT_HEADER_LEN as u64;
     let rec = |n: usize| (RECORD_HEADER_LEN + n) as u64;
-    // A small group entering unwritten space writes ZERO_AHEAD zeros past itself.
+    // A lone writer's small group entering unwritten space writes ZERO_AHEAD_ALONE zeros
+    // past itself.
     wal.append(b"x").unwrap().wait().unwrap();
     // The next small ones land in zeroed space: no padding.
     wal.append(b"yy").unwrap().wait().unwrap();
@@ -354,12 +355,12 @@ fn small_groups_write_zeros_ahead_once_large_ones_never_and_never_past_the_segme
     assert_eq!(
         plan.write_log(),
         vec![
-            (h, (rec(1) + ZERO_AHEAD) as usize),
+            (h, (rec(1) + ZERO_AHEAD_ALONE) as usize),
             (h + rec(1), rec(2) as usize)
         ]
     );
     // Fill to exactly the zeroed end with small records: still no padding.
-    let zeroed = h + rec(1) + ZERO_AHEAD;
+    let zeroed = h + rec(1) + ZERO_AHEAD_ALONE;
     let payload = vec![1u8; 8000];
     while off + rec(8000) <= zeroed {
         wal.append(&payload).unwrap().wait().unwrap();
@@ -389,11 +390,11 @@ fn small_groups_write_zeros_ahead_once_large_ones_never_and_never_past_the_segme
     wal.append(b"z").unwrap().wait().unwrap();
     assert_eq!(
         plan.write_log()[n0..],
-        [(off, (rec(1) + ZERO_AHEAD) as usize)]
+        [(off, (rec(1) + ZERO_AHEAD_ALONE) as usize)]
     );
     off += rec(1);
     let n0 = plan.write_log().len();
-    while off + ZERO_AHEAD / 2 < seg {
+    while off + ZERO_AHEAD_ALONE / 2 < seg {
         wal.append(&payload).unwrap().wait().unwrap();
         off += rec(8000);
     }
@@ -402,6 +403,77 @@ fn small_groups_write_zeros_ahead_once_large_ones_never_and_never_past_the_segme
     assert_eq!(padded.len(), 1, "{padded:?}");
     assert_eq!(padded[0].0 + padded[0].1 as u64, seg);
     assert!(log.iter().all(|&(o, n)| o + n as u64 <= seg));
+}
+
+#[test]
+fn groups_of_several_writers_and_the_one_after_them_write_the_short_zeros_ahead() {
+    use crate::flusher::{ZERO_AHEAD, ZERO_AHEAD_ALONE};
+    use crate::format::{RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+    let d = tempfile::tempdir().unwrap();
+    let (storage, plan) = FaultyStorage::create();
+    let opts = small().segment_size(4 * ZERO_AHEAD_ALONE);
+    let wal = Wal::open_with(d.path(), opts, storage).unwrap();
+    let rec = |n: usize| (RECORD_HEADER_LEN + n) as u64;
+    wal.append(b"x").unwrap().wait().unwrap();
+    let mut off = SEGMENT_HEADER_LEN as u64 + rec(1);
+    let mut zeroed = off + ZERO_AHEAD_ALONE;
+    // Lone appends until at most one largest record is left before the zeroed end.
+    let fill_until_one_left = |off: &mut u64, zeroed: u64| {
+        while zeroed - *off > rec(8192) {
+            wal.append(&[4u8; 8000]).unwrap().wait().unwrap();
+            *off += rec(8000);
+        }
+    };
+    fill_until_one_left(&mut off, zeroed);
+    // Held: the record ending exactly at the zeroed end is being written while two more
+    // writers queue; those two form the next group, which enters unwritten space.
+    plan.hold_writes(true);
+    let last = wal
+        .append(&vec![5u8; (zeroed - off - rec(0)) as usize])
+        .unwrap();
+    plan.wait_for_held_write();
+    let two = [wal.append(b"y").unwrap(), wal.append(b"z").unwrap()];
+    plan.hold_writes(false);
+    last.wait().unwrap();
+    for t in two {
+        t.wait().unwrap();
+    }
+    let log = plan.write_log();
+    assert_eq!(
+        log[log.len() - 2..],
+        [
+            (off, (zeroed - off) as usize),
+            (zeroed, (2 * rec(1) + ZERO_AHEAD) as usize)
+        ]
+    );
+    off = zeroed + 2 * rec(1);
+    zeroed = off + ZERO_AHEAD;
+    // A lone writer's group right after a group of two is not yet "alone": short zeros.
+    fill_until_one_left(&mut off, zeroed);
+    plan.hold_writes(true);
+    let first = wal.append(b"a").unwrap();
+    plan.wait_for_held_write();
+    let rest = zeroed - off - rec(1);
+    let pair = [
+        wal.append(&vec![6u8; 100]).unwrap(),
+        wal.append(&vec![7u8; (rest - rec(100) - rec(0)) as usize])
+            .unwrap(),
+    ];
+    plan.hold_writes(false);
+    first.wait().unwrap();
+    for t in pair {
+        t.wait().unwrap();
+    }
+    wal.append(b"b").unwrap().wait().unwrap();
+    let log = plan.write_log();
+    assert_eq!(
+        log[log.len() - 3..],
+        [
+            (off, rec(1) as usize),
+            (off + rec(1), rest as usize),
+            (zeroed, (rec(1) + ZERO_AHEAD) as usize)
+        ]
+    );
 }
 
 #[test]
