@@ -455,7 +455,7 @@ fn groups_of_several_writers_and_the_one_after_them_write_the_short_zeros_ahead(
     plan.wait_for_held_write();
     let rest = zeroed - off - rec(1);
     let pair = [
-        wal.append(&vec![6u8; 100]).unwrap(),
+        wal.append(&[6u8; 100]).unwrap(),
         wal.append(&vec![7u8; (rest - rec(100) - rec(0)) as usize])
             .unwrap(),
     ];
