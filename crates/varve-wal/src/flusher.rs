@@ -67,6 +67,12 @@ pub(crate) const ZERO_AHEAD_ALONE: u64 = 1 << 20;
 /// A growing group stops waiting after this long without a new arrival.
 const GROW_STEP: Duration = Duration::from_micros(200);
 
+/// What the group buffer shrinks to after a group that made it grow past four times the
+/// larger of `group_bytes` and 1 MiB (a huge batch): `group_bytes`; `None` keeps it.
+fn shrunk_capacity(capacity: usize, group_bytes: usize) -> Option<usize> {
+    (capacity > 4 * group_bytes.max(1 << 20)).then_some(group_bytes)
+}
+
 fn write_all(seg: &mut dyn SegmentFile, mut buf: &[u8], mut off: u64) -> io::Result<()> {
     while !buf.is_empty() {
         match seg.write_at(buf, off) {
@@ -219,8 +225,8 @@ impl Flusher {
         }
         self.prev_group_entries = self.tickets.len();
         self.group.clear();
-        if self.group.capacity() > 4 * self.shared.opts.group_bytes.max(1 << 20) {
-            self.group.shrink_to(self.shared.opts.group_bytes);
+        if let Some(cap) = shrunk_capacity(self.group.capacity(), self.shared.opts.group_bytes) {
+            self.group.shrink_to(cap);
         }
         self.shared.publish(self.next_lsn - 1);
         for t in self.tickets.drain(..) {
@@ -347,5 +353,22 @@ impl Flusher {
             }
             self.shared.flusher_sleeping.store(false, Ordering::SeqCst);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shrunk_capacity;
+
+    #[test]
+    fn the_group_buffer_shrinks_only_past_four_times_the_larger_of_group_bytes_and_1_mib() {
+        const MIB: usize = 1 << 20;
+        assert_eq!(shrunk_capacity(4 * MIB, MIB), None);
+        assert_eq!(shrunk_capacity(4 * MIB + 1, MIB), Some(MIB));
+        assert_eq!(shrunk_capacity(8 * MIB, 2 * MIB), None);
+        assert_eq!(shrunk_capacity(8 * MIB + 1, 2 * MIB), Some(2 * MIB));
+        // Small group_bytes: the bound is still four times 1 MiB.
+        assert_eq!(shrunk_capacity(4 * MIB, 64 << 10), None);
+        assert_eq!(shrunk_capacity(4 * MIB + 1, 64 << 10), Some(64 << 10));
     }
 }
