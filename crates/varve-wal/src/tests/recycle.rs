@@ -38,6 +38,13 @@ fn fill_to(wal: &Wal, n: &mut u64, segments: usize) {
     }
 }
 
+/// Fills the log to three segments and truncates the first two, which become spares.
+fn two_spares(wal: &Wal, n: &mut u64) {
+    fill_to(wal, n, 3);
+    wal.truncate_before(listing(wal.dir()).segments[2].first_lsn)
+        .unwrap();
+}
+
 fn check_records(wal: &Wal, last: u64) {
     let all = read_all(wal);
     assert_eq!(all.len() as u64, last + 1 - wal.first_lsn());
@@ -111,9 +118,7 @@ fn a_recycled_segment_is_written_without_zeros_ahead() {
     let (storage, plan) = FaultyStorage::create();
     let wal = Wal::open_with(d.path(), small(), storage).unwrap();
     let mut n = 0;
-    fill_to(&wal, &mut n, 3);
-    wal.truncate_before(listing(d.path()).segments[2].first_lsn)
-        .unwrap();
+    two_spares(&wal, &mut n);
     let framed = RECORD_HEADER_LEN + 3000;
     // The rollover into the spare, then small groups: exactly their own bytes each.
     fill_to(&wal, &mut n, 2);
@@ -177,9 +182,7 @@ fn spares_are_kept_only_while_older_than_the_log_and_within_the_allowed_number()
     // With every segment gone the log restarts at LSN 1, below any spare's records: no
     // spare survives the open.
     let wal = Wal::open(d.path(), small()).unwrap();
-    fill_to(&wal, &mut n, 3);
-    wal.truncate_before(listing(d.path()).segments[2].first_lsn)
-        .unwrap();
+    two_spares(&wal, &mut n);
     drop(wal);
     assert_eq!(listing(d.path()).spares.len(), 2);
     for s in listing(d.path()).segments {
@@ -195,9 +198,7 @@ fn a_spare_of_another_size_is_deleted_instead_of_reused() {
     let d = tempfile::tempdir().unwrap();
     let wal = Wal::open(d.path(), small()).unwrap();
     let mut n = 0;
-    fill_to(&wal, &mut n, 3);
-    wal.truncate_before(listing(d.path()).segments[2].first_lsn)
-        .unwrap();
+    two_spares(&wal, &mut n);
     drop(wal);
     assert_eq!(listing(d.path()).spares.len(), 2);
     // Segments are larger now: neither 64 KiB spare can serve one.
@@ -218,9 +219,7 @@ fn a_spare_of_another_size_is_deleted_instead_of_reused() {
 fn recycled_tail(d: &Path, batch: usize, one_batch: bool) -> (std::path::PathBuf, u64, u64, u64) {
     let wal = Wal::open(d, small()).unwrap();
     let mut n = 0;
-    fill_to(&wal, &mut n, 3);
-    wal.truncate_before(listing(d).segments[2].first_lsn)
-        .unwrap();
+    two_spares(&wal, &mut n);
     fill_to(&wal, &mut n, 2);
     for _ in 0..3 {
         n += 1;
@@ -365,9 +364,7 @@ fn a_vanished_spare_is_skipped_but_a_failed_reuse_poisons() {
     let (storage, plan) = FaultyStorage::create();
     let wal = Wal::open_with(d.path(), small(), storage).unwrap();
     let mut n = 0;
-    fill_to(&wal, &mut n, 3);
-    wal.truncate_before(listing(d.path()).segments[2].first_lsn)
-        .unwrap();
+    two_spares(&wal, &mut n);
     // Both spares deleted behind the WAL's back: the rollover finds them gone (not an
     // error) and creates a fresh segment.
     for (_, p) in listing(d.path()).spares {
