@@ -45,7 +45,7 @@ pub(crate) struct Flusher {
 
 /// How far ahead of a small group the flusher writes zeros. On ext4 and XFS a sync after
 /// writing into preallocated-but-unwritten blocks must also commit the extent conversion
-/// (a journal commit: about 1.7x the cost of a plain data sync on the reference VM);
+/// (a metadata write: 1.7-2.3x the cost of a plain data sync on the reference VM);
 /// writing zeros ahead once per this many bytes makes the syncs of the small groups that
 /// follow plain data syncs.
 ///
@@ -60,8 +60,8 @@ pub(crate) const ZERO_AHEAD: u64 = 256 << 10;
 /// How far ahead a lone writer's group writes zeros (a group of one ticket after a group
 /// of at most one). Its stall delays only that writer, so fewer, longer stalls are better
 /// for it: with 4 KiB records, one append in 256 instead of one in 64. Measured with 4 KiB
-/// records, the lone writer's p99 went from 0.4-0.5x to 0.84-0.88x of raw appends into a
-/// pre-zeroed file.
+/// records, the lone writer's p99 went from 0.39-0.49x to 0.71-0.91x (three runs) of raw
+/// appends into a pre-zeroed file.
 pub(crate) const ZERO_AHEAD_ALONE: u64 = 1 << 20;
 
 /// A growing group stops waiting after this long without a new arrival.

@@ -196,7 +196,7 @@ impl Options {
     /// one syncs. Waiting pays only when a sync is much slower than the writers' turnaround
     /// (the time for woken writers to append again). Measured on 2 vCPUs with an 80-100 µs
     /// `fdatasync`, a 10 ms interval (the group waited about 70 µs, as long as a sync) gave
-    /// 0.7-0.9x the durable appends per second of no wait at 16 and 64 writer threads, with
+    /// 0.7-0.95x the durable appends per second of no wait at 16 and 64 writer threads, with
     /// a higher p99. It may pay on disks whose syncs take far longer than that turnaround:
     /// measure before setting it.
     pub fn group_interval(mut self, d: Duration) -> Self {

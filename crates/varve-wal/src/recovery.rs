@@ -355,19 +355,15 @@ pub(crate) fn recover(
     // still write: it must predate every segment (with no segment the log restarts at its
     // first LSN). The newest `max_spares` of those are kept.
     let oldest_kept = segs.first().map(|s| s.first_lsn);
-    let usable = spares
-        .iter()
-        .filter(|(old_first, _)| oldest_kept.is_some_and(|f| *old_first < f))
-        .count();
-    let mut kept = Vec::new();
-    for (i, (old_first, path)) in spares.into_iter().enumerate() {
-        if oldest_kept.is_some_and(|f| old_first < f) && i + max_spares >= usable {
-            kept.push(path);
-        } else {
-            std::fs::remove_file(&path)?;
-            removed_any = true;
-        }
+    let (mut kept, unusable): (Vec<_>, Vec<_>) = spares
+        .into_iter()
+        .partition(|(old_first, _)| oldest_kept.is_some_and(|f| *old_first < f));
+    let surplus = kept.len().saturating_sub(max_spares);
+    for (_, path) in unusable.into_iter().chain(kept.drain(..surplus)) {
+        std::fs::remove_file(&path)?;
+        removed_any = true;
     }
+    let kept: Vec<PathBuf> = kept.into_iter().map(|(_, path)| path).collect();
     if removed_any {
         storage.sync_dir(dir)?;
     }
