@@ -73,6 +73,13 @@ fn shrunk_capacity(capacity: usize, group_bytes: usize) -> Option<usize> {
     (capacity > 4 * group_bytes.max(1 << 20)).then_some(group_bytes)
 }
 
+/// Whether a group may wait for peers before it is written ([`Flusher::grow`]). Only under
+/// `SyncMode::Always`, where every group pays a sync of its own; in the other modes a group
+/// is just a write, and a write is cheap to repeat.
+fn groups_wait(mode: SyncMode) -> bool {
+    mode == SyncMode::Always
+}
+
 fn write_all(seg: &mut dyn SegmentFile, mut buf: &[u8], mut off: u64) -> io::Result<()> {
     while !buf.is_empty() {
         match seg.write_at(buf, off) {
@@ -113,7 +120,7 @@ impl Flusher {
                 self.idle()?;
                 continue;
             }
-            if self.shared.opts.sync_mode == SyncMode::Always {
+            if groups_wait(self.shared.opts.sync_mode) {
                 self.grow();
             }
             self.commit_group()?;
@@ -358,7 +365,16 @@ impl Flusher {
 
 #[cfg(test)]
 mod tests {
-    use super::shrunk_capacity;
+    use super::{groups_wait, shrunk_capacity};
+    use crate::SyncMode;
+    use std::time::Duration;
+
+    #[test]
+    fn only_groups_synced_on_their_own_wait_for_peers() {
+        assert!(groups_wait(SyncMode::Always));
+        assert!(!groups_wait(SyncMode::Interval(Duration::from_millis(5))));
+        assert!(!groups_wait(SyncMode::Never));
+    }
 
     #[test]
     fn the_group_buffer_shrinks_only_past_four_times_the_larger_of_group_bytes_and_1_mib() {
