@@ -64,9 +64,6 @@ pub(crate) const ZERO_AHEAD: u64 = 256 << 10;
 /// appends into a pre-zeroed file.
 pub(crate) const ZERO_AHEAD_ALONE: u64 = 1 << 20;
 
-/// A growing group stops waiting after this long without a new arrival.
-const GROW_STEP: Duration = Duration::from_micros(200);
-
 /// What the group buffer shrinks to after a group that made it grow past four times the
 /// larger of `group_bytes` and 1 MiB (a huge batch): `group_bytes`; `None` keeps it.
 fn shrunk_capacity(capacity: usize, group_bytes: usize) -> Option<usize> {
@@ -176,15 +173,12 @@ impl Flusher {
     }
 
     /// Lets a group smaller than the previous one wait a little for its peers: while they
-    /// keep arriving (a quiet [`GROW_STEP`] ends the wait), never longer than the last
+    /// keep arriving (a quiet `grow_step`, 200 µs, ends the wait), never longer than the last
     /// sync took nor the configured interval.
     fn grow(&mut self) {
         let bound = self.shared.opts.group_interval.min(self.last_sync_dur);
         let deadline = Instant::now() + bound;
-        while self.tickets.len() < self.prev_group_entries
-            && self.group.len() < self.shared.opts.group_bytes
-            && self.carry.is_none()
-        {
+        while self.tickets.len() < self.prev_group_entries && self.room_to_grow() {
             let now = Instant::now();
             if now >= deadline {
                 break;
@@ -193,7 +187,7 @@ impl Flusher {
             self.shared.flusher_sleeping.store(true, Ordering::SeqCst);
             fence(Ordering::SeqCst);
             if self.shared.queue.is_empty() {
-                std::thread::park_timeout((deadline - now).min(GROW_STEP));
+                std::thread::park_timeout((deadline - now).min(self.shared.opts.grow_step));
             }
             self.shared.flusher_sleeping.store(false, Ordering::SeqCst);
             self.fill();
@@ -201,6 +195,13 @@ impl Flusher {
                 break;
             }
         }
+    }
+
+    /// Whether `fill` could still add to the group: it is below the byte threshold and no
+    /// entry waits for the next segment. (When not, `fill` adds nothing and the growth loop
+    /// ends on its next pass anyway; checking first saves that pass's wait.)
+    fn room_to_grow(&self) -> bool {
+        self.group.len() < self.shared.opts.group_bytes && self.carry.is_none()
     }
 
     fn commit_group(&mut self) -> io::Result<()> {

@@ -159,6 +159,9 @@ pub struct Options {
     recovery_mode: RecoveryMode,
     wait_yield: Duration,
     recycle_segments: usize,
+    /// A growing group stops waiting after this long without a new arrival (200 µs; tests
+    /// lengthen it so arrivals they space out by milliseconds still count as peers).
+    grow_step: Duration,
 }
 
 impl Default for Options {
@@ -173,6 +176,7 @@ impl Default for Options {
             recovery_mode: RecoveryMode::Strict,
             wait_yield: Duration::from_micros(500),
             recycle_segments: 2,
+            grow_step: Duration::from_micros(200),
         }
     }
 }
@@ -512,6 +516,27 @@ impl Wal {
     /// errors of the recovery rules (crate docs) on a damaged log.
     pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Wal> {
         Self::open_with(dir.as_ref(), opts, Arc::new(FsStorage))
+    }
+
+    /// CPU time the flusher thread has used so far (tests: an idle flusher must sleep).
+    #[cfg(test)]
+    pub(crate) fn flusher_cpu_time(&self) -> Duration {
+        use std::os::unix::thread::JoinHandleExt as _;
+        let Some(h) = self.flusher.as_ref() else {
+            return Duration::ZERO;
+        };
+        let mut clock: libc::clockid_t = 0;
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: the thread is alive (joined only on drop) and both out-pointers are valid.
+        let ok = unsafe {
+            libc::pthread_getcpuclockid(h.as_pthread_t(), &mut clock) == 0
+                && libc::clock_gettime(clock, &mut ts) == 0
+        };
+        assert!(ok, "cannot read the flusher's CPU clock");
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
     }
 
     pub(crate) fn open_with(dir: &Path, opts: Options, storage: Arc<dyn Storage>) -> Result<Wal> {

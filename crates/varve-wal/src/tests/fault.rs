@@ -2,7 +2,7 @@
 
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use super::{read_all, small};
@@ -27,6 +27,8 @@ pub(crate) struct Plan {
     /// The next this many writes fail with EINTR.
     interrupts: AtomicUsize,
     sync_attempts_after_failure: AtomicUsize,
+    /// Every successful sync first sleeps this many milliseconds (a slow disk).
+    pub(crate) sync_delay_ms: AtomicU64,
     /// (offset, length) of every write attempted.
     log: Mutex<Vec<(u64, usize)>>,
     held: Mutex<(bool, bool)>, // (hold writes, a write is waiting)
@@ -134,6 +136,10 @@ impl SegmentFile for FaultySegment {
                 .sync_attempts_after_failure
                 .fetch_add(1, Ordering::SeqCst);
             return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        let delay = self.plan.sync_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(delay));
         }
         self.plan.syncs.fetch_add(1, Ordering::SeqCst);
         self.inner.sync_data()
@@ -607,4 +613,88 @@ fn interval_mode_syncs_each_group_once_the_interval_has_passed() {
     // Groups: the held one, then 3 + 3 + 1 records queued behind it: one sync each.
     assert_eq!(plan.syncs() - syncs_before, 4);
     assert_eq!(read_all(&wal).len(), 8);
+}
+
+/// With a group interval, a group smaller than the previous one waits for its peers while
+/// they keep arriving, and stops waiting as soon as it is as large as the previous one.
+#[test]
+fn a_smaller_group_waits_for_peers_while_they_keep_arriving() {
+    use std::thread::sleep;
+    use std::time::Duration;
+    let d = tempfile::tempdir().unwrap();
+    let (storage, plan) = FaultyStorage::create();
+    let mut opts = small().group_interval(Duration::from_secs(10));
+    // Arrivals 10 ms apart are peers; a group waits at most one sync (150 ms below).
+    opts.grow_step = Duration::from_millis(100);
+    let wal = Wal::open_with(d.path(), opts, storage).unwrap();
+    // A group of five: the first append is held in its write while five more queue.
+    plan.hold_writes(true);
+    let first = wal.append(b"first").unwrap();
+    plan.wait_for_held_write();
+    let five: Vec<_> = (0..5)
+        .map(|_| wal.try_append(&[7u8; 100]).unwrap())
+        .collect();
+    plan.sync_delay_ms.store(150, Ordering::SeqCst);
+    plan.hold_writes(false);
+    first.wait().unwrap();
+    for t in five {
+        t.wait().unwrap();
+    }
+    let base = plan.write_log().len();
+    // Five peers 10 ms apart form one group...
+    let mut tickets = Vec::new();
+    for _ in 0..5 {
+        tickets.push(wal.try_append(&[8u8; 100]).unwrap());
+        sleep(Duration::from_millis(10));
+    }
+    // ...which does not wait past its fifth: a sixth 50 ms later has a group of its own.
+    sleep(Duration::from_millis(40));
+    tickets.push(wal.try_append(&[9u8; 100]).unwrap());
+    let lsns: Vec<u64> = tickets.into_iter().map(|t| t.wait().unwrap()).collect();
+    assert_eq!(lsns, (7..=12).collect::<Vec<u64>>());
+    let log = plan.write_log()[base..].to_vec();
+    assert_eq!(log.len(), 2, "writes (offset, len): {log:?}");
+    assert_eq!(log[1].0 - log[0].0, 5 * (24 + 100), "{log:?}");
+}
+
+/// An idle flusher sleeps, and so does a poisoned one: neither spins on the CPU.
+#[test]
+fn idle_and_poisoned_flushers_sleep() {
+    use std::time::Duration;
+    let d = tempfile::tempdir().unwrap();
+    let (storage, plan) = FaultyStorage::create();
+    let wal = Wal::open_with(d.path(), small(), storage).unwrap();
+    wal.append(b"x").unwrap().wait().unwrap();
+    for state in ["idle", "poisoned"] {
+        if state == "poisoned" {
+            plan.fail_sync.store(true, Ordering::SeqCst);
+            assert_poisoned(wal.append(b"y").unwrap().wait(), libc::EIO);
+        }
+        let before = wal.flusher_cpu_time();
+        std::thread::sleep(Duration::from_millis(200));
+        let used = wal.flusher_cpu_time() - before;
+        assert!(
+            used < Duration::from_millis(20),
+            "{state} flusher used {used:?}"
+        );
+    }
+}
+
+/// `SyncMode::Interval(d)`: a write made `s` after the last sync is synced `d - s` later,
+/// not `d` after the write.
+#[test]
+fn interval_mode_syncs_one_interval_after_the_last_sync() {
+    use std::time::Duration;
+    let d = tempfile::tempdir().unwrap();
+    let (storage, plan) = FaultyStorage::create();
+    let opts = small().sync_mode(crate::SyncMode::Interval(Duration::from_millis(400)));
+    let wal = Wal::open_with(d.path(), opts, storage).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = plan.syncs();
+    // Acknowledged when written: the last sync (at open) was 300 ms ago.
+    wal.append(b"x").unwrap().wait().unwrap();
+    assert_eq!(plan.syncs(), before);
+    // Due 100 ms from now; 400 ms from now would be one interval after the write.
+    std::thread::sleep(Duration::from_millis(250));
+    assert_eq!(plan.syncs(), before + 1);
 }
