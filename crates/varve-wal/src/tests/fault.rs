@@ -687,14 +687,14 @@ fn interval_mode_syncs_one_interval_after_the_last_sync() {
     use std::time::Duration;
     let d = tempfile::tempdir().unwrap();
     let (storage, plan) = FaultyStorage::create();
-    let opts = small().sync_mode(crate::SyncMode::Interval(Duration::from_millis(400)));
+    let opts = small().sync_mode(crate::SyncMode::Interval(Duration::from_millis(600)));
     let wal = Wal::open_with(d.path(), opts, storage).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let before = plan.syncs();
     // Acknowledged when written: the last sync (at open) was 300 ms ago.
     wal.append(b"x").unwrap().wait().unwrap();
     assert_eq!(plan.syncs(), before);
-    // Due 100 ms from now; 400 ms from now would be one interval after the write.
-    std::thread::sleep(Duration::from_millis(250));
+    // Due 300 ms from now; 600 ms from now would be one interval after the write.
+    std::thread::sleep(Duration::from_millis(450));
     assert_eq!(plan.syncs(), before + 1);
 }
