@@ -734,7 +734,7 @@ impl TailReader {
         })? {
             return Ok(false);
         }
-        if !framing.verify(header, &rec.bytes[hlen..]) {
+        if !framing.verify_framed(&mut rec.bytes, hlen) {
             rec.bytes.clear();
             return Err(corrupted("checksum mismatch"));
         }
