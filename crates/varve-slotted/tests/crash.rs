@@ -244,7 +244,7 @@ fn panic_at(point: &'static str, nth: u64) {
         "a panicked writer must refuse writes"
     );
     drop(store);
-    let store = Store::open(dir.path(), opts()).unwrap();
+    let store = reopen(dir.path());
     check(&store, &flushed, |id| {
         since_flush
             .iter()
@@ -281,6 +281,23 @@ fn panic_between_pointer_flush_and_frees() {
 
 /// A scratch directory on tmpfs when there is one (fsync is free there, so the suite stays
 /// fast enough for mutation testing; mapping and page-cache behaviour are the same).
+/// Reopens a store this process has just closed. The test that SIGKILLs children runs in
+/// this same binary: a child forked while our lock file was open holds a copy of its
+/// descriptor (and so the lock) until it execs, which closes it (`O_CLOEXEC`). On a loaded
+/// machine that window can straddle our close and reopen, so `Locked` is retried briefly;
+/// any other error, or a lock that stays held, still fails the test.
+fn reopen(dir: &Path) -> Store {
+    let give_up = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match Store::open(dir, opts()) {
+            Err(varve_slotted::Error::Locked(_)) if std::time::Instant::now() < give_up => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            r => return r.unwrap(),
+        }
+    }
+}
+
 fn scratch() -> tempfile::TempDir {
     tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap())
 }
