@@ -54,8 +54,10 @@ pub struct CacheConfig {
     /// 256 pages, a tailing reader caught up with the prefetcher about once per MiB on cold
     /// data; with 1024 it does so mostly where the disk itself stalls).
     pub max_window: usize,
-    /// Background prefetch threads (default 2: two reads in flight, which O_DIRECT reads
-    /// need to keep a disk busy). At least 1.
+    /// Background prefetch threads (default 2). At least 1. Each reader's windows go to
+    /// one thread and are read in order, unless its source asks for more reads in flight
+    /// ([`PageSource::reads_in_flight`]: 2 for `O_DIRECT` files, which need two reads
+    /// in flight to keep a disk busy); readers are spread over the threads.
     pub prefetch_threads: usize,
     /// Consecutive pages a reader must touch before it counts as sequential (default 2).
     pub sequential_after: usize,
@@ -189,7 +191,8 @@ enum Msg {
 /// Caches and prefetches pages of a [`PageSource`] for readers of framed records.
 pub struct CacheManager {
     shared: Arc<Shared>,
-    tx: mpsc::Sender<Msg>,
+    /// One queue per prefetch thread.
+    queues: Arc<[mpsc::Sender<Msg>]>,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -240,16 +243,16 @@ impl CacheManager {
             next_reader: AtomicU64::new(0),
             live_readers: AtomicU64::new(0),
         });
-        let (tx, rx) = mpsc::channel();
-        let rx = Arc::new(Mutex::new(rx));
+        let (queues, receivers): (Vec<_>, Vec<_>) = (0..config.prefetch_threads)
+            .map(|_| mpsc::channel())
+            .unzip();
         let mut manager = CacheManager {
             shared,
-            tx,
+            queues: queues.into(),
             workers: Vec::new(),
         };
-        for _ in 0..config.prefetch_threads {
+        for rx in receivers {
             let shared = Arc::clone(&manager.shared);
-            let rx = Arc::clone(&rx);
             let worker = std::thread::Builder::new()
                 .name("varve-arena-prefetch".to_string())
                 .spawn(move || prefetch_worker(&shared, &rx))?;
@@ -265,8 +268,9 @@ impl CacheManager {
         self.shared.live_readers.fetch_add(1, Ordering::Relaxed);
         TailReader {
             shared: Arc::clone(&self.shared),
-            tx: self.tx.clone(),
+            queues: Arc::clone(&self.queues),
             id: self.shared.next_reader.fetch_add(1, Ordering::Relaxed),
+            requests: 0,
             file,
             offset,
             current: None,
@@ -332,8 +336,8 @@ impl CacheManager {
 
 impl Drop for CacheManager {
     fn drop(&mut self) {
-        for _ in &self.workers {
-            let _ = self.tx.send(Msg::Shutdown);
+        for queue in self.queues.iter() {
+            let _ = queue.send(Msg::Shutdown);
         }
         for w in self.workers.drain(..) {
             let _ = w.join();
@@ -348,6 +352,15 @@ impl Drop for CacheManager {
 /// in) a fresh one; with it, emptied chunks stay mapped and are reused.
 fn trim_target(min: u64) -> u64 {
     min - (min / 8).min(4 * crate::arena::CHUNK_BYTES)
+}
+
+/// The prefetch queue for request number `request` of reader `reader`, when the source
+/// wants `in_flight` reads of its file in flight and there are `queues` queues: a reader's
+/// requests take turns over `in_flight` consecutive queues from its own (so with 1 they
+/// are read in order by one thread), and readers start on different queues.
+fn prefetch_queue(reader: u64, request: u64, in_flight: usize, queues: usize) -> usize {
+    let lanes = in_flight.clamp(1, queues) as u64;
+    ((reader + request % lanes) % queues as u64) as usize
 }
 
 /// Attempts a reader spins on a busy cache lock before it yields ([`Shared::lock_reader`]).
@@ -369,15 +382,10 @@ impl Drop for PanicGuard<'_> {
     }
 }
 
-fn prefetch_worker(shared: &Shared, rx: &Mutex<mpsc::Receiver<Msg>>) {
+fn prefetch_worker(shared: &Shared, rx: &mpsc::Receiver<Msg>) {
     let _guard = PanicGuard(shared);
     loop {
-        // Hold the receiver only to take one message, so the workers read in parallel.
-        let msg = rx
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .recv();
-        match msg {
+        match rx.recv() {
             Ok(Msg::Prefetch {
                 file,
                 pages,
@@ -627,8 +635,11 @@ impl Record {
 /// it grows. Not `Clone`: each reader has its own position and prefetch window.
 pub struct TailReader {
     shared: Arc<Shared>,
-    tx: mpsc::Sender<Msg>,
+    /// The prefetch threads' queues.
+    queues: Arc<[mpsc::Sender<Msg>]>,
     id: u64,
+    /// Prefetch requests sent so far.
+    requests: u64,
     file: FileId,
     /// Offset of the next record.
     offset: u64,
@@ -939,7 +950,14 @@ impl TailReader {
             pages,
             reader: self.id,
         };
-        if let Err(mpsc::SendError(Msg::Prefetch { pages, .. })) = self.tx.send(msg) {
+        let queue = &self.queues[prefetch_queue(
+            self.id,
+            self.requests,
+            self.shared.source.reads_in_flight(self.file),
+            self.queues.len(),
+        )];
+        self.requests += 1;
+        if let Err(mpsc::SendError(Msg::Prefetch { pages, .. })) = queue.send(msg) {
             // The prefetcher is gone (shutting down): nobody will load these.
             let mut cache = self.shared.lock();
             for p in pages {
@@ -1024,6 +1042,27 @@ mod tests {
             "a poisoned lock is still taken"
         );
         assert_eq!(shared.lock_reader().pending.len(), 0);
+    }
+
+    #[test]
+    fn prefetch_queues_keep_a_readers_requests_in_order_or_take_turns() {
+        let q = |reader, in_flight, queues| -> Vec<usize> {
+            (0..5)
+                .map(|r| prefetch_queue(reader, r, in_flight, queues))
+                .collect()
+        };
+        // One read in flight: every request of a reader goes to its own queue.
+        assert_eq!(q(0, 1, 2), [0; 5]);
+        assert_eq!(q(1, 1, 2), [1; 5]);
+        assert_eq!(q(5, 1, 3), [2; 5]);
+        // Two: alternate between two queues, starting at the reader's own.
+        assert_eq!(q(0, 2, 2), [0, 1, 0, 1, 0]);
+        assert_eq!(q(1, 2, 3), [1, 2, 1, 2, 1]);
+        assert_eq!(q(2, 2, 3), [2, 0, 2, 0, 2]);
+        // More than there are queues, or none: clamped.
+        assert_eq!(q(0, 9, 2), [0, 1, 0, 1, 0]);
+        assert_eq!(q(1, 0, 2), [1; 5]);
+        assert_eq!(q(3, 4, 1), [0; 5]);
     }
 
     #[test]

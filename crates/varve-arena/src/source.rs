@@ -43,13 +43,38 @@ pub trait PageSource: Send + Sync + 'static {
 
     /// The current length of `file` in bytes.
     fn len(&self, file: FileId) -> io::Result<u64>;
+
+    /// How many prefetch reads of `file` one reader should have in flight at once (the
+    /// cache manager uses at most its number of prefetch threads).
+    ///
+    /// The default, 1, suits reads through the kernel's page cache: its own readahead
+    /// keeps the disk busy behind one sequential stream, and one prefetch thread reading a
+    /// reader's windows in order is what it handles best. (Measured on 2 vCPUs, tailing a
+    /// cold file of 1 KiB records: a second read of the same reader in flight made it
+    /// 10-25% slower, with or without a separate descriptor per thread.) Reads that bypass
+    /// the page cache have no readahead under them and gain from a second read in flight:
+    /// [`FileSource`] answers 2 for files opened with [`FileSource::open_direct`].
+    fn reads_in_flight(&self, file: FileId) -> usize {
+        let _ = file;
+        1
+    }
 }
 
 /// A [`PageSource`] over open files, registered by id.
 #[derive(Debug, Default)]
 pub struct FileSource {
-    files: RwLock<HashMap<FileId, Arc<File>>>,
+    files: RwLock<HashMap<FileId, Opened>>,
 }
+
+/// A registered file and whether it was opened with `O_DIRECT`.
+#[derive(Debug, Clone)]
+struct Opened {
+    file: Arc<File>,
+    direct: bool,
+}
+
+/// Prefetch reads in flight per reader of a file opened with `O_DIRECT`.
+const DIRECT_READS_IN_FLIGHT: usize = 2;
 
 impl FileSource {
     /// An empty source.
@@ -57,12 +82,21 @@ impl FileSource {
         Self::default()
     }
 
-    /// Registers an open file under `id` (replacing any previous one).
+    /// Registers an open file under `id` (replacing any previous one). Whether it was
+    /// opened with `O_DIRECT` is read from its status flags.
     pub fn insert(&self, id: FileId, file: File) {
+        let direct = rustix::fs::fcntl_getfl(&file)
+            .is_ok_and(|flags| flags.contains(rustix::fs::OFlags::DIRECT));
         self.files
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(id, Arc::new(file));
+            .insert(
+                id,
+                Opened {
+                    file: Arc::new(file),
+                    direct,
+                },
+            );
     }
 
     /// Opens `path` read-only and registers it under `id`.
@@ -85,13 +119,17 @@ impl FileSource {
         Ok(())
     }
 
-    fn file(&self, id: FileId) -> io::Result<Arc<File>> {
+    fn opened(&self, id: FileId) -> io::Result<Opened> {
         self.files
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&id)
             .cloned()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no file {id}")))
+    }
+
+    fn file(&self, id: FileId) -> io::Result<Arc<File>> {
+        Ok(self.opened(id)?.file)
     }
 }
 
@@ -116,6 +154,13 @@ impl PageSource for FileSource {
 
     fn len(&self, file: FileId) -> io::Result<u64> {
         Ok(self.file(file)?.metadata()?.len())
+    }
+
+    fn reads_in_flight(&self, file: FileId) -> usize {
+        match self.opened(file) {
+            Ok(Opened { direct: true, .. }) => DIRECT_READS_IN_FLIGHT,
+            _ => 1,
+        }
     }
 }
 

@@ -701,9 +701,10 @@ fn streaming_past_min_evicts_consumed_pages_and_reuses_chunks() {
         assert!(st.evictions > pages / 2, "{st:?}");
         let arena = m.arena().stats();
         // Trimming at min itself (or evicting the pages ahead of the reader) unmaps and maps
-        // a chunk about every 64 pages: 24 or more here. A window of the second prefetch
-        // thread landing out of order can leave one chunk partly used now and then.
-        assert!(arena.chunks_released <= 4, "{arena:?}");
+        // a chunk about every 64 pages: 24 or more here. One thread reads the reader's
+        // windows in order, so chunks empty in order (0 released in 20 runs, some under
+        // load; the bound leaves one of slack).
+        assert!(arena.chunks_released <= 1, "{arena:?}");
         assert!(st.peak_held_bytes <= 9 * CHUNK_BYTES, "{st:?}");
         if config.prefetch {
             assert_eq!((st.misses, st.prefetched_wasted), (3, 0), "{st:?}");
@@ -1059,6 +1060,148 @@ fn o_direct_files_read_into_arena_pages() {
         n += 1;
     }
     assert_eq!(n, 256 * 4096 / 124 + 1);
+}
+
+#[test]
+fn file_source_asks_for_two_reads_in_flight_only_for_o_direct_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = write_log(dir.path(), &[10]);
+    let source = FileSource::new();
+    source.open(1, &path).unwrap();
+    source.insert(2, File::open(&path).unwrap());
+    assert_eq!(source.reads_in_flight(1), 1);
+    assert_eq!(source.reads_in_flight(2), 1);
+    assert_eq!(source.reads_in_flight(3), 1, "an unknown file");
+    match source.open_direct(4, &path) {
+        Ok(()) => assert_eq!(source.reads_in_flight(4), 2),
+        // Some filesystems (tmpfs) refuse O_DIRECT; nothing to test there.
+        Err(e) => assert_eq!(e.raw_os_error(), Some(22), "{e}"),
+    }
+}
+
+/// Slow vectored reads that record how many overlap and where each starts.
+struct Overlapping {
+    inner: FileSource,
+    in_flight_wanted: usize,
+    now: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    starts: std::sync::Mutex<Vec<(FileId, u64)>>,
+}
+
+impl Overlapping {
+    fn new(inner: FileSource, in_flight_wanted: usize) -> Arc<Self> {
+        Arc::new(Overlapping {
+            inner,
+            in_flight_wanted,
+            now: Default::default(),
+            most: Default::default(),
+            starts: Default::default(),
+        })
+    }
+
+    fn most(&self) -> usize {
+        self.most.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl PageSource for Overlapping {
+    fn read_at(&self, file: FileId, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read_at(file, offset, buf)
+    }
+    fn read_vectored_at(
+        &self,
+        file: FileId,
+        offset: u64,
+        bufs: &mut [&mut [u8]],
+    ) -> io::Result<usize> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.starts.lock().unwrap().push((file, offset));
+        let now = self.now.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        // Slow enough that a reader catches up and asks for its next window meanwhile.
+        std::thread::sleep(Duration::from_millis(5));
+        let n = self.inner.read_vectored_at(file, offset, bufs);
+        self.now.fetch_sub(1, SeqCst);
+        n
+    }
+    fn len(&self, file: FileId) -> io::Result<u64> {
+        self.inner.len(file)
+    }
+    fn reads_in_flight(&self, _: FileId) -> usize {
+        self.in_flight_wanted
+    }
+}
+
+/// Two prefetch threads; files `ids` all hold the 256-page sequential file.
+fn overlapping(dir: &Path, ids: &[FileId], in_flight: usize) -> (Arc<Overlapping>, CacheManager) {
+    let (path, _) = sequential_file(dir);
+    let inner = FileSource::new();
+    for &id in ids {
+        inner.open(id, &path).unwrap();
+    }
+    let source = Overlapping::new(inner, in_flight);
+    let arena = Arena::new(ArenaConfig::with_limits(8 * CHUNK_BYTES, 16 * CHUNK_BYTES).unwrap());
+    let config = CacheConfig {
+        max_window: 16,
+        prefetch_threads: 2,
+        wait_timeout: WAIT,
+        ..CacheConfig::default()
+    };
+    let m = CacheManager::new(source.clone(), arena, config).unwrap();
+    (source, m)
+}
+
+fn read_all(r: &mut varve_arena::TailReader) -> u64 {
+    let start = Instant::now();
+    let mut n = 0;
+    while let Some(rec) = r.next_record().unwrap() {
+        within(start, 5);
+        assert_eq!(rec.payload(), &payload(n, 100)[..]);
+        n += 1;
+    }
+    n
+}
+
+/// With two prefetch threads, one reader of a file that wants one read in flight has its
+/// windows read one at a time, in file order (by one thread).
+#[test]
+fn one_readers_windows_are_read_one_at_a_time_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, m) = overlapping(dir.path(), &[FILE], 1);
+    let mut r = m.reader(FILE, 0);
+    assert_eq!(read_all(&mut r), 256 * 4096 / 124 + 1);
+    assert!(m.wait_idle(Duration::from_secs(3)));
+    let starts = source.starts.lock().unwrap().clone();
+    assert!(starts.len() > 10, "{starts:?}");
+    assert!(starts.windows(2).all(|w| w[0].1 < w[1].1), "{starts:?}");
+    assert_eq!(source.most(), 1);
+    assert_eq!(m.stats().misses, 3);
+}
+
+/// A file that wants two reads in flight gets them (the reader's windows take turns
+/// over both threads).
+#[test]
+fn a_file_that_wants_two_reads_in_flight_gets_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, m) = overlapping(dir.path(), &[FILE], 2);
+    let mut r = m.reader(FILE, 0);
+    assert_eq!(read_all(&mut r), 256 * 4096 / 124 + 1);
+    assert_eq!(source.most(), 2);
+    assert_eq!(m.stats().misses, 3);
+}
+
+/// Two readers, each wanting one read in flight, are prefetched by different threads.
+#[test]
+fn readers_are_spread_over_the_prefetch_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, m) = overlapping(dir.path(), &[1, 2], 1);
+    std::thread::scope(|s| {
+        for file in [1, 2] {
+            let mut r = m.reader(file, 0);
+            s.spawn(move || assert_eq!(read_all(&mut r), 256 * 4096 / 124 + 1));
+        }
+    });
+    assert_eq!(source.most(), 2);
 }
 
 /// Counts the prefetcher's vectored reads.
