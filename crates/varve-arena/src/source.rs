@@ -243,5 +243,6 @@ mod tests {
             .unwrap();
         assert_eq!((n, &x, &y[..1808]), (10_000 - 4096, &a, &b[..1808]));
         assert!(z.iter().all(|&v| v == 9), "no read past a short buffer");
+        assert_eq!(p.reads_in_flight(3), 1, "the default: one read in flight");
     }
 }
