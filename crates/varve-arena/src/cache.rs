@@ -9,8 +9,10 @@
 //!
 //! Every [`TailReader`] watches its own page accesses; after a few consecutive pages it is
 //! *sequential* and asks the background prefetcher for the next window of pages (one
-//! `preadv` into arena blocks). The window doubles each time a whole window of prefetched
-//! pages was used, and halves whenever one of the reader's prefetched pages is evicted or
+//! `preadv` into arena blocks). A reader's windows queue for one prefetch thread and are
+//! read in file order, unless its source wants more reads in flight for the file
+//! ([`PageSource::reads_in_flight`]); different readers start on different threads.
+//! The window doubles each time a whole window of prefetched pages was used, and halves whenever one of the reader's prefetched pages is evicted or
 //! invalidated unused. Pages live in a SIEVE-ordered map; when the arena's used bytes pass
 //! a little under its `min` (or an allocation finds it at `max`) unpinned pages are
 //! evicted; evicted pages are freed after the cache's lock is released, so a reader never
