@@ -1,9 +1,12 @@
 //! Durability tickets: how an appender learns its LSN and waits for durability.
 //!
 //! The flusher completes a ticket with one store and, only if the owner is parked, one
-//! unpark. The owner spins briefly, then yields the CPU for up to
+//! unpark. The owner yields the CPU for up to
 //! [`Options::wait_yield`](crate::Options::wait_yield), then registers its thread and
-//! parks. Both sides put a
+//! parks. It never busy-spins: a durable completion is at least one sync away, and on
+//! 2 vCPUs (a VM) 200 `PAUSE` iterations per wait before yielding cut 64 writer threads'
+//! throughput in half (126-144k against 268-285k durable 1 KiB appends/s; 10 or 50
+//! iterations made no difference against none). Both sides put a
 //! `SeqCst` fence between their store and their load, so either the owner sees the
 //! completion or the flusher sees the registered thread (no lost wake-up).
 
@@ -19,9 +22,6 @@ use crate::error::{Error, Result};
 const PENDING: u8 = 0;
 const DONE: u8 = 1;
 const FAILED: u8 = 2;
-
-/// Spins before parking: a group commit often completes within microseconds of the wait.
-const SPINS: u32 = 200;
 
 /// State shared by a [`Ticket`] and the flusher.
 #[derive(Debug)]
@@ -124,11 +124,8 @@ impl Ticket {
     /// CPU for up to [`Options::wait_yield`](crate::Options::wait_yield) before it parks.
     pub fn wait(self) -> Result<Lsn> {
         let s = &*self.state;
-        for _ in 0..SPINS {
-            if let Some(r) = s.check() {
-                return r;
-            }
-            std::hint::spin_loop();
+        if let Some(r) = s.check() {
+            return r;
         }
         if !self.wait_yield.is_zero() {
             let start = Instant::now();
