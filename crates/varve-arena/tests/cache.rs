@@ -417,15 +417,57 @@ fn seek_moves_to_another_record() {
     );
 }
 
-/// Blocks vectored (prefetch) reads until opened.
-struct Gate {
-    inner: FileSource,
-    open: std::sync::Mutex<bool>,
-    cv: std::sync::Condvar,
+/// What a test source does around the reads of the [`FileSource`] it wraps; each hook
+/// passes straight through by default.
+trait Hook: Send + Sync + 'static {
+    /// Before every plain read; an error fails the read.
+    fn before_read(&self) -> io::Result<()> {
+        Ok(())
+    }
+    /// A vectored (prefetch) read of `file` at `offset`, which `read` performs.
+    fn vectored(
+        &self,
+        file: FileId,
+        offset: u64,
+        read: &mut dyn FnMut() -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let _ = (file, offset);
+        read()
+    }
+    /// The length reported for a file whose true length is `len`.
+    fn len(&self, len: u64) -> io::Result<u64> {
+        Ok(len)
+    }
+    /// What the source answers to `reads_in_flight`.
+    fn reads_in_flight(&self) -> usize {
+        1
+    }
 }
 
-impl PageSource for Gate {
+/// A [`FileSource`] with `FILE` (and any other ids given) open on one path, behind a hook.
+struct Hooked<H> {
+    inner: FileSource,
+    hook: H,
+}
+
+fn hooked<H: Hook>(path: &Path, ids: &[FileId], hook: H) -> Arc<Hooked<H>> {
+    let inner = FileSource::new();
+    for &id in ids {
+        inner.open(id, path).unwrap();
+    }
+    Arc::new(Hooked { inner, hook })
+}
+
+impl<H> std::ops::Deref for Hooked<H> {
+    type Target = H;
+    fn deref(&self) -> &H {
+        &self.hook
+    }
+}
+
+impl<H: Hook> PageSource for Hooked<H> {
     fn read_at(&self, file: FileId, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.hook.before_read()?;
         self.inner.read_at(file, offset, buf)
     }
     fn read_vectored_at(
@@ -434,12 +476,34 @@ impl PageSource for Gate {
         offset: u64,
         bufs: &mut [&mut [u8]],
     ) -> io::Result<usize> {
-        let open = self.open.lock().unwrap();
-        drop(self.cv.wait_while(open, |o| !*o).unwrap());
-        self.inner.read_vectored_at(file, offset, bufs)
+        self.hook.vectored(file, offset, &mut || {
+            self.inner.read_vectored_at(file, offset, bufs)
+        })
     }
     fn len(&self, file: FileId) -> io::Result<u64> {
-        self.inner.len(file)
+        self.hook.len(self.inner.len(file)?)
+    }
+    fn reads_in_flight(&self, _: FileId) -> usize {
+        self.hook.reads_in_flight()
+    }
+}
+
+/// Blocks vectored (prefetch) reads until opened.
+struct Gate {
+    open: std::sync::Mutex<bool>,
+    cv: std::sync::Condvar,
+}
+
+impl Hook for Gate {
+    fn vectored(
+        &self,
+        _: FileId,
+        _: u64,
+        read: &mut dyn FnMut() -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let open = self.open.lock().unwrap();
+        drop(self.cv.wait_while(open, |o| !*o).unwrap());
+        read()
     }
 }
 
@@ -452,7 +516,7 @@ impl Gate {
 
 /// Opens the gate when dropped, so a failing test cannot leave the prefetcher stuck (the
 /// manager's drop joins it).
-struct OpenOnDrop(Arc<Gate>);
+struct OpenOnDrop(Arc<Hooked<Gate>>);
 
 impl Drop for OpenOnDrop {
     fn drop(&mut self) {
@@ -464,7 +528,7 @@ impl Drop for OpenOnDrop {
 /// The guard comes last: it is dropped first, opening the gate before the manager's drop
 /// joins the prefetcher.
 type Gated = (
-    Arc<Gate>,
+    Arc<Hooked<Gate>>,
     Arena,
     CacheManager,
     varve_arena::TailReader,
@@ -473,13 +537,14 @@ type Gated = (
 
 fn gated(dir: &Path, wait: Duration) -> Gated {
     let (path, _) = sequential_file(dir);
-    let inner = FileSource::new();
-    inner.open(FILE, &path).unwrap();
-    let gate = Arc::new(Gate {
-        inner,
-        open: std::sync::Mutex::new(false),
-        cv: std::sync::Condvar::new(),
-    });
+    let gate = hooked(
+        &path,
+        &[FILE],
+        Gate {
+            open: std::sync::Mutex::new(false),
+            cv: std::sync::Condvar::new(),
+        },
+    );
     let arena = Arena::new(ArenaConfig::with_limits(CHUNK_BYTES, 8 * CHUNK_BYTES).unwrap());
     let source: Arc<dyn PageSource> = Arc::clone(&gate) as Arc<dyn PageSource>;
     let config = CacheConfig {
@@ -498,7 +563,7 @@ fn gated(dir: &Path, wait: Duration) -> Gated {
 }
 
 /// Opens the gate after a short delay, from another thread.
-fn open_later(gate: &Arc<Gate>) -> std::thread::JoinHandle<()> {
+fn open_later(gate: &Arc<Hooked<Gate>>) -> std::thread::JoinHandle<()> {
     let gate = Arc::clone(gate);
     std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(50));
@@ -718,28 +783,21 @@ fn streaming_past_min_evicts_consumed_pages_and_reuses_chunks() {
 /// Records the arena's used bytes whenever the prefetcher reads (its blocks for the read
 /// are allocated by then).
 struct Watching {
-    inner: FileSource,
     arena: Arena,
     most_used: std::sync::atomic::AtomicU64,
 }
 
-impl PageSource for Watching {
-    fn read_at(&self, file: FileId, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read_at(file, offset, buf)
-    }
-    fn read_vectored_at(
+impl Hook for Watching {
+    fn vectored(
         &self,
-        file: FileId,
-        offset: u64,
-        bufs: &mut [&mut [u8]],
+        _: FileId,
+        _: u64,
+        read: &mut dyn FnMut() -> io::Result<usize>,
     ) -> io::Result<usize> {
         let used = self.arena.used_bytes();
         self.most_used
             .fetch_max(used, std::sync::atomic::Ordering::SeqCst);
-        self.inner.read_vectored_at(file, offset, bufs)
-    }
-    fn len(&self, file: FileId) -> io::Result<u64> {
-        self.inner.len(file)
+        read()
     }
 }
 
@@ -754,13 +812,14 @@ fn prefetcher_makes_room_before_allocating_a_window() {
     let dir = tempfile::tempdir().unwrap();
     let (path, pages) = sequential_file(dir.path());
     let arena = Arena::new(ArenaConfig::with_limits(2 * CHUNK_BYTES, 4 * CHUNK_BYTES).unwrap());
-    let inner = FileSource::new();
-    inner.open(FILE, &path).unwrap();
-    let source = Arc::new(Watching {
-        inner,
-        arena: arena.clone(),
-        most_used: std::sync::atomic::AtomicU64::new(0),
-    });
+    let source = hooked(
+        &path,
+        &[FILE],
+        Watching {
+            arena: arena.clone(),
+            most_used: std::sync::atomic::AtomicU64::new(0),
+        },
+    );
     let config = CacheConfig {
         max_window: 32,
         prefetch_threads: 1,
@@ -810,54 +869,54 @@ fn full_arena_with_nothing_evictable_is_exhausted() {
 
 /// A source that fails or panics on demand.
 struct Faulty {
-    inner: FileSource,
     fail_reads: bool,
     fail_len: bool,
     panic_in_prefetcher: bool,
 }
 
-impl PageSource for Faulty {
-    fn read_at(&self, file: FileId, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+impl Hook for Faulty {
+    fn before_read(&self) -> io::Result<()> {
         if self.fail_reads {
             return Err(io::Error::other("injected read failure"));
         }
-        self.inner.read_at(file, offset, buf)
+        Ok(())
     }
-    fn read_vectored_at(
+    fn vectored(
         &self,
-        file: FileId,
-        offset: u64,
-        bufs: &mut [&mut [u8]],
+        _: FileId,
+        _: u64,
+        read: &mut dyn FnMut() -> io::Result<usize>,
     ) -> io::Result<usize> {
         if self.panic_in_prefetcher && std::thread::current().name() == Some("varve-arena-prefetch")
         {
             panic!("injected prefetcher panic");
         }
-        self.inner.read_vectored_at(file, offset, bufs)
+        read()
     }
-    fn len(&self, file: FileId) -> io::Result<u64> {
+    fn len(&self, len: u64) -> io::Result<u64> {
         if self.fail_len {
             return Err(io::Error::other("injected stat failure"));
         }
-        self.inner.len(file)
+        Ok(len)
     }
 }
 
 fn faulty_manager(path: &Path, fail_reads: bool, fail_len: bool, panic: bool) -> CacheManager {
-    let inner = FileSource::new();
-    inner.open(FILE, path).unwrap();
-    let source = Faulty {
-        inner,
-        fail_reads,
-        fail_len,
-        panic_in_prefetcher: panic,
-    };
+    let source = hooked(
+        path,
+        &[FILE],
+        Faulty {
+            fail_reads,
+            fail_len,
+            panic_in_prefetcher: panic,
+        },
+    );
     let arena = Arena::new(ArenaConfig::with_limits(CHUNK_BYTES, 4 * CHUNK_BYTES).unwrap());
     let config = CacheConfig {
         wait_timeout: WAIT,
         ..CacheConfig::default()
     };
-    CacheManager::new(Arc::new(source), arena, config).unwrap()
+    CacheManager::new(source, arena, config).unwrap()
 }
 
 #[test]
@@ -979,25 +1038,12 @@ fn prefetch_requests_skip_cached_pages_and_load_the_rest() {
 /// A source whose reported length lags the bytes in the file, like a WAL segment whose
 /// durable length trails what the writer has already written.
 struct Lagging {
-    inner: FileSource,
     limit: std::sync::atomic::AtomicU64,
 }
 
-impl PageSource for Lagging {
-    fn read_at(&self, file: FileId, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read_at(file, offset, buf)
-    }
-    fn read_vectored_at(
-        &self,
-        file: FileId,
-        offset: u64,
-        bufs: &mut [&mut [u8]],
-    ) -> io::Result<usize> {
-        self.inner.read_vectored_at(file, offset, bufs)
-    }
-    fn len(&self, file: FileId) -> io::Result<u64> {
-        let l = self.inner.len(file)?;
-        Ok(l.min(self.limit.load(std::sync::atomic::Ordering::SeqCst)))
+impl Hook for Lagging {
+    fn len(&self, len: u64) -> io::Result<u64> {
+        Ok(len.min(self.limit.load(std::sync::atomic::Ordering::SeqCst)))
     }
 }
 
@@ -1007,12 +1053,13 @@ fn bytes_past_the_reported_length_are_never_served() {
     let sizes: Vec<usize> = (0..400).map(|i| (i * 37) % 500).collect();
     let (path, offsets) = write_log(dir.path(), &sizes);
     for config in [CacheConfig::default(), no_prefetch()] {
-        let inner = FileSource::new();
-        inner.open(FILE, &path).unwrap();
-        let lag = Arc::new(Lagging {
-            inner,
-            limit: std::sync::atomic::AtomicU64::new(offsets[300] + 10),
-        });
+        let lag = hooked(
+            &path,
+            &[FILE],
+            Lagging {
+                limit: std::sync::atomic::AtomicU64::new(offsets[300] + 10),
+            },
+        );
         let arena = Arena::new(ArenaConfig::with_limits(4 * CHUNK_BYTES, 8 * CHUNK_BYTES).unwrap());
         let m = CacheManager::new(Arc::clone(&lag) as Arc<dyn PageSource>, arena, config).unwrap();
         let mut r = m.reader(FILE, 0);
@@ -1081,7 +1128,6 @@ fn file_source_asks_for_two_reads_in_flight_only_for_o_direct_files() {
 
 /// Slow vectored reads that record how many overlap and where each starts.
 struct Overlapping {
-    inner: FileSource,
     in_flight_wanted: usize,
     now: std::sync::atomic::AtomicUsize,
     most: std::sync::atomic::AtomicUsize,
@@ -1089,14 +1135,13 @@ struct Overlapping {
 }
 
 impl Overlapping {
-    fn new(inner: FileSource, in_flight_wanted: usize) -> Arc<Self> {
-        Arc::new(Overlapping {
-            inner,
+    fn new(in_flight_wanted: usize) -> Self {
+        Overlapping {
             in_flight_wanted,
             now: Default::default(),
             most: Default::default(),
             starts: Default::default(),
-        })
+        }
     }
 
     fn most(&self) -> usize {
@@ -1104,15 +1149,12 @@ impl Overlapping {
     }
 }
 
-impl PageSource for Overlapping {
-    fn read_at(&self, file: FileId, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read_at(file, offset, buf)
-    }
-    fn read_vectored_at(
+impl Hook for Overlapping {
+    fn vectored(
         &self,
         file: FileId,
         offset: u64,
-        bufs: &mut [&mut [u8]],
+        read: &mut dyn FnMut() -> io::Result<usize>,
     ) -> io::Result<usize> {
         use std::sync::atomic::Ordering::SeqCst;
         self.starts.lock().unwrap().push((file, offset));
@@ -1120,26 +1162,23 @@ impl PageSource for Overlapping {
         self.most.fetch_max(now, SeqCst);
         // Slow enough that a reader catches up and asks for its next window meanwhile.
         std::thread::sleep(Duration::from_millis(5));
-        let n = self.inner.read_vectored_at(file, offset, bufs);
+        let n = read();
         self.now.fetch_sub(1, SeqCst);
         n
     }
-    fn len(&self, file: FileId) -> io::Result<u64> {
-        self.inner.len(file)
-    }
-    fn reads_in_flight(&self, _: FileId) -> usize {
+    fn reads_in_flight(&self) -> usize {
         self.in_flight_wanted
     }
 }
 
 /// Two prefetch threads; files `ids` all hold the 256-page sequential file.
-fn overlapping(dir: &Path, ids: &[FileId], in_flight: usize) -> (Arc<Overlapping>, CacheManager) {
+fn overlapping(
+    dir: &Path,
+    ids: &[FileId],
+    in_flight: usize,
+) -> (Arc<Hooked<Overlapping>>, CacheManager) {
     let (path, _) = sequential_file(dir);
-    let inner = FileSource::new();
-    for &id in ids {
-        inner.open(id, &path).unwrap();
-    }
-    let source = Overlapping::new(inner, in_flight);
+    let source = hooked(&path, ids, Overlapping::new(in_flight));
     let arena = Arena::new(ArenaConfig::with_limits(8 * CHUNK_BYTES, 16 * CHUNK_BYTES).unwrap());
     let config = CacheConfig {
         max_window: 16,
@@ -1206,26 +1245,19 @@ fn readers_are_spread_over_the_prefetch_threads() {
 
 /// Counts the prefetcher's vectored reads.
 struct Counting {
-    inner: FileSource,
     vectored: std::sync::atomic::AtomicU64,
 }
 
-impl PageSource for Counting {
-    fn read_at(&self, file: FileId, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read_at(file, offset, buf)
-    }
-    fn read_vectored_at(
+impl Hook for Counting {
+    fn vectored(
         &self,
-        file: FileId,
-        offset: u64,
-        bufs: &mut [&mut [u8]],
+        _: FileId,
+        _: u64,
+        read: &mut dyn FnMut() -> io::Result<usize>,
     ) -> io::Result<usize> {
         self.vectored
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.inner.read_vectored_at(file, offset, bufs)
-    }
-    fn len(&self, file: FileId) -> io::Result<u64> {
-        self.inner.len(file)
+        read()
     }
 }
 
@@ -1233,12 +1265,13 @@ impl PageSource for Counting {
 fn prefetch_reads_a_whole_run_of_pages_per_call() {
     let dir = tempfile::tempdir().unwrap();
     let (path, pages) = sequential_file(dir.path());
-    let inner = FileSource::new();
-    inner.open(FILE, &path).unwrap();
-    let src = Arc::new(Counting {
-        inner,
-        vectored: std::sync::atomic::AtomicU64::new(0),
-    });
+    let src = hooked(
+        &path,
+        &[FILE],
+        Counting {
+            vectored: std::sync::atomic::AtomicU64::new(0),
+        },
+    );
     let arena = Arena::new(ArenaConfig::with_limits(16 * CHUNK_BYTES, 32 * CHUNK_BYTES).unwrap());
     let m = CacheManager::new(
         Arc::clone(&src) as Arc<dyn PageSource>,
