@@ -615,46 +615,121 @@ fn interval_mode_syncs_each_group_once_the_interval_has_passed() {
     assert_eq!(read_all(&wal).len(), 8);
 }
 
-/// With a group interval, a group smaller than the previous one waits for its peers while
-/// they keep arriving, and stops waiting as soon as it is as large as the previous one.
-#[test]
-fn a_smaller_group_waits_for_peers_while_they_keep_arriving() {
-    use std::thread::sleep;
+/// Record frame of the 100-byte payloads the growth tests append.
+const FRAME100: u64 = (crate::format::RECORD_HEADER_LEN + 100) as u64;
+
+/// Opens a WAL whose syncs take 300 ms (so a group waits at most 100 ms, a third of
+/// one) and commits two groups: `first` alone, then the `queued` records appended while
+/// `first`'s write was held. Returns the WAL, its plan and the index in the write log of
+/// the second group's write, which is still growing when this returns (it waits for
+/// `first`'s writer, who has not come back).
+fn growth_setup(
+    d: &Path,
+    interval_ms: u64,
+    grow_step_ms: u64,
+    queued: usize,
+) -> (Wal, Arc<Plan>, usize, Vec<crate::Ticket>) {
     use std::time::Duration;
-    let d = tempfile::tempdir().unwrap();
     let (storage, plan) = FaultyStorage::create();
-    let mut opts = small().group_interval(Duration::from_secs(10));
-    // Arrivals 10 ms apart are peers; a group waits at most one sync (150 ms below).
-    opts.grow_step = Duration::from_millis(100);
-    let wal = Wal::open_with(d.path(), opts, storage).unwrap();
-    // A group of five: the first append is held in its write while five more queue.
+    let mut opts = small().group_interval(Duration::from_millis(interval_ms));
+    opts.grow_step = Duration::from_millis(grow_step_ms);
+    let wal = Wal::open_with(d, opts, storage).unwrap();
     plan.hold_writes(true);
     let first = wal.append(b"first").unwrap();
     plan.wait_for_held_write();
-    let five: Vec<_> = (0..5)
-        .map(|_| wal.try_append(&[7u8; 100]).unwrap())
+    let tickets: Vec<_> = (0..queued)
+        .map(|_| wal.try_append(&[1u8; 100]).unwrap())
         .collect();
-    plan.sync_delay_ms.store(150, Ordering::SeqCst);
+    plan.sync_delay_ms.store(300, Ordering::SeqCst);
+    let base = plan.write_log().len();
     plan.hold_writes(false);
     first.wait().unwrap();
-    for t in five {
+    (wal, plan, base + 1, tickets)
+}
+
+/// The write lengths from index `from` of the write log, in records of `FRAME100` bytes
+/// (each write here holds whole records: the zeros ahead went with the first write).
+fn group_sizes(plan: &Plan, from: usize) -> Vec<u64> {
+    let log = plan.write_log();
+    log[from..]
+        .iter()
+        .map(|&(_, len)| {
+            assert_eq!(len as u64 % FRAME100, 0, "write log {log:?}");
+            len as u64 / FRAME100
+        })
+        .collect()
+}
+
+/// A group waits for the previous group's writer to come back, not for records queued
+/// before that group was durable, and stops waiting once that writer is back.
+#[test]
+fn a_group_waits_for_the_previous_groups_writers_to_come_back() {
+    let d = tempfile::tempdir().unwrap();
+    let (wal, plan, at, queued) = growth_setup(d.path(), 10_000, 150, 4);
+    // `first`'s writer appends again: its record joins the four queued behind `first`
+    // (the group of `first` had one ticket, and none of the four count as its returns).
+    let back = wal.try_append(&[2u8; 100]).unwrap();
+    // Another 30 ms later finds that group closed: it waited for one writer only.
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    let late = wal.try_append(&[3u8; 100]).unwrap();
+    for t in queued {
         t.wait().unwrap();
     }
-    let base = plan.write_log().len();
-    // Five peers 10 ms apart form one group...
-    let mut tickets = Vec::new();
-    for _ in 0..5 {
-        tickets.push(wal.try_append(&[8u8; 100]).unwrap());
-        sleep(Duration::from_millis(10));
+    assert_eq!(back.wait().unwrap(), 6);
+    assert_eq!(late.wait().unwrap(), 7);
+    assert_eq!(group_sizes(&plan, at), [5, 1]);
+}
+
+/// A group waits at most a third of the last sync (300 ms here), and at most the group
+/// interval: a returning writer 150 ms late, or 60 ms late with a 20 ms interval, gets a
+/// group of its own.
+#[test]
+fn a_group_waits_at_most_a_third_of_the_last_sync_and_the_interval() {
+    for (interval_ms, late_ms) in [(10_000, 150), (20, 60)] {
+        let d = tempfile::tempdir().unwrap();
+        let (wal, plan, at, queued) = growth_setup(d.path(), interval_ms, 10_000, 4);
+        std::thread::sleep(std::time::Duration::from_millis(late_ms));
+        let back = wal.try_append(&[2u8; 100]).unwrap();
+        for t in queued {
+            t.wait().unwrap();
+        }
+        assert_eq!(back.wait().unwrap(), 6);
+        assert_eq!(group_sizes(&plan, at), [4, 1], "interval {interval_ms} ms");
     }
-    // ...which does not wait past its fifth: a sixth 50 ms later has a group of its own.
-    sleep(Duration::from_millis(40));
-    tickets.push(wal.try_append(&[9u8; 100]).unwrap());
-    let lsns: Vec<u64> = tickets.into_iter().map(|t| t.wait().unwrap()).collect();
-    assert_eq!(lsns, (7..=12).collect::<Vec<u64>>());
-    let log = plan.write_log()[base..].to_vec();
-    assert_eq!(log.len(), 2, "writes (offset, len): {log:?}");
-    assert_eq!(log[1].0 - log[0].0, 5 * (24 + 100), "{log:?}");
+}
+
+/// Returning writers join while they keep arriving: three 25 ms apart (a quiet gap of
+/// 40 ms ends the wait) form one group; after a group of three, one writer back and the
+/// next 70 ms later get a group each.
+#[test]
+fn a_group_waits_while_returning_writers_keep_arriving() {
+    use std::thread::sleep;
+    use std::time::Duration;
+    let d = tempfile::tempdir().unwrap();
+    // The group of the three queued records waits 40 ms for `first`'s writer, in vain.
+    let (wal, plan, at, queued) = growth_setup(d.path(), 10_000, 40, 3);
+    for t in queued {
+        t.wait().unwrap();
+    }
+    let mut three = Vec::new();
+    for i in 0..3u8 {
+        if i > 0 {
+            sleep(Duration::from_millis(25));
+        }
+        three.push(wal.try_append(&[i; 100]).unwrap());
+    }
+    let lsns: Vec<u64> = three.into_iter().map(|t| t.wait().unwrap()).collect();
+    assert_eq!(lsns, [5, 6, 7]);
+    let one = wal.try_append(b"one").unwrap();
+    sleep(Duration::from_millis(70));
+    let next = wal.try_append(&[9u8; 100]).unwrap();
+    assert_eq!(one.wait().unwrap(), 8);
+    assert_eq!(next.wait().unwrap(), 9);
+    let log = plan.write_log();
+    let sizes: Vec<usize> = log[at..].iter().map(|w| w.1).collect();
+    let f = FRAME100 as usize;
+    let one_frame = crate::format::RECORD_HEADER_LEN + 3;
+    assert_eq!(sizes, [3 * f, 3 * f, one_frame, f], "write log {log:?}");
 }
 
 /// An idle flusher sleeps, and so does a poisoned one: neither spins on the CPU.

@@ -539,7 +539,7 @@ fn a_segment_file_gone_underneath_reads_as_truncated_other_open_errors_as_io() {
 #[test]
 fn options_setters_take_effect_and_validate_checks_exact_bounds() {
     // By default a group never waits to grow.
-    assert_eq!(Options::default().group_interval, Duration::ZERO);
+    assert_eq!(Options::default().group_interval, Duration::from_millis(10));
     let o = Options::default().group_interval(Duration::from_millis(3));
     assert_eq!(o.group_interval, Duration::from_millis(3));
     let fit = |max: usize, seg: u64| {
