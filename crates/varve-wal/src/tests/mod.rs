@@ -538,7 +538,7 @@ fn a_segment_file_gone_underneath_reads_as_truncated_other_open_errors_as_io() {
 
 #[test]
 fn options_setters_take_effect_and_validate_checks_exact_bounds() {
-    // By default a group may wait up to 10 ms to grow (less than a third of a sync).
+    // By default a group may wait to grow for at most 10 ms (and a third of the last sync).
     assert_eq!(Options::default().group_interval, Duration::from_millis(10));
     let o = Options::default().group_interval(Duration::from_millis(3));
     assert_eq!(o.group_interval, Duration::from_millis(3));
