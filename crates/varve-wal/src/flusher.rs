@@ -40,6 +40,9 @@ pub(crate) struct Flusher {
     pub(crate) last_sync: Instant,
     pub(crate) last_sync_dur: Duration,
     pub(crate) prev_group_entries: usize,
+    /// Tickets of the previous group whose owners were in `Ticket::wait` when it
+    /// completed: the writers expected back.
+    pub(crate) prev_waiters: usize,
     /// The last LSN published durable (the previous group's last record).
     pub(crate) published: u64,
     /// Entries in `group` queued after the previous group was published: mostly its
@@ -201,7 +204,9 @@ impl Flusher {
     }
 
     /// Lets the group wait for the previous group's writers to come back: until as many of
-    /// its entries were queued after that group was published as that group had tickets,
+    /// its entries were queued after that group was published as that group had tickets
+    /// being waited on (a pipelined producer that waits only on its last ticket is not
+    /// waited for: its records keep coming anyway),
     /// while they keep arriving (a quiet `grow_step`, 200 µs, ends the wait), never longer
     /// than [`GROW_SHARE_OF_SYNC`] of the last sync nor the configured interval. Yields the
     /// CPU between looks at the queue, so the writers it waits for can run.
@@ -214,7 +219,7 @@ impl Flusher {
         let start = Instant::now();
         let deadline = start + bound;
         let mut last_arrival = start;
-        while self.returners < self.prev_group_entries && self.room_to_grow() {
+        while self.returners < self.prev_waiters && self.room_to_grow() {
             let now = Instant::now();
             if now >= deadline || now - last_arrival >= self.shared.opts.grow_step {
                 break;
@@ -272,9 +277,12 @@ impl Flusher {
         self.published = self.next_lsn - 1;
         self.returners = 0;
         self.shared.publish(self.published);
+        let mut waiters = 0;
         for t in self.tickets.drain(..) {
+            waiters += usize::from(t.waited());
             t.complete();
         }
+        self.prev_waiters = waiters;
         self.shared
             .release(std::mem::take(&mut self.group_accounted));
         Ok(())

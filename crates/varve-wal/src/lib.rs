@@ -196,7 +196,7 @@ impl Options {
     ///
     /// Under [`SyncMode::Always`] a group waits for the writers of the previous group to
     /// append again: until as many records were queued since that group became durable as
-    /// it had tickets, while they keep arriving (a 200 µs pause ends the wait), and never
+    /// it had tickets being waited on ([`Ticket::wait`]), while they keep arriving (a 200 µs pause ends the wait), and never
     /// longer than a third of the last `fdatasync` nor this interval. A lone writer's next
     /// record completes its group at once, so it adds no latency on an idle disk. The
     /// other modes never wait: their groups are only writes.
@@ -612,8 +612,9 @@ impl Wal {
             last_sync: Instant::now(),
             last_sync_dur: Duration::ZERO,
             prev_group_entries: 0,
+            prev_waiters: 0,
             // Set by every commit; read only once a group was committed (before that
-            // `prev_group_entries` is 0 and no group waits).
+            // `prev_waiters` is 0 and no group waits).
             published: 0,
             returners: 0,
             // A recycled file's blocks were written by its earlier segment.

@@ -11,7 +11,7 @@
 //! completion or the flusher sees the registered thread (no lost wake-up).
 
 use std::io;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering, fence};
 use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -31,6 +31,9 @@ pub(crate) struct TicketState {
     /// Number of records.
     records: u32,
     status: AtomicU8,
+    /// Set when the owner calls [`Ticket::wait`]: the flusher counts the tickets of a
+    /// group whose owners were waiting, to know how many writers will come back.
+    waited: AtomicBool,
     waiter: OnceLock<Thread>,
     cause: OnceLock<Arc<io::Error>>,
 }
@@ -41,6 +44,7 @@ impl TicketState {
             first_lsn: AtomicU64::new(0),
             records,
             status: AtomicU8::new(PENDING),
+            waited: AtomicBool::new(false),
             waiter: OnceLock::new(),
             cause: OnceLock::new(),
         })
@@ -48,6 +52,11 @@ impl TicketState {
 
     pub(crate) fn records(&self) -> u32 {
         self.records
+    }
+
+    /// Whether the owner has called [`Ticket::wait`].
+    pub(crate) fn waited(&self) -> bool {
+        self.waited.load(Ordering::Relaxed)
     }
 
     /// Called by the sequencer when the first record gets its LSN.
@@ -124,6 +133,7 @@ impl Ticket {
     /// CPU for up to [`Options::wait_yield`](crate::Options::wait_yield) before it parks.
     pub fn wait(self) -> Result<Lsn> {
         let s = &*self.state;
+        s.waited.store(true, Ordering::Relaxed);
         if let Some(r) = s.check() {
             return r;
         }

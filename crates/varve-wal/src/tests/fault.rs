@@ -698,6 +698,18 @@ fn a_group_waits_at_most_a_third_of_the_last_sync_and_the_interval() {
     }
 }
 
+/// Waits on every ticket at once, each from its own thread (so all are being waited on
+/// when their group completes); returns their LSNs.
+fn wait_all(tickets: Vec<crate::Ticket>) -> Vec<u64> {
+    std::thread::scope(|s| {
+        let hs: Vec<_> = tickets
+            .into_iter()
+            .map(|t| s.spawn(move || t.wait().unwrap()))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
 /// Returning writers join while they keep arriving: three 25 ms apart (a quiet gap of
 /// 40 ms ends the wait) form one group; after a group of three, one writer back and the
 /// next 70 ms later get a group each.
@@ -708,18 +720,22 @@ fn a_group_waits_while_returning_writers_keep_arriving() {
     let d = tempfile::tempdir().unwrap();
     // The group of the three queued records waits 40 ms for `first`'s writer, in vain.
     let (wal, plan, at, queued) = growth_setup(d.path(), 10_000, 40, 3);
-    for t in queued {
-        t.wait().unwrap();
-    }
-    let mut three = Vec::new();
-    for i in 0..3u8 {
-        if i > 0 {
-            sleep(Duration::from_millis(25));
+    std::thread::scope(|s| {
+        let waiting = s.spawn(|| wait_all(queued));
+        // The three writers come back once their group is durable.
+        while wal.durable_lsn() < 4 {
+            sleep(Duration::from_millis(5));
         }
-        three.push(wal.try_append(&[i; 100]).unwrap());
-    }
-    let lsns: Vec<u64> = three.into_iter().map(|t| t.wait().unwrap()).collect();
-    assert_eq!(lsns, [5, 6, 7]);
+        let mut three = Vec::new();
+        for i in 0..3u8 {
+            if i > 0 {
+                sleep(Duration::from_millis(25));
+            }
+            three.push(wal.try_append(&[i; 100]).unwrap());
+        }
+        assert_eq!(waiting.join().unwrap(), [2, 3, 4]);
+        assert_eq!(wait_all(three), [5, 6, 7]);
+    });
     let one = wal.try_append(b"one").unwrap();
     sleep(Duration::from_millis(70));
     let next = wal.try_append(&[9u8; 100]).unwrap();
@@ -730,6 +746,41 @@ fn a_group_waits_while_returning_writers_keep_arriving() {
     let f = FRAME100 as usize;
     let one_frame = crate::format::RECORD_HEADER_LEN + 3;
     assert_eq!(sizes, [3 * f, 3 * f, one_frame, f], "write log {log:?}");
+}
+
+/// Only writers blocked in `Ticket::wait` are waited for: when nobody waited on the
+/// previous group's ticket (a pipelined producer), the next group is written at once.
+#[test]
+fn a_group_does_not_wait_for_writers_that_were_not_waiting() {
+    use std::thread::sleep;
+    use std::time::Duration;
+    let d = tempfile::tempdir().unwrap();
+    let (storage, plan) = FaultyStorage::create();
+    let mut opts = small().group_interval(Duration::from_secs(10));
+    opts.grow_step = Duration::from_secs(10);
+    let wal = Wal::open_with(d.path(), opts, storage).unwrap();
+    plan.hold_writes(true);
+    let first = wal.append(b"first").unwrap();
+    plan.wait_for_held_write();
+    let queued: Vec<_> = (0..4)
+        .map(|_| wal.try_append(&[1u8; 100]).unwrap())
+        .collect();
+    plan.sync_delay_ms.store(300, Ordering::SeqCst);
+    let at = plan.write_log().len() + 1;
+    plan.hold_writes(false);
+    // Nobody waits on `first`: the four behind it are written as soon as it is durable,
+    // so a record 10 ms later finds their group closed (a wait would last 100 ms).
+    while !first.is_done() {
+        sleep(Duration::from_millis(2));
+    }
+    sleep(Duration::from_millis(10));
+    let late = wal.try_append(&[2u8; 100]).unwrap();
+    assert_eq!(first.wait().unwrap(), 1);
+    for t in queued {
+        t.wait().unwrap();
+    }
+    assert_eq!(late.wait().unwrap(), 6);
+    assert_eq!(group_sizes(&plan, at), [4, 1]);
 }
 
 /// An idle flusher sleeps, and so does a poisoned one: neither spins on the CPU.
