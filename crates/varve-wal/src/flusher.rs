@@ -85,7 +85,10 @@ pub(crate) const ZERO_AHEAD_ALONE: u64 = 1 << 20;
 /// take longer to come back, a bound of the whole sync lost throughput (157-160k against
 /// 175-215k without waiting); with a third, three runs gave 154-172k against 172-203k
 /// without waiting, inside this machine's run-to-run swing, and the benchmark's 64-writer
-/// rows against okaywal stayed where they were without waiting.
+/// rows against okaywal stayed where they were without waiting. In a later 16-writer set
+/// with slower syncs (160 µs without waiting), the wait made groups of about 15 but
+/// throughput no better (48-54k against 46-51k): the flusher's `sched_yield` among 16
+/// yielding waiters can overshoot the bound.
 pub(crate) const GROW_SHARE_OF_SYNC: u32 = 3;
 
 /// What the group buffer shrinks to after a group that made it grow past four times the

@@ -204,7 +204,9 @@ impl Options {
     /// Without the wait, writers on a busy log split into two cohorts that take turns, one
     /// syncing while the other comes back, and each group holds about half of them.
     /// Measured on 2 vCPUs with 1 KiB records and 16 writer threads: 57-65k durable
-    /// appends/s without it (8 records per group), 91-97k with it (about 16). The interval
+    /// appends/s without it (8 records per group), 91-97k with it; in a later set, with
+    /// slower syncs, 46-51k without and 48-54k with it (about 15 per group): the wait
+    /// pays when the writers come back in well under a sync. The interval
     /// only matters on disks whose syncs take longer than 30 ms; `Duration::ZERO` turns
     /// the wait off.
     pub fn group_interval(mut self, d: Duration) -> Self {
