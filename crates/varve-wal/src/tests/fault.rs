@@ -629,6 +629,19 @@ fn growth_setup(
     grow_step_ms: u64,
     queued: usize,
 ) -> (Wal, Arc<Plan>, usize, Vec<crate::Ticket>) {
+    let (wal, plan, at, tickets, first) = held_first(d, interval_ms, grow_step_ms, queued);
+    first.wait().unwrap();
+    (wal, plan, at, tickets)
+}
+
+/// [`growth_setup`] up to releasing `first`'s write, with nobody waiting on `first`:
+/// also returns its ticket.
+fn held_first(
+    d: &Path,
+    interval_ms: u64,
+    grow_step_ms: u64,
+    queued: usize,
+) -> (Wal, Arc<Plan>, usize, Vec<crate::Ticket>, crate::Ticket) {
     use std::time::Duration;
     let (storage, plan) = FaultyStorage::create();
     let mut opts = small().group_interval(Duration::from_millis(interval_ms));
@@ -643,8 +656,7 @@ fn growth_setup(
     plan.sync_delay_ms.store(300, Ordering::SeqCst);
     let base = plan.write_log().len();
     plan.hold_writes(false);
-    first.wait().unwrap();
-    (wal, plan, base + 1, tickets)
+    (wal, plan, base + 1, tickets, first)
 }
 
 /// The write lengths from index `from` of the write log, in records of `FRAME100` bytes
@@ -755,19 +767,7 @@ fn a_group_does_not_wait_for_writers_that_were_not_waiting() {
     use std::thread::sleep;
     use std::time::Duration;
     let d = tempfile::tempdir().unwrap();
-    let (storage, plan) = FaultyStorage::create();
-    let mut opts = small().group_interval(Duration::from_secs(10));
-    opts.grow_step = Duration::from_secs(10);
-    let wal = Wal::open_with(d.path(), opts, storage).unwrap();
-    plan.hold_writes(true);
-    let first = wal.append(b"first").unwrap();
-    plan.wait_for_held_write();
-    let queued: Vec<_> = (0..4)
-        .map(|_| wal.try_append(&[1u8; 100]).unwrap())
-        .collect();
-    plan.sync_delay_ms.store(300, Ordering::SeqCst);
-    let at = plan.write_log().len() + 1;
-    plan.hold_writes(false);
+    let (wal, plan, at, queued, first) = held_first(d.path(), 10_000, 10_000, 4);
     // Nobody waits on `first`: the four behind it are written as soon as it is durable,
     // so a record 10 ms later finds their group closed (a wait would last 100 ms).
     while !first.is_done() {
