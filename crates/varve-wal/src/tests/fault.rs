@@ -343,7 +343,7 @@ fn poisoning_wakes_a_reader_asleep_in_wait_for() {
 
 #[test]
 fn small_groups_write_zeros_ahead_once_large_ones_never_and_never_past_the_segment() {
-    use crate::flusher::{ZERO_AHEAD, ZERO_AHEAD_ALONE};
+    use crate::flusher::{ZERO_AHEAD_ALONE, ZERO_AHEAD_BELOW};
     use crate::format::{RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
     let seg = 3 * ZERO_AHEAD_ALONE;
     let d = tempfile::tempdir().unwrap();
@@ -382,23 +382,28 @@ fn small_groups_write_zeros_ahead_once_large_ones_never_and_never_past_the_segme
     }
     assert!(plan.write_log().iter().skip(1).all(|&(_, n)| n <= 8024));
     assert_eq!(off, zeroed);
-    // A group of at least ZERO_AHEAD / 4 bytes crossing into unwritten space: no padding.
-    // Exactly ZERO_AHEAD / 4: records of 8 KiB framed.
-    let quarter = vec![3u8; 8192 - RECORD_HEADER_LEN];
-    let big: Vec<&[u8]> =
-        std::iter::repeat_n(&quarter[..], (ZERO_AHEAD / 4 / 8192) as usize).collect();
+    // A group of at least ZERO_AHEAD_BELOW (128 KiB) crossing into unwritten space: no
+    // padding. Exactly 128 KiB: sixteen records of 8 KiB framed.
+    let eight_k = vec![3u8; 8192 - RECORD_HEADER_LEN];
+    let batch = |n: usize| -> Vec<&[u8]> { std::iter::repeat_n(&eight_k[..], n).collect() };
     let n0 = plan.write_log().len();
-    wal.append_batch(&big).unwrap().wait().unwrap();
-    assert_eq!(plan.write_log()[n0..], [(off, (ZERO_AHEAD / 4) as usize)]);
-    off += ZERO_AHEAD / 4;
-    // A small group past the zeroed end pads again, but never past the segment.
+    let at_bound = 16;
+    wal.append_batch(&batch(at_bound)).unwrap().wait().unwrap();
+    assert_eq!(plan.write_log()[n0..], [(off, ZERO_AHEAD_BELOW)]);
+    off += ZERO_AHEAD_BELOW as u64;
+    // 120 KiB pads again (a lone writer's batch, so ZERO_AHEAD_ALONE): sixteen writers'
+    // 4 KiB records make groups of about 64 KiB, and those write zeros ahead.
     let n0 = plan.write_log().len();
-    wal.append(b"z").unwrap().wait().unwrap();
+    wal.append_batch(&batch(at_bound - 1))
+        .unwrap()
+        .wait()
+        .unwrap();
+    let under = ZERO_AHEAD_BELOW - 8192;
     assert_eq!(
         plan.write_log()[n0..],
-        [(off, (rec(1) + ZERO_AHEAD_ALONE) as usize)]
+        [(off, under + ZERO_AHEAD_ALONE as usize)]
     );
-    off += rec(1);
+    off += under as u64;
     let n0 = plan.write_log().len();
     while off + ZERO_AHEAD_ALONE / 2 < seg {
         wal.append(&payload).unwrap().wait().unwrap();
