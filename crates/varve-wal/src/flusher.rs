@@ -8,6 +8,12 @@
 //! [`Flusher::grow`]), never longer than a third of the last sync nor
 //! [`Options::group_interval`](crate::Options::group_interval); a lone writer's next
 //! record is its whole group, so it never waits.
+//!
+//! A full group with more queued behind it (a pipelined producer, a burst) does not leave
+//! the CPU idle during its sync: the flusher starts the group's writeback, encodes the next
+//! group meanwhile ([`Flusher::encode_ahead`]) and writes it as soon as the sync returns.
+//! Nothing of the next group reaches the file before that sync completed, so what a crash
+//! can leave behind is the same as without it.
 
 use std::io;
 use std::sync::Arc;
@@ -50,6 +56,18 @@ pub(crate) struct Flusher {
     pub(crate) returners: usize,
     /// Bytes of the current segment known to be written (not just preallocated).
     pub(crate) zeroed_upto: u64,
+    /// The next group, encoded while the current one syncs (see [`Flusher::encode_ahead`]);
+    /// empty otherwise.
+    pub(crate) ahead: Ahead,
+}
+
+/// A group encoded ahead: its bytes, tickets and queued bytes, as in [`Flusher`].
+#[derive(Default)]
+pub(crate) struct Ahead {
+    pub(crate) group: Vec<u8>,
+    pub(crate) tickets: Vec<Arc<TicketState>>,
+    pub(crate) accounted: u64,
+    pub(crate) returners: usize,
 }
 
 /// How far ahead of a small group the flusher writes zeros. On ext4 and XFS a sync after
@@ -159,7 +177,8 @@ impl Flusher {
                 self.grow();
             }
             self.commit_group()?;
-            if self.carry.is_some() {
+            // A group encoded ahead goes into this segment first.
+            if self.carry.is_some() && self.tickets.is_empty() {
                 self.rollover()?;
             }
         }
@@ -276,10 +295,16 @@ impl Flusher {
         self.group.truncate(len);
         written?;
         self.zeroed_upto = self.zeroed_upto.max(pad_to);
+        let start = self.write_off;
         self.write_off = end;
         self.dirty = true;
         match self.shared.opts.sync_mode {
-            SyncMode::Always => self.sync()?,
+            SyncMode::Always => {
+                if len >= self.shared.opts.group_bytes && !self.shared.queue.is_empty() {
+                    self.encode_ahead(start, len)?;
+                }
+                self.sync()?;
+            }
             SyncMode::Interval(d) if self.last_sync.elapsed() >= d => self.sync()?,
             SyncMode::Interval(_) | SyncMode::Never => {}
         }
@@ -299,6 +324,29 @@ impl Flusher {
         self.prev_waiters = waiters;
         self.shared
             .release(std::mem::take(&mut self.group_accounted));
+        self.swap_ahead();
+        Ok(())
+    }
+
+    /// Swaps the current group with the one encoded ahead.
+    fn swap_ahead(&mut self) {
+        std::mem::swap(&mut self.group, &mut self.ahead.group);
+        std::mem::swap(&mut self.tickets, &mut self.ahead.tickets);
+        std::mem::swap(&mut self.group_accounted, &mut self.ahead.accounted);
+        std::mem::swap(&mut self.returners, &mut self.ahead.returners);
+    }
+
+    /// While a full group's sync is pending and more is queued, encodes the next group so
+    /// the CPU work overlaps the disk's: starts the written range's writeback first (the
+    /// sync that follows then waits for less), then fills [`Ahead`] from the queue. The
+    /// next group's first record starts a sync epoch: it is written only after this sync
+    /// completed (a failed sync poisons the log first).
+    fn encode_ahead(&mut self, start: u64, len: usize) -> io::Result<()> {
+        self.seg.start_writeback(start, len as u64)?;
+        self.swap_ahead();
+        self.epoch_start = true;
+        self.fill();
+        self.swap_ahead();
         Ok(())
     }
 
@@ -393,11 +441,12 @@ impl Flusher {
     fn poison(mut self, e: io::Error) {
         let cause = Arc::new(e);
         let _ = self.shared.poison.set(Arc::clone(&cause));
-        for t in self.tickets.drain(..) {
+        for t in self.tickets.drain(..).chain(self.ahead.tickets.drain(..)) {
             t.fail(Arc::clone(&cause));
         }
-        self.shared
-            .release(std::mem::take(&mut self.group_accounted));
+        self.shared.release(
+            std::mem::take(&mut self.group_accounted) + std::mem::take(&mut self.ahead.accounted),
+        );
         if let Some(e) = self.carry.take() {
             self.shared.release(e.frames.len() as u64);
             e.ticket.fail(Arc::clone(&cause));

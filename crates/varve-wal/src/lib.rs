@@ -51,7 +51,10 @@
 //! ([`Wal::truncate_before`]) keeps up to [`Options::recycle_segments`] truncated segments
 //! as spares and starts new segments in their files: every block is already written, so
 //! nothing is zeroed ahead and no sync pays an extent conversion, and the disk writes each
-//! log byte once. A write or sync failure poisons the WAL for good:
+//! log byte once. Behind a full group ([`Options::group_bytes`]) with more queued, the
+//! flusher encodes the next group while the full one syncs, and writes it after that sync
+//! returned; a pipelined producer's 1 KiB records went from 0.45-0.69x to 0.59-0.85x of
+//! raw 1 MiB write+`fdatasync` bandwidth (64-512 MiB runs, alternating). A write or sync failure poisons the WAL for good:
 //! the group's tickets, everything queued and every later append fail with
 //! [`Error::Poisoned`]; nothing retries an `fsync` whose failure may have dropped pages.
 //!
@@ -213,7 +216,9 @@ impl Options {
         self.group_interval = d;
         self
     }
-    /// A group is closed early once it holds this many bytes (default 1 MiB).
+    /// A group is closed early once it holds this many bytes (default 1 MiB). Under
+    /// `SyncMode::Always`, a full group with more queued behind it has the next group
+    /// encoded while it syncs (see the crate docs on memory and I/O).
     pub fn group_bytes(mut self, bytes: usize) -> Self {
         self.group_bytes = bytes;
         self
@@ -625,6 +630,7 @@ impl Wal {
             } else {
                 write_off
             },
+            ahead: flusher::Ahead::default(),
         };
         let handle = std::thread::Builder::new()
             .name("varve-wal-flusher".into())

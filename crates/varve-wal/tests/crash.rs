@@ -28,10 +28,17 @@ fn opts(round: u32) -> Options {
         1 => SyncMode::Interval(Duration::from_millis(1)),
         _ => SyncMode::Never,
     };
-    Options::default()
+    let opts = Options::default()
         .segment_size(128 << 10)
         .max_record_size(4 << 10)
-        .sync_mode(mode)
+        .sync_mode(mode);
+    // Every other `Always` round closes groups at 1 KiB: full groups with more queued
+    // behind them, whose flusher encodes the next group while they sync.
+    if round % 6 == 3 {
+        opts.group_bytes(1 << 10)
+    } else {
+        opts
+    }
 }
 
 /// Identity of one record, carried in its first 16 bytes; the rest is derived from it.

@@ -11,7 +11,7 @@ use crate::{Error, Wal};
 
 #[derive(Default)]
 pub(crate) struct Plan {
-    fail_sync: AtomicBool,
+    pub(crate) fail_sync: AtomicBool,
     fail_write: AtomicBool,
     short_write: AtomicBool,
     fail_create: AtomicBool,
@@ -31,11 +31,32 @@ pub(crate) struct Plan {
     pub(crate) sync_delay_ms: AtomicU64,
     /// (offset, length) of every write attempted.
     log: Mutex<Vec<(u64, usize)>>,
+    /// Writes, hints and syncs that reached the file, in order.
+    events: Mutex<Vec<Event>>,
+    /// `start_writeback` fails with `EBADF`.
+    pub(crate) fail_writeback: AtomicBool,
     held: Mutex<(bool, bool)>, // (hold writes, a write is waiting)
     cv: Condvar,
 }
 
+/// What reached a segment file, in [`Plan::events`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// A write attempt: offset, length.
+    Write(u64, usize),
+    /// A `start_writeback` hint: offset, length.
+    Hint(u64, u64),
+    /// A successful sync.
+    Sync,
+}
+
 impl Plan {
+    fn event(&self, e: Event) {
+        self.events.lock().unwrap().push(e);
+    }
+    pub(crate) fn events(&self) -> Vec<Event> {
+        self.events.lock().unwrap().clone()
+    }
     pub(crate) fn syncs(&self) -> usize {
         self.syncs.load(Ordering::SeqCst)
     }
@@ -117,6 +138,7 @@ impl SegmentFile for FaultySegment {
         };
         self.plan.writes.fetch_add(1, Ordering::SeqCst);
         self.plan.log.lock().unwrap().push((offset, buf.len()));
+        self.plan.event(Event::Write(offset, buf.len()));
         if self.plan.fail_write.load(Ordering::SeqCst) {
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));
         }
@@ -142,7 +164,16 @@ impl SegmentFile for FaultySegment {
             std::thread::sleep(std::time::Duration::from_millis(delay));
         }
         self.plan.syncs.fetch_add(1, Ordering::SeqCst);
+        self.plan.event(Event::Sync);
         self.inner.sync_data()
+    }
+
+    fn start_writeback(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        if self.plan.fail_writeback.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
+        }
+        self.plan.event(Event::Hint(offset, len));
+        self.inner.start_writeback(offset, len)
     }
 }
 

@@ -1,5 +1,6 @@
 //! Unit tests of the WAL as a whole, including fault injection through the `Storage` trait.
 
+mod ahead;
 mod fault;
 mod recycle;
 
