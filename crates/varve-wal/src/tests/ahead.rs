@@ -145,11 +145,20 @@ fn a_failed_sync_fails_the_group_encoded_ahead_and_writes_nothing_more() {
     plan.fail_sync.store(true, Ordering::SeqCst);
     let before = plan.events().len();
     plan.hold_writes(false);
-    for t in tickets {
-        match t.wait() {
-            Err(Error::Poisoned(cause)) => assert_eq!(cause.raw_os_error(), Some(libc::EIO)),
-            other => panic!("expected Poisoned, got {other:?}"),
-        }
+    let mut tickets = tickets.into_iter();
+    let expect_eio = |r: crate::Result<u64>| match r {
+        Err(Error::Poisoned(cause)) => assert_eq!(cause.raw_os_error(), Some(libc::EIO)),
+        other => panic!("expected Poisoned, got {other:?}"),
+    };
+    expect_eio(tickets.next().unwrap().wait());
+    // The next group (four records) had been sequenced while the sync ran; the records
+    // behind it never were.
+    let rest: Vec<_> = tickets.collect();
+    let lsns: Vec<Option<u64>> = rest.iter().map(crate::Ticket::lsn).collect();
+    assert_eq!(lsns[..4], [Some(6), Some(7), Some(8), Some(9)]);
+    assert!(lsns[4..].iter().all(Option::is_none), "{lsns:?}");
+    for t in rest {
+        expect_eio(t.wait());
     }
     let events = plan.events();
     // The held group's write and its hint; the group encoded ahead is never written.
