@@ -2,11 +2,11 @@
 
 use std::sync::atomic::Ordering;
 
-use super::fault::{Event, FaultyStorage, Plan};
+use super::fault::{Event, FaultyStorage, Plan, assert_poisoned};
 use super::{read_all, small};
 use crate::format::{self, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::recovery::list_segments;
-use crate::{Error, Options, Wal};
+use crate::{Options, Wal};
 
 /// 1 KiB framed records; groups close at four of them.
 const PAYLOAD: usize = 1024 - RECORD_HEADER_LEN;
@@ -112,9 +112,7 @@ fn groups_that_are_not_full_or_have_nothing_behind_them_encode_nothing_ahead() {
     }
     // Full groups, one at a time, nothing queued behind them.
     for _ in 0..3 {
-        let batch: Vec<Vec<u8>> = (0..4).map(payload).collect();
-        let refs: Vec<&[u8]> = batch.iter().map(|b| &b[..]).collect();
-        wal.append_batch(&refs).unwrap().wait().unwrap();
+        append_full_batch(&wal).wait().unwrap();
     }
     let events = plan.events();
     assert!(
@@ -124,12 +122,17 @@ fn groups_that_are_not_full_or_have_nothing_behind_them_encode_nothing_ahead() {
     assert_eq!(plan.syncs(), 8);
 }
 
-/// A full group (one batch) held in its write while `behind` more records queue.
-fn held_full_group(wal: &Wal, plan: &Plan, behind: usize) -> Vec<crate::Ticket> {
+/// Appends one batch of four records: a full group on its own.
+fn append_full_batch(wal: &Wal) -> crate::Ticket {
     let batch: Vec<Vec<u8>> = (0..4).map(payload).collect();
     let refs: Vec<&[u8]> = batch.iter().map(|b| &b[..]).collect();
+    wal.append_batch(&refs).unwrap()
+}
+
+/// A full group (one batch) held in its write while `behind` more records queue.
+fn held_full_group(wal: &Wal, plan: &Plan, behind: usize) -> Vec<crate::Ticket> {
     plan.hold_writes(true);
-    let mut tickets = vec![wal.append_batch(&refs).unwrap()];
+    let mut tickets = vec![append_full_batch(wal)];
     plan.wait_for_held_write();
     tickets.extend((0..behind).map(|i| wal.append(&payload(i)).unwrap()));
     tickets
@@ -146,11 +149,7 @@ fn a_failed_sync_fails_the_group_encoded_ahead_and_writes_nothing_more() {
     let before = plan.events().len();
     plan.hold_writes(false);
     let mut tickets = tickets.into_iter();
-    let expect_eio = |r: crate::Result<u64>| match r {
-        Err(Error::Poisoned(cause)) => assert_eq!(cause.raw_os_error(), Some(libc::EIO)),
-        other => panic!("expected Poisoned, got {other:?}"),
-    };
-    expect_eio(tickets.next().unwrap().wait());
+    assert_poisoned(tickets.next().unwrap().wait(), libc::EIO);
     // The next group (four records) had been sequenced while the sync ran; the records
     // behind it never were.
     let rest: Vec<_> = tickets.collect();
@@ -158,7 +157,7 @@ fn a_failed_sync_fails_the_group_encoded_ahead_and_writes_nothing_more() {
     assert_eq!(lsns[..4], [Some(6), Some(7), Some(8), Some(9)]);
     assert!(lsns[4..].iter().all(Option::is_none), "{lsns:?}");
     for t in rest {
-        expect_eio(t.wait());
+        assert_poisoned(t.wait(), libc::EIO);
     }
     let events = plan.events();
     // The held group's write and its hint; the group encoded ahead is never written.
@@ -186,10 +185,7 @@ fn a_failed_writeback_hint_poisons_like_a_failed_sync() {
     plan.fail_writeback.store(true, Ordering::SeqCst);
     plan.hold_writes(false);
     for t in tickets {
-        match t.wait() {
-            Err(Error::Poisoned(cause)) => assert_eq!(cause.raw_os_error(), Some(libc::EBADF)),
-            other => panic!("expected Poisoned, got {other:?}"),
-        }
+        assert_poisoned(t.wait(), libc::EBADF);
     }
     assert_eq!(plan.syncs(), 0);
     assert_eq!(wal.shared.queued_bytes.load(Ordering::SeqCst), 0);

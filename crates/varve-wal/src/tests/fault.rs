@@ -232,7 +232,7 @@ impl Storage for FaultyStorage {
     }
 }
 
-fn assert_poisoned<T: std::fmt::Debug>(r: crate::Result<T>, errno: i32) {
+pub(crate) fn assert_poisoned<T: std::fmt::Debug>(r: crate::Result<T>, errno: i32) {
     match r {
         Err(Error::Poisoned(cause)) => assert_eq!(cause.raw_os_error(), Some(errno)),
         other => panic!("expected Poisoned, got {other:?}"),
