@@ -1,0 +1,1520 @@
+//! The event store: open and recovery, the sequencer, reads, the checkpointer.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::Write;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use heed::{PutFlags, WithoutTls};
+use varve_sidecar::{BlobHash, MAX_INLINE_SIZE, Payload, Sidecar, SidecarOptions};
+use varve_wal::Wal;
+
+use crate::codec::{self, AppendRecord, BodyPayload, KIND_APPEND};
+use crate::error::{Error, Result};
+use crate::lmdb::{self, Checkpoint, Dbs};
+use crate::options::Options;
+use crate::tail::{Run, Tail, TailEntry};
+use crate::types::{
+    AppendResult, Direction, EventData, EventView, ExpectedVersion, PayloadRef, RecordedEvent,
+};
+
+/// Name of the store's lock file.
+const LOCK_FILE: &str = "LOCK";
+/// Subdirectory of the write-ahead log.
+const WAL_DIR: &str = "wal";
+/// Subdirectory of the blob sidecar.
+const BLOBS_DIR: &str = "blobs";
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// What open found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// The WAL's own recovery report (torn tail cut, segments, ...).
+    pub wal: varve_wal::RecoveryReport,
+    /// LSN of the last record the checkpoint in `events.mdb` had applied.
+    pub checkpoint_lsn: u64,
+    /// Append records replayed from the WAL into the in-memory tail.
+    pub replayed_records: u64,
+    /// Events in those records.
+    pub replayed_events: u64,
+    /// Blob references released because no event refers to them (an append that stored
+    /// its blobs but never reached the log).
+    pub orphan_blob_refs_released: u64,
+}
+
+/// Counts that describe an open store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// One past the last acknowledged position (the number of events ever appended).
+    pub next_position: u64,
+    /// Streams that exist.
+    pub streams: u64,
+    /// One past the last position applied to `events.mdb`.
+    pub checkpointed_position: u64,
+    /// LSN of the last WAL record applied to `events.mdb`.
+    pub checkpoint_lsn: u64,
+    /// Events acknowledged but not yet checkpointed.
+    pub checkpoint_lag_events: u64,
+    /// Memory held by the not-yet-checkpointed tail, in bytes.
+    pub tail_bytes: u64,
+    /// The WAL's highest durable LSN.
+    pub wal_durable_lsn: u64,
+    /// The first LSN the WAL still keeps.
+    pub wal_first_lsn: u64,
+    /// Bytes of WAL segment files on disk.
+    pub wal_bytes: u64,
+    /// Distinct blobs in the sidecar.
+    pub blobs: u64,
+    /// Bytes of those blobs.
+    pub blob_bytes: u64,
+    /// Checkpoints completed since open.
+    pub checkpoints: u64,
+    /// Why the store is degraded (appends refused), if it is.
+    pub degraded: Option<String>,
+}
+
+/// A stream's head as the sequencer knows it.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    id: u64,
+    /// Number of events in the stream (the next version).
+    next_version: u64,
+}
+
+/// State only the sequencer's critical section touches.
+#[derive(Debug)]
+struct Seq {
+    next_position: u64,
+    next_lsn: u64,
+    heads: HashMap<Arc<str>, Head>,
+}
+
+/// Stream names by id and ids by name, for readers.
+#[derive(Debug, Default)]
+struct Catalog {
+    names: Vec<Arc<str>>,
+    ids: HashMap<Arc<str>, u64>,
+}
+
+#[derive(Debug, Default)]
+struct Signal {
+    requested: bool,
+    shutdown: bool,
+}
+
+/// Everything the handles and the checkpointer thread share.
+pub(crate) struct Core {
+    dir: PathBuf,
+    opts: Options,
+    wal: Wal,
+    env: heed::Env<WithoutTls>,
+    dbs: Dbs,
+    sidecar: Sidecar,
+    seq: Mutex<Seq>,
+    catalog: RwLock<Catalog>,
+    tail: RwLock<Tail>,
+    /// One past the last position readers may see (durable and published in order).
+    visible_end: AtomicU64,
+    /// One past the last position in `events.mdb`.
+    checkpointed_end: AtomicU64,
+    checkpoint_lsn: AtomicU64,
+    checkpoints: AtomicU64,
+    tail_bytes: AtomicU64,
+    degraded: OnceLock<Arc<Error>>,
+    closed: AtomicBool,
+    /// Serializes checkpoints (the background thread and `checkpoint()`).
+    ckpt_lock: Mutex<()>,
+    signal: Mutex<Signal>,
+    signal_cv: Condvar,
+    room: Mutex<()>,
+    room_cv: Condvar,
+    report: RecoveryReport,
+    _lock: File,
+}
+
+/// An open event store. Cheap to clone (all clones share one store); `Send + Sync`.
+///
+/// See the crate docs for the durability and visibility contract.
+#[derive(Clone)]
+pub struct Varve {
+    inner: Arc<Handle>,
+}
+
+struct Handle {
+    core: Arc<Core>,
+    checkpointer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.core.stop_checkpointer(&self.checkpointer);
+    }
+}
+
+impl std::fmt::Debug for Varve {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Varve")
+            .field("dir", &self.inner.core.dir)
+            .field(
+                "visible_end",
+                &self.inner.core.visible_end.load(Ordering::Relaxed),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// A call of `append_multi`: a stream, what it expects, its events.
+pub type StreamAppend<'a> = (&'a str, ExpectedVersion, &'a [EventData<'a>]);
+
+impl Varve {
+    /// Opens (creating if needed) the store in `dir` and recovers it: the same path after a
+    /// clean close and after a crash. Layout: `dir/wal/`, `dir/events.mdb`, `dir/blobs/`.
+    ///
+    /// `events.mdb` and `blobs/blobs.mdb` are memory-mapped: nothing but this library may
+    /// write them while the store is open.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] if another open store holds `dir`; [`Error::InvalidOptions`];
+    /// [`Error::UnsupportedVersion`]; [`Error::Corrupted`] (and the layers' corruption
+    /// errors) for damage recovery must not paper over; I/O errors.
+    pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Varve> {
+        let core = Arc::new(Core::open(dir.as_ref(), opts)?);
+        let thread_core = Arc::clone(&core);
+        let handle = std::thread::Builder::new()
+            .name("varve-checkpointer".into())
+            .spawn(move || thread_core.checkpointer_loop())?;
+        Ok(Varve {
+            inner: Arc::new(Handle {
+                core,
+                checkpointer: Mutex::new(Some(handle)),
+            }),
+        })
+    }
+
+    fn core(&self) -> &Core {
+        &self.inner.core
+    }
+
+    /// What open found and did.
+    #[must_use]
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.core().report
+    }
+
+    /// The store's directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.core().dir
+    }
+
+    /// Appends `events` to `stream` if its version is what `expected` says; returns once
+    /// the events are durable (under the configured `SyncMode`) and visible to readers.
+    ///
+    /// # Errors
+    /// [`Error::WrongExpectedVersion`] (nothing written); a limit error
+    /// ([`Error::InvalidStreamName`], [`Error::InvalidEventType`],
+    /// [`Error::MetadataTooLarge`], [`Error::PayloadTooLarge`], [`Error::CallTooLarge`],
+    /// [`Error::EmptyAppend`]; nothing written); [`Error::Degraded`] after an I/O failure;
+    /// [`Error::Closed`].
+    pub fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[EventData<'_>],
+    ) -> Result<AppendResult> {
+        self.core().append(&[(stream, expected, events)])
+    }
+
+    /// Appends to several streams atomically: every stream's expectation must hold or
+    /// nothing is written; the events get one contiguous run of positions, in the order of
+    /// `calls`. Readers never see part of it.
+    ///
+    /// # Errors
+    /// As [`append`](Self::append), plus [`Error::DuplicateStream`].
+    pub fn append_multi(&self, calls: &[StreamAppend<'_>]) -> Result<AppendResult> {
+        self.core().append(calls)
+    }
+
+    /// The event at `position`, if it exists and is visible.
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] if its stored bytes fail their checksum; LMDB errors.
+    pub fn get(&self, position: u64) -> Result<Option<RecordedEvent>> {
+        self.core().with_event(position, |v| v.to_owned())
+    }
+
+    /// Calls `f` with a borrowed view of the event at `position` (no copy); `Ok(None)` if
+    /// there is no such visible event.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub fn with_event<R>(
+        &self,
+        position: u64,
+        f: impl FnOnce(&EventView<'_>) -> R,
+    ) -> Result<Option<R>> {
+        self.core().with_event(position, f)
+    }
+
+    /// Up to `limit` events of the global log from `from` (inclusive) in `direction`.
+    /// Backward from a position past the end starts at the last event.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub fn read_all(
+        &self,
+        from: u64,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let mut out = Vec::new();
+        self.core()
+            .scan_all(from, direction, limit, |v| out.push(v.to_owned()))?;
+        Ok(out)
+    }
+
+    /// Like [`read_all`](Self::read_all) but hands each event to `f` as a borrowed view.
+    /// Returns how many events it visited.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub fn scan_all(
+        &self,
+        from: u64,
+        direction: Direction,
+        limit: usize,
+        f: impl FnMut(&EventView<'_>),
+    ) -> Result<usize> {
+        self.core().scan_all(from, direction, limit, f)
+    }
+
+    /// Up to `limit` events of `stream` from version `from` (inclusive) in `direction`.
+    ///
+    /// # Errors
+    /// [`Error::StreamNotFound`] if the stream has no visible event; as [`get`](Self::get).
+    pub fn read_stream(
+        &self,
+        stream: &str,
+        direction: Direction,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let mut out = Vec::new();
+        self.core()
+            .scan_stream(stream, direction, from, limit, |v| out.push(v.to_owned()))?;
+        Ok(out)
+    }
+
+    /// Like [`read_stream`](Self::read_stream) with borrowed views. Returns how many
+    /// events it visited.
+    ///
+    /// # Errors
+    /// As [`read_stream`](Self::read_stream).
+    pub fn scan_stream(
+        &self,
+        stream: &str,
+        direction: Direction,
+        from: u64,
+        limit: usize,
+        f: impl FnMut(&EventView<'_>),
+    ) -> Result<usize> {
+        self.core().scan_stream(stream, direction, from, limit, f)
+    }
+
+    /// The version of the stream's last visible event, `None` if it has none.
+    ///
+    /// # Errors
+    /// LMDB errors.
+    pub fn stream_version(&self, stream: &str) -> Result<Option<u64>> {
+        let Some(id) = read(&self.core().catalog).ids.get(stream).copied() else {
+            return Ok(None);
+        };
+        self.core().visible_head(id)
+    }
+
+    /// The whole payload of `event` (read from the sidecar for a large one, its SHA-256
+    /// checked).
+    ///
+    /// # Errors
+    /// [`Error::Sidecar`] if the blob is missing or corrupted.
+    pub fn read_payload(&self, event: &RecordedEvent) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(event.payload.len() as usize);
+        self.read_payload_to(event, &mut out)?;
+        Ok(out)
+    }
+
+    /// Streams the payload of `event` into `out` through the sidecar's cache-safe read
+    /// path (large payloads do not stay in the page cache). Returns the bytes written.
+    ///
+    /// # Errors
+    /// As [`read_payload`](Self::read_payload), and the writer's errors.
+    pub fn read_payload_to<W: Write + ?Sized>(
+        &self,
+        event: &RecordedEvent,
+        out: &mut W,
+    ) -> Result<u64> {
+        match &event.payload {
+            crate::EventPayload::Inline(b) => {
+                out.write_all(b)?;
+                Ok(b.len() as u64)
+            }
+            crate::EventPayload::Blob { hash, .. } => {
+                Ok(self.core().sidecar.read_to(&Payload::BlobRef(*hash), out)?)
+            }
+        }
+    }
+
+    /// Applies every acknowledged event to `events.mdb` now and drops the WAL segments
+    /// that held only applied records. Returns the number of events applied.
+    ///
+    /// # Errors
+    /// [`Error::Degraded`] if the store is degraded; LMDB and WAL errors (which degrade it).
+    pub fn checkpoint(&self) -> Result<u64> {
+        self.core().checkpoint()
+    }
+
+    /// Counts that describe the store.
+    ///
+    /// # Errors
+    /// I/O errors reading file sizes; sidecar errors.
+    pub fn stats(&self) -> Result<Stats> {
+        self.core().stats()
+    }
+
+    /// Checkpoints what is acknowledged, stops the checkpointer and closes this handle.
+    /// Other clones then get [`Error::Closed`]; the files are released when the last clone
+    /// is dropped. A crash instead of a close loses nothing acknowledged: open recovers the
+    /// same state either way.
+    ///
+    /// # Errors
+    /// The final checkpoint's error, or [`Error::Degraded`] if the store was degraded.
+    pub fn close(self) -> Result<()> {
+        let core = &self.inner.core;
+        core.stop_checkpointer(&self.inner.checkpointer);
+        let r = if core.degraded.get().is_some() {
+            Err(core.degraded_error())
+        } else {
+            core.checkpoint().map(|_| ())
+        };
+        core.closed.store(true, Ordering::SeqCst);
+        r
+    }
+}
+
+impl Core {
+    fn open(dir: &Path, opts: Options) -> Result<Core> {
+        opts.validate()?;
+        std::fs::create_dir_all(dir)?;
+        let lock_file = acquire_lock(dir)?;
+        let (env, dbs, ck) = lmdb::open(dir, opts.map_size)?;
+
+        // Stream catalog and heads from the last checkpoint.
+        let mut catalog = Catalog::default();
+        let mut heads = HashMap::new();
+        {
+            let rtxn = env.read_txn()?;
+            let n = usize::try_from(ck.next_stream_id)
+                .map_err(|_| Error::corrupted(lmdb::location(dir), "stream count overflows"))?;
+            let mut names: Vec<Option<Arc<str>>> = vec![None; n];
+            for item in dbs.streams.iter(&rtxn)? {
+                let (name, v) = item?;
+                let bad = || Error::corrupted(lmdb::location(dir), "bad stream record");
+                let (id, next_version) = codec::decode_stream(v).ok_or_else(bad)?;
+                let name: Arc<str> = Arc::from(std::str::from_utf8(name).map_err(|_| bad())?);
+                let slot = usize::try_from(id)
+                    .ok()
+                    .and_then(|i| names.get_mut(i))
+                    .ok_or_else(bad)?;
+                if slot.replace(Arc::clone(&name)).is_some() {
+                    return Err(bad());
+                }
+                heads.insert(Arc::clone(&name), Head { id, next_version });
+                catalog.ids.insert(name, id);
+            }
+            catalog.names = names
+                .into_iter()
+                .map(|n| {
+                    n.ok_or_else(|| {
+                        Error::corrupted(lmdb::location(dir), "stream id without a name")
+                    })
+                })
+                .collect::<Result<_>>()?;
+        }
+
+        let sidecar = Sidecar::open(dir.join(BLOBS_DIR), SidecarOptions::default())?;
+        let max_record = opts.max_record_bytes();
+        let wal_opts = varve_wal::Options::default()
+            .sync_mode(opts.sync_mode)
+            .segment_size(((max_record as u64) + (4 << 20)).max(64 << 20))
+            .max_record_size(max_record)
+            .max_queued_bytes(((max_record as u64) + (4 << 20)).max(64 << 20));
+        let wal = Wal::open(dir.join(WAL_DIR), wal_opts)?;
+
+        let mut report = RecoveryReport {
+            wal: wal.recovery_report().clone(),
+            checkpoint_lsn: ck.lsn,
+            ..RecoveryReport::default()
+        };
+        let wal_loc = || dir.join(WAL_DIR).display().to_string();
+        let durable = wal.durable_lsn();
+        if durable < ck.lsn {
+            return Err(Error::corrupted(
+                wal_loc(),
+                "the log ends before the checkpoint recorded in events.mdb",
+            ));
+        }
+        if durable > ck.lsn && wal.first_lsn() > ck.lsn + 1 {
+            return Err(Error::corrupted(
+                wal_loc(),
+                "log records after the checkpoint are missing",
+            ));
+        }
+
+        // Replay the log after the checkpoint into the tail.
+        let mut tail = Tail::default();
+        let mut next_position = ck.next_position;
+        let mut tail_refs: HashMap<BlobHash, u64> = HashMap::new();
+        if durable > ck.lsn {
+            for rec in wal.iter_from(ck.lsn + 1)? {
+                let rec = rec?;
+                let at = |what| Error::corrupted(format!("{} LSN {}", wal_loc(), rec.lsn), what);
+                if rec.kind != KIND_APPEND {
+                    return Err(at("unknown record kind"));
+                }
+                let parsed = codec::parse_append(&rec.payload).map_err(at)?;
+                if parsed.first_position != next_position {
+                    return Err(at("record does not continue the positions"));
+                }
+                for g in &parsed.groups {
+                    let name = std::str::from_utf8(&rec.payload[g.name.clone()])
+                        .map_err(|_| at("stream name is not UTF-8"))?;
+                    match heads.get_mut(name) {
+                        Some(h) if h.id == g.stream_id && h.next_version == g.first_version => {
+                            h.next_version += u64::from(g.count);
+                        }
+                        Some(_) => return Err(at("stream id or version does not continue")),
+                        None => {
+                            if g.stream_id != catalog.names.len() as u64 || g.first_version != 0 {
+                                return Err(at("new stream with a wrong id or version"));
+                            }
+                            let name: Arc<str> = Arc::from(name);
+                            catalog.names.push(Arc::clone(&name));
+                            catalog.ids.insert(Arc::clone(&name), g.stream_id);
+                            heads.insert(
+                                name,
+                                Head {
+                                    id: g.stream_id,
+                                    next_version: u64::from(g.count),
+                                },
+                            );
+                        }
+                    }
+                }
+                let lsn = rec.lsn;
+                let entry = TailEntry::from_parsed(lsn, rec.payload, parsed);
+                for i in 0..entry.events.len() {
+                    if let PayloadRef::Blob { hash, .. } = entry.body(i).payload {
+                        *tail_refs.entry(hash).or_default() += 1;
+                    }
+                }
+                next_position = entry.end();
+                report.replayed_records += 1;
+                report.replayed_events += entry.events.len() as u64;
+                tail.push(Arc::new(entry));
+            }
+        }
+        tail.visible = tail.entries.len();
+
+        report.orphan_blob_refs_released = release_orphan_blobs(&env, &dbs, &sidecar, &tail_refs)?;
+
+        let tail_bytes = tail.bytes;
+        Ok(Core {
+            dir: dir.to_path_buf(),
+            opts,
+            seq: Mutex::new(Seq {
+                next_position,
+                next_lsn: wal.durable_lsn() + 1,
+                heads,
+            }),
+            wal,
+            env,
+            dbs,
+            sidecar,
+            catalog: RwLock::new(catalog),
+            tail: RwLock::new(tail),
+            visible_end: AtomicU64::new(next_position),
+            checkpointed_end: AtomicU64::new(ck.next_position),
+            checkpoint_lsn: AtomicU64::new(ck.lsn),
+            checkpoints: AtomicU64::new(0),
+            tail_bytes: AtomicU64::new(tail_bytes),
+            degraded: OnceLock::new(),
+            closed: AtomicBool::new(false),
+            ckpt_lock: Mutex::new(()),
+            signal: Mutex::new(Signal::default()),
+            signal_cv: Condvar::new(),
+            room: Mutex::new(()),
+            room_cv: Condvar::new(),
+            report,
+            _lock: lock_file,
+        })
+    }
+
+    fn degraded_error(&self) -> Error {
+        match self.degraded.get() {
+            Some(cause) => Error::Degraded {
+                cause: Arc::clone(cause),
+            },
+            None => Error::Closed,
+        }
+    }
+
+    /// Puts the store in degraded mode (first cause wins) and returns the error to report.
+    fn degrade(&self, cause: Error) -> Error {
+        let _ = self.degraded.set(Arc::new(cause));
+        self.room_cv.notify_all();
+        self.degraded_error()
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        if self.degraded.get().is_some() {
+            return Err(self.degraded_error());
+        }
+        Ok(())
+    }
+
+    fn validate(&self, calls: &[StreamAppend<'_>]) -> Result<usize> {
+        let o = &self.opts;
+        if calls.is_empty() {
+            return Err(Error::EmptyAppend);
+        }
+        let mut call_bytes = codec::APPEND_HEADER_LEN;
+        for (stream, _, events) in calls {
+            if stream.is_empty() {
+                return Err(Error::InvalidStreamName { why: "empty" });
+            }
+            if stream.len() > o.max_stream_name {
+                return Err(Error::InvalidStreamName {
+                    why: "longer than max_stream_name",
+                });
+            }
+            if stream.as_bytes().contains(&0) {
+                return Err(Error::InvalidStreamName {
+                    why: "contains a NUL byte",
+                });
+            }
+            if events.is_empty() {
+                return Err(Error::EmptyAppend);
+            }
+            call_bytes += AppendRecord::group_len(stream);
+            for ev in *events {
+                if ev.event_type.is_empty() {
+                    return Err(Error::InvalidEventType { why: "empty" });
+                }
+                if ev.event_type.len() > o.max_event_type {
+                    return Err(Error::InvalidEventType {
+                        why: "longer than max_event_type",
+                    });
+                }
+                if ev.metadata.len() > o.max_metadata_bytes {
+                    return Err(Error::MetadataTooLarge {
+                        size: ev.metadata.len(),
+                        max: o.max_metadata_bytes,
+                    });
+                }
+                if ev.payload.len() > o.max_payload_bytes {
+                    return Err(Error::PayloadTooLarge {
+                        size: ev.payload.len(),
+                        max: o.max_payload_bytes,
+                    });
+                }
+                call_bytes = call_bytes
+                    .saturating_add(codec::body_len(ev, &BodyPayload::Inline(ev.payload)));
+            }
+        }
+        if call_bytes > o.max_call_bytes {
+            return Err(Error::CallTooLarge {
+                size: call_bytes,
+                max: o.max_call_bytes,
+            });
+        }
+        if calls.len() > 1 {
+            let mut seen = HashSet::with_capacity(calls.len());
+            for (stream, _, _) in calls {
+                if !seen.insert(*stream) {
+                    return Err(Error::DuplicateStream {
+                        stream: (*stream).to_owned(),
+                    });
+                }
+            }
+        }
+        if calls.len() > u16::MAX as usize {
+            return Err(Error::CallTooLarge {
+                size: calls.len(),
+                max: u16::MAX as usize,
+            });
+        }
+        Ok(call_bytes)
+    }
+
+    fn append(&self, calls: &[StreamAppend<'_>]) -> Result<AppendResult> {
+        self.check_writable()?;
+        let call_bytes = self.validate(calls)?;
+        let total: usize = calls.iter().map(|c| c.2.len()).sum();
+        let total_u32 = u32::try_from(total).map_err(|_| Error::CallTooLarge {
+            size: total,
+            max: u32::MAX as usize,
+        })?;
+
+        // Large payloads go to the sidecar first: durable before anything refers to them.
+        let mut blobs = BlobGuard {
+            sidecar: &self.sidecar,
+            hashes: Vec::new(),
+        };
+        let mut payloads = Vec::with_capacity(total);
+        for (_, _, events) in calls {
+            for ev in *events {
+                if ev.payload.len() >= MAX_INLINE_SIZE {
+                    let p = self
+                        .sidecar
+                        .store(ev.payload)
+                        .map_err(|e| self.io_failure(e.into()))?;
+                    let Payload::BlobRef(hash) = p else {
+                        return Err(Error::corrupted(
+                            "sidecar",
+                            "a large payload was not stored as a blob",
+                        ));
+                    };
+                    blobs.hashes.push(hash);
+                    payloads.push(BodyPayload::Blob {
+                        hash,
+                        len: ev.payload.len() as u64,
+                    });
+                } else {
+                    payloads.push(BodyPayload::Inline(ev.payload));
+                }
+            }
+        }
+
+        let mut rec = AppendRecord::new(now_us(), total_u32, calls.len() as u16, call_bytes);
+        let mut k = 0;
+        for (stream, _, events) in calls {
+            rec.begin_group(stream, events.len() as u32);
+            for ev in *events {
+                rec.push_event(ev, &payloads[k]);
+                k += 1;
+            }
+        }
+
+        self.wait_for_room()?;
+
+        let (result, lsn, ticket, entry) = {
+            let mut seq = lock(&self.seq);
+            self.check_writable()?;
+            let mut new_streams = 0u64;
+            let next_id = read(&self.catalog).names.len() as u64;
+            let mut assigned = Vec::with_capacity(calls.len());
+            for (stream, expected, _) in calls {
+                let head = seq.heads.get(*stream).copied();
+                let actual = head.and_then(|h| h.next_version.checked_sub(1));
+                if !expected.admits(actual) {
+                    return Err(Error::WrongExpectedVersion {
+                        stream: (*stream).to_owned(),
+                        expected: *expected,
+                        actual,
+                    });
+                }
+                let (id, first_version) = match head {
+                    Some(h) => (h.id, h.next_version),
+                    None => {
+                        new_streams += 1;
+                        (next_id + new_streams - 1, 0)
+                    }
+                };
+                assigned.push((id, first_version));
+            }
+            let first_position = seq.next_position;
+            rec.set_first_position(first_position);
+            for (g, &(id, v)) in assigned.iter().enumerate() {
+                rec.set_group(g, id, v);
+            }
+            let ticket = self
+                .wal
+                .append_kind(KIND_APPEND, &rec.bytes)
+                .map_err(|e| self.wal_failure(e))?;
+            // From here on nothing fails: commit the sequencer's state.
+            let lsn = seq.next_lsn;
+            seq.next_lsn += 1;
+            seq.next_position += total as u64;
+            if new_streams > 0 {
+                let mut cat = write(&self.catalog);
+                for ((stream, _, _), &(id, _)) in calls.iter().zip(&assigned) {
+                    if id >= next_id {
+                        let name: Arc<str> = Arc::from(*stream);
+                        cat.names.push(Arc::clone(&name));
+                        cat.ids.insert(name, id);
+                    }
+                }
+            }
+            for ((stream, _, events), &(id, v)) in calls.iter().zip(&assigned) {
+                let next_version = v + events.len() as u64;
+                match seq.heads.get_mut(*stream) {
+                    Some(h) => h.next_version = next_version,
+                    None => {
+                        seq.heads
+                            .insert(Arc::from(*stream), Head { id, next_version });
+                    }
+                }
+            }
+            let (&(_, first_version), &(_, last_first)) = match (assigned.first(), assigned.last())
+            {
+                (Some(a), Some(b)) => (a, b),
+                _ => return Err(Error::EmptyAppend),
+            };
+            let last_count = calls.last().map_or(0, |c| c.2.len() as u64);
+            let result = AppendResult {
+                first_position,
+                last_position: first_position + total as u64 - 1,
+                first_version,
+                last_version: last_first + last_count - 1,
+            };
+            let rec = std::mem::replace(&mut rec, AppendRecord::new(0, 0, 0, 0));
+            let entry = Arc::new(TailEntry {
+                lsn,
+                first_position,
+                timestamp_us: u64::from_le_bytes(rec.bytes[9..17].try_into().unwrap_or([0; 8])),
+                groups: rec.groups,
+                events: rec.events,
+                bytes: rec.bytes,
+            });
+            let cost = entry.cost();
+            write(&self.tail).push(Arc::clone(&entry));
+            self.tail_bytes.fetch_add(cost, Ordering::SeqCst);
+            (result, lsn, ticket, entry)
+        };
+        drop(entry);
+        blobs.hashes.clear(); // referenced by a queued record now
+
+        match ticket.wait() {
+            Ok(got) if got == lsn => {}
+            Ok(_) => {
+                return Err(self.degrade(Error::corrupted(
+                    self.dir.join(WAL_DIR).display().to_string(),
+                    "the log assigned an LSN out of the sequencer's order",
+                )));
+            }
+            Err(e) => return Err(self.wal_failure(e)),
+        }
+        self.publish();
+        if self.tail_bytes.load(Ordering::Relaxed) >= self.opts.checkpoint_bytes {
+            self.request_checkpoint();
+        }
+        Ok(result)
+    }
+
+    fn wal_failure(&self, e: varve_wal::Error) -> Error {
+        match e {
+            e @ (varve_wal::Error::Poisoned(_) | varve_wal::Error::Io(_)) => {
+                let err = self.degrade(Error::Wal(e));
+                write(&self.tail).truncate_invisible();
+                err
+            }
+            e => Error::Wal(e),
+        }
+    }
+
+    fn io_failure(&self, e: Error) -> Error {
+        match e {
+            Error::Sidecar(varve_sidecar::Error::Io(_)) | Error::Io(_) => self.degrade(e),
+            e => e,
+        }
+    }
+
+    /// Makes every durable tail entry visible, in order.
+    fn publish(&self) {
+        let durable = self.wal.durable_lsn();
+        let mut t = write(&self.tail);
+        let mut end = None;
+        while let Some(e) = t.entries.get(t.visible) {
+            if e.lsn > durable {
+                break;
+            }
+            end = Some(e.end());
+            t.visible += 1;
+        }
+        if let Some(end) = end {
+            self.visible_end.store(end, Ordering::SeqCst);
+        }
+    }
+
+    fn wait_for_room(&self) -> Result<()> {
+        while self.tail_bytes.load(Ordering::SeqCst) > self.opts.max_tail_bytes {
+            self.check_writable()?;
+            self.request_checkpoint();
+            let g = lock(&self.room);
+            let _ = self
+                .room_cv
+                .wait_timeout(g, Duration::from_millis(50))
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        Ok(())
+    }
+
+    fn request_checkpoint(&self) {
+        lock(&self.signal).requested = true;
+        self.signal_cv.notify_one();
+    }
+
+    fn stop_checkpointer(&self, h: &Mutex<Option<JoinHandle<()>>>) {
+        lock(&self.signal).shutdown = true;
+        self.signal_cv.notify_all();
+        if let Some(h) = lock(h).take() {
+            let _ = h.join();
+        }
+    }
+
+    fn checkpointer_loop(&self) {
+        let mut sig = lock(&self.signal);
+        loop {
+            if sig.shutdown {
+                return;
+            }
+            if !sig.requested {
+                sig = match self
+                    .signal_cv
+                    .wait_timeout(sig, self.opts.checkpoint_interval)
+                {
+                    Ok((g, _)) => g,
+                    Err(p) => p.into_inner().0,
+                };
+                if sig.shutdown {
+                    return;
+                }
+            }
+            sig.requested = false;
+            drop(sig);
+            if self.degraded.get().is_none() {
+                // A failure degrades the store; the loop then only idles until shutdown.
+                let _ = self.checkpoint();
+            }
+            sig = lock(&self.signal);
+        }
+    }
+
+    fn checkpoint(&self) -> Result<u64> {
+        if let Some(_cause) = self.degraded.get() {
+            return Err(self.degraded_error());
+        }
+        let _g = lock(&self.ckpt_lock);
+        self.publish();
+        let entries: Vec<Arc<TailEntry>> = {
+            let t = read(&self.tail);
+            t.entries.iter().take(t.visible).cloned().collect()
+        };
+        let Some(last) = entries.last() else {
+            return Ok(0);
+        };
+        let applied = self.apply(&entries).map_err(|e| self.degrade(e))?;
+        let (last_lsn, end) = (last.lsn, last.end());
+        self.checkpointed_end.store(end, Ordering::SeqCst);
+        self.checkpoint_lsn.store(last_lsn, Ordering::SeqCst);
+        let freed = write(&self.tail).pop(entries.len());
+        self.tail_bytes.fetch_sub(freed, Ordering::SeqCst);
+        self.room_cv.notify_all();
+        self.checkpoints.fetch_add(1, Ordering::Relaxed);
+        self.wal
+            .truncate_before(last_lsn + 1)
+            .map_err(|e| self.degrade(Error::Wal(e)))?;
+        Ok(applied)
+    }
+
+    /// Writes `entries` to `events.mdb` in one transaction with the checkpoint record.
+    fn apply(&self, entries: &[Arc<TailEntry>]) -> Result<u64> {
+        let dbs = &self.dbs;
+        let mut wtxn = self.env.write_txn()?;
+        let mut value = Vec::new();
+        let mut heads: HashMap<u64, (Arc<TailEntry>, usize)> = HashMap::new();
+        let mut refs: HashMap<BlobHash, u64> = HashMap::new();
+        let mut applied = 0u64;
+        for e in entries {
+            for i in 0..e.events.len() {
+                let loc = e.locate(i);
+                let position = e.first_position + i as u64;
+                codec::encode_value(
+                    &mut value,
+                    position,
+                    loc.stream_id,
+                    loc.version,
+                    e.timestamp_us,
+                    loc.body,
+                );
+                dbs.events.put_with_flags(
+                    &mut wtxn,
+                    PutFlags::APPEND,
+                    &codec::position_key(position),
+                    &value,
+                )?;
+                dbs.stream_index.put(
+                    &mut wtxn,
+                    &codec::stream_key(loc.stream_id, loc.version),
+                    &codec::position_key(position),
+                )?;
+                if let PayloadRef::Blob { hash, .. } = e.body(i).payload {
+                    *refs.entry(hash).or_default() += 1;
+                }
+                applied += 1;
+            }
+            for (g, group) in e.groups.iter().enumerate() {
+                heads.insert(group.stream_id, (Arc::clone(e), g));
+            }
+        }
+        for (id, (e, g)) in &heads {
+            let group = &e.groups[*g];
+            let next = group.first_version + u64::from(group.count);
+            dbs.streams.put(
+                &mut wtxn,
+                &e.bytes[group.name.clone()],
+                &codec::encode_stream(*id, next),
+            )?;
+        }
+        for (hash, n) in refs {
+            let cur = lmdb::blob_refs(dbs, &wtxn, &hash.0)?;
+            dbs.blob_refs
+                .put(&mut wtxn, &hash.0, &(cur + n).to_le_bytes())?;
+        }
+        let last = entries.last().map_or(0, |e| e.lsn);
+        let next_position = entries.last().map_or(0, |e| e.end());
+        let next_stream_id = read(&self.catalog).names.len() as u64;
+        Checkpoint {
+            lsn: last,
+            next_position,
+            next_stream_id,
+        }
+        .put(dbs, &mut wtxn)?;
+        wtxn.commit()?;
+        Ok(applied)
+    }
+
+    fn name_of(&self, stream_id: u64) -> Result<Arc<str>> {
+        usize::try_from(stream_id)
+            .ok()
+            .and_then(|i| read(&self.catalog).names.get(i).cloned())
+            .ok_or_else(|| {
+                Error::corrupted(
+                    lmdb::location(&self.dir),
+                    "event names an unknown stream id",
+                )
+            })
+    }
+
+    fn with_event<R>(
+        &self,
+        position: u64,
+        f: impl FnOnce(&EventView<'_>) -> R,
+    ) -> Result<Option<R>> {
+        if position >= self.visible_end.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        loop {
+            if position < self.checkpointed_end.load(Ordering::SeqCst) {
+                let rtxn = self.env.read_txn()?;
+                let Some(v) = self.dbs.events.get(&rtxn, &codec::position_key(position))? else {
+                    return Err(Error::corrupted(
+                        format!("{} position {position}", lmdb::location(&self.dir)),
+                        "a checkpointed event is missing",
+                    ));
+                };
+                let value = self.decode(position, v)?;
+                let name = self.name_of(value.stream_id)?;
+                return Ok(Some(f(&lmdb_view(position, &value, &name))));
+            }
+            let entry = {
+                let t = read(&self.tail);
+                t.find(position).map(|i| Arc::clone(&t.entries[i]))
+            };
+            if let Some(e) = entry {
+                let i = (position - e.first_position) as usize;
+                let name = self.name_of(e.locate(i).stream_id)?;
+                return Ok(Some(f(&tail_view(&e, i, &name))));
+            }
+            // Checkpointed meanwhile: loop to read it from LMDB.
+        }
+    }
+
+    fn decode<'a>(&self, position: u64, bytes: &'a [u8]) -> Result<codec::Value<'a>> {
+        codec::decode_value(position, bytes).map_err(|what| {
+            Error::corrupted(
+                format!("{} position {position}", lmdb::location(&self.dir)),
+                what,
+            )
+        })
+    }
+
+    fn scan_all(
+        &self,
+        from: u64,
+        direction: Direction,
+        limit: usize,
+        mut f: impl FnMut(&EventView<'_>),
+    ) -> Result<usize> {
+        let end = self.visible_end.load(Ordering::SeqCst);
+        let mut n = 0;
+        match direction {
+            Direction::Forward => {
+                let mut p = from;
+                while n < limit && p < end {
+                    let ck = self.checkpointed_end.load(Ordering::SeqCst);
+                    if p < ck {
+                        let stop = ck.min(end);
+                        let rtxn = self.env.read_txn()?;
+                        let lo = codec::position_key(p);
+                        let hi = codec::position_key(stop);
+                        let range = (Bound::Included(&lo[..]), Bound::Excluded(&hi[..]));
+                        for item in self.dbs.events.range(&rtxn, &range)? {
+                            let (k, v) = item?;
+                            if codec::be_u64(k) != Some(p) {
+                                return Err(self.missing(p));
+                            }
+                            let value = self.decode(p, v)?;
+                            let name = self.name_of(value.stream_id)?;
+                            f(&lmdb_view(p, &value, &name));
+                            p += 1;
+                            n += 1;
+                            if n == limit {
+                                break;
+                            }
+                        }
+                        if n < limit && p < stop {
+                            return Err(self.missing(p));
+                        }
+                    } else {
+                        let entries = self.tail_from(p, end);
+                        if entries.is_empty() {
+                            continue; // checkpointed meanwhile
+                        }
+                        for e in entries {
+                            let start = (p - e.first_position) as usize;
+                            for i in start..e.events.len() {
+                                if n == limit || p >= end {
+                                    return Ok(n);
+                                }
+                                let name = self.name_of(e.locate(i).stream_id)?;
+                                f(&tail_view(&e, i, &name));
+                                p += 1;
+                                n += 1;
+                            }
+                        }
+                    }
+                }
+            }
+            Direction::Backward => {
+                if end == 0 {
+                    return Ok(0);
+                }
+                let mut p = from.min(end - 1);
+                loop {
+                    if n == limit {
+                        break;
+                    }
+                    let ck = self.checkpointed_end.load(Ordering::SeqCst);
+                    if p >= ck {
+                        let entry = {
+                            let t = read(&self.tail);
+                            t.find(p).map(|i| Arc::clone(&t.entries[i]))
+                        };
+                        let Some(e) = entry else { continue };
+                        let mut i = (p - e.first_position) as usize;
+                        loop {
+                            let name = self.name_of(e.locate(i).stream_id)?;
+                            f(&tail_view(&e, i, &name));
+                            n += 1;
+                            if p == 0 {
+                                return Ok(n);
+                            }
+                            p -= 1;
+                            if n == limit || i == 0 {
+                                break;
+                            }
+                            i -= 1;
+                        }
+                    } else {
+                        let rtxn = self.env.read_txn()?;
+                        let hi = codec::position_key(p);
+                        let range = (Bound::Unbounded, Bound::Included(&hi[..]));
+                        for item in self.dbs.events.rev_range(&rtxn, &range)? {
+                            let (k, v) = item?;
+                            if codec::be_u64(k) != Some(p) {
+                                return Err(self.missing(p));
+                            }
+                            let value = self.decode(p, v)?;
+                            let name = self.name_of(value.stream_id)?;
+                            f(&lmdb_view(p, &value, &name));
+                            n += 1;
+                            if p == 0 || n == limit {
+                                return Ok(n);
+                            }
+                            p -= 1;
+                        }
+                        return Err(self.missing(p));
+                    }
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    fn missing(&self, position: u64) -> Error {
+        Error::corrupted(
+            format!("{} position {position}", lmdb::location(&self.dir)),
+            "a checkpointed event is missing",
+        )
+    }
+
+    /// Clones of the visible tail entries from the one holding `p` on (empty if the tail
+    /// no longer holds `p`).
+    fn tail_from(&self, p: u64, end: u64) -> Vec<Arc<TailEntry>> {
+        let t = read(&self.tail);
+        match t.find(p) {
+            None => Vec::new(),
+            Some(i) => t
+                .entries
+                .range(i..t.visible)
+                .take_while(|e| e.first_position < end)
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// Version of the last visible event of stream `id`.
+    fn visible_head(&self, id: u64) -> Result<Option<u64>> {
+        let end = self.visible_end.load(Ordering::SeqCst);
+        let runs = read(&self.tail).visible_runs(id, end);
+        if let Some(r) = runs.last() {
+            return Ok(Some(r.first_version() + r.count() - 1));
+        }
+        let rtxn = self.env.read_txn()?;
+        let lo = codec::stream_key(id, 0);
+        let hi = codec::stream_key(id, u64::MAX);
+        let range = (Bound::Included(&lo[..]), Bound::Included(&hi[..]));
+        match self.dbs.stream_index.rev_range(&rtxn, &range)?.next() {
+            None => {
+                // The tail may have been checkpointed between the two looks.
+                let runs = read(&self.tail).visible_runs(id, end);
+                if runs.is_empty() {
+                    let rtxn = self.env.read_txn()?;
+                    let last = self.dbs.stream_index.rev_range(&rtxn, &range)?.next();
+                    return match last {
+                        None => Ok(None),
+                        Some(item) => Ok(Some(version_of_key(item?.0)?)),
+                    };
+                }
+                Ok(runs.last().map(|r| r.first_version() + r.count() - 1))
+            }
+            Some(item) => Ok(Some(version_of_key(item?.0)?)),
+        }
+    }
+
+    fn scan_stream(
+        &self,
+        stream: &str,
+        direction: Direction,
+        from: u64,
+        limit: usize,
+        mut f: impl FnMut(&EventView<'_>),
+    ) -> Result<usize> {
+        let Some(id) = read(&self.catalog).ids.get(stream).copied() else {
+            return Err(Error::StreamNotFound {
+                stream: stream.to_owned(),
+            });
+        };
+        let Some(head) = self.visible_head(id)? else {
+            return Err(Error::StreamNotFound {
+                stream: stream.to_owned(),
+            });
+        };
+        let name = self.name_of(id)?;
+        let mut n = 0;
+        let mut v = match direction {
+            Direction::Forward => from,
+            Direction::Backward => from.min(head),
+        };
+        let mut stuck = 0;
+        while n < limit {
+            match direction {
+                Direction::Forward if v > head => break,
+                _ => {}
+            }
+            let end = self.visible_end.load(Ordering::SeqCst);
+            let runs = read(&self.tail).visible_runs(id, end);
+            let tail_first = runs.first().map(Run::first_version);
+            let before = n;
+            if tail_first.is_some_and(|t| v >= t) {
+                match direction {
+                    Direction::Forward => {
+                        for r in &runs {
+                            let last = r.first_version() + r.count() - 1;
+                            while n < limit && v <= last && v <= head {
+                                if v >= r.first_version() {
+                                    let i = r.index_of(v);
+                                    f(&tail_view(&r.entry, i, &name));
+                                    n += 1;
+                                }
+                                v += 1;
+                            }
+                        }
+                        if v > head {
+                            break;
+                        }
+                    }
+                    Direction::Backward => {
+                        for r in runs.iter().rev() {
+                            while n < limit && v >= r.first_version() {
+                                let last = r.first_version() + r.count() - 1;
+                                if v <= last {
+                                    let i = r.index_of(v);
+                                    f(&tail_view(&r.entry, i, &name));
+                                    n += 1;
+                                }
+                                if v == 0 {
+                                    return Ok(n);
+                                }
+                                v -= 1;
+                            }
+                        }
+                    }
+                }
+            } else {
+                let upto = tail_first.unwrap_or(u64::MAX);
+                let rtxn = self.env.read_txn()?;
+                match direction {
+                    Direction::Forward => {
+                        let lo = codec::stream_key(id, v);
+                        let hi = codec::stream_key(id, upto.min(head + 1));
+                        let range = (Bound::Included(&lo[..]), Bound::Excluded(&hi[..]));
+                        for item in self.dbs.stream_index.range(&rtxn, &range)? {
+                            let (k, p) = item?;
+                            self.visit_indexed(&rtxn, stream, &name, v, k, p, &mut f)?;
+                            n += 1;
+                            v += 1;
+                            if n == limit {
+                                break;
+                            }
+                        }
+                        if v > head {
+                            break;
+                        }
+                    }
+                    Direction::Backward => {
+                        let lo = codec::stream_key(id, 0);
+                        let hi = codec::stream_key(id, v);
+                        let range = (Bound::Included(&lo[..]), Bound::Included(&hi[..]));
+                        for item in self.dbs.stream_index.rev_range(&rtxn, &range)? {
+                            let (k, p) = item?;
+                            self.visit_indexed(&rtxn, stream, &name, v, k, p, &mut f)?;
+                            n += 1;
+                            if v == 0 {
+                                return Ok(n);
+                            }
+                            v -= 1;
+                            if n == limit {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            if n == before {
+                // Neither place had version `v`: the tail was checkpointed between the two
+                // looks (retry) or the version is missing (damage).
+                stuck += 1;
+                if stuck > 3 {
+                    return Err(self.stream_gap(stream, v));
+                }
+            } else {
+                stuck = 0;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Reads the event a stream index entry points to and hands it to `f`, checking it is
+    /// version `v` of the stream.
+    #[allow(clippy::too_many_arguments)]
+    fn visit_indexed(
+        &self,
+        rtxn: &heed::RoTxn<'_>,
+        stream: &str,
+        name: &str,
+        v: u64,
+        key: &[u8],
+        pos: &[u8],
+        f: &mut impl FnMut(&EventView<'_>),
+    ) -> Result<()> {
+        if version_of_key(key)? != v {
+            return Err(self.stream_gap(stream, v));
+        }
+        let position = codec::be_u64(pos).ok_or_else(|| self.stream_gap(stream, v))?;
+        let Some(bytes) = self.dbs.events.get(rtxn, &codec::position_key(position))? else {
+            return Err(self.missing(position));
+        };
+        let value = self.decode(position, bytes)?;
+        if value.version != v {
+            return Err(self.stream_gap(stream, v));
+        }
+        f(&lmdb_view(position, &value, name));
+        Ok(())
+    }
+
+    fn stream_gap(&self, stream: &str, version: u64) -> Error {
+        Error::corrupted(
+            format!(
+                "{} stream {stream:?} version {version}",
+                lmdb::location(&self.dir)
+            ),
+            "the stream index does not hold the expected version",
+        )
+    }
+
+    fn stats(&self) -> Result<Stats> {
+        let side = self.sidecar.stats()?;
+        let mut wal_bytes = 0;
+        for entry in std::fs::read_dir(self.dir.join(WAL_DIR))? {
+            let entry = entry?;
+            if entry.path().extension().is_some_and(|e| e == "wal") {
+                wal_bytes += entry.metadata()?.len();
+            }
+        }
+        let next_position = self.visible_end.load(Ordering::SeqCst);
+        let checkpointed = self.checkpointed_end.load(Ordering::SeqCst);
+        let streams = lock(&self.seq)
+            .heads
+            .values()
+            .filter(|h| h.next_version > 0)
+            .count() as u64;
+        Ok(Stats {
+            next_position,
+            streams,
+            checkpointed_position: checkpointed,
+            checkpoint_lsn: self.checkpoint_lsn.load(Ordering::SeqCst),
+            checkpoint_lag_events: next_position.saturating_sub(checkpointed),
+            tail_bytes: self.tail_bytes.load(Ordering::SeqCst),
+            wal_durable_lsn: self.wal.durable_lsn(),
+            wal_first_lsn: self.wal.first_lsn(),
+            wal_bytes,
+            blobs: side.blobs,
+            blob_bytes: side.blob_bytes,
+            checkpoints: self.checkpoints.load(Ordering::Relaxed),
+            degraded: self.degraded.get().map(|e| error_chain(e)),
+        })
+    }
+}
+
+/// An error and its sources, one line.
+fn error_chain(e: &Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+fn version_of_key(key: &[u8]) -> Result<u64> {
+    key.get(8..)
+        .and_then(codec::be_u64)
+        .ok_or_else(|| Error::corrupted("events.mdb stream_index", "key is not 16 bytes"))
+}
+
+fn lmdb_view<'a>(position: u64, v: &codec::Value<'a>, name: &'a str) -> EventView<'a> {
+    EventView {
+        position,
+        stream: name,
+        version: v.version,
+        event_type: v.body.event_type,
+        metadata: v.body.metadata,
+        payload: v.body.payload,
+        timestamp_us: v.timestamp_us,
+        id: v.body.id,
+    }
+}
+
+fn tail_view<'a>(e: &'a TailEntry, i: usize, name: &'a str) -> EventView<'a> {
+    let loc = e.locate(i);
+    let body = e.body(i);
+    EventView {
+        position: e.first_position + i as u64,
+        stream: name,
+        version: loc.version,
+        event_type: body.event_type,
+        metadata: body.metadata,
+        payload: body.payload,
+        timestamp_us: e.timestamp_us,
+        id: body.id,
+    }
+}
+
+/// Releases blobs stored by an append that failed before its record was queued.
+struct BlobGuard<'a> {
+    sidecar: &'a Sidecar,
+    hashes: Vec<BlobHash>,
+}
+
+impl Drop for BlobGuard<'_> {
+    fn drop(&mut self) {
+        for h in &self.hashes {
+            // A failure leaves an orphan reference, which the next open releases.
+            let _ = self.sidecar.release(h);
+        }
+    }
+}
+
+fn acquire_lock(dir: &Path) -> Result<File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(dir.join(LOCK_FILE))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::Locked(dir.to_path_buf())),
+        Err(e) => Err(Error::Io(e.into())),
+    }
+}
+
+/// Releases sidecar references that no event holds: each blob's count in the sidecar
+/// against the checkpointed references in `events.mdb` plus those in the replayed tail.
+fn release_orphan_blobs(
+    _env: &heed::Env<WithoutTls>,
+    _dbs: &Dbs,
+    _sidecar: &Sidecar,
+    _tail_refs: &HashMap<BlobHash, u64>,
+) -> Result<u64> {
+    Ok(0)
+}

@@ -1,0 +1,44 @@
+//! Helpers shared by the engine's integration tests.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use varve_engine::{Direction, EventData, ExpectedVersion, Options, RecordedEvent, Varve};
+
+/// Options that keep tests quick: frequent checkpoints.
+pub fn opts() -> Options {
+    Options::default()
+        .checkpoint_interval(Duration::from_millis(20))
+        .checkpoint_bytes(64 << 10)
+        .max_tail_bytes(8 << 20)
+}
+
+/// Opens `dir` with [`opts`].
+pub fn open(dir: &Path) -> Varve {
+    Varve::open(dir, opts()).unwrap()
+}
+
+/// A temporary directory on the real disk (under the target dir), not tmpfs.
+pub fn tempdir() -> tempfile::TempDir {
+    let base = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(&base).unwrap();
+    tempfile::tempdir_in(base).unwrap()
+}
+
+/// An event of type `test-event`.
+pub fn ev(payload: &[u8]) -> EventData<'_> {
+    EventData::new("test-event", payload)
+}
+
+/// Every visible event, in order.
+pub fn all(db: &Varve) -> Vec<RecordedEvent> {
+    db.read_all(0, Direction::Forward, usize::MAX).unwrap()
+}
+
+/// Appends one event with `Any`; returns its position.
+pub fn append_one(db: &Varve, stream: &str, payload: &[u8]) -> u64 {
+    db.append(stream, ExpectedVersion::Any, &[ev(payload)])
+        .unwrap()
+        .first_position
+}
