@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc};
 
 use heed::types::Bytes;
@@ -138,6 +138,18 @@ pub struct SidecarStats {
     pub file_size: u64,
 }
 
+/// One stored blob, as [`Sidecar::blobs`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BlobInfo {
+    /// The blob's address (SHA-256 of its content).
+    pub hash: BlobHash,
+    /// Its reference count (at least 1).
+    pub refcount: u64,
+    /// Its content length in bytes.
+    pub len: u64,
+}
+
 /// The large-payload store: content-addressed blobs in their own LMDB environment.
 ///
 /// `Sidecar` is `Send + Sync`: share it (e.g. in an `Arc`) between any number of reader
@@ -156,6 +168,8 @@ pub struct Sidecar {
     page_size: usize,
     options: SidecarOptions,
     poisoned: AtomicBool,
+    /// Write transactions committed (for tests of the group commit).
+    commits: AtomicU64,
     /// Group commit of concurrent `store_many` calls.
     group: Mutex<GroupState>,
     path: PathBuf,
@@ -249,6 +263,7 @@ impl Sidecar {
             page_size,
             options,
             poisoned: AtomicBool::new(false),
+            commits: AtomicU64::new(0),
             group: Mutex::new(GroupState::default()),
             path,
         })
@@ -562,6 +577,33 @@ impl Sidecar {
                 .map(Some)
                 .map_err(|what| Error::Corrupted { hash: *hash, what }),
         }
+    }
+
+    /// Every stored blob with its reference count and length, in hash order, read in one
+    /// read transaction from the refcount records (no blob page is read). For the engine's
+    /// recovery: a blob stored before a crash whose event never reached the log is listed
+    /// here and referenced by no event, and can be released.
+    ///
+    /// # Errors
+    /// `Error::Corrupted` for a damaged refcount record, `Error::CorruptedMeta` for a key
+    /// that is not a hash; LMDB errors.
+    pub fn blobs(&self) -> Result<Vec<BlobInfo>> {
+        let txn = self.read_txn()?;
+        let mut out = Vec::new();
+        for item in self.refs.iter(&txn)? {
+            let (k, v) = item?;
+            let hash = BlobHash(k.try_into().map_err(|_| Error::CorruptedMeta {
+                what: "refcount key is not 32 bytes",
+            })?);
+            let rec =
+                RefRecord::decode(&hash, v).map_err(|what| Error::Corrupted { hash, what })?;
+            out.push(BlobInfo {
+                hash,
+                refcount: rec.count,
+                len: rec.len,
+            });
+        }
+        Ok(out)
     }
 
     /// Counts and sizes of the store.
@@ -894,7 +936,10 @@ impl Sidecar {
                     Ok(mut txn) => match f(&mut txn) {
                         Err(e) => Err(e),
                         Ok(r) => match txn.commit() {
-                            Ok(()) => Ok(r),
+                            Ok(()) => {
+                                self.commits.fetch_add(1, Ordering::Relaxed);
+                                Ok(r)
+                            }
                             Err(heed::Error::Io(e)) => {
                                 // A failed commit (write or fsync) is not retried: the
                                 // kernel may have dropped the dirty pages already.
@@ -1216,6 +1261,128 @@ mod tests {
             assert_eq!(sink.got as u64, first + (1 << 20), "{policy:?}");
             flip();
         }
+    }
+
+    /// Runs `calls` on their own threads while a (pretend) commit is being led, waits
+    /// until all of them are queued, then hands the lead on as a finishing leader would.
+    fn queue_then_hand_off(
+        sc: &Sidecar,
+        calls: Vec<Vec<Vec<u8>>>,
+    ) -> (u64, Vec<Result<Vec<Payload>>>) {
+        sc.group_state().leading = true;
+        let before = sc.commits.load(Ordering::Relaxed);
+        let n = calls.len();
+        let results = std::thread::scope(|scope| {
+            let handles: Vec<_> = calls
+                .iter()
+                .map(|blobs| {
+                    scope.spawn(move || {
+                        let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
+                        sc.store_many(&refs)
+                    })
+                })
+                .collect();
+            while sc.group_state().queue.len() < n {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            // Nothing was committed while they waited.
+            assert_eq!(sc.commits.load(Ordering::Relaxed), before);
+            sc.hand_off();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<_>>()
+        });
+        assert!(!sc.group_state().leading);
+        assert!(sc.group_state().queue.is_empty());
+        (sc.commits.load(Ordering::Relaxed) - before, results)
+    }
+
+    #[test]
+    fn queued_stores_share_one_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let sc = Sidecar::open(dir.path(), SidecarOptions::default()).unwrap();
+        let shared = pattern(3000, 9);
+        let calls: Vec<Vec<Vec<u8>>> = (0..6)
+            .map(|t| vec![pattern(2048 + t * 1000, t as u64 + 10), shared.clone()])
+            .collect();
+        let (commits, results) = queue_then_hand_off(&sc, calls.clone());
+        assert_eq!(commits, 1, "six queued calls, one commit");
+        for (call, r) in calls.iter().zip(results) {
+            let payloads = r.unwrap();
+            for (b, p) in call.iter().zip(&payloads) {
+                assert_eq!(*p, Payload::BlobRef(BlobHash::of(b)));
+                assert!(sc.read(p).unwrap() == *b);
+            }
+            assert_eq!(sc.refcount(&BlobHash::of(&call[0])).unwrap(), Some(1));
+        }
+        assert_eq!(sc.refcount(&BlobHash::of(&shared)).unwrap(), Some(6));
+        assert_eq!(sc.blobs().unwrap().len(), 7);
+    }
+
+    #[test]
+    fn a_failing_call_in_a_group_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let sc = Sidecar::open(dir.path(), SidecarOptions::default()).unwrap();
+        // A blob whose count cannot go up.
+        let full = pattern(4000, 20);
+        let full_hash = BlobHash::of(&full);
+        sc.store(&full).unwrap();
+        {
+            let mut txn = sc.env.write_txn().unwrap();
+            let r = RefRecord {
+                count: u64::MAX,
+                len: full.len() as u64,
+            };
+            sc.refs
+                .put(&mut txn, &full_hash.0, &r.encode(&full_hash))
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let fresh = pattern(5000, 21);
+        let calls = vec![
+            vec![pattern(2100, 22)],
+            vec![fresh.clone(), full.clone()], // fails as a whole: `fresh` is not stored
+            vec![pattern(2200, 23), pattern(2300, 24)],
+        ];
+        let (commits, results) = queue_then_hand_off(&sc, calls.clone());
+        assert_eq!(commits, 1);
+        let mut results = results.into_iter();
+        assert!(results.next().unwrap().is_ok());
+        assert!(matches!(
+            results.next().unwrap(),
+            Err(Error::RefcountOverflow(h)) if h == full_hash
+        ));
+        assert!(results.next().unwrap().is_ok());
+        assert_eq!(sc.refcount(&BlobHash::of(&fresh)).unwrap(), None);
+        assert_eq!(sc.refcount(&full_hash).unwrap(), Some(u64::MAX));
+        for b in calls[0].iter().chain(&calls[2]) {
+            assert_eq!(sc.refcount(&BlobHash::of(b)).unwrap(), Some(1));
+        }
+    }
+
+    #[test]
+    fn without_group_commit_every_store_commits_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = SidecarOptions {
+            group_commit: false,
+            ..SidecarOptions::default()
+        };
+        let sc = Sidecar::open(dir.path(), opts).unwrap();
+        let before = sc.commits.load(Ordering::Relaxed);
+        std::thread::scope(|scope| {
+            for t in 0..4u64 {
+                let sc = &sc;
+                scope.spawn(move || {
+                    for i in 0..5 {
+                        sc.store(&pattern(2048 + i, t * 100 + i as u64)).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(sc.commits.load(Ordering::Relaxed) - before, 20);
+        assert_eq!(sc.blobs().unwrap().len(), 20);
+        assert!(sc.group_state().queue.is_empty());
     }
 
     #[test]
