@@ -31,6 +31,20 @@ pub enum Error {
         what: &'static str,
     },
 
+    /// A chunk of a blob's content does not match the digest stored with the blob (or, for
+    /// a blob written by format version 1, the bytes read in the first pass). The chunks
+    /// before it may have reached the caller's writer; no byte of this chunk or any later
+    /// one did.
+    #[error("blob {hash} is corrupted: content bytes {offset}..{end} do not match their digest", end = offset + len)]
+    CorruptedChunk {
+        /// Address of the damaged blob.
+        hash: BlobHash,
+        /// Offset of the damaged chunk in the blob's content.
+        offset: u64,
+        /// Length of the damaged chunk.
+        len: u64,
+    },
+
     /// The store's format record (in the `meta` database) is damaged or absent in a
     /// non-empty store.
     #[error("blob store format record is corrupted: {what}")]

@@ -2,17 +2,22 @@
 //!
 //! All integers little-endian at the named offsets below. Three LMDB databases:
 //! - `meta`: key `b"format"` -> [`FormatRecord`] (magic, version, checksum);
-//! - `blobs`: key = 32-byte SHA-256 -> blob record ([`BlobHeader`] then the content);
+//! - `blobs`: key = 32-byte SHA-256 -> blob record (fixed header, the digest table of
+//!   version 2, then the content; see [`BlobHeader`]);
 //! - `refs`: key = 32-byte SHA-256 -> [`RefRecord`] (reference count, content length,
 //!   checksum). Counts live apart from the blob so a dedup hit rewrites 24 bytes, not the
 //!   blob's overflow pages.
 
-use xxhash_rust::xxh3::xxh3_64;
+use sha2::{Digest as _, Sha256};
+use xxhash_rust::xxh3::{Xxh3, xxh3_64, xxh3_128};
 
 use crate::payload::BlobHash;
 
 /// Format version this build writes and reads.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 2;
+/// The older format version this build still reads (blob records without chunk digests);
+/// opening such a store rewrites its format record to [`FORMAT_VERSION`].
+pub(crate) const FORMAT_VERSION_V1: u32 = 1;
 
 /// Key of the format record in the `meta` database.
 pub(crate) const FORMAT_KEY: &[u8] = b"format";
@@ -23,17 +28,215 @@ pub(crate) const FORMAT_RECORD_LEN: usize = 16;
 const FMT_VERSION_AT: usize = 8;
 const FMT_CHECK_AT: usize = 12;
 
-/// Blob header: magic (4), version u16 (2), flags u16 (2), content length u64 (8),
-/// xxh3_64 of (SHA-256 key ++ header bytes 0..16) (8). The content follows.
-pub(crate) const BLOB_HEADER_LEN: usize = 24;
+/// Fixed part of a version-1 blob header: magic (4), version u16 (2), flags u16 (2),
+/// content length u64 (8), xxh3_64 of (SHA-256 key ++ header bytes 0..16) (8). The content
+/// follows. Written by format version 1; still read.
+pub(crate) const BLOB_HEADER_V1_LEN: usize = 24;
+/// Fixed part of a version-2 blob header: magic (4), version u16 (2), flags u16 (2),
+/// content length u64 (8), digest chunk size u32 (4), reserved u32 = 0 (4), xxh3_64 of
+/// (SHA-256 key ++ header bytes 0..24 ++ digest table) (8). The digest table follows (16
+/// bytes per chunk), then the content.
+pub(crate) const BLOB_HEADER_LEN: usize = 32;
 /// Magic at the start of every blob record.
 pub(crate) const BLOB_MAGIC: [u8; 4] = *b"VBLB";
 const BH_VERSION_AT: usize = 4;
 const BH_FLAGS_AT: usize = 6;
 const BH_LEN_AT: usize = 8;
-const BH_CHECK_AT: usize = 16;
-/// Blob record version.
-const BLOB_VERSION: u16 = 1;
+const BH_V1_CHECK_AT: usize = 16;
+const BH_CHUNK_AT: usize = 16;
+const BH_RESERVED_AT: usize = 20;
+const BH_CHECK_AT: usize = 24;
+/// Blob record version with per-chunk digests (written by this build).
+pub(crate) const BLOB_VERSION: u16 = 2;
+/// Blob record version without chunk digests (format version 1; read only).
+pub(crate) const BLOB_VERSION_V1: u16 = 1;
+/// Size of one chunk digest in the table (xxh3-128, little-endian).
+pub(crate) const DIGEST_LEN: usize = 16;
+/// Content chunk size this build writes digests for.
+pub(crate) const DIGEST_CHUNK: u64 = 1 << 20;
+/// Smallest and largest digest chunk size a record may declare (a power of two).
+const MIN_DIGEST_CHUNK: u64 = 4 << 10;
+const MAX_DIGEST_CHUNK: u64 = 64 << 20;
+
+/// The digest of one content chunk.
+pub(crate) fn chunk_digest(chunk: &[u8]) -> u128 {
+    xxh3_128(chunk)
+}
+
+/// Where things lie in a blob record, from its (checked) fixed header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BlobHeader {
+    /// Record version: [`BLOB_VERSION_V1`] (no digests) or [`BLOB_VERSION`].
+    pub(crate) version: u16,
+    /// Content length in bytes.
+    pub(crate) len: u64,
+    /// Digest chunk size (version 2); 0 for version 1.
+    pub(crate) chunk: u64,
+    /// Offset of the content in the record (header, then the digest table).
+    pub(crate) content_at: u64,
+}
+
+impl BlobHeader {
+    /// Number of content chunks (and digests).
+    pub(crate) fn chunks(&self) -> u64 {
+        if self.chunk == 0 {
+            0
+        } else {
+            self.len.div_ceil(self.chunk)
+        }
+    }
+
+    /// The address of `content` (its SHA-256) and the record bytes in front of it: the
+    /// version-2 header and the digest table, one xxh3-128 per [`DIGEST_CHUNK`] of content.
+    /// One pass over `content`, chunk by chunk (each chunk is hashed both ways while it is
+    /// in the CPU cache).
+    pub(crate) fn encode(content: &[u8]) -> (BlobHash, Vec<u8>) {
+        let chunks = content.len().div_ceil(DIGEST_CHUNK as usize);
+        let mut b = Vec::with_capacity(BLOB_HEADER_LEN + chunks * DIGEST_LEN);
+        b.extend_from_slice(&BLOB_MAGIC);
+        b.extend_from_slice(&BLOB_VERSION.to_le_bytes());
+        b.extend_from_slice(&0u16.to_le_bytes());
+        b.extend_from_slice(&(content.len() as u64).to_le_bytes());
+        b.extend_from_slice(&(DIGEST_CHUNK as u32).to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&[0u8; 8]);
+        let mut sha = Sha256::new();
+        for c in content.chunks(DIGEST_CHUNK as usize) {
+            sha.update(c);
+            b.extend_from_slice(&chunk_digest(c).to_le_bytes());
+        }
+        let key = BlobHash(sha.finalize().into());
+        let check = table_check(&key, &b[..BH_CHECK_AT], &b[BLOB_HEADER_LEN..]);
+        b[BH_CHECK_AT..BLOB_HEADER_LEN].copy_from_slice(&check.to_le_bytes());
+        (key, b)
+    }
+
+    /// A version-1 header (no digests), as format version 1 wrote it: for tests of the
+    /// legacy read path.
+    #[cfg(test)]
+    pub(crate) fn encode_v1(key: &BlobHash, len: u64) -> [u8; BLOB_HEADER_V1_LEN] {
+        let mut b = [0u8; BLOB_HEADER_V1_LEN];
+        b[..4].copy_from_slice(&BLOB_MAGIC);
+        b[BH_VERSION_AT..BH_VERSION_AT + 2].copy_from_slice(&BLOB_VERSION_V1.to_le_bytes());
+        b[BH_LEN_AT..BH_LEN_AT + 8].copy_from_slice(&len.to_le_bytes());
+        let check = keyed_check(key, &b[..BH_V1_CHECK_AT]);
+        b[BH_V1_CHECK_AT..].copy_from_slice(&check.to_le_bytes());
+        b
+    }
+
+    /// Checks a whole record (header, digest table and content as one slice) against
+    /// `key`: the header and the table's check, not the content.
+    pub(crate) fn decode(key: &BlobHash, record: &[u8]) -> Result<BlobHeader, &'static str> {
+        let h = BlobHeader::decode_parts(key, record, record.len() as u64)?;
+        if h.version == BLOB_VERSION {
+            let table = record
+                .get(BLOB_HEADER_LEN..h.content_at as usize)
+                .ok_or("blob record shorter than its digest table")?;
+            h.check_table(key, record, table)?;
+        }
+        Ok(h)
+    }
+
+    /// Checks the fixed header at the start of `h` (the first bytes of a record of
+    /// `record_len` bytes, read apart from the rest) against `key` and that length. A
+    /// version-1 header is fully checked here; a version-2 header's check covers its digest
+    /// table too, so the caller must also call [`BlobHeader::check_table`] before it uses a
+    /// digest.
+    pub(crate) fn decode_parts(
+        key: &BlobHash,
+        h: &[u8],
+        record_len: u64,
+    ) -> Result<BlobHeader, &'static str> {
+        if h.get(..4).ok_or("blob record shorter than its header")? != BLOB_MAGIC {
+            return Err("blob header has the wrong magic");
+        }
+        let version = le_u16(h, BH_VERSION_AT).ok_or("blob record shorter than its header")?;
+        match version {
+            BLOB_VERSION_V1 => {
+                let h = h
+                    .get(..BLOB_HEADER_V1_LEN)
+                    .ok_or("blob record shorter than its header")?;
+                let check = le_u64(h, BH_V1_CHECK_AT).ok_or("blob header truncated")?;
+                if check != keyed_check(key, &h[..BH_V1_CHECK_AT]) {
+                    return Err("blob header checksum mismatch");
+                }
+                if le_u16(h, BH_FLAGS_AT) != Some(0) {
+                    return Err("blob header has unknown flags");
+                }
+                let len = le_u64(h, BH_LEN_AT).ok_or("blob header truncated")?;
+                if record_len.checked_sub(BLOB_HEADER_V1_LEN as u64) != Some(len) {
+                    return Err("blob record length differs from its header");
+                }
+                Ok(BlobHeader {
+                    version,
+                    len,
+                    chunk: 0,
+                    content_at: BLOB_HEADER_V1_LEN as u64,
+                })
+            }
+            BLOB_VERSION => {
+                let h = h
+                    .get(..BLOB_HEADER_LEN)
+                    .ok_or("blob record shorter than its header")?;
+                if le_u16(h, BH_FLAGS_AT) != Some(0) || le_u32(h, BH_RESERVED_AT) != Some(0) {
+                    return Err("blob header has unknown flags");
+                }
+                let len = le_u64(h, BH_LEN_AT).ok_or("blob header truncated")?;
+                let chunk = u64::from(le_u32(h, BH_CHUNK_AT).ok_or("blob header truncated")?);
+                if !chunk.is_power_of_two()
+                    || !(MIN_DIGEST_CHUNK..=MAX_DIGEST_CHUNK).contains(&chunk)
+                {
+                    return Err("blob header has an invalid digest chunk size");
+                }
+                let content_at = len.div_ceil(chunk) * DIGEST_LEN as u64 + BLOB_HEADER_LEN as u64;
+                if content_at.checked_add(len) != Some(record_len) {
+                    return Err("blob record length differs from its header");
+                }
+                Ok(BlobHeader {
+                    version,
+                    len,
+                    chunk,
+                    content_at,
+                })
+            }
+            _ => Err("blob header has an unknown version"),
+        }
+    }
+
+    /// Checks a version-2 header's check over its fixed part `h` and digest `table`.
+    pub(crate) fn check_table(
+        &self,
+        key: &BlobHash,
+        h: &[u8],
+        table: &[u8],
+    ) -> Result<(), &'static str> {
+        let fixed = h.get(..BLOB_HEADER_LEN).ok_or("blob header truncated")?;
+        if table.len() as u64 != self.chunks() * DIGEST_LEN as u64 {
+            return Err("blob digest table has the wrong length");
+        }
+        let check = le_u64(fixed, BH_CHECK_AT).ok_or("blob header truncated")?;
+        if check != table_check(key, &fixed[..BH_CHECK_AT], table) {
+            return Err("blob header checksum mismatch");
+        }
+        Ok(())
+    }
+}
+
+/// Digest `i` of a (checked) digest table.
+pub(crate) fn table_digest(table: &[u8], i: u64) -> Option<u128> {
+    let at = usize::try_from(i).ok()?.checked_mul(DIGEST_LEN)?;
+    Some(u128::from_le_bytes(
+        table.get(at..at + DIGEST_LEN)?.try_into().ok()?,
+    ))
+}
+
+fn table_check(key: &BlobHash, fixed: &[u8], table: &[u8]) -> u64 {
+    let mut x = Xxh3::new();
+    x.update(&key.0);
+    x.update(fixed);
+    x.update(table);
+    x.digest()
+}
 
 /// Refcount record: count u64 (8), content length u64 (8), xxh3_64 of (key ++ bytes 0..16).
 pub(crate) const REF_RECORD_LEN: usize = 24;
@@ -118,66 +321,6 @@ impl FormatRecord {
     }
 }
 
-/// The header in front of a blob's content.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct BlobHeader {
-    /// Content length in bytes.
-    pub(crate) len: u64,
-}
-
-impl BlobHeader {
-    /// The header of a blob of `len` bytes stored under `key`.
-    pub(crate) fn encode(key: &BlobHash, len: u64) -> [u8; BLOB_HEADER_LEN] {
-        let mut b = [0u8; BLOB_HEADER_LEN];
-        b[..4].copy_from_slice(&BLOB_MAGIC);
-        b[BH_VERSION_AT..BH_VERSION_AT + 2].copy_from_slice(&BLOB_VERSION.to_le_bytes());
-        b[BH_FLAGS_AT..BH_FLAGS_AT + 2].copy_from_slice(&0u16.to_le_bytes());
-        b[BH_LEN_AT..BH_LEN_AT + 8].copy_from_slice(&len.to_le_bytes());
-        let check = keyed_check(key, &b[..BH_CHECK_AT]);
-        b[BH_CHECK_AT..].copy_from_slice(&check.to_le_bytes());
-        b
-    }
-
-    /// Checks the header at the start of `record` (the whole stored value) against `key`
-    /// and the value's length.
-    pub(crate) fn decode(key: &BlobHash, record: &[u8]) -> Result<BlobHeader, &'static str> {
-        let h = record
-            .get(..BLOB_HEADER_LEN)
-            .ok_or("blob record shorter than its header")?;
-        BlobHeader::decode_parts(key, h, record.len() as u64)
-    }
-
-    /// Checks a header `h` (the first bytes of a record of `record_len` bytes, read apart
-    /// from the rest) against `key` and that length.
-    pub(crate) fn decode_parts(
-        key: &BlobHash,
-        h: &[u8],
-        record_len: u64,
-    ) -> Result<BlobHeader, &'static str> {
-        let h = h
-            .get(..BLOB_HEADER_LEN)
-            .ok_or("blob record shorter than its header")?;
-        let check = le_u64(h, BH_CHECK_AT).ok_or("blob header truncated")?;
-        if check != keyed_check(key, &h[..BH_CHECK_AT]) {
-            return Err("blob header checksum mismatch");
-        }
-        if h[..4] != BLOB_MAGIC {
-            return Err("blob header has the wrong magic");
-        }
-        if le_u16(h, BH_VERSION_AT) != Some(BLOB_VERSION) {
-            return Err("blob header has an unknown version");
-        }
-        if le_u16(h, BH_FLAGS_AT) != Some(0) {
-            return Err("blob header has unknown flags");
-        }
-        let len = le_u64(h, BH_LEN_AT).ok_or("blob header truncated")?;
-        if record_len.checked_sub(BLOB_HEADER_LEN as u64) != Some(len) {
-            return Err("blob record length differs from its header");
-        }
-        Ok(BlobHeader { len })
-    }
-}
-
 /// A blob's reference count and content length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct RefRecord {
@@ -249,14 +392,21 @@ mod tests {
     }
 
     #[test]
-    fn blob_header_round_trip_and_damage() {
+    fn blob_header_v1_round_trip_and_damage() {
         let key = BlobHash([3; 32]);
-        let mut rec = BlobHeader::encode(&key, 5).to_vec();
+        let mut rec = BlobHeader::encode_v1(&key, 5).to_vec();
         rec.extend_from_slice(b"hello");
-        assert_eq!(BlobHeader::decode(&key, &rec), Ok(BlobHeader { len: 5 }));
+        let want = BlobHeader {
+            version: 1,
+            len: 5,
+            chunk: 0,
+            content_at: 24,
+        };
+        assert_eq!(BlobHeader::decode(&key, &rec), Ok(want));
+        assert_eq!(want.chunks(), 0);
         assert_eq!(&rec[..4], b"VBLB");
         assert_eq!(&rec[8..16], &5u64.to_le_bytes());
-        for i in 0..BLOB_HEADER_LEN {
+        for i in 0..BLOB_HEADER_V1_LEN {
             let mut d = rec.clone();
             d[i] ^= 0x80;
             assert!(BlobHeader::decode(&key, &d).is_err(), "flip at {i}");
@@ -267,6 +417,87 @@ mod tests {
         let mut longer = rec.clone();
         longer.push(0);
         assert!(BlobHeader::decode(&key, &longer).is_err());
+    }
+
+    #[test]
+    fn blob_header_v2_round_trip_and_damage() {
+        let len = 2 * DIGEST_CHUNK as usize + 3;
+        let content: Vec<u8> = (0..len).map(|i| (i * 7 + i / 4096) as u8).collect();
+        let (key, mut rec) = BlobHeader::encode(&content);
+        assert_eq!(key, BlobHash::of(&content));
+        assert_eq!(rec.len(), BLOB_HEADER_LEN + 3 * DIGEST_LEN);
+        rec.extend_from_slice(&content);
+        let h = BlobHeader::decode(&key, &rec).unwrap();
+        assert_eq!(
+            h,
+            BlobHeader {
+                version: 2,
+                len: len as u64,
+                chunk: DIGEST_CHUNK,
+                content_at: (BLOB_HEADER_LEN + 3 * DIGEST_LEN) as u64,
+            }
+        );
+        assert_eq!(h.chunks(), 3);
+        assert_eq!(&rec[..4], b"VBLB");
+        assert_eq!(&rec[4..6], &2u16.to_le_bytes());
+        assert_eq!(&rec[8..16], &(len as u64).to_le_bytes());
+        assert_eq!(&rec[16..20], &(1u32 << 20).to_le_bytes());
+        let table = &rec[BLOB_HEADER_LEN..h.content_at as usize];
+        let body = &rec[h.content_at as usize..];
+        for (i, c) in body.chunks(DIGEST_CHUNK as usize).enumerate() {
+            assert_eq!(table_digest(table, i as u64), Some(chunk_digest(c)));
+            assert_eq!(&table[i * 16..i * 16 + 16], &xxh3_128(c).to_le_bytes());
+        }
+        assert_eq!(table_digest(table, 3), None);
+        // Every header and table byte is covered (content is covered by the digests).
+        for i in 0..h.content_at as usize {
+            let mut d = rec.clone();
+            d[i] ^= 0x80;
+            assert!(BlobHeader::decode(&key, &d).is_err(), "flip at {i}");
+        }
+        assert!(BlobHeader::decode(&BlobHash([4; 32]), &rec).is_err());
+        assert!(BlobHeader::decode(&key, &rec[..rec.len() - 1]).is_err());
+        assert!(BlobHeader::decode(&key, &rec[..31]).is_err());
+        assert!(BlobHeader::decode(&key, &rec[..40]).is_err());
+        let mut longer = rec.clone();
+        longer.push(0);
+        assert!(BlobHeader::decode(&key, &longer).is_err());
+        // decode_parts alone checks the fixed part and the length, not the table.
+        let mut bad_table = rec.clone();
+        bad_table[BLOB_HEADER_LEN] ^= 1;
+        assert_eq!(
+            BlobHeader::decode_parts(&key, &bad_table, rec.len() as u64),
+            Ok(h)
+        );
+        assert_eq!(
+            h.check_table(&key, &bad_table, &bad_table[32..80]),
+            Err("blob header checksum mismatch")
+        );
+        assert_eq!(
+            h.check_table(&key, &rec, &rec[32..64]),
+            Err("blob digest table has the wrong length")
+        );
+        // A chunk size out of range or not a power of two, with a valid check.
+        for chunk in [0u32, 4095, 2048, 3 << 20, 128 << 20] {
+            let mut d = rec[..BLOB_HEADER_LEN].to_vec();
+            d[16..20].copy_from_slice(&chunk.to_le_bytes());
+            assert_eq!(
+                BlobHeader::decode_parts(&key, &d, 1 << 40),
+                Err("blob header has an invalid digest chunk size"),
+                "chunk {chunk}"
+            );
+        }
+        // An unknown version.
+        let mut v3 = rec.clone();
+        v3[4] = 3;
+        assert_eq!(
+            BlobHeader::decode(&key, &v3),
+            Err("blob header has an unknown version")
+        );
+        // An empty content has an empty table.
+        let (ekey, empty) = BlobHeader::encode(&[]);
+        let e = BlobHeader::decode(&ekey, &empty).unwrap();
+        assert_eq!((e.len, e.chunks(), e.content_at), (0, 0, 32));
     }
 
     #[test]

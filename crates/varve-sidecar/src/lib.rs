@@ -142,4 +142,4 @@ mod sidecar;
 pub use error::{Error, Result};
 pub use options::{CachePolicy, SidecarOptions};
 pub use payload::{BlobHash, ENCODED_BLOBREF_LEN, MAX_INLINE_SIZE, Payload, routes_to_sidecar};
-pub use sidecar::{BLOBS_FILE, Sidecar, SidecarStats};
+pub use sidecar::{BLOBS_FILE, BlobInfo, Sidecar, SidecarStats};

@@ -45,6 +45,9 @@ pub struct SidecarOptions {
     pub verify_buffer: usize,
     /// Chunk size of streaming reads (rounded up to the page size). Default 1 MiB.
     pub read_chunk: usize,
+    /// Let concurrent `store`/`store_many` calls share one LMDB write transaction and
+    /// commit (default true). Off, every call commits (and syncs) on its own.
+    pub group_commit: bool,
 }
 
 impl Default for SidecarOptions {
@@ -57,6 +60,7 @@ impl Default for SidecarOptions {
             verify_on_read: true,
             verify_buffer: 16 << 20,
             read_chunk: 1 << 20,
+            group_commit: true,
         }
     }
 }

@@ -9,7 +9,10 @@ use std::path::Path;
 use rustix::fs::{Advice, fadvise};
 
 use crate::error::{Error, Result};
-use crate::format::{BLOB_HEADER_LEN, BlobHeader, LMDB_PAGE_HEADER, check_overflow_header};
+use crate::format::{
+    BLOB_HEADER_LEN, BLOB_HEADER_V1_LEN, BLOB_VERSION_V1, BlobHeader, LMDB_PAGE_HEADER,
+    check_overflow_header, chunk_digest, table_digest,
+};
 use crate::options::CachePolicy;
 use crate::payload::BlobHash;
 
@@ -26,8 +29,8 @@ pub(crate) const FOLIO_SPAN: u64 = 2 << 20;
 /// How many chunks ahead of the one being read `POSIX_FADV_WILLNEED` asks for.
 pub(crate) const READ_AHEAD_CHUNKS: u64 = 2;
 
-/// Offset of the blob content from the start of its overflow run.
-const CONTENT_AT: u64 = (LMDB_PAGE_HEADER + BLOB_HEADER_LEN) as u64;
+/// Offset of a version-1 blob's content from the start of its overflow run.
+const CONTENT_AT_V1: u64 = (LMDB_PAGE_HEADER + BLOB_HEADER_V1_LEN) as u64;
 
 /// A heap buffer whose usable part starts at an `align` boundary (for `O_DIRECT`).
 pub(crate) struct AlignedBuf {
@@ -51,6 +54,12 @@ impl AlignedBuf {
     fn as_ref(&self) -> &[u8] {
         &self.raw[self.off..self.off + self.len]
     }
+}
+
+/// The file range a read buffer holds (its first byte is the buffer's first byte).
+struct Window {
+    lo: u64,
+    hi: u64,
 }
 
 /// A whole blob read into a private buffer (the one-pass verified read).
@@ -99,20 +108,200 @@ impl FileReader {
         self.direct.is_some()
     }
 
-    /// File range to read for the blob at `loc`: from the run's first page to the page
-    /// holding the content's last byte; plus where the content starts and its length.
-    fn bounds(&self, hash: &BlobHash, loc: &Located) -> Result<(u64, u64, u64, u64)> {
-        let bad = |what| Error::Corrupted { hash: *hash, what };
-        let len = loc
-            .record_len
-            .checked_sub(BLOB_HEADER_LEN as u64)
-            .ok_or(bad("blob record shorter than its header"))?;
+    /// File range of the overflow run that holds the record at `loc`: from the run's first
+    /// page to the end of the page holding the record's last byte.
+    fn run_bounds(&self, hash: &BlobHash, loc: &Located) -> Result<(u64, u64)> {
         let start = loc.run_start;
         let end = (LMDB_PAGE_HEADER as u64 + loc.record_len)
             .checked_next_multiple_of(self.page_size as u64)
             .and_then(|e| start.checked_add(e))
-            .ok_or(bad("blob record extends past any file"))?;
-        Ok((start, end, start + CONTENT_AT, len))
+            .ok_or(Error::Corrupted {
+                hash: *hash,
+                what: "blob record extends past any file",
+            })?;
+        Ok((start, end))
+    }
+
+    /// The run of a version-1 record at `loc`, where its content starts and its length.
+    fn bounds_v1(&self, hash: &BlobHash, loc: &Located) -> Result<(u64, u64, u64, u64)> {
+        let len = loc
+            .record_len
+            .checked_sub(BLOB_HEADER_V1_LEN as u64)
+            .ok_or(Error::Corrupted {
+                hash: *hash,
+                what: "blob record shorter than its header",
+            })?;
+        let (start, end) = self.run_bounds(hash, loc)?;
+        Ok((start, end, start + CONTENT_AT_V1, len))
+    }
+
+    /// Reads the first page of the run at `loc` (after starting read-ahead of the first
+    /// `io_chunk`s) and checks LMDB's overflow page header and the blob's fixed header.
+    /// Returns the header and the page, which [`FileReader::stream_v2`] reuses.
+    pub(crate) fn open_record(
+        &self,
+        hash: &BlobHash,
+        loc: &Located,
+        io_chunk: usize,
+    ) -> Result<(BlobHeader, AlignedBuf)> {
+        let (start, end) = self.run_bounds(hash, loc)?;
+        if !self.is_direct() {
+            self.will_need(start, end, io_chunk as u64)?;
+        }
+        let mut first = AlignedBuf::new(self.page_size, self.page_size);
+        self.read_chunk(hash, first.as_mut(), start)?;
+        let ps = self.page_size as u64;
+        let head = check_overflow_header(first.as_ref(), start / ps, ps, loc.record_len)
+            .and_then(|()| {
+                BlobHeader::decode_parts(
+                    hash,
+                    first.as_ref().get(LMDB_PAGE_HEADER..).unwrap_or_default(),
+                    loc.record_len,
+                )
+            })
+            .map_err(|what| Error::Corrupted { hash: *hash, what })?;
+        Ok((head, first))
+    }
+
+    /// Streams the content of the version-2 record at `loc` (whose header `head` and first
+    /// page `first` came from [`FileReader::open_record`]) to `f`, one digest chunk at a
+    /// time, in a single pass over the file. Each chunk is read into a private buffer of
+    /// about one chunk (reads of at most `io_chunk` bytes, with read-ahead and drop-behind
+    /// as in [`FileReader::stream_v1`]) and, with `verify`, checked against its digest before
+    /// any byte of it goes to `f`. The header's check over the digest table is verified
+    /// before the first chunk, with or without `verify`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn stream_v2(
+        &self,
+        hash: &BlobHash,
+        loc: &Located,
+        head: &BlobHeader,
+        first: &AlignedBuf,
+        io_chunk: usize,
+        verify: bool,
+        mut f: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let bad = |what| Error::Corrupted { hash: *hash, what };
+        let (start, end) = self.run_bounds(hash, loc)?;
+        let ps = self.page_size as u64;
+        // The header was checked against the record's length: all of this lies in the run.
+        let content = start + LMDB_PAGE_HEADER as u64 + head.content_at;
+        let content_end = content + head.len;
+        let ceil = |x: u64| x.next_multiple_of(ps).min(end);
+        // Chunk 0 is read together with the headers and the digest table; every later
+        // chunk spans at most its length plus the pages its two ends share.
+        let first_hi = ceil(content + head.chunk.min(head.len));
+        let cap = (first_hi - start)
+            .max(head.chunk + 2 * ps)
+            .max(first.as_ref().len() as u64);
+        let cap =
+            usize::try_from(cap).map_err(|_| bad("blob record larger than the address space"))?;
+        let mut buf = AlignedBuf::new(cap, self.page_size);
+        let held = first.as_ref().len().min(cap);
+        buf.as_mut()[..held].copy_from_slice(&first.as_ref()[..held]);
+        let mut window = Window {
+            lo: start,
+            hi: start + held as u64,
+        };
+        self.fill(
+            hash,
+            &mut buf,
+            &mut window,
+            start,
+            first_hi,
+            start,
+            end,
+            io_chunk as u64,
+        )?;
+        let at = |x: u64| (x - start) as usize;
+        let table = {
+            let b = buf.as_ref();
+            let fixed = b
+                .get(LMDB_PAGE_HEADER..LMDB_PAGE_HEADER + BLOB_HEADER_LEN)
+                .ok_or(bad("blob header truncated"))?;
+            let table = b
+                .get(at(start + (LMDB_PAGE_HEADER + BLOB_HEADER_LEN) as u64)..at(content))
+                .ok_or(bad("blob digest table truncated"))?;
+            head.check_table(hash, fixed, table).map_err(bad)?;
+            table.to_vec()
+        };
+        for i in 0..head.chunks() {
+            let a = content + i * head.chunk;
+            let b = (a + head.chunk).min(content_end);
+            self.fill(
+                hash,
+                &mut buf,
+                &mut window,
+                a / ps * ps,
+                ceil(b),
+                start,
+                end,
+                io_chunk as u64,
+            )?;
+            let bytes = buf
+                .as_ref()
+                .get((a - window.lo) as usize..(b - window.lo) as usize)
+                .ok_or(bad("blob chunk outside the read buffer"))?;
+            if verify && table_digest(&table, i) != Some(chunk_digest(bytes)) {
+                return Err(Error::CorruptedChunk {
+                    hash: *hash,
+                    offset: i * head.chunk,
+                    len: b - a,
+                });
+            }
+            f(bytes)?;
+        }
+        // Large folios that stick out of the run (shared with its neighbours).
+        self.drop_range_widened(start, end - start)
+    }
+
+    /// Makes `buf` hold the file range `lo..hi` (page aligned, `lo >= window.lo`), given
+    /// that it holds `window`: bytes already held move to the front, the rest is read in
+    /// pieces of at most `io` bytes, each with read-ahead of the next pieces of the run
+    /// `run_start..run_end` and dropped from the page cache once it is in the buffer.
+    #[allow(clippy::too_many_arguments)]
+    fn fill(
+        &self,
+        hash: &BlobHash,
+        buf: &mut AlignedBuf,
+        window: &mut Window,
+        lo: u64,
+        hi: u64,
+        run_start: u64,
+        run_end: u64,
+        io: u64,
+    ) -> Result<()> {
+        if hi <= window.hi {
+            return Ok(()); // already held (lo >= window.lo)
+        }
+        let b = buf.as_mut();
+        if lo < window.lo || hi - lo > b.len() as u64 {
+            return Err(Error::Corrupted {
+                hash: *hash,
+                what: "blob chunk does not fit the read buffer",
+            });
+        }
+        let mut pos = if lo < window.hi {
+            b.copy_within(
+                (lo - window.lo) as usize..(window.hi - window.lo) as usize,
+                0,
+            );
+            window.hi
+        } else {
+            lo
+        };
+        *window = Window { lo, hi };
+        while pos < hi {
+            let n = io.min(hi - pos);
+            if !self.is_direct() {
+                self.will_need(pos + n, run_end, io)?;
+            }
+            let at = (pos - lo) as usize;
+            self.read_chunk(hash, &mut b[at..at + n as usize], pos)?;
+            self.drop_behind(run_start, pos, n)?;
+            pos += n;
+        }
+        Ok(())
     }
 
     /// Reads `buf.len()` bytes at `pos` (page aligned).
@@ -177,22 +366,28 @@ impl FileReader {
                     loc.record_len,
                 )
             })
-            .map_err(|what| Error::Corrupted { hash: *hash, what })?;
-        Ok(())
+            .and_then(|h| {
+                if h.version == BLOB_VERSION_V1 {
+                    Ok(())
+                } else {
+                    Err("blob record is not a version-1 record")
+                }
+            })
+            .map_err(|what| Error::Corrupted { hash: *hash, what })
     }
 
-    /// Streams the content of the blob at `loc` to `f` in chunks of at most `chunk` bytes
+    /// Streams the content of the version-1 blob at `loc` to `f` in chunks of at most `chunk` bytes
     /// (a page multiple), reading ahead with `POSIX_FADV_WILLNEED` and dropping each chunk
     /// from the page cache as soon as it is in the buffer. The headers are checked before
     /// the first content byte goes to `f`.
-    pub(crate) fn stream(
+    pub(crate) fn stream_v1(
         &self,
         hash: &BlobHash,
         loc: &Located,
         chunk: usize,
         mut f: impl FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
-        let (start, end, content, len) = self.bounds(hash, loc)?;
+        let (start, end, content, len) = self.bounds_v1(hash, loc)?;
         let chunk = chunk as u64;
         let cap = chunk.min(end - start) as usize;
         let mut buf = AlignedBuf::new(cap, self.page_size);
@@ -220,16 +415,16 @@ impl FileReader {
     }
 
     /// Reads the whole blob at `loc` into one private buffer, chunk by chunk with the same
-    /// advice as [`FileReader::stream`], showing each chunk's content to `on_content` as it
+    /// advice as [`FileReader::stream_v1`], showing each chunk's content to `on_content` as it
     /// lands (to hash it). The headers are checked before the buffer is returned.
-    pub(crate) fn read_whole(
+    pub(crate) fn read_whole_v1(
         &self,
         hash: &BlobHash,
         loc: &Located,
         chunk: usize,
         mut on_content: impl FnMut(&[u8]),
     ) -> Result<WholeBlob> {
-        let (start, end, content, len) = self.bounds(hash, loc)?;
+        let (start, end, content, len) = self.bounds_v1(hash, loc)?;
         let total = usize::try_from(end - start).map_err(|_| Error::Corrupted {
             hash: *hash,
             what: "blob record larger than the address space",

@@ -4,10 +4,11 @@
 //! the map takes the write guard, so it runs only when no transaction of this process is
 //! open, as `mdb_env_set_mapsize` requires.
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc};
 
 use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, MdbError, RwTxn, WithoutTls};
@@ -15,8 +16,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    BLOB_HEADER_LEN, BlobHeader, FORMAT_KEY, FORMAT_VERSION, FormatRecord, LMDB_PAGE_HEADER,
-    RefRecord,
+    BLOB_HEADER_LEN, BLOB_VERSION, BlobHeader, FORMAT_KEY, FORMAT_VERSION, FORMAT_VERSION_V1,
+    FormatRecord, LMDB_PAGE_HEADER, RefRecord, chunk_digest, table_digest,
 };
 use crate::mapping::MapLocator;
 use crate::options::{CachePolicy, SidecarOptions};
@@ -41,10 +42,76 @@ impl<'s> std::ops::Deref for ReadTxn<'s> {
 
 /// A blob found in a read transaction.
 enum Blob<'t> {
-    /// Its content in LMDB's map (header already checked).
-    Mapped(&'t [u8]),
+    /// Its record in LMDB's map, with the header (and digest table) already checked.
+    Mapped(BlobHeader, &'t [u8]),
     /// Where its record lies in the file.
     File(Located),
+}
+
+/// One blob of a `store_many` call, hashed and with its record prefix (header and chunk
+/// digests) built outside any lock.
+struct Prepared<'a> {
+    hash: BlobHash,
+    prefix: Vec<u8>,
+    bytes: Cow<'a, [u8]>,
+}
+
+impl Prepared<'_> {
+    /// A copy that outlives the caller's buffer (for a call queued behind another's commit).
+    fn into_owned(self) -> Prepared<'static> {
+        Prepared {
+            hash: self.hash,
+            prefix: self.prefix,
+            bytes: Cow::Owned(self.bytes.into_owned()),
+        }
+    }
+}
+
+/// The group-commit queue: whether a commit is being led, and the calls waiting for one.
+#[derive(Default)]
+struct GroupState {
+    leading: bool,
+    queue: Vec<Pending>,
+}
+
+/// A queued `store_many` call.
+struct Pending {
+    blobs: Vec<Prepared<'static>>,
+    tx: mpsc::Sender<GroupMsg>,
+}
+
+/// What a queued call is told.
+enum GroupMsg {
+    /// Lead the next commit (of every call queued now, this one included).
+    Lead,
+    /// Its blobs are committed (the hashes it wrote anew), or why not.
+    Done(Result<Vec<BlobHash>>),
+}
+
+/// Hands the lead on when a leader is done, also when it unwinds.
+struct HandOff<'s>(&'s Sidecar);
+
+impl Drop for HandOff<'_> {
+    fn drop(&mut self) {
+        self.0.hand_off();
+    }
+}
+
+/// A copy of `e` for each caller of a group commit that failed as a whole.
+fn share_error(e: &Error) -> Error {
+    match e {
+        Error::Io(io) => Error::Io(std::io::Error::new(io.kind(), io.to_string())),
+        Error::Lmdb(heed::Error::Mdb(m)) => Error::Lmdb(heed::Error::Mdb(*m)),
+        Error::StoreFull {
+            map_size,
+            max_map_size,
+        } => Error::StoreFull {
+            map_size: *map_size,
+            max_map_size: *max_map_size,
+        },
+        Error::Poisoned => Error::Poisoned,
+        other => Error::Io(std::io::Error::other(other.to_string())),
+    }
 }
 
 /// Name of the LMDB data file inside the sidecar's directory (its lock file is
@@ -71,6 +138,18 @@ pub struct SidecarStats {
     pub file_size: u64,
 }
 
+/// One stored blob, as [`Sidecar::blobs`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BlobInfo {
+    /// The blob's address (SHA-256 of its content).
+    pub hash: BlobHash,
+    /// Its reference count (at least 1).
+    pub refcount: u64,
+    /// Its content length in bytes.
+    pub len: u64,
+}
+
 /// The large-payload store: content-addressed blobs in their own LMDB environment.
 ///
 /// `Sidecar` is `Send + Sync`: share it (e.g. in an `Arc`) between any number of reader
@@ -79,6 +158,9 @@ pub struct Sidecar {
     env: heed::Env<WithoutTls>,
     /// Held (shared) for the life of every transaction; held exclusively to resize the map.
     gate: RwLock<()>,
+    /// The format record's database (written by `open` only).
+    #[cfg_attr(not(test), allow(dead_code))]
+    meta: Db,
     blobs: Db,
     refs: Db,
     reader: FileReader,
@@ -86,6 +168,10 @@ pub struct Sidecar {
     page_size: usize,
     options: SidecarOptions,
     poisoned: AtomicBool,
+    /// Write transactions committed (for tests of the group commit).
+    commits: AtomicU64,
+    /// Group commit of concurrent `store_many` calls.
+    group: Mutex<GroupState>,
     path: PathBuf,
 }
 
@@ -142,7 +228,11 @@ impl Sidecar {
                 Some(rec) => {
                     let version =
                         FormatRecord::decode(rec).map_err(|what| Error::CorruptedMeta { what })?;
-                    if version != FORMAT_VERSION {
+                    if version == FORMAT_VERSION_V1 {
+                        // Version-1 blob records stay readable; from now on version-2 records
+                        // are written too, which a version-1 build must refuse to open.
+                        meta.put(&mut wtxn, FORMAT_KEY, &FormatRecord::encode())?;
+                    } else if version != FORMAT_VERSION {
                         return Err(Error::UnknownVersion {
                             found: version,
                             supported: FORMAT_VERSION,
@@ -165,6 +255,7 @@ impl Sidecar {
         Ok(Sidecar {
             env,
             gate: RwLock::new(()),
+            meta,
             blobs,
             refs,
             reader,
@@ -172,6 +263,8 @@ impl Sidecar {
             page_size,
             options,
             poisoned: AtomicBool::new(false),
+            commits: AtomicU64::new(0),
+            group: Mutex::new(GroupState::default()),
             path,
         })
     }
@@ -212,6 +305,14 @@ impl Sidecar {
     /// Stores many payloads in one LMDB transaction (one fsync); returns their payloads in
     /// order. The same bytes twice in a batch are stored once with a count of two.
     ///
+    /// Concurrent calls from many threads share commits (with
+    /// [`SidecarOptions::group_commit`], the default): while one call's transaction
+    /// commits, the calls that arrive queue up, and the first of them then writes all of
+    /// their blobs in one transaction with one commit. Each call's blobs go in as one
+    /// nested transaction, so a call that fails (for example on a damaged refcount record)
+    /// changes nothing and does not fail the others; every call returns only after the
+    /// commit that holds its blobs is durable.
+    ///
     /// # Errors
     /// As [`Sidecar::store`]; when any payload is too large, nothing is written.
     pub fn store_many(&self, payloads: &[&[u8]]) -> Result<Vec<Payload>> {
@@ -223,14 +324,17 @@ impl Sidecar {
             });
         }
         let mut out = Vec::with_capacity(payloads.len());
-        let mut blobs: Vec<(BlobHash, &[u8])> = Vec::new();
-        let mut needed = WRITE_SLACK;
+        let mut blobs: Vec<Prepared<'_>> = Vec::new();
         for p in payloads {
             if routes_to_sidecar(p.len()) {
-                let h = BlobHash::of(p);
-                blobs.push((h, p));
-                needed += (p.len() + BLOB_HEADER_LEN + 2 * self.page_size) as u64;
-                out.push(Payload::BlobRef(h));
+                // The address and the chunk digests, in one pass, before any lock.
+                let (hash, prefix) = BlobHeader::encode(p);
+                blobs.push(Prepared {
+                    hash,
+                    prefix,
+                    bytes: Cow::Borrowed(p),
+                });
+                out.push(Payload::BlobRef(hash));
             } else {
                 out.push(Payload::Inline(p.to_vec()));
             }
@@ -238,22 +342,131 @@ impl Sidecar {
         if blobs.is_empty() {
             return Ok(out);
         }
-        let mut written = Vec::new();
-        self.write(needed, |txn| {
-            written.clear();
-            for &(hash, bytes) in &blobs {
-                if self.add_ref(txn, &hash, bytes)? {
-                    written.push(hash);
-                }
-            }
-            Ok(())
-        })?;
+        let written = if self.options.group_commit {
+            self.commit_grouped(blobs)?
+        } else {
+            self.commit_batches(&[&blobs])
+                .pop()
+                .unwrap_or(Err(Error::Poisoned))?
+        };
         if self.options.cache_policy != CachePolicy::Keep {
             // Advice only, after a durable commit: a failure here must not make the caller
             // believe the store failed (a retry would add a second reference).
             let _ = self.drop_written(&written);
         }
         Ok(out)
+    }
+
+    /// Commits `blobs` together with those of concurrent callers (leader/follower): returns
+    /// the hashes this call wrote anew, once their commit is durable.
+    fn commit_grouped(&self, blobs: Vec<Prepared<'_>>) -> Result<Vec<BlobHash>> {
+        let mut group = self.group_state();
+        if !group.leading {
+            // No commit in progress: lead one with our own (borrowed) blobs.
+            group.leading = true;
+            drop(group);
+            let _handoff = HandOff(self);
+            return self
+                .commit_batches(&[&blobs])
+                .pop()
+                .unwrap_or(Err(Error::Poisoned));
+        }
+        // A commit is in progress: queue a copy of our blobs and wait for an answer.
+        let (tx, rx) = mpsc::channel();
+        group.queue.push(Pending {
+            blobs: blobs.into_iter().map(Prepared::into_owned).collect(),
+            tx,
+        });
+        drop(group);
+        loop {
+            match rx.recv() {
+                Ok(GroupMsg::Done(r)) => return r,
+                Ok(GroupMsg::Lead) => self.lead_queued(),
+                Err(mpsc::RecvError) => {
+                    return Err(Error::Io(std::io::Error::other(
+                        "the group commit that held this store's blobs stopped without an answer",
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Commits every queued call's blobs in one transaction (this thread's own call is
+    /// among them) and answers each; then hands the lead on.
+    fn lead_queued(&self) {
+        let _handoff = HandOff(self);
+        let batch = std::mem::take(&mut self.group_state().queue);
+        let lists: Vec<&[Prepared<'static>]> = batch.iter().map(|p| p.blobs.as_slice()).collect();
+        let results = self.commit_batches(&lists);
+        for (pending, r) in batch.iter().zip(results) {
+            // The receiver waits for this answer; it is gone only if its thread is.
+            let _ = pending.tx.send(GroupMsg::Done(r));
+        }
+    }
+
+    /// After a commit: the first queued call leads the next one, or no one leads.
+    fn hand_off(&self) {
+        let mut group = self.group_state();
+        while let Some(first) = group.queue.first() {
+            if first.tx.send(GroupMsg::Lead).is_ok() {
+                return; // `leading` stays true: the lead passed on
+            }
+            group.queue.remove(0);
+        }
+        group.leading = false;
+    }
+
+    fn group_state(&self) -> std::sync::MutexGuard<'_, GroupState> {
+        self.group.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes the callers' `batches` in one write transaction with one commit; returns,
+    /// per batch, the hashes it wrote anew or its error. With more than one batch each runs
+    /// in a nested transaction, so a failing batch is undone alone.
+    fn commit_batches(&self, batches: &[&[Prepared<'_>]]) -> Vec<Result<Vec<BlobHash>>> {
+        let needed = batches
+            .iter()
+            .flat_map(|b| b.iter())
+            .map(|p| (p.prefix.len() + p.bytes.len() + 2 * self.page_size) as u64)
+            .fold(WRITE_SLACK, u64::saturating_add);
+        let apply = |txn: &mut RwTxn<'_>, batch: &[Prepared<'_>]| -> Result<Vec<BlobHash>> {
+            let mut written = Vec::new();
+            for p in batch {
+                if self.add_ref(txn, p)? {
+                    written.push(p.hash);
+                }
+            }
+            Ok(written)
+        };
+        let outcome = if let [single] = batches {
+            self.write(needed, |txn| Ok(vec![apply(txn, single)]))
+        } else {
+            self.write(needed, |txn| {
+                let mut results = Vec::with_capacity(batches.len());
+                for batch in batches {
+                    let mut child = self.env.nested_write_txn(txn)?;
+                    match apply(&mut child, batch) {
+                        Ok(w) => {
+                            child.commit()?;
+                            results.push(Ok(w));
+                        }
+                        // The whole group grows the map and runs again.
+                        Err(e @ Error::Lmdb(heed::Error::Mdb(MdbError::MapFull))) => {
+                            return Err(e);
+                        }
+                        Err(e) => {
+                            child.abort();
+                            results.push(Err(e));
+                        }
+                    }
+                }
+                Ok(results)
+            })
+        };
+        match outcome {
+            Ok(results) => results,
+            Err(e) => batches.iter().map(|_| Err(share_error(&e))).collect(),
+        }
     }
 
     /// Drops the file pages of just-written (and committed, so clean) blobs from the page
@@ -283,9 +496,9 @@ impl Sidecar {
         Ok(())
     }
 
-    /// Adds one reference to `hash`, writing the blob if it is new (then returns true).
-    fn add_ref(&self, txn: &mut RwTxn<'_>, hash: &BlobHash, bytes: &[u8]) -> Result<bool> {
-        let len = bytes.len() as u64;
+    /// Adds one reference to `p.hash`, writing the blob if it is new (then returns true).
+    fn add_ref(&self, txn: &mut RwTxn<'_>, p: &Prepared<'_>) -> Result<bool> {
+        let hash = &p.hash;
         let rec = match self.refs.get(txn, &hash.0)? {
             Some(raw) => {
                 let mut rec = RefRecord::decode(hash, raw)
@@ -297,15 +510,17 @@ impl Sidecar {
                 rec
             }
             None => {
-                let header = BlobHeader::encode(hash, len);
                 // MDB_RESERVE: LMDB allocates the value's pages and we copy straight into
                 // them, instead of LMDB copying from our buffer after we built a record.
                 self.blobs
-                    .put_reserved(txn, &hash.0, BLOB_HEADER_LEN + bytes.len(), |space| {
-                        space.write_all(&header)?;
-                        space.write_all(bytes)
+                    .put_reserved(txn, &hash.0, p.prefix.len() + p.bytes.len(), |space| {
+                        space.write_all(&p.prefix)?;
+                        space.write_all(&p.bytes)
                     })?;
-                RefRecord { count: 1, len }
+                RefRecord {
+                    count: 1,
+                    len: p.bytes.len() as u64,
+                }
             }
         };
         self.refs.put(txn, &hash.0, &rec.encode(hash))?;
@@ -362,6 +577,33 @@ impl Sidecar {
                 .map(Some)
                 .map_err(|what| Error::Corrupted { hash: *hash, what }),
         }
+    }
+
+    /// Every stored blob with its reference count and length, in hash order, read in one
+    /// read transaction from the refcount records (no blob page is read). For the engine's
+    /// recovery: a blob stored before a crash whose event never reached the log is listed
+    /// here and referenced by no event, and can be released.
+    ///
+    /// # Errors
+    /// `Error::Corrupted` for a damaged refcount record, `Error::CorruptedMeta` for a key
+    /// that is not a hash; LMDB errors.
+    pub fn blobs(&self) -> Result<Vec<BlobInfo>> {
+        let txn = self.read_txn()?;
+        let mut out = Vec::new();
+        for item in self.refs.iter(&txn)? {
+            let (k, v) = item?;
+            let hash = BlobHash(k.try_into().map_err(|_| Error::CorruptedMeta {
+                what: "refcount key is not 32 bytes",
+            })?);
+            let rec =
+                RefRecord::decode(&hash, v).map_err(|what| Error::Corrupted { hash, what })?;
+            out.push(BlobInfo {
+                hash,
+                refcount: rec.count,
+                len: rec.len,
+            });
+        }
+        Ok(out)
     }
 
     /// Counts and sizes of the store.
@@ -431,37 +673,62 @@ impl Sidecar {
         let verify = self.options.verify_on_read;
         self.with_blob(hash, |blob| {
             let loc = match blob {
-                Blob::Mapped(content) => {
-                    return self.read_mapped(hash, content, |c| Ok(out.write_all(c)?));
+                Blob::Mapped(head, record) => {
+                    return self.read_mapped(hash, &head, record, |c| Ok(out.write_all(c)?));
                 }
                 Blob::File(loc) => loc,
             };
-            let len = loc.record_len.saturating_sub(BLOB_HEADER_LEN as u64);
+            let (head, first) = self.reader.open_record(hash, &loc, self.chunk())?;
+            if head.version == BLOB_VERSION {
+                // One pass: each chunk checked against its stored digest, then written.
+                self.reader
+                    .stream_v2(hash, &loc, &head, &first, self.chunk(), verify, |c| {
+                        Ok(out.write_all(c)?)
+                    })?;
+                return Ok(head.len);
+            }
+            // A version-1 record (no stored digests).
+            let len = head.len;
             if !verify {
                 self.reader
-                    .stream(hash, &loc, self.chunk(), |c| Ok(out.write_all(c)?))?;
+                    .stream_v1(hash, &loc, self.chunk(), |c| Ok(out.write_all(c)?))?;
             } else if len <= self.options.verify_buffer as u64 {
                 // One pass: the whole blob into a private buffer, verified, then written.
                 let mut hasher = Sha256::new();
                 let whole = self
                     .reader
-                    .read_whole(hash, &loc, self.chunk(), |c| hasher.update(c))?;
+                    .read_whole_v1(hash, &loc, self.chunk(), |c| hasher.update(c))?;
                 if BlobHash(hasher.finalize().into()) != *hash {
                     return Err(corrupted_content(hash));
                 }
                 out.write_all(whole.content())?;
             } else {
-                // Two passes: hash chunk by chunk, then stream chunk by chunk.
+                // Two passes: the first checks the SHA-256 and notes a digest of every
+                // chunk; the second hands out each chunk only if it still has that digest.
                 let mut hasher = Sha256::new();
-                self.reader.stream(hash, &loc, self.chunk(), |c| {
+                let mut digests = Vec::new();
+                self.reader.stream_v1(hash, &loc, self.chunk(), |c| {
                     hasher.update(c);
+                    digests.push(chunk_digest(c));
                     Ok(())
                 })?;
                 if BlobHash(hasher.finalize().into()) != *hash {
                     return Err(corrupted_content(hash));
                 }
-                self.reader
-                    .stream(hash, &loc, self.chunk(), |c| Ok(out.write_all(c)?))?;
+                let mut i = 0;
+                let mut offset = 0u64;
+                self.reader.stream_v1(hash, &loc, self.chunk(), |c| {
+                    if digests.get(i) != Some(&chunk_digest(c)) {
+                        return Err(Error::CorruptedChunk {
+                            hash: *hash,
+                            offset,
+                            len: c.len() as u64,
+                        });
+                    }
+                    i += 1;
+                    offset += c.len() as u64;
+                    Ok(out.write_all(c)?)
+                })?;
             }
             Ok(len)
         })
@@ -472,25 +739,35 @@ impl Sidecar {
         let verify = self.options.verify_on_read;
         self.with_blob(hash, |blob| {
             let mut buf = Vec::new();
+            let append = |buf: &mut Vec<u8>, c: &[u8]| {
+                buf.extend_from_slice(c);
+                Ok(())
+            };
             match blob {
-                Blob::Mapped(content) => {
-                    buf.reserve_exact(content.len());
-                    self.read_mapped(hash, content, |c| {
-                        buf.extend_from_slice(c);
-                        Ok(())
-                    })?;
+                Blob::Mapped(head, record) => {
+                    buf.reserve_exact(usize::try_from(head.len).unwrap_or(0));
+                    self.read_mapped(hash, &head, record, |c| append(&mut buf, c))?;
                 }
                 Blob::File(loc) => {
-                    let len = loc.record_len.saturating_sub(BLOB_HEADER_LEN as u64);
-                    // The length comes from LMDB's node, not yet checked against the blob
-                    // header: reserve at most 64 MiB up front, grow beyond that as it reads.
-                    buf.reserve_exact(usize::try_from(len.min(64 << 20)).unwrap_or(0));
-                    self.reader.stream(hash, &loc, self.chunk(), |c| {
-                        buf.extend_from_slice(c);
-                        Ok(())
-                    })?;
-                    if verify {
-                        check_hash(hash, &buf)?;
+                    let (head, first) = self.reader.open_record(hash, &loc, self.chunk())?;
+                    // The length was checked against LMDB's value length.
+                    buf.reserve_exact(usize::try_from(head.len).unwrap_or(0));
+                    if head.version == BLOB_VERSION {
+                        self.reader.stream_v2(
+                            hash,
+                            &loc,
+                            &head,
+                            &first,
+                            self.chunk(),
+                            verify,
+                            |c| append(&mut buf, c),
+                        )?;
+                    } else {
+                        self.reader
+                            .stream_v1(hash, &loc, self.chunk(), |c| append(&mut buf, c))?;
+                        if verify {
+                            check_hash(hash, &buf)?;
+                        }
                     }
                 }
             }
@@ -498,27 +775,55 @@ impl Sidecar {
         })
     }
 
-    /// Reads `content` straight from the map (policy `Keep`, or a value whose file offset
-    /// could not be established): verify, then hand out.
+    /// Reads a blob straight from the map (policy `Keep`, or a value whose file offset
+    /// could not be established): `record` is the whole record, `head` its checked header.
+    /// A version-2 blob goes out chunk by chunk, each after its digest matched; a
+    /// version-1 blob is hashed whole before it goes out.
     fn read_mapped(
         &self,
         hash: &BlobHash,
-        content: &[u8],
+        head: &BlobHeader,
+        record: &[u8],
         mut sink: impl FnMut(&[u8]) -> Result<()>,
     ) -> Result<u64> {
+        let bad = |what| Error::Corrupted { hash: *hash, what };
+        let content = record
+            .get(usize::try_from(head.content_at).map_err(|_| bad("blob header truncated"))?..)
+            .ok_or(bad("blob record shorter than its header"))?;
         // LMDB's map is MADV_RANDOM (MDB_NORDAHEAD): without explicit read-ahead every page
         // would be its own I/O. Ask for the next chunks while the current one is consumed.
-        let chunk = self.chunk();
+        let chunk = match head.version {
+            BLOB_VERSION => usize::try_from(head.chunk).unwrap_or(usize::MAX),
+            _ => self.chunk(),
+        };
         let ahead = |i: usize| {
-            let from = ((i + 1) * chunk).min(content.len());
-            let to = (from + READ_AHEAD_CHUNKS as usize * chunk).min(content.len());
+            let from = i.saturating_add(1).saturating_mul(chunk).min(content.len());
+            let to = from
+                .saturating_add((READ_AHEAD_CHUNKS as usize).saturating_mul(chunk))
+                .min(content.len());
             os::will_need_mapped(content.get(from..to).unwrap_or_default(), self.page_size)
         };
         os::will_need_mapped(
             content.get(..chunk.min(content.len())).unwrap_or_default(),
             self.page_size,
         )?;
-        if self.options.verify_on_read {
+        let verify = self.options.verify_on_read;
+        if head.version == BLOB_VERSION {
+            let table = record
+                .get(BLOB_HEADER_LEN..head.content_at as usize)
+                .unwrap_or_default();
+            for (i, c) in content.chunks(chunk).enumerate() {
+                ahead(i)?;
+                if verify && table_digest(table, i as u64) != Some(chunk_digest(c)) {
+                    return Err(Error::CorruptedChunk {
+                        hash: *hash,
+                        offset: (i * chunk) as u64,
+                        len: c.len() as u64,
+                    });
+                }
+                sink(c)?;
+            }
+        } else if verify {
             let mut hasher = Sha256::new();
             for (i, c) in content.chunks(chunk).enumerate() {
                 ahead(i)?;
@@ -564,10 +869,9 @@ impl Sidecar {
                 record_len: record.len() as u64,
             }));
         }
-        BlobHeader::decode(hash, record).map_err(|what| Error::Corrupted { hash: *hash, what })?;
-        f(Blob::Mapped(
-            record.get(BLOB_HEADER_LEN..).unwrap_or_default(),
-        ))
+        let head = BlobHeader::decode(hash, record)
+            .map_err(|what| Error::Corrupted { hash: *hash, what })?;
+        f(Blob::Mapped(head, record))
     }
 
     /// File offset of the overflow run holding `record` (a value in LMDB's map, from a live
@@ -632,7 +936,10 @@ impl Sidecar {
                     Ok(mut txn) => match f(&mut txn) {
                         Err(e) => Err(e),
                         Ok(r) => match txn.commit() {
-                            Ok(()) => Ok(r),
+                            Ok(()) => {
+                                self.commits.fetch_add(1, Ordering::Relaxed);
+                                Ok(r)
+                            }
                             Err(heed::Error::Io(e)) => {
                                 // A failed commit (write or fsync) is not retried: the
                                 // kernel may have dropped the dirty pages already.
@@ -753,11 +1060,11 @@ mod tests {
             let _g = sc.read_gate();
             let txn = sc.env.read_txn().unwrap();
             let record = sc.blobs.get(&txn, &hash.0).unwrap().unwrap();
-            let content = &record[BLOB_HEADER_LEN..];
+            let head = BlobHeader::decode(&hash, record).unwrap();
             let before = rss();
             let mut sum = 0u64;
             let n = sc
-                .read_mapped(&hash, content, |c| {
+                .read_mapped(&hash, &head, record, |c| {
                     sum += c.iter().step_by(4096).map(|&b| u64::from(b)).sum::<u64>();
                     Ok(())
                 })
@@ -771,6 +1078,311 @@ mod tests {
                 "{policy:?}: RSS +{grew}"
             );
         }
+    }
+
+    /// A sink that checks every byte against `want` and runs `on_first` before its first
+    /// buffer.
+    struct Checking<'a, F: FnMut()> {
+        want: &'a [u8],
+        got: usize,
+        wrong: usize,
+        on_first: Option<F>,
+    }
+
+    impl<F: FnMut()> Write for Checking<'_, F> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if let Some(mut f) = self.on_first.take() {
+                f();
+            }
+            let want = self.want.get(self.got..).unwrap_or_default();
+            self.wrong += buf.iter().zip(want).filter(|(a, b)| a != b).count();
+            self.wrong += buf.len().saturating_sub(want.len());
+            self.got += buf.len();
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn pattern(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// Writes `blobs` as format version 1 wrote them (a format record of version 1, blob
+    /// records without chunk digests) into the store in `dir`.
+    fn write_version_1_store(dir: &Path, blobs: &[&[u8]]) {
+        let sc = Sidecar::open(dir, SidecarOptions::default()).unwrap();
+        let mut txn = sc.env.write_txn().unwrap();
+        let meta = sc.meta;
+        let mut rec = [0u8; 16];
+        rec[..8].copy_from_slice(b"VARVSIDE");
+        rec[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let check = xxhash_rust::xxh3::xxh3_64(&rec[..12]) as u32;
+        rec[12..].copy_from_slice(&check.to_le_bytes());
+        meta.put(&mut txn, FORMAT_KEY, &rec).unwrap();
+        for b in blobs {
+            let hash = BlobHash::of(b);
+            let mut record = BlobHeader::encode_v1(&hash, b.len() as u64).to_vec();
+            record.extend_from_slice(b);
+            sc.blobs.put(&mut txn, &hash.0, &record).unwrap();
+            let r = RefRecord {
+                count: 1,
+                len: b.len() as u64,
+            };
+            sc.refs.put(&mut txn, &hash.0, &r.encode(&hash)).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+
+    #[test]
+    fn version_1_stores_stay_readable_and_are_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = pattern(100_000, 1);
+        let big = pattern((3 << 20) + 5, 2);
+        write_version_1_store(dir.path(), &[&small, &big]);
+        let d = SidecarOptions {
+            verify_buffer: 64 << 10,
+            ..SidecarOptions::default()
+        };
+        for opts in [
+            d.clone(),
+            SidecarOptions::default(),
+            SidecarOptions {
+                cache_policy: CachePolicy::Direct,
+                ..d.clone()
+            },
+            SidecarOptions {
+                cache_policy: CachePolicy::Keep,
+                ..d.clone()
+            },
+            SidecarOptions {
+                verify_on_read: false,
+                ..d.clone()
+            },
+        ] {
+            let sc = Sidecar::open(dir.path(), opts.clone()).unwrap();
+            for b in [&small, &big] {
+                let p = Payload::BlobRef(BlobHash::of(b));
+                let mut out = Vec::new();
+                assert_eq!(sc.read_to(&p, &mut out).unwrap(), b.len() as u64);
+                assert!(out == *b, "{opts:?}");
+                assert!(sc.read(&p).unwrap() == *b, "{opts:?}");
+            }
+            // Opening upgraded the format record: a version-1 build now refuses the store.
+            let txn = sc.read_txn().unwrap();
+            let meta = sc.meta;
+            let rec = meta.get(&txn, FORMAT_KEY).unwrap().unwrap();
+            assert_eq!(FormatRecord::decode(rec), Ok(FORMAT_VERSION));
+        }
+        // A new blob next to the old ones is written as version 2; both read back.
+        let sc = Sidecar::open(dir.path(), d).unwrap();
+        let new = pattern(5000, 3);
+        let p = sc.store(&new).unwrap();
+        assert!(sc.read(&p).unwrap() == new);
+        let txn = sc.read_txn().unwrap();
+        let rec = sc.blobs.get(&txn, &BlobHash::of(&new).0).unwrap().unwrap();
+        assert_eq!(
+            BlobHeader::decode(&BlobHash::of(&new), rec)
+                .unwrap()
+                .version,
+            2
+        );
+        let rec = sc.blobs.get(&txn, &BlobHash::of(&big).0).unwrap().unwrap();
+        assert_eq!(
+            BlobHeader::decode(&BlobHash::of(&big), rec)
+                .unwrap()
+                .version,
+            1
+        );
+    }
+
+    /// A version-1 blob larger than the verify buffer is read twice; bytes that change
+    /// between the passes are caught by the digests the first pass noted, before the
+    /// changed chunk is written.
+    #[test]
+    fn version_1_blob_changed_between_passes_never_reaches_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = pattern((3 << 20) + 5, 4);
+        write_version_1_store(dir.path(), &[&big]);
+        let file = dir.path().join(BLOBS_FILE);
+        let image = std::fs::read(&file).unwrap();
+        let content = image.windows(64).position(|w| w == &big[..64]).unwrap() as u64;
+        let target = content + (2 << 20) + 1;
+        let flip = || {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&file)
+                .unwrap();
+            let mut b = [0u8];
+            f.read_exact_at(&mut b, target).unwrap();
+            f.write_all_at(&[b[0] ^ 0x08], target).unwrap();
+        };
+        for policy in [CachePolicy::DropBehind, CachePolicy::Direct] {
+            let sc = Sidecar::open(
+                dir.path(),
+                SidecarOptions {
+                    verify_buffer: 64 << 10,
+                    cache_policy: policy,
+                    ..SidecarOptions::default()
+                },
+            )
+            .unwrap();
+            let mut sink = Checking {
+                want: &big,
+                got: 0,
+                wrong: 0,
+                on_first: Some(flip),
+            };
+            let r = sc.read_to(&Payload::BlobRef(BlobHash::of(&big)), &mut sink);
+            assert_eq!(
+                sink.wrong, 0,
+                "{policy:?}: changed bytes reached the writer"
+            );
+            // Chunks are 1 MiB of the file from the run's first page: the first holds the
+            // two headers (40 bytes) and 1 MiB - 40 bytes of content.
+            let first = (1 << 20) - 40;
+            match r {
+                Err(Error::CorruptedChunk { offset, len, .. }) => {
+                    assert_eq!((offset, len), (first + (1 << 20), 1 << 20), "{policy:?}");
+                }
+                other => panic!("{policy:?}: {other:?}"),
+            }
+            assert_eq!(sink.got as u64, first + (1 << 20), "{policy:?}");
+            flip();
+        }
+    }
+
+    /// Runs `calls` on their own threads while a (pretend) commit is being led, waits
+    /// until all of them are queued, then hands the lead on as a finishing leader would.
+    fn queue_then_hand_off(
+        sc: &Sidecar,
+        calls: Vec<Vec<Vec<u8>>>,
+    ) -> (u64, Vec<Result<Vec<Payload>>>) {
+        sc.group_state().leading = true;
+        let before = sc.commits.load(Ordering::Relaxed);
+        let n = calls.len();
+        let results = std::thread::scope(|scope| {
+            let handles: Vec<_> = calls
+                .iter()
+                .map(|blobs| {
+                    scope.spawn(move || {
+                        let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
+                        sc.store_many(&refs)
+                    })
+                })
+                .collect();
+            while sc.group_state().queue.len() < n {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            // Nothing was committed while they waited.
+            assert_eq!(sc.commits.load(Ordering::Relaxed), before);
+            sc.hand_off();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<_>>()
+        });
+        assert!(!sc.group_state().leading);
+        assert!(sc.group_state().queue.is_empty());
+        (sc.commits.load(Ordering::Relaxed) - before, results)
+    }
+
+    #[test]
+    fn queued_stores_share_one_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let sc = Sidecar::open(dir.path(), SidecarOptions::default()).unwrap();
+        let shared = pattern(3000, 9);
+        let calls: Vec<Vec<Vec<u8>>> = (0..6)
+            .map(|t| vec![pattern(2048 + t * 1000, t as u64 + 10), shared.clone()])
+            .collect();
+        let (commits, results) = queue_then_hand_off(&sc, calls.clone());
+        assert_eq!(commits, 1, "six queued calls, one commit");
+        for (call, r) in calls.iter().zip(results) {
+            let payloads = r.unwrap();
+            for (b, p) in call.iter().zip(&payloads) {
+                assert_eq!(*p, Payload::BlobRef(BlobHash::of(b)));
+                assert!(sc.read(p).unwrap() == *b);
+            }
+            assert_eq!(sc.refcount(&BlobHash::of(&call[0])).unwrap(), Some(1));
+        }
+        assert_eq!(sc.refcount(&BlobHash::of(&shared)).unwrap(), Some(6));
+        assert_eq!(sc.blobs().unwrap().len(), 7);
+    }
+
+    #[test]
+    fn a_failing_call_in_a_group_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let sc = Sidecar::open(dir.path(), SidecarOptions::default()).unwrap();
+        // A blob whose count cannot go up.
+        let full = pattern(4000, 20);
+        let full_hash = BlobHash::of(&full);
+        sc.store(&full).unwrap();
+        {
+            let mut txn = sc.env.write_txn().unwrap();
+            let r = RefRecord {
+                count: u64::MAX,
+                len: full.len() as u64,
+            };
+            sc.refs
+                .put(&mut txn, &full_hash.0, &r.encode(&full_hash))
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let fresh = pattern(5000, 21);
+        let calls = vec![
+            vec![pattern(2100, 22)],
+            vec![fresh.clone(), full.clone()], // fails as a whole: `fresh` is not stored
+            vec![pattern(2200, 23), pattern(2300, 24)],
+        ];
+        let (commits, results) = queue_then_hand_off(&sc, calls.clone());
+        assert_eq!(commits, 1);
+        let mut results = results.into_iter();
+        assert!(results.next().unwrap().is_ok());
+        assert!(matches!(
+            results.next().unwrap(),
+            Err(Error::RefcountOverflow(h)) if h == full_hash
+        ));
+        assert!(results.next().unwrap().is_ok());
+        assert_eq!(sc.refcount(&BlobHash::of(&fresh)).unwrap(), None);
+        assert_eq!(sc.refcount(&full_hash).unwrap(), Some(u64::MAX));
+        for b in calls[0].iter().chain(&calls[2]) {
+            assert_eq!(sc.refcount(&BlobHash::of(b)).unwrap(), Some(1));
+        }
+    }
+
+    #[test]
+    fn without_group_commit_every_store_commits_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = SidecarOptions {
+            group_commit: false,
+            ..SidecarOptions::default()
+        };
+        let sc = Sidecar::open(dir.path(), opts).unwrap();
+        let before = sc.commits.load(Ordering::Relaxed);
+        std::thread::scope(|scope| {
+            for t in 0..4u64 {
+                let sc = &sc;
+                scope.spawn(move || {
+                    for i in 0..5 {
+                        sc.store(&pattern(2048 + i, t * 100 + i as u64)).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(sc.commits.load(Ordering::Relaxed) - before, 20);
+        assert_eq!(sc.blobs().unwrap().len(), 20);
+        assert!(sc.group_state().queue.is_empty());
     }
 
     #[test]

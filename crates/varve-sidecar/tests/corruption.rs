@@ -1,5 +1,5 @@
 //! Damage in `blobs.mdb` is reported, never returned as data: a flipped content byte is
-//! `Corrupted` under every cache policy and read path (and nothing reaches the caller's
+//! `CorruptedChunk` under every cache policy and read path (and nothing reaches the caller's
 //! writer), a flipped blob header or refcount record is `Corrupted`, a damaged format
 //! record or an unknown format version refuses to open.
 #![allow(clippy::unwrap_used)]
@@ -76,14 +76,20 @@ fn flipped_content_byte_is_corrupted_under_every_policy() {
         for opts in all_policies() {
             let sc = Sidecar::open(dir.path(), opts.clone()).unwrap();
             let mut out = Vec::new();
+            // The blob is one digest chunk (< 1 MiB): the error names it, and nothing of
+            // it reached the writer.
             match sc.read_to(&Payload::BlobRef(hash), &mut out) {
-                Err(Error::Corrupted { hash: h, .. }) => assert_eq!(h, hash),
+                Err(Error::CorruptedChunk {
+                    hash: h,
+                    offset: 0,
+                    len: l,
+                }) => assert_eq!((h, l), (hash, len as u64)),
                 other => panic!("{opts:?}: {other:?}"),
             }
             assert!(out.is_empty(), "{opts:?}: bytes reached the writer");
             assert!(matches!(
                 sc.read(&Payload::BlobRef(hash)),
-                Err(Error::Corrupted { .. })
+                Err(Error::CorruptedChunk { .. })
             ));
             // The undamaged neighbour still reads.
             assert_eq!(
@@ -118,8 +124,9 @@ fn flipped_blob_header_is_corrupted_even_without_verification() {
     }
     let file = dir.path().join("blobs.mdb");
     let start = find(&std::fs::read(&file).unwrap(), &data[..64]);
-    // The 24-byte blob header sits right in front of the content; flip its length field.
-    flip(&file, start - 24 + 8, 0x01);
+    // The 32-byte blob header and the blob's one 16-byte chunk digest sit right in front of
+    // the content; flip the header's length field.
+    flip(&file, start - 48 + 8, 0x01);
     for verify_on_read in [true, false] {
         let sc = Sidecar::open(
             dir.path(),
@@ -171,7 +178,7 @@ fn damaged_format_record_or_unknown_version_refuses_to_open() {
     // A future version with a valid checksum: UnknownVersion.
     let mut rec = [0u8; 16];
     rec[..8].copy_from_slice(b"VARVSIDE");
-    rec[8..12].copy_from_slice(&2u32.to_le_bytes());
+    rec[8..12].copy_from_slice(&3u32.to_le_bytes());
     let check = xxhash_rust::xxh3::xxh3_64(&rec[..12]) as u32;
     rec[12..].copy_from_slice(&check.to_le_bytes());
     let mut future = image.clone();
@@ -180,8 +187,8 @@ fn damaged_format_record_or_unknown_version_refuses_to_open() {
     assert!(matches!(
         Sidecar::open(dir.path(), SidecarOptions::default()),
         Err(Error::UnknownVersion {
-            found: 2,
-            supported: 1
+            found: 3,
+            supported: 2
         })
     ));
 
@@ -193,4 +200,193 @@ fn damaged_format_record_or_unknown_version_refuses_to_open() {
         Sidecar::open(dir.path(), SidecarOptions::default()),
         Err(Error::CorruptedMeta { .. })
     ));
+}
+
+/// A sink that compares every byte it receives with the blob's true bytes, and calls
+/// `on_first` before it looks at its first buffer.
+struct Checking<'a, F: FnMut()> {
+    want: &'a [u8],
+    got: usize,
+    wrong: usize,
+    on_first: Option<F>,
+}
+
+impl<F: FnMut()> std::io::Write for Checking<'_, F> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(mut f) = self.on_first.take() {
+            f();
+        }
+        let want = self
+            .want
+            .get(self.got..self.got + buf.len())
+            .unwrap_or_default();
+        self.wrong += buf.iter().zip(want).filter(|(a, b)| a != b).count();
+        self.wrong += buf.len() - want.len();
+        self.got += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// XORs `mask` into the byte at `at` of the live file `path` (through the page cache, as
+/// another writer would).
+fn flip_live(path: &Path, at: u64, mask: u8) {
+    use std::os::unix::fs::FileExt as _;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ mask], at).unwrap();
+}
+
+const MIB: usize = 1 << 20;
+
+/// Item 10 of issue 16: a blob larger than the verify buffer whose bytes change while it
+/// is being read. The old two-pass read hashed the blob, then streamed a second read that
+/// nothing checked, so the changed bytes reached the writer. Now each 1 MiB chunk is
+/// checked against the digest stored with the blob before any byte of it is written: the
+/// writer gets the chunks before the changed one, intact, and the error names the chunk.
+#[test]
+fn bytes_changed_during_a_read_never_reach_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = bytes(5 * MIB + 100, 77);
+    let hash = BlobHash::of(&data);
+    {
+        let sc = Sidecar::open(dir.path(), SidecarOptions::default()).unwrap();
+        sc.store(&data).unwrap();
+    }
+    let file = dir.path().join("blobs.mdb");
+    let content = find(&std::fs::read(&file).unwrap(), &data[..64]) as u64;
+    let target = content + 3 * MIB as u64 + 5;
+    let small_buffer = SidecarOptions {
+        verify_buffer: 64 << 10,
+        ..SidecarOptions::default()
+    };
+    let mut cases = vec![
+        small_buffer.clone(),
+        SidecarOptions {
+            read_chunk: 8192,
+            ..small_buffer.clone()
+        },
+        SidecarOptions {
+            cache_policy: CachePolicy::Direct,
+            ..small_buffer.clone()
+        },
+        SidecarOptions {
+            cache_policy: CachePolicy::Keep,
+            ..small_buffer
+        },
+    ];
+    cases.extend(all_policies());
+    for opts in cases {
+        let sc = Sidecar::open(dir.path(), opts.clone()).unwrap();
+        let mut sink = Checking {
+            want: &data,
+            got: 0,
+            wrong: 0,
+            on_first: Some(|| flip_live(&file, target, 0x40)),
+        };
+        let r = sc.read_to(&Payload::BlobRef(hash), &mut sink);
+        assert_eq!(sink.wrong, 0, "{opts:?}: changed bytes reached the writer");
+        match r {
+            Err(Error::CorruptedChunk {
+                hash: h,
+                offset,
+                len,
+            }) => assert_eq!(
+                (h, offset, len),
+                (hash, 3 * MIB as u64, MIB as u64),
+                "{opts:?}"
+            ),
+            other => panic!("{opts:?}: {other:?}"),
+        }
+        // No byte of the bad chunk (or any later one) was written.
+        assert_eq!(sink.got, 3 * MIB, "{opts:?}");
+        drop(sc);
+        flip_live(&file, target, 0x40); // undo for the next case
+    }
+}
+
+/// A damaged chunk in the middle of a large blob: the chunks before it reach the writer
+/// intact, the error names the damaged chunk, nothing after it is written; `read` returns
+/// no bytes at all.
+#[test]
+fn a_damaged_chunk_is_named_and_never_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = bytes(4 * MIB + 3, 78);
+    let hash = BlobHash::of(&data);
+    {
+        let sc = Sidecar::open(dir.path(), SidecarOptions::default()).unwrap();
+        sc.store(&data).unwrap();
+    }
+    let file = dir.path().join("blobs.mdb");
+    let content = find(&std::fs::read(&file).unwrap(), &data[..64]);
+    for (chunk, at) in [(0usize, 17usize), (2, 2 * MIB), (4, 4 * MIB + 2)] {
+        flip(&file, content + at, 0x02);
+        for opts in all_policies() {
+            let sc = Sidecar::open(dir.path(), opts.clone()).unwrap();
+            let mut sink = Checking::<fn()> {
+                want: &data,
+                got: 0,
+                wrong: 0,
+                on_first: None,
+            };
+            match sc.read_to(&Payload::BlobRef(hash), &mut sink) {
+                Err(Error::CorruptedChunk {
+                    hash: h,
+                    offset,
+                    len,
+                }) => {
+                    let want_len = MIB.min(data.len() - chunk * MIB) as u64;
+                    assert_eq!((h, offset, len), (hash, (chunk * MIB) as u64, want_len));
+                }
+                other => panic!("{opts:?}: {other:?}"),
+            }
+            assert_eq!((sink.got, sink.wrong), (chunk * MIB, 0), "{opts:?}");
+            assert!(matches!(
+                sc.read(&Payload::BlobRef(hash)),
+                Err(Error::CorruptedChunk { .. })
+            ));
+        }
+        flip(&file, content + at, 0x02);
+        let sc = Sidecar::open(dir.path(), SidecarOptions::default()).unwrap();
+        assert!(sc.read(&Payload::BlobRef(hash)).unwrap() == data);
+    }
+}
+
+/// A damaged chunk digest (in the record's table) is caught by the header's check before
+/// any content goes out, with or without `verify_on_read`.
+#[test]
+fn a_damaged_digest_table_is_corrupted_before_any_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = bytes(3 * MIB, 79);
+    let hash = BlobHash::of(&data);
+    {
+        let sc = Sidecar::open(dir.path(), SidecarOptions::default()).unwrap();
+        sc.store(&data).unwrap();
+    }
+    let file = dir.path().join("blobs.mdb");
+    let content = find(&std::fs::read(&file).unwrap(), &data[..64]);
+    flip(&file, content - 16 * 2 + 3, 0x10); // chunk 1's digest
+    for verify_on_read in [true, false] {
+        for mut opts in all_policies() {
+            opts.verify_on_read = verify_on_read;
+            let sc = Sidecar::open(dir.path(), opts.clone()).unwrap();
+            let mut out = Vec::new();
+            assert!(
+                matches!(
+                    sc.read_to(&Payload::BlobRef(hash), &mut out),
+                    Err(Error::Corrupted { hash: h, what: "blob header checksum mismatch" }) if h == hash
+                ),
+                "{opts:?}"
+            );
+            assert!(out.is_empty());
+        }
+    }
 }
