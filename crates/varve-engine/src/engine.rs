@@ -140,6 +140,8 @@ pub(crate) struct Core {
     /// One past the last position in `events.mdb`.
     checkpointed_end: AtomicU64,
     checkpoint_lsn: AtomicU64,
+    /// One past the highest stream id in `events.mdb`.
+    ck_next_stream_id: AtomicU64,
     checkpoints: AtomicU64,
     tail_bytes: AtomicU64,
     degraded: OnceLock<Arc<Error>>,
@@ -467,9 +469,9 @@ impl Core {
         let max_record = opts.max_record_bytes();
         let wal_opts = varve_wal::Options::default()
             .sync_mode(opts.sync_mode)
-            .segment_size(((max_record as u64) + (4 << 20)).max(64 << 20))
+            .segment_size(opts.wal_segment_size)
             .max_record_size(max_record)
-            .max_queued_bytes(((max_record as u64) + (4 << 20)).max(64 << 20));
+            .max_queued_bytes((2 * max_record as u64).max(64 << 20));
         let wal = Wal::open(dir.join(WAL_DIR), wal_opts)?;
 
         let mut report = RecoveryReport {
@@ -567,6 +569,7 @@ impl Core {
             visible_end: AtomicU64::new(next_position),
             checkpointed_end: AtomicU64::new(ck.next_position),
             checkpoint_lsn: AtomicU64::new(ck.lsn),
+            ck_next_stream_id: AtomicU64::new(ck.next_stream_id),
             checkpoints: AtomicU64::new(0),
             tail_bytes: AtomicU64::new(tail_bytes),
             degraded: OnceLock::new(),
@@ -730,6 +733,12 @@ impl Core {
             }
         }
 
+        if rec.bytes.len() > self.opts.max_record_bytes() {
+            return Err(Error::CallTooLarge {
+                size: rec.bytes.len(),
+                max: self.opts.max_record_bytes(),
+            });
+        }
         self.wait_for_room()?;
 
         let (result, lsn, ticket, entry) = {
@@ -1008,7 +1017,14 @@ impl Core {
         }
         let last = entries.last().map_or(0, |e| e.lsn);
         let next_position = entries.last().map_or(0, |e| e.end());
-        let next_stream_id = read(&self.catalog).names.len() as u64;
+        // Only streams whose first event is applied here or earlier: the catalog also holds
+        // streams that exist only in the tail.
+        let next_stream_id = heads
+            .keys()
+            .map(|id| id + 1)
+            .max()
+            .unwrap_or(0)
+            .max(self.ck_next_stream_id.load(Ordering::SeqCst));
         Checkpoint {
             lsn: last,
             next_position,
@@ -1016,6 +1032,8 @@ impl Core {
         }
         .put(dbs, &mut wtxn)?;
         wtxn.commit()?;
+        self.ck_next_stream_id
+            .store(next_stream_id, Ordering::SeqCst);
         Ok(applied)
     }
 
@@ -1510,11 +1528,26 @@ fn acquire_lock(dir: &Path) -> Result<File> {
 
 /// Releases sidecar references that no event holds: each blob's count in the sidecar
 /// against the checkpointed references in `events.mdb` plus those in the replayed tail.
+/// A kill between an append's blob store and its log write leaves such references; a
+/// blob whose count reaches zero is removed by the sidecar. Returns the references
+/// released. A blob referenced more often than the sidecar counts is left as it is (its
+/// reads still work; `varve check` reports it).
 fn release_orphan_blobs(
-    _env: &heed::Env<WithoutTls>,
-    _dbs: &Dbs,
-    _sidecar: &Sidecar,
-    _tail_refs: &HashMap<BlobHash, u64>,
+    env: &heed::Env<WithoutTls>,
+    dbs: &Dbs,
+    sidecar: &Sidecar,
+    tail_refs: &HashMap<BlobHash, u64>,
 ) -> Result<u64> {
-    Ok(0)
+    let blobs = sidecar.blobs()?;
+    let rtxn = env.read_txn()?;
+    let mut released = 0;
+    for b in blobs {
+        let referenced =
+            lmdb::blob_refs(dbs, &rtxn, &b.hash.0)? + tail_refs.get(&b.hash).copied().unwrap_or(0);
+        for _ in referenced..b.refcount {
+            sidecar.release(&b.hash)?;
+            released += 1;
+        }
+    }
+    Ok(released)
 }

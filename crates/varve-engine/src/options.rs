@@ -21,6 +21,7 @@ pub struct Options {
     pub(crate) max_metadata_bytes: usize,
     pub(crate) max_payload_bytes: usize,
     pub(crate) max_call_bytes: usize,
+    pub(crate) wal_segment_size: u64,
 }
 
 impl Default for Options {
@@ -36,6 +37,7 @@ impl Default for Options {
             max_metadata_bytes: 64 << 10,
             max_payload_bytes: 64 << 20,
             max_call_bytes: 128 << 20,
+            wal_segment_size: 64 << 20,
         }
     }
 }
@@ -97,19 +99,28 @@ impl Options {
         self.max_payload_bytes = bytes;
         self
     }
-    /// Largest sum of payload and metadata bytes in one call (default 128 MiB).
+    /// Largest call, counted as the bytes of all its events (payloads, metadata, types and
+    /// framing) as if every payload were inline (default 128 MiB). Large payloads go to the
+    /// sidecar, so a call's log record is smaller; it must also fit in half a WAL segment
+    /// ([`wal_segment_size`](Self::wal_segment_size)).
     #[must_use]
     pub fn max_call_bytes(mut self, bytes: usize) -> Self {
         self.max_call_bytes = bytes;
         self
     }
 
-    /// The largest encoded log record one call can produce: its bytes plus the framing of
-    /// its events (bounded through the byte limit: every event costs at least 11 bytes).
+    /// Size of each WAL segment file (default 64 MiB, 1 MiB..=4 GiB). One call's log
+    /// record (the call without its large payloads, which go to the sidecar) must fit in
+    /// half a segment.
+    #[must_use]
+    pub fn wal_segment_size(mut self, bytes: u64) -> Self {
+        self.wal_segment_size = bytes;
+        self
+    }
+
+    /// The largest log record one call may produce.
     pub(crate) fn max_record_bytes(&self) -> usize {
-        self.max_call_bytes
-            .saturating_mul(2)
-            .saturating_add(1 << 20)
+        usize::try_from(self.wal_segment_size / 2).unwrap_or(usize::MAX)
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
@@ -137,6 +148,9 @@ impl Options {
         }
         if self.max_tail_bytes < self.checkpoint_bytes {
             return bad("max_tail_bytes", "must be at least checkpoint_bytes");
+        }
+        if self.wal_segment_size < 1 << 20 || self.wal_segment_size > 1 << 32 {
+            return bad("wal_segment_size", "must be 1 MiB..=4 GiB");
         }
         if self.map_size < 1 << 20 {
             return bad("map_size", "must be at least 1 MiB");
@@ -180,6 +194,14 @@ mod tests {
                 "max_tail_bytes",
             ),
             (Options::default().map_size(1000), "map_size"),
+            (
+                Options::default().wal_segment_size(1000),
+                "wal_segment_size",
+            ),
+            (
+                Options::default().wal_segment_size((1 << 32) + 1),
+                "wal_segment_size",
+            ),
         ];
         for (o, name) in cases {
             match o.validate() {
@@ -194,7 +216,8 @@ mod tests {
             .max_call_bytes(1 << 30)
             .checkpoint_bytes(10)
             .max_tail_bytes(10)
-            .map_size(1 << 20);
+            .map_size(1 << 20)
+            .wal_segment_size(1 << 20);
         assert!(ok.validate().is_ok());
     }
 }

@@ -12,6 +12,7 @@ pub fn opts() -> Options {
         .checkpoint_interval(Duration::from_millis(20))
         .checkpoint_bytes(64 << 10)
         .max_tail_bytes(8 << 20)
+        .wal_segment_size(8 << 20)
 }
 
 /// Opens `dir` with [`opts`].
