@@ -86,7 +86,7 @@ fn sixteen_writers_produce_a_gapless_log_in_each_writers_order() {
                         out.push((i, size, r, shared));
                         i += size;
                         n += 1;
-                        if w == 0 && n % 40 == 0 {
+                        if w == 0 && n.is_multiple_of(40) {
                             db.checkpoint().unwrap();
                         }
                     }
