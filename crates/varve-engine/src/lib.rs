@@ -1,7 +1,94 @@
-//! The Varve event store: append-only streams with payloads of any size.
+//! The Varve event store: append-only streams with payloads of any size, embedded in the
+//! process that links it.
 //!
-//! The engine composes the lower layers: the WAL makes appends durable, LMDB
-//! (`events.mdb`) holds checkpointed events, the sidecar holds large payloads.
+//! ```
+//! use varve_engine::{Direction, EventData, ExpectedVersion, Options, Varve};
+//! # fn main() -> varve_engine::Result<()> {
+//! # let dir = tempfile::tempdir()?;
+//! let db = Varve::open(dir.path(), Options::default())?;
+//! let r = db.append(
+//!     "order-17",
+//!     ExpectedVersion::NoStream,
+//!     &[EventData::new("created", b"{\"total\": 12}"), EventData::new("paid", b"{}")],
+//! )?;
+//! assert_eq!((r.first_position, r.last_version), (0, 1));
+//!
+//! // A second writer that expected an empty stream is refused, and nothing is written.
+//! assert!(db.append("order-17", ExpectedVersion::NoStream, &[EventData::new("x", b"")]).is_err());
+//!
+//! // Large payloads go to the blob sidecar; the event keeps a reference.
+//! let scan = vec![7u8; 1 << 20];
+//! db.append("order-17", ExpectedVersion::Exact(1), &[EventData::new("scanned", &scan)])?;
+//! db.close()?;
+//!
+//! // Open is crash-only: the same recovery runs after a close and after a kill -9.
+//! let db = Varve::open(dir.path(), Options::default())?;
+//! let events = db.read_stream("order-17", Direction::Forward, 0, 100)?;
+//! assert_eq!(events.len(), 3);
+//! assert_eq!(events[0].event_type, "created");
+//! assert_eq!(db.read_payload(&events[2])?, scan);
+//! assert_eq!(db.read_all(0, Direction::Forward, 10)?.len(), 3);
+//! # Ok(()) }
+//! ```
+//!
+//! # How it works
+//!
+//! An append validates its input, stores payloads of [`MAX_INLINE_SIZE`] bytes and more in
+//! the blob sidecar (`blobs/blobs.mdb`, content-addressed, deduplicated), encodes the call
+//! as one log record, and then, in one short critical section without I/O, checks the
+//! expected versions against the stream heads held in memory, assigns versions and global
+//! positions and queues the record on the write-ahead log (`wal/`). The WAL's flusher
+//! writes and syncs records in groups; the append returns once its record is durable. A
+//! background checkpointer applies acknowledged records to LMDB (`events.mdb`) in large
+//! transactions, with the LSN of the last record applied written in the same
+//! transaction, and then drops the log segments it no longer needs. Records acknowledged
+//! but not yet checkpointed are held in memory (at most [`Options::max_tail_bytes`];
+//! appends wait for the checkpointer past that) and served from there.
+//!
+//! # Durability and visibility
+//!
+//! - With the default [`SyncMode::Always`] an append returns only after its record was
+//!   written and `fdatasync`ed: a crash of the process, the OS or the machine loses no
+//!   acknowledged event. Under `SyncMode::Interval`/`Never` an acknowledged event survives
+//!   a process crash; an OS crash can lose the last interval's events (see `varve-wal`).
+//! - An append is atomic: after a crash all of its events are there or none. So is an
+//!   [`Varve::append_multi`] across its streams.
+//! - Positions are `u64`, 0-based, gapless, in commit order, never reused: a rejected or
+//!   failed append consumes none. Stream versions are 0-based and contiguous.
+//! - A reader never sees an event before it is acknowledged durable, never sees position
+//!   `p + 1` before `p`, and never sees part of an append. An append's own thread sees its
+//!   events as soon as the call returns.
+//! - A payload is stored in the sidecar (and synced) before the record that refers to it;
+//!   a crash between the two leaves an unreferenced blob reference, which the next open
+//!   releases ([`RecoveryReport::orphan_blob_refs_released`]).
+//!
+//! # Errors and degraded mode
+//!
+//! Input that breaks a limit gets its own error and writes nothing: no position, no blob,
+//! no log byte ([`Error::InvalidStreamName`], [`Error::InvalidEventType`],
+//! [`Error::MetadataTooLarge`], [`Error::PayloadTooLarge`], [`Error::CallTooLarge`],
+//! [`Error::EmptyAppend`], [`Error::DuplicateStream`]). An expectation that does not hold
+//! is [`Error::WrongExpectedVersion`] with the stream's actual version. Bytes read from disk
+//! that fail a checksum or a structural check are [`Error::Corrupted`] with their location,
+//! never returned as data and never a panic.
+//!
+//! When a log write or sync, a blob write or a checkpoint fails with an I/O error, the store
+//! turns *degraded*: appends fail with [`Error::Degraded`] (carrying the cause), reads of
+//! everything acknowledged keep working, [`Stats::degraded`] says why, and nothing retries
+//! an `fsync` (its failure may have dropped dirty pages). Reopening the store recovers
+//! every acknowledged event.
+//!
+//! # Limits (defaults; see [`Options`])
+//!
+//! Stream names 1..=256 bytes without NUL; event types 1..=256 bytes; metadata up to 64
+//! KiB; a payload up to 64 MiB; one call up to 128 MiB, and its log record (the call
+//! without its large payloads) up to half a WAL segment (32 MiB).
+//!
+//! # Not yet
+//!
+//! Subscriptions, durable consumers, snapshots and stream deletion are not built yet. The
+//! not-yet-checkpointed tail is served from the engine's own memory (bounded by
+//! `max_tail_bytes`), not yet through `varve-arena`'s cache manager over the WAL segments.
 
 mod codec;
 mod engine;
