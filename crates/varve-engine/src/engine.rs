@@ -414,14 +414,13 @@ impl Varve {
     /// The final checkpoint's error, or [`Error::Degraded`] if the store was degraded.
     pub fn close(self) -> Result<()> {
         let core = &self.inner.core;
+        core.closed.store(true, Ordering::SeqCst);
         core.stop_checkpointer(&self.inner.checkpointer);
-        let r = if core.degraded.get().is_some() {
+        if core.degraded.get().is_some() {
             Err(core.degraded_error())
         } else {
             core.checkpoint().map(|_| ())
-        };
-        core.closed.store(true, Ordering::SeqCst);
-        r
+        }
     }
 }
 
