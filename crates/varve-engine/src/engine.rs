@@ -40,6 +40,32 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Test-only crash points. Built with the `failpoints` feature (the engine's own tests turn
+/// it on), `VARVE_ENGINE_FAILPOINT=<name>:<n>` aborts the process the `n`-th time it reaches
+/// `<name>` (`<name>` alone: the first time), so a crash test can stop it exactly between
+/// two steps. Without the feature it is nothing.
+#[cfg(feature = "failpoints")]
+fn failpoint(name: &str) {
+    use std::sync::atomic::AtomicU64;
+    static POINT: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static HITS: AtomicU64 = AtomicU64::new(0);
+    let point = POINT.get_or_init(|| {
+        let v = std::env::var("VARVE_ENGINE_FAILPOINT").ok()?;
+        Some(match v.split_once(':') {
+            Some((n, k)) => (n.to_owned(), k.parse().unwrap_or(1)),
+            None => (v, 1),
+        })
+    });
+    if let Some((p, k)) = point
+        && p == name
+        && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *k
+    {
+        std::process::abort();
+    }
+}
+#[cfg(not(feature = "failpoints"))]
+fn failpoint(_name: &str) {}
+
 fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -722,6 +748,9 @@ impl Core {
             }
         }
 
+        if !blobs.hashes.is_empty() {
+            failpoint("after_blob_store");
+        }
         let mut rec = AppendRecord::new(now_us(), total_u32, calls.len() as u16, call_bytes);
         let mut k = 0;
         for (stream, _, events) in calls {
@@ -1030,7 +1059,9 @@ impl Core {
             next_stream_id,
         }
         .put(dbs, &mut wtxn)?;
+        failpoint("before_checkpoint_commit");
         wtxn.commit()?;
+        failpoint("after_checkpoint_commit");
         self.ck_next_stream_id
             .store(next_stream_id, Ordering::SeqCst);
         Ok(applied)
