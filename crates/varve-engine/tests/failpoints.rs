@@ -164,3 +164,98 @@ fn a_crash_between_checkpoint_commit_and_wal_truncation_applies_nothing_twice() 
         run_point("after_checkpoint_commit");
     }
 }
+
+const KILL_CHILD: &str = "VARVE_ENGINE_KILL_CHILD_DIR";
+
+/// The same deterministic appends, for the clean-close and the kill -9 store.
+fn deterministic_appends(db: &Varve) {
+    for i in 0..300u32 {
+        let p = if i % 50 == 0 {
+            big(i)
+        } else {
+            i.to_le_bytes().to_vec()
+        };
+        db.append(&format!("s{}", i % 7), ExpectedVersion::Any, &[ev(&p)])
+            .unwrap();
+        if i == 150 {
+            db.checkpoint().unwrap();
+        }
+    }
+}
+
+/// The child of the kill test: appends, says so, and waits to be killed.
+#[test]
+fn kill_child() {
+    let Some(dir) = std::env::var_os(KILL_CHILD) else {
+        return; // Not a child.
+    };
+    let db = Varve::open(&dir, fp_opts()).unwrap();
+    deterministic_appends(&db);
+    std::fs::write(std::path::Path::new(&dir).join("done"), b"done").unwrap();
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+fn logical(db: &Varve) -> Vec<(u64, String, u64, String, Vec<u8>)> {
+    all(db)
+        .into_iter()
+        .map(|e| {
+            let p = db.read_payload(&e).unwrap();
+            (e.position, e.stream.to_string(), e.version, e.event_type, p)
+        })
+        .collect()
+}
+
+#[test]
+fn a_clean_close_and_a_kill_9_reopen_to_the_same_state() {
+    if std::env::var_os(KILL_CHILD).is_some() || std::env::var_os(CHILD).is_some() {
+        return;
+    }
+    let d = tempdir();
+    let killed = d.path().join("killed");
+    std::fs::create_dir_all(&killed).unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "kill_child", "--nocapture", "--test-threads=1"])
+        .env(KILL_CHILD, &killed)
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !killed.join("done").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "child never finished"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let closed = d.path().join("closed");
+    {
+        let db = Varve::open(&closed, fp_opts()).unwrap();
+        deterministic_appends(&db);
+        db.close().unwrap();
+    }
+    let a = Varve::open(&killed, fp_opts()).unwrap();
+    let b = Varve::open(&closed, fp_opts()).unwrap();
+    assert!(
+        a.recovery_report().replayed_events > 0,
+        "the kill left a tail to replay"
+    );
+    assert_eq!(
+        b.recovery_report().replayed_events,
+        0,
+        "close checkpointed everything"
+    );
+    assert_eq!(logical(&a), logical(&b));
+    let (sa, sb) = (a.stats().unwrap(), b.stats().unwrap());
+    assert_eq!(
+        (sa.next_position, sa.streams, sa.blobs, sa.blob_bytes),
+        (sb.next_position, sb.streams, sb.blobs, sb.blob_bytes)
+    );
+    for s in 0..7 {
+        let name = format!("s{s}");
+        assert_eq!(
+            a.stream_version(&name).unwrap(),
+            b.stream_version(&name).unwrap()
+        );
+    }
+}
