@@ -170,6 +170,8 @@ pub(crate) struct Core {
     ck_next_stream_id: AtomicU64,
     checkpoints: AtomicU64,
     tail_bytes: AtomicU64,
+    /// An appender asked the checkpointer to run and it has not started since.
+    ckpt_requested: AtomicBool,
     degraded: OnceLock<Arc<Error>>,
     closed: AtomicBool,
     /// Serializes checkpoints (the background thread and `checkpoint()`).
@@ -597,6 +599,7 @@ impl Core {
             ck_next_stream_id: AtomicU64::new(ck.next_stream_id),
             checkpoints: AtomicU64::new(0),
             tail_bytes: AtomicU64::new(tail_bytes),
+            ckpt_requested: AtomicBool::new(false),
             degraded: OnceLock::new(),
             closed: AtomicBool::new(false),
             ckpt_lock: Mutex::new(()),
@@ -866,8 +869,13 @@ impl Core {
             }
             Err(e) => return Err(self.wal_failure(e)),
         }
-        self.publish();
-        if self.tail_bytes.load(Ordering::Relaxed) >= self.opts.checkpoint_bytes {
+        // Another appender's publish may have covered this record already.
+        if self.visible_end.load(Ordering::SeqCst) <= result.last_position {
+            self.publish();
+        }
+        if self.tail_bytes.load(Ordering::Relaxed) >= self.opts.checkpoint_bytes
+            && !self.ckpt_requested.swap(true, Ordering::SeqCst)
+        {
             self.request_checkpoint();
         }
         Ok(result)
@@ -967,6 +975,7 @@ impl Core {
             return Err(self.degraded_error());
         }
         let _g = lock(&self.ckpt_lock);
+        self.ckpt_requested.store(false, Ordering::SeqCst);
         self.publish();
         let entries: Vec<Arc<TailEntry>> = {
             let t = read(&self.tail);
