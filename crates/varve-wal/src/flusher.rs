@@ -16,6 +16,7 @@
 //! can leave behind is the same as without it.
 
 use std::io;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 use std::time::{Duration, Instant};
@@ -35,6 +36,8 @@ pub(crate) struct Flusher {
     pub(crate) seg_len: u64,
     pub(crate) write_off: u64,
     pub(crate) next_lsn: u64,
+    /// First LSN of the current segment (its id in [`crate::DurablePosition`]).
+    pub(crate) seg_first: u64,
     /// The next record written starts a sync epoch (see recovery rules).
     pub(crate) epoch_start: bool,
     pub(crate) group: Vec<u8>,
@@ -133,6 +136,15 @@ fn groups_wait(mode: SyncMode) -> bool {
     mode == SyncMode::Always
 }
 
+/// The message of a panic payload (a `&str` or a `String`; anything else is unnamed).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
 fn write_all(seg: &mut dyn SegmentFile, mut buf: &[u8], mut off: u64) -> io::Result<()> {
     while !buf.is_empty() {
         match seg.write_at(buf, off) {
@@ -150,9 +162,17 @@ fn write_all(seg: &mut dyn SegmentFile, mut buf: &[u8], mut off: u64) -> io::Res
 
 impl Flusher {
     pub(crate) fn run(mut self) {
-        if let Err(e) = self.main_loop() {
-            self.poison(e);
-        }
+        // A panic (a bug, or a storage that panics) must not leave tickets waiting for a
+        // flusher that is gone: it poisons the log like an I/O failure.
+        let e = match std::panic::catch_unwind(AssertUnwindSafe(|| self.main_loop())) {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e,
+            Err(panic) => io::Error::other(format!(
+                "the WAL flusher panicked: {}",
+                panic_message(&*panic)
+            )),
+        };
+        self.poison(e);
     }
 
     fn main_loop(&mut self) -> io::Result<()> {
@@ -294,10 +314,21 @@ impl Flusher {
         let written = write_all(&mut *self.seg, &self.group, self.write_off);
         self.group.truncate(len);
         written?;
+        self.shared
+            .stats
+            .bytes_written
+            .fetch_add(len as u64, Ordering::Relaxed);
+        self.shared
+            .stats
+            .zeros_written
+            .fetch_add(pad_to - end, Ordering::Relaxed);
         self.zeroed_upto = self.zeroed_upto.max(pad_to);
         let start = self.write_off;
         self.write_off = end;
         self.dirty = true;
+        // The last record of this group: a group encoded ahead below takes the LSNs after
+        // it, but is not in the file until after this group's sync.
+        let last = self.next_lsn - 1;
         match self.shared.opts.sync_mode {
             SyncMode::Always => {
                 if len >= self.shared.opts.group_bytes && !self.shared.queue.is_empty() {
@@ -313,9 +344,14 @@ impl Flusher {
         if let Some(cap) = shrunk_capacity(self.group.capacity(), self.shared.opts.group_bytes) {
             self.group.shrink_to(cap);
         }
-        self.published = self.next_lsn - 1;
+        self.published = last;
         self.returners = 0;
-        self.shared.publish(self.published);
+        self.shared.stats.groups.fetch_add(1, Ordering::Relaxed);
+        self.shared.publish(crate::DurablePosition {
+            lsn: last,
+            segment: self.seg_first,
+            end_offset: end,
+        });
         let mut waiters = 0;
         for t in self.tickets.drain(..) {
             waiters += usize::from(t.waited());
@@ -356,7 +392,11 @@ impl Flusher {
         self.last_sync = Instant::now();
         self.last_sync_dur = self.last_sync - t;
         self.dirty = false;
-        self.epoch_start = true;
+        self.shared.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        // The next write starts an epoch, and only its first record may say so: a group
+        // encoded ahead during this sync already flagged its first record, so the records
+        // `fill` adds to it after the sync belong to the same write and do not.
+        self.epoch_start = self.ahead.tickets.is_empty();
         Ok(())
     }
 
@@ -370,6 +410,7 @@ impl Flusher {
         let dir = &self.shared.dir;
         let path = dir.join(format::segment_file_name(first));
         let size = self.shared.opts.segment_size;
+        let sealed_end = self.write_off;
         self.write_off = format::SEGMENT_HEADER_LEN as u64;
         self.seg = match self.reuse_spare(&path, first)? {
             Some(seg) => {
@@ -385,11 +426,17 @@ impl Flusher {
             }
         };
         self.seg_len = size;
+        self.seg_first = first;
         self.epoch_start = true;
-        self.shared.add_segment(SegmentMeta {
-            first_lsn: first,
-            path,
-        });
+        self.shared.add_segment(
+            SegmentMeta {
+                first_lsn: first,
+                path,
+                end: self.write_off,
+                file_len: size,
+            },
+            sealed_end,
+        );
         Ok(())
     }
 

@@ -162,6 +162,7 @@ pub struct Options {
     recovery_mode: RecoveryMode,
     wait_yield: Duration,
     recycle_segments: usize,
+    start_lsn: Lsn,
     /// A growing group stops waiting after this long without a new arrival (200 µs; tests
     /// lengthen it so arrivals they space out by milliseconds still count as peers).
     grow_step: Duration,
@@ -179,6 +180,7 @@ impl Default for Options {
             recovery_mode: RecoveryMode::Strict,
             wait_yield: Duration::from_micros(500),
             recycle_segments: 2,
+            start_lsn: 1,
             grow_step: Duration::from_micros(200),
         }
     }
@@ -265,6 +267,23 @@ impl Options {
         self
     }
 
+    /// The next record's LSN is at least `lsn` (default 1): for a caller that knows what it
+    /// already applied elsewhere (a checkpoint) and must never see an LSN at or below it
+    /// again.
+    ///
+    /// When the log on disk already ends at or above `lsn - 1`, numbering continues from
+    /// the log and this changes nothing. When the log is empty or ends below, the next
+    /// record gets `lsn`: the log cannot hold a gap, so its segments (every record in them
+    /// below `lsn`) leave it on open as by [`Wal::truncate_before`] (kept as spares up to
+    /// [`Options::recycle_segments`], the others deleted; counted in
+    /// [`RecoveryReport::retired_segments`]) and a new segment starts at `lsn`. After that,
+    /// [`Wal::first_lsn`] is `lsn` and [`Wal::durable_lsn`] is `lsn - 1`. `0` acts as `1`;
+    /// at or above 2^62 is [`Error::InvalidOptions`].
+    pub fn start_lsn(mut self, lsn: Lsn) -> Self {
+        self.start_lsn = lsn.max(1);
+        self
+    }
+
     fn capacity(&self) -> u64 {
         self.segment_size
             .saturating_sub(format::SEGMENT_HEADER_LEN as u64)
@@ -279,6 +298,9 @@ impl Options {
             return Err(Error::InvalidOptions(
                 "segment_size must hold a header and one record of max_record_size",
             ));
+        }
+        if self.start_lsn >= 1 << 62 {
+            return Err(Error::InvalidOptions("start_lsn must be below 2^62"));
         }
         if self.group_bytes == 0 || self.max_queued_bytes == 0 {
             return Err(Error::InvalidOptions(
@@ -310,6 +332,74 @@ pub struct RecoveryReport {
     pub removed_segments: Vec<PathBuf>,
     /// Unfinished segment creations (`*.tmp`) removed.
     pub removed_temp_files: usize,
+    /// Segments taken out of the log because it ended below [`Options::start_lsn`].
+    pub retired_segments: usize,
+}
+
+/// Counters and gauges of an open WAL ([`Wal::stats`]). The counters count since open.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WalStats {
+    /// Framed bytes appended but not yet written (the quantity capped by
+    /// [`Options::max_queued_bytes`]).
+    pub queued_bytes: u64,
+    /// Groups written (one write each).
+    pub groups: u64,
+    /// `fdatasync`s of segment files by the flusher (group syncs, interval syncs, syncs
+    /// that seal a segment or close the log).
+    pub syncs: u64,
+    /// Framed record bytes written to segment files (headers and payloads).
+    pub bytes_written: u64,
+    /// Zeros written ahead of small groups (see the crate docs on memory and I/O); not in
+    /// `bytes_written`.
+    pub zeros_written: u64,
+    /// Segments in the log now (the one being written included; spares not).
+    pub segments: u64,
+    /// Spare files kept for reuse ([`Options::recycle_segments`]).
+    pub spares: u64,
+    /// [`Wal::durable_lsn`].
+    pub durable_lsn: Lsn,
+    /// [`Wal::first_lsn`].
+    pub first_lsn: Lsn,
+}
+
+/// The flusher's counters behind [`WalStats`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) groups: AtomicU64,
+    pub(crate) syncs: AtomicU64,
+    pub(crate) bytes_written: AtomicU64,
+    pub(crate) zeros_written: AtomicU64,
+}
+
+/// Where the durable records end: [`Wal::durable_position`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DurablePosition {
+    /// The durable LSN ([`Wal::durable_lsn`]) this position was published with.
+    pub lsn: Lsn,
+    /// The segment holding the end: its first LSN, which is also its id and the number in
+    /// its file name ([`SegmentInfo::first_lsn`]).
+    pub segment: Lsn,
+    /// Byte offset in that segment's file one past the last durable record (the segment
+    /// header's length when none of its records is durable yet).
+    pub end_offset: u64,
+}
+
+/// A segment of the log ([`Wal::segments`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SegmentInfo {
+    /// The LSN of its first record: its id, in its file name and header.
+    pub first_lsn: Lsn,
+    /// Its file.
+    pub path: PathBuf,
+    /// Byte offset one past its last durable record when listed: for a sealed segment the
+    /// end of its records, for the last one the [`DurablePosition::end_offset`] of the same
+    /// moment (or the header's length if none of its records is durable yet).
+    pub durable_end: u64,
+    /// Size of the file (preallocated; the bytes after `durable_end` are not log).
+    pub file_len: u64,
 }
 
 /// One queued append: framed records (LSN and checksum not yet filled) and their ticket.
@@ -338,6 +428,13 @@ pub(crate) struct Shared {
     pub(crate) shutdown: AtomicBool,
     pub(crate) poison: OnceLock<Arc<io::Error>>,
     pub(crate) durable_lsn: AtomicU64,
+    /// Where the durable records end, published with `durable_lsn` (under this lock).
+    position: Mutex<DurablePosition>,
+    /// The flusher's counters ([`Wal::stats`]).
+    pub(crate) stats: Counters,
+    /// Longest payload a reader accepts before it checks a record's checksum: the larger
+    /// of `max_record_size` and the longest record recovery found in the log.
+    pub(crate) max_read_len: usize,
     pub(crate) segments: Mutex<Vec<SegmentMeta>>,
     /// Spare files for new segments to reuse, oldest first (see [`Options::recycle_segments`]).
     spares: Mutex<Vec<PathBuf>>,
@@ -428,9 +525,14 @@ impl Shared {
         }
     }
 
-    /// Makes `lsn` the durable LSN and wakes tailing readers.
-    pub(crate) fn publish(&self, lsn: Lsn) {
-        self.durable_lsn.store(lsn, Ordering::SeqCst);
+    /// Makes `pos` the durable position (and its LSN the durable LSN) and wakes tailing
+    /// readers.
+    pub(crate) fn publish(&self, pos: DurablePosition) {
+        {
+            let mut p = lock(&self.position);
+            *p = pos;
+            self.durable_lsn.store(pos.lsn, Ordering::SeqCst);
+        }
         if self.reader_waiters.load(Ordering::SeqCst) != 0 {
             let _g = lock(&self.readers_lock);
             self.readers_cv.notify_all();
@@ -446,12 +548,15 @@ impl Shared {
         self.readers_cv.notify_all();
     }
 
-    pub(crate) fn add_segment(&self, meta: SegmentMeta) {
+    /// Adds the segment the flusher starts; the previous one was sealed at `sealed_end`.
+    pub(crate) fn add_segment(&self, meta: SegmentMeta, sealed_end: u64) {
         let first = meta.first_lsn;
         let mut segs = lock(&self.segments);
         if segs.last().is_some_and(|s| s.first_lsn == first) {
             // An empty segment replaced by a larger one of the same first LSN.
             segs.pop();
+        } else if let Some(prev) = segs.last_mut() {
+            prev.end = sealed_end;
         }
         segs.push(meta);
         self.last_segment_first.store(first, Ordering::SeqCst);
@@ -506,6 +611,35 @@ impl Shared {
     }
 }
 
+/// Makes the log start at `opts.start_lsn`, above where the recovered log `rec` ends: its
+/// segments (every record in them is below that LSN) leave the log as by
+/// [`Wal::truncate_before`] (up to [`Options::recycle_segments`] become spares, the newest
+/// kept), the directory is synced, and `rec` is left with no segment and the new next LSN.
+/// A crash before the new segment exists leaves a directory of spares only, which
+/// recovery reads as an empty log.
+fn restart_at(
+    dir: &Path,
+    rec: &mut recovery::Recovered,
+    opts: &Options,
+    storage: &dyn Storage,
+) -> Result<()> {
+    for seg in rec.segments.drain(..) {
+        let to = dir.join(format::spare_file_name(seg.first_lsn));
+        std::fs::rename(&seg.path, &to)?;
+        rec.spares.push(to);
+        rec.report.retired_segments += 1;
+    }
+    let surplus = rec.spares.len().saturating_sub(opts.recycle_segments);
+    for old in rec.spares.drain(..surplus) {
+        std::fs::remove_file(old)?;
+    }
+    storage.sync_dir(dir)?;
+    rec.next_lsn = opts.start_lsn;
+    rec.report.next_lsn = opts.start_lsn;
+    rec.last_recycled = false;
+    Ok(())
+}
+
 /// A write-ahead log open on a directory. `Send + Sync`: share it by reference or `Arc`.
 pub struct Wal {
     shared: Arc<Shared>,
@@ -557,8 +691,11 @@ impl Wal {
         opts.validate()?;
         std::fs::create_dir_all(dir)?;
         let lock_file = lock::acquire(dir)?;
-        let rec = recovery::recover(dir, opts.recovery_mode, opts.recycle_segments, &*storage)?;
-        let mut segments = rec.segments;
+        let mut rec = recovery::recover(dir, opts.recovery_mode, opts.recycle_segments, &*storage)?;
+        if opts.start_lsn > rec.next_lsn {
+            restart_at(dir, &mut rec, &opts, &*storage)?;
+        }
+        let mut segments = std::mem::take(&mut rec.segments);
         let (seg, seg_len, write_off) = match segments.last() {
             Some(last) => {
                 let mut seg = storage.open_segment(&last.path)?;
@@ -575,11 +712,19 @@ impl Wal {
                 segments.push(SegmentMeta {
                     first_lsn: rec.next_lsn,
                     path,
+                    end: format::SEGMENT_HEADER_LEN as u64,
+                    file_len: opts.segment_size,
                 });
                 (seg, opts.segment_size, format::SEGMENT_HEADER_LEN as u64)
             }
         };
         let last_first = segments.last().map_or(rec.next_lsn, |s| s.first_lsn);
+        let max_read_len = opts.max_record_size.max(rec.max_len);
+        let position = DurablePosition {
+            lsn: rec.next_lsn - 1,
+            segment: last_first,
+            end_offset: write_off,
+        };
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             opts,
@@ -590,9 +735,12 @@ impl Wal {
             flusher_thread: OnceLock::new(),
             shutdown: AtomicBool::new(false),
             poison: OnceLock::new(),
-            durable_lsn: AtomicU64::new(rec.next_lsn - 1),
+            durable_lsn: AtomicU64::new(position.lsn),
+            position: Mutex::new(position),
+            stats: Counters::default(),
+            max_read_len,
             segments: Mutex::new(segments),
-            spares: Mutex::new(rec.spares),
+            spares: Mutex::new(std::mem::take(&mut rec.spares)),
             last_segment_first: AtomicU64::new(last_first),
             pool: SegQueue::new(),
             pool_len: AtomicUsize::new(0),
@@ -610,6 +758,7 @@ impl Wal {
             seg_len,
             write_off,
             next_lsn: rec.next_lsn,
+            seg_first: last_first,
             epoch_start: true,
             group: Vec::with_capacity(shared.opts.group_bytes),
             tickets: Vec::new(),
@@ -736,6 +885,85 @@ impl Wal {
     /// instead of blocking.
     pub fn try_append_batch(&self, payloads: &[&[u8]]) -> Result<Ticket> {
         self.submit(payloads.iter().map(|p| (0, *p)), false)
+    }
+
+    /// Like [`append_kind`](Self::append_kind) but returns [`Error::Backpressure`]
+    /// instead of blocking.
+    pub fn try_append_kind(&self, kind: u8, payload: &[u8]) -> Result<Ticket> {
+        self.submit(std::iter::once((kind, payload)), false)
+    }
+
+    /// Like [`append_batch_kinds`](Self::append_batch_kinds) but returns
+    /// [`Error::Backpressure`] instead of blocking.
+    pub fn try_append_batch_kinds(&self, records: &[(u8, &[u8])]) -> Result<Ticket> {
+        self.submit(records.iter().copied(), false)
+    }
+
+    /// Counters since open and the log's current extent.
+    pub fn stats(&self) -> WalStats {
+        let s = &*self.shared;
+        let (segments, first_lsn) = {
+            let segs = lock(&s.segments);
+            (segs.len() as u64, segs.first().map_or(1, |f| f.first_lsn))
+        };
+        WalStats {
+            queued_bytes: s.queued_bytes.load(Ordering::SeqCst),
+            groups: s.stats.groups.load(Ordering::Relaxed),
+            syncs: s.stats.syncs.load(Ordering::Relaxed),
+            bytes_written: s.stats.bytes_written.load(Ordering::Relaxed),
+            zeros_written: s.stats.zeros_written.load(Ordering::Relaxed),
+            segments,
+            spares: lock(&s.spares).len() as u64,
+            durable_lsn: self.durable_lsn(),
+            first_lsn,
+        }
+    }
+
+    /// The durable LSN with where its record ends on disk, published together: every
+    /// record with an LSN at or below `lsn` is durable (under the [`SyncMode`]), and the
+    /// durable bytes of segment `segment` end at `end_offset`.
+    ///
+    /// The read contract for a reader of segment files (rather than [`Wal::iter_from`]):
+    ///
+    /// - Take the extent from one call (or from [`Wal::segments`]): bytes of segment
+    ///   `segment` in `[32, end_offset)`, and of the segments before it up to their
+    ///   [`SegmentInfo::durable_end`], are whole, checksummed records with consecutive
+    ///   LSNs, the last one `lsn`. Never read past them: what follows is a group still being
+    ///   written, zeros of the preallocated space, a close marker, or (in a recycled
+    ///   segment) stale records of an earlier segment.
+    /// - The position only moves forward: into the same segment, or to a later one once a
+    ///   record of that one is durable.
+    /// - [`Wal::truncate_before`] may retire a segment and a later rollover reuse its file
+    ///   for a new segment, so bytes read from a file (by path or through a handle opened
+    ///   earlier) are that segment's only if the segment is still in the log after the
+    ///   read: check `wal.first_lsn() <= segment` once the bytes are in memory, and discard
+    ///   them otherwise. A segment leaves the log before its file can be reused.
+    pub fn durable_position(&self) -> DurablePosition {
+        *lock(&self.shared.position)
+    }
+
+    /// The segments of the log, oldest first, with their durable extents at one moment
+    /// (see [`durable_position`](Self::durable_position) for how to read them safely).
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        let segs = lock(&self.shared.segments);
+        let pos = self.durable_position();
+        let last = segs.len().saturating_sub(1);
+        segs.iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let durable_end = match i == last {
+                    false => m.end,
+                    true if pos.segment == m.first_lsn => pos.end_offset,
+                    true => format::SEGMENT_HEADER_LEN as u64,
+                };
+                SegmentInfo {
+                    first_lsn: m.first_lsn,
+                    path: m.path.clone(),
+                    durable_end,
+                    file_len: m.file_len,
+                }
+            })
+            .collect()
     }
 
     /// The highest LSN acknowledged as durable under the `SyncMode` (0 if none yet).

@@ -30,6 +30,8 @@ struct OpenSegment {
     first_lsn: Lsn,
     /// First LSN of the following segment, once known.
     next_first: Option<Lsn>,
+    /// Size of the file: no record read from it can be longer than what is left of it.
+    file_len: u64,
     buf: Vec<u8>,
     buf_start: u64,
     pos: u64,
@@ -124,11 +126,13 @@ impl Iter {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(truncated),
             Err(e) => return Err(e.into()),
         };
+        let file_len = file.metadata()?.len();
         let mut seg = OpenSegment {
             file,
             path: meta.path,
             first_lsn: meta.first_lsn,
             next_first,
+            file_len,
             buf: Vec::new(),
             buf_start: 0,
             pos: 0,
@@ -190,8 +194,11 @@ impl Iter {
             self.next_lsn = target;
             self.open_segment()?;
         }
-        // Bounded by the file, not by today's max_record_size (it may have been larger).
-        let max = u32::MAX as usize;
+        // A length read from disk is not trusted before the checksum: it is capped by
+        // today's max_record_size or the longest record recovery found (the log may have
+        // been written with a larger limit), and by what is left of the file, before a
+        // buffer is sized for it.
+        let max = self.shared.max_read_len;
         let lsn = self.next_lsn;
         let Some(seg) = self.seg.as_mut() else {
             return Ok(None);
@@ -201,6 +208,10 @@ impl Iter {
             let Some(h) = format::decode_record_header(seg.window()) else {
                 continue;
             };
+            let left = seg.file_len.saturating_sub(seg.pos);
+            if h.len as usize > max || h.framed_len() as u64 > left {
+                continue;
+            }
             seg.fill(h.framed_len(), false)?;
             if let Some(h) = format::verify_record(seg.window(), max, |l| l == lsn) {
                 let payload = seg
@@ -264,6 +275,7 @@ mod tests {
             path: path.clone(),
             first_lsn: 1,
             next_first: None,
+            file_len: 1 << 20,
             buf: Vec::new(),
             buf_start: 0,
             pos: 0,
@@ -338,5 +350,51 @@ mod tests {
             seg.fill(24, false).unwrap();
             assert_eq!(seg.window(), &expected((1 << 20) - 5, 5)[..]);
         });
+    }
+}
+
+#[cfg(test)]
+mod untrusted {
+    use crate::tests::{bounded, small};
+    use crate::{Error, Wal};
+
+    #[test]
+    fn a_length_read_from_disk_is_capped_before_a_buffer_is_sized_for_it() {
+        bounded(|| {
+            let d = tempfile::tempdir().unwrap();
+            let wal = Wal::open(d.path(), small()).unwrap();
+            for i in 0..3u8 {
+                wal.append(&[i; 100]).unwrap().wait().unwrap();
+            }
+            let path = wal.segments()[0].path.clone();
+            // Record 2's length field says 100 MiB: more than the segment (64 KiB) and
+            // max_record_size (8 KiB); then 9 KiB: within the file, beyond max_record_size
+            // (and the longest record recovery found).
+            let rec2 = (crate::format::SEGMENT_HEADER_LEN + 124) as u64;
+            for len in [100u32 << 20, 9 << 10] {
+                let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                std::os::unix::fs::FileExt::write_all_at(&f, &len.to_le_bytes(), rec2).unwrap();
+                let mut it = wal.iter_from(1).unwrap();
+                assert_eq!(it.next().unwrap().unwrap().payload, [0u8; 100]);
+                match it.next() {
+                    Some(Err(Error::Corrupted { offset, .. })) => assert_eq!(offset, rec2),
+                    other => panic!("{other:?}"),
+                }
+                // Nothing was sized by the bad length: one read chunk at most.
+                let cap = it.seg.as_ref().unwrap().buf.capacity();
+                assert!(cap <= super::READ_CHUNK, "{len}: buffer of {cap} bytes");
+            }
+        });
+    }
+
+    #[test]
+    fn a_record_longer_than_today_s_limit_written_under_a_larger_one_still_reads() {
+        let d = tempfile::tempdir().unwrap();
+        let wal = Wal::open(d.path(), small().max_record_size(16 << 10)).unwrap();
+        wal.append(&[7u8; 12 << 10]).unwrap().wait().unwrap();
+        drop(wal);
+        let wal = Wal::open(d.path(), small()).unwrap();
+        let r = wal.iter_from(1).unwrap().next().unwrap().unwrap();
+        assert_eq!(r.payload, vec![7u8; 12 << 10]);
     }
 }

@@ -40,6 +40,11 @@ use crate::{RecoveryMode, RecoveryReport};
 pub(crate) struct SegmentMeta {
     pub(crate) first_lsn: u64,
     pub(crate) path: PathBuf,
+    /// End offset of its records once sealed (not kept up to date for the last segment,
+    /// whose end is the durable position).
+    pub(crate) end: u64,
+    /// Size of the file.
+    pub(crate) file_len: u64,
 }
 
 /// What recovery found: the segments to keep and where appending resumes.
@@ -55,6 +60,8 @@ pub(crate) struct Recovered {
     pub(crate) last_recycled: bool,
     /// Spare files kept for reuse, oldest first.
     pub(crate) spares: Vec<PathBuf>,
+    /// The longest payload of a record in the kept segments.
+    pub(crate) max_len: usize,
     pub(crate) report: RecoveryReport,
 }
 
@@ -77,6 +84,8 @@ pub(crate) struct SegmentScan {
     pub(crate) dropped_records: u64,
     /// A valid `EPOCH_START` record lies after the bad spot.
     pub(crate) epoch_after_bad: bool,
+    /// The longest payload among the records before the bad spot.
+    pub(crate) max_len: usize,
 }
 
 /// Scans the bytes of one segment whose header says `first_lsn` (and whether it was
@@ -89,10 +98,12 @@ pub(crate) fn scan_segment(buf: &[u8], first_lsn: u64, recycled: bool, tail: boo
     let mut off = format::SEGMENT_HEADER_LEN;
     let mut lsn = first_lsn;
     let (mut end, mut next_lsn, mut records, mut pending) = (off, first_lsn, 0u64, 0u64);
+    let mut max_len = 0;
     while let Some(h) = buf
         .get(off..)
         .and_then(|rest| format::verify_record(rest, rest.len(), |l| l == lsn))
     {
+        max_len = max_len.max(h.len as usize);
         off += h.framed_len();
         lsn += 1;
         pending += 1;
@@ -131,6 +142,7 @@ pub(crate) fn scan_segment(buf: &[u8], first_lsn: u64, recycled: bool, tail: boo
         garbage_end,
         dropped_records: pending + after.count,
         epoch_after_bad: after.epoch,
+        max_len,
     }
 }
 
@@ -223,6 +235,8 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Listing> {
             segs.push(SegmentMeta {
                 first_lsn,
                 path: entry.path(),
+                end: 0,
+                file_len: 0,
             });
         } else if let Some(old_first) = format::parse_spare_file_name(name) {
             spares.push((old_first, entry.path()));
@@ -276,6 +290,9 @@ pub(crate) fn recover(
     let mut resume = (1u64, format::SEGMENT_HEADER_LEN as u64, 0u64);
     let mut last_recycled = false;
     let mut keep = segs.len();
+    let mut max_len = 0;
+    // (end of records, file size) of each segment scanned.
+    let mut sizes = Vec::with_capacity(segs.len());
     for (i, seg) in segs.iter().enumerate() {
         buf.clear();
         File::open(&seg.path)?.read_to_end(&mut buf)?;
@@ -291,6 +308,10 @@ pub(crate) fn recover(
                 0,
                 "segment name and header disagree on the first LSN",
             ));
+        }
+        if first == 0 {
+            // LSNs start at 1: no writer made this segment.
+            return Err(corrupted(0, "segment first LSN is 0"));
         }
         if expected.is_some_and(|e| e != first) {
             return Err(corrupted(0, "LSN gap between consecutive segments"));
@@ -340,11 +361,16 @@ pub(crate) fn recover(
             report.dropped_records += scan.dropped_records;
         }
         expected = Some(scan.next_lsn);
+        max_len = max_len.max(scan.max_len);
+        sizes.push((scan.end as u64, buf.len() as u64));
         resume = (scan.next_lsn, scan.end as u64, buf.len() as u64);
         last_recycled = header.recycled;
         if keep == i + 1 {
             break;
         }
+    }
+    for (seg, (end, file_len)) in segs.iter_mut().zip(sizes) {
+        (seg.end, seg.file_len) = (end, file_len);
     }
     let mut removed_any = keep != segs.len();
     for seg in segs.drain(keep..) {
@@ -375,6 +401,7 @@ pub(crate) fn recover(
         last_len: resume.2,
         last_recycled,
         spares: kept,
+        max_len,
         report,
     })
 }

@@ -727,3 +727,25 @@ fn tickets_carry_the_configured_wait_yield() {
     assert_eq!(t.wait_yield, Duration::from_micros(500));
     assert_eq!(t.wait().unwrap(), 2);
 }
+
+#[test]
+fn a_segment_whose_first_lsn_is_zero_is_corrupted_not_a_panic() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join(crate::format::segment_file_name(0));
+    let mut bytes = crate::format::encode_segment_header(0, false).to_vec();
+    bytes.resize(64 << 10, 0);
+    std::fs::write(&path, &bytes).unwrap();
+    match Wal::open(d.path(), small()) {
+        Err(Error::Corrupted {
+            segment,
+            offset: 0,
+            what,
+        }) => {
+            assert_eq!(segment, path);
+            assert!(what.contains("LSN is 0"), "{what}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Nothing changed on disk.
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+}
