@@ -185,10 +185,7 @@ impl Flusher {
                     continue;
                 }
                 if self.shared.shutdown.load(Ordering::SeqCst) && self.shared.queue.is_empty() {
-                    if self.dirty {
-                        self.sync()?;
-                    }
-                    return Ok(());
+                    return self.close();
                 }
                 self.idle()?;
                 continue;
@@ -398,6 +395,23 @@ impl Flusher {
         // `fill` adds to it after the sync belong to the same write and do not.
         self.epoch_start = self.ahead.tickets.is_empty();
         Ok(())
+    }
+
+    /// A clean close: syncs what was written, then writes and syncs the close marker after
+    /// the last record (in a new segment if this one has no room for it). Recovery then
+    /// knows where the log ended: a damaged record before the marker is corruption, not a
+    /// torn tail. The records are synced first, so a crash during the close never leaves
+    /// a marker after records that are not on disk.
+    fn close(&mut self) -> io::Result<()> {
+        if self.dirty {
+            self.sync()?;
+        }
+        let marker = format::close_marker(self.next_lsn);
+        if self.write_off + marker.len() as u64 > self.seg_len {
+            self.rollover()?;
+        }
+        write_all(&mut *self.seg, &marker, self.write_off)?;
+        self.sync()
     }
 
     /// Seals the current segment (synced in every mode) and starts a new one, in a spare's

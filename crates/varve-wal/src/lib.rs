@@ -58,7 +58,7 @@
 //! the group's tickets, everything queued and every later append fail with
 //! [`Error::Poisoned`]; nothing retries an `fsync` whose failure may have dropped pages.
 //!
-//! # Recovery rules (on every open; the same after a clean close and a kill -9)
+//! # Recovery rules (on every open)
 //!
 //! 1. Leftover `*.tmp` files (a segment whose creation did not finish) are removed.
 //! 2. Every segment header is checked: unknown magic is [`Error::BadMagic`], an unknown
@@ -67,13 +67,16 @@
 //!    other's LSNs.
 //! 3. Every record is verified (structure, LSN = previous + 1, xxh3 checksum). The log ends
 //!    at the first record that fails; a batch whose last record is missing is dropped whole.
-//! 4. If only zeros follow the end, it is a clean end. Otherwise: in the last segment, when
-//!    no valid record that *starts a sync epoch* (the first record written after a
-//!    completed sync) follows the bad spot, the bytes after the end are a **torn tail**
+//! 4. If only zeros follow the end, or the *close marker* a clean close ([`Wal::close`] or
+//!    drop) writes after the last record, it is a clean end ([`RecoveryReport::closed_cleanly`]).
+//!    Otherwise: in the last segment, when no valid record that *starts a sync epoch* (the
+//!    first record written after a completed sync) and no close marker follows the bad
+//!    spot, the bytes after the end are a **torn tail**
 //!    from an interrupted write: they are zeroed (the file stays preallocated) and counted
-//!    in the [`RecoveryReport`]. A valid epoch-starting record after the bad spot, or a
-//!    sealed (non-last) segment whose records stop before the next segment's first LSN,
-//!    means data that had been synced is damaged:
+//!    in the [`RecoveryReport`]. A valid epoch-starting record or close marker after the
+//!    bad spot, or a sealed (non-last) segment whose records stop before the next
+//!    segment's first LSN, means data that had been synced is damaged (after a clean
+//!    close, the whole last group too):
 //!    [`Error::Corrupted`] with the segment and offset, unless the caller opened with
 //!    [`RecoveryMode::TolerateCorruptTail`], which keeps the clean prefix, zeroes the rest
 //!    of that segment, deletes the later segments and reports where the corruption was.
@@ -334,6 +337,9 @@ pub struct RecoveryReport {
     pub removed_temp_files: usize,
     /// Segments taken out of the log because it ended below [`Options::start_lsn`].
     pub retired_segments: usize,
+    /// The log ended with the marker of a clean close ([`Wal::close`] or drop) and nothing
+    /// after it.
+    pub closed_cleanly: bool,
 }
 
 /// Counters and gauges of an open WAL ([`Wal::stats`]). The counters count since open.

@@ -84,6 +84,13 @@ pub(crate) struct SegmentScan {
     pub(crate) dropped_records: u64,
     /// A valid `EPOCH_START` record lies after the bad spot.
     pub(crate) epoch_after_bad: bool,
+    /// The records end with a clean close's marker (at `end`).
+    pub(crate) closed: bool,
+    /// Where the bytes after the log's end start: `end`, or past the close marker.
+    pub(crate) clean_end: usize,
+    /// A valid close marker lies after the bad spot: the log was closed cleanly with
+    /// records there that are now damaged or missing.
+    pub(crate) close_after_bad: bool,
     /// The longest payload among the records before the bad spot.
     pub(crate) max_len: usize,
 }
@@ -99,10 +106,19 @@ pub(crate) fn scan_segment(buf: &[u8], first_lsn: u64, recycled: bool, tail: boo
     let mut lsn = first_lsn;
     let (mut end, mut next_lsn, mut records, mut pending) = (off, first_lsn, 0u64, 0u64);
     let mut max_len = 0;
+    let mut closed = false;
     while let Some(h) = buf
         .get(off..)
         .and_then(|rest| format::verify_record(rest, rest.len(), |l| l == lsn))
     {
+        if h.flags & format::FLAG_CLOSE != 0 {
+            // The end of a cleanly closed log: right after a complete batch, or nowhere.
+            if format::is_close_marker(&h) && pending == 0 {
+                closed = true;
+                off += h.framed_len();
+            }
+            break;
+        }
         max_len = max_len.max(h.len as usize);
         off += h.framed_len();
         lsn += 1;
@@ -115,10 +131,11 @@ pub(crate) fn scan_segment(buf: &[u8], first_lsn: u64, recycled: bool, tail: boo
         }
     }
     let bad_offset = off.min(buf.len());
+    let clean_end = if closed { bad_offset } else { end };
     let nonzero_end = buf
-        .get(end..)
+        .get(clean_end..)
         .and_then(|rest| rest.iter().rposition(|&b| b != 0))
-        .map_or(end, |p| end + p + 1);
+        .map_or(clean_end, |p| clean_end + p + 1);
     // Only the bytes up to the last non-zero one can hold records.
     let live = buf.get(..nonzero_end).unwrap_or(buf);
     let after = if tail {
@@ -142,6 +159,9 @@ pub(crate) fn scan_segment(buf: &[u8], first_lsn: u64, recycled: bool, tail: boo
         garbage_end,
         dropped_records: pending + after.count,
         epoch_after_bad: after.epoch,
+        closed,
+        clean_end,
+        close_after_bad: after.close,
         max_len,
     }
 }
@@ -152,6 +172,8 @@ struct After {
     count: u64,
     /// One of them is flagged `EPOCH_START`.
     epoch: bool,
+    /// A close marker is among them (not counted in `count`).
+    close: bool,
     /// End offset of the last one (0 if none).
     last_end: usize,
 }
@@ -163,7 +185,7 @@ struct After {
 /// cheap: a look-alike header inside other bytes names a random LSN (almost never in the
 /// window), so its payload is not checksummed.
 fn scan_after(buf: &[u8], from: usize, lo: u64, base: usize) -> After {
-    let (mut next, mut count, mut epoch) = (from, 0u64, false);
+    let (mut next, mut count, mut epoch, mut close) = (from, 0u64, false, false);
     // A `for` over the offsets, so the scan ends with the buffer whatever the bytes say;
     // a valid record's bytes are skipped (a payload that looks like a record is payload).
     for off in from..buf.len() {
@@ -175,15 +197,20 @@ fn scan_after(buf: &[u8], from: usize, lo: u64, base: usize) -> After {
         };
         let hi = lo.saturating_add((off.saturating_sub(base) / format::RECORD_HEADER_LEN) as u64);
         if let Some(h) = format::verify_record(rest, rest.len(), |l| (lo..=hi).contains(&l)) {
-            count += 1;
-            epoch |= h.flags & format::FLAG_EPOCH_START != 0;
+            if format::is_close_marker(&h) {
+                close = true;
+            } else {
+                count += 1;
+                epoch |= h.flags & format::FLAG_EPOCH_START != 0;
+            }
             next = off + h.framed_len();
         }
     }
-    let last_end = if count == 0 { 0 } else { next };
+    let last_end = if next == from { 0 } else { next };
     After {
         count,
         epoch,
+        close,
         last_end,
     }
 }
@@ -326,7 +353,7 @@ pub(crate) fn recover(
         }
         report.segments += 1;
         report.records += scan.records;
-        let damaged = scan.garbage_end > scan.end;
+        let damaged = scan.garbage_end > scan.clean_end;
         // A sealed segment was synced before its successor was created: it must end
         // exactly where the next one begins. Stray bytes after that end (in never-written
         // space) hold no record and are left alone.
@@ -343,6 +370,9 @@ pub(crate) fn recover(
             None if damaged && scan.epoch_after_bad => {
                 Some("bad record followed by valid synced records")
             }
+            None if damaged && scan.close_after_bad => {
+                Some("bad record before the marker of a clean close")
+            }
             _ => None,
         };
         if let Some(what) = damage {
@@ -354,7 +384,12 @@ pub(crate) fn recover(
         }
         // Bytes past the end are cut in the last segment (a torn tail) and in a sealed one
         // whose corruption was tolerated; keep is the segment count unless it was.
-        let torn = scan.garbage_end - scan.end;
+        // A close marker alone is not cut (the next write overwrites it).
+        let torn = if damaged {
+            scan.garbage_end - scan.end
+        } else {
+            0
+        };
         if keep == i + 1 && torn != 0 {
             zero_range(&seg.path, scan.end, scan.garbage_end)?;
             report.dropped_bytes += torn as u64;
@@ -364,6 +399,7 @@ pub(crate) fn recover(
         max_len = max_len.max(scan.max_len);
         sizes.push((scan.end as u64, buf.len() as u64));
         resume = (scan.next_lsn, scan.end as u64, buf.len() as u64);
+        report.closed_cleanly = scan.closed && !damaged;
         last_recycled = header.recycled;
         if keep == i + 1 {
             break;
@@ -436,6 +472,7 @@ mod tests {
         let after = |count, epoch, last_end| After {
             count,
             epoch,
+            close: false,
             last_end,
         };
         assert_eq!(scan_after(&buf, 0, 5, 0), after(2, false, end8));

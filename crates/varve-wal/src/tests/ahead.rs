@@ -316,7 +316,11 @@ fn only_the_first_record_of_each_write_starts_a_sync_epoch() {
     let events = ahead_group_grown_during_its_sync(d.path());
     let file = std::fs::read(&list_segments(d.path()).unwrap().segments[0].path).unwrap();
     let mut lsns = Vec::new();
-    let w = writes(&events);
+    let mut w = writes(&events);
+    // The last write is the close marker (no record).
+    let (_, marker, _) = w.pop().unwrap();
+    let h = format::decode_record_header(&file[marker as usize..]).unwrap();
+    assert!(format::is_close_marker(&h), "{events:?}");
     for (i, &(_, off, len)) in w.iter().enumerate() {
         // A small group's write also carries zeros ahead: its records end where the next
         // write starts.
@@ -331,7 +335,7 @@ fn only_the_first_record_of_each_write_starts_a_sync_epoch() {
     }
     // Two writes: 1-4 and 5-8.
     assert_eq!(lsns, (1..=8).collect::<Vec<_>>());
-    assert_eq!(writes(&events).len(), 2, "{events:?}");
+    assert_eq!(w.len(), 2, "{events:?}");
 }
 
 #[test]
