@@ -1,9 +1,10 @@
 //! Lock-free group-commit write-ahead log.
 //!
 //! Writers hand opaque records to a lock-free queue ([`Wal::append`],
-//! [`Wal::append_batch`]) and get a [`Ticket`]; one flusher thread sequences them (assigns
-//! gapless LSNs in file order), writes each group with one write, syncs once per group and
-//! wakes the group. [`Ticket::wait`] returns the LSN once the record is durable under the
+//! [`Wal::append_batch`]; no lock is taken unless the queued bytes are at their cap) and
+//! get a [`Ticket`]; one flusher thread sequences them (assigns gapless LSNs in file
+//! order, in the order the appends returned), writes each group with one write, syncs once
+//! per group and wakes the group. [`Ticket::wait`] returns the LSN once the record is durable under the
 //! configured [`SyncMode`]; it yields the CPU for up to [`Options::wait_yield`] before it
 //! parks the thread. Readers iterate durable records ([`Wal::iter_from`]) and tail
 //! new ones ([`Wal::wait_for`]); a checkpointer drops applied segments
@@ -99,6 +100,7 @@ mod lock;
 mod reader;
 mod recovery;
 mod storage;
+mod sys;
 mod ticket;
 
 #[cfg(test)]
@@ -675,22 +677,10 @@ impl Wal {
     /// CPU time the flusher thread has used so far (tests: an idle flusher must sleep).
     #[cfg(test)]
     pub(crate) fn flusher_cpu_time(&self) -> Duration {
-        use std::os::unix::thread::JoinHandleExt as _;
         let Some(h) = self.flusher.as_ref() else {
             return Duration::ZERO;
         };
-        let mut clock: libc::clockid_t = 0;
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: the thread is alive (joined only on drop) and both out-pointers are valid.
-        let ok = unsafe {
-            libc::pthread_getcpuclockid(h.as_pthread_t(), &mut clock) == 0
-                && libc::clock_gettime(clock, &mut ts) == 0
-        };
-        assert!(ok, "cannot read the flusher's CPU clock");
-        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+        sys::thread_cpu_time(h)
     }
 
     pub(crate) fn open_with(dir: &Path, opts: Options, storage: Arc<dyn Storage>) -> Result<Wal> {
@@ -859,19 +849,33 @@ impl Wal {
         Ok(Ticket::new(state, self.shared.opts.wait_yield))
     }
 
-    /// Queues one record of kind 0. Never takes a lock; blocks only while the queued
-    /// bytes are at their cap.
+    /// Queues one record of kind 0.
+    ///
+    /// Below the queued-bytes cap ([`Options::max_queued_bytes`]) this takes no lock: it
+    /// frames the record into a pooled buffer and pushes it on a lock-free queue. At the
+    /// cap it blocks on a mutex and condition variable until the flusher has written
+    /// enough (or the log is poisoned); [`try_append`](Self::try_append) returns
+    /// [`Error::Backpressure`] instead.
+    ///
+    /// **Order.** LSNs follow the order in which the appends (of every form, blocking or
+    /// not) returned: when one append returns before another begins, as for two appends
+    /// on one thread or two made while holding the caller's own mutex, the first one's
+    /// records get the lower LSNs, and a batch's records are consecutive. An engine that
+    /// appends under its own lock thus gets LSNs in its commit order. Appends that overlap
+    /// in time are ordered by the flusher in some order consistent with that.
     pub fn append(&self, payload: &[u8]) -> Result<Ticket> {
         self.append_kind(0, payload)
     }
 
-    /// Queues one record with a caller-chosen `kind` byte (opaque to the WAL).
+    /// Queues one record with a caller-chosen `kind` byte (opaque to the WAL). Locking and
+    /// order as for [`append`](Self::append).
     pub fn append_kind(&self, kind: u8, payload: &[u8]) -> Result<Ticket> {
         self.submit(std::iter::once((kind, payload)), true)
     }
 
     /// Queues records of kind 0 as one atomic batch with consecutive LSNs: after a crash
-    /// either all of them are in the log or none.
+    /// either all of them are in the log or none. Locking and order as for
+    /// [`append`](Self::append).
     pub fn append_batch(&self, payloads: &[&[u8]]) -> Result<Ticket> {
         self.submit(payloads.iter().map(|p| (0, *p)), true)
     }

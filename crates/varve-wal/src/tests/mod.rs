@@ -1,6 +1,7 @@
 //! Unit tests of the WAL as a whole, including fault injection through the `Storage` trait.
 
 mod ahead;
+mod engine;
 mod fault;
 mod recycle;
 
