@@ -38,6 +38,8 @@ pub(crate) struct Flusher {
     pub(crate) next_lsn: u64,
     /// First LSN of the current segment (its id in [`crate::DurablePosition`]).
     pub(crate) seg_first: u64,
+    /// The offset from which the next group is noted in the segment's sparse index.
+    pub(crate) index_due: u64,
     /// The next record written starts a sync epoch (see recovery rules).
     pub(crate) epoch_start: bool,
     pub(crate) group: Vec<u8>,
@@ -326,6 +328,9 @@ impl Flusher {
         // The last record of this group: a group encoded ahead below takes the LSNs after
         // it, but is not in the file until after this group's sync.
         let last = self.next_lsn - 1;
+        if end > self.index_due {
+            self.index_group(start, len);
+        }
         match self.shared.opts.sync_mode {
             SyncMode::Always => {
                 if len >= self.shared.opts.group_bytes && !self.shared.queue.is_empty() {
@@ -359,6 +364,30 @@ impl Flusher {
             .release(std::mem::take(&mut self.group_accounted));
         self.swap_ahead();
         Ok(())
+    }
+
+    /// Notes the records of the group just written at `start` (`len` bytes) that fall due
+    /// in the segment's sparse index.
+    fn index_group(&mut self, start: u64, len: usize) {
+        let Some(mut lsn) = self.tickets.first().map(|t| t.lsn()) else {
+            return;
+        };
+        let mut notes = Vec::new();
+        let mut pos = 0;
+        while pos < len {
+            let off = start + pos as u64;
+            if off >= self.index_due {
+                notes.push((lsn, off));
+                self.index_due = off + crate::index::INDEX_EVERY;
+            }
+            // The group holds whole records this flusher framed and sealed.
+            let Some(h) = self.group.get(pos..).and_then(format::decode_record_header) else {
+                break;
+            };
+            pos += h.framed_len();
+            lsn += 1;
+        }
+        self.shared.note_index(self.seg_first, &notes);
     }
 
     /// Swaps the current group with the one encoded ahead.
@@ -426,6 +455,7 @@ impl Flusher {
         let size = self.shared.opts.segment_size;
         let sealed_end = self.write_off;
         self.write_off = format::SEGMENT_HEADER_LEN as u64;
+        self.index_due = self.write_off + crate::index::INDEX_EVERY;
         self.seg = match self.reuse_spare(&path, first)? {
             Some(seg) => {
                 // Written blocks throughout: no zeros ahead, no extent conversions.
@@ -448,6 +478,7 @@ impl Flusher {
                 path,
                 end: self.write_off,
                 file_len: size,
+                index: crate::index::SparseIndex::default(),
             },
             sealed_end,
         );

@@ -32,6 +32,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::format::{self, HeaderError};
+use crate::index::SparseIndex;
 use crate::storage::Storage;
 use crate::{RecoveryMode, RecoveryReport};
 
@@ -45,6 +46,8 @@ pub(crate) struct SegmentMeta {
     pub(crate) end: u64,
     /// Size of the file.
     pub(crate) file_len: u64,
+    /// Where some of its records start.
+    pub(crate) index: SparseIndex,
 }
 
 /// What recovery found: the segments to keep and where appending resumes.
@@ -93,6 +96,8 @@ pub(crate) struct SegmentScan {
     pub(crate) close_after_bad: bool,
     /// The longest payload among the records before the bad spot.
     pub(crate) max_len: usize,
+    /// The sparse index of the records kept.
+    pub(crate) index: SparseIndex,
 }
 
 /// Scans the bytes of one segment whose header says `first_lsn` (and whether it was
@@ -107,6 +112,7 @@ pub(crate) fn scan_segment(buf: &[u8], first_lsn: u64, recycled: bool, tail: boo
     let (mut end, mut next_lsn, mut records, mut pending) = (off, first_lsn, 0u64, 0u64);
     let mut max_len = 0;
     let mut closed = false;
+    let mut index = SparseIndex::default();
     while let Some(h) = buf
         .get(off..)
         .and_then(|rest| format::verify_record(rest, rest.len(), |l| l == lsn))
@@ -120,6 +126,7 @@ pub(crate) fn scan_segment(buf: &[u8], first_lsn: u64, recycled: bool, tail: boo
             break;
         }
         max_len = max_len.max(h.len as usize);
+        index.note(lsn, off as u64);
         off += h.framed_len();
         lsn += 1;
         pending += 1;
@@ -131,6 +138,7 @@ pub(crate) fn scan_segment(buf: &[u8], first_lsn: u64, recycled: bool, tail: boo
         }
     }
     let bad_offset = off.min(buf.len());
+    index.truncate_at(end as u64);
     let clean_end = if closed { bad_offset } else { end };
     let nonzero_end = buf
         .get(clean_end..)
@@ -163,6 +171,7 @@ pub(crate) fn scan_segment(buf: &[u8], first_lsn: u64, recycled: bool, tail: boo
         clean_end,
         close_after_bad: after.close,
         max_len,
+        index,
     }
 }
 
@@ -264,6 +273,7 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Listing> {
                 path: entry.path(),
                 end: 0,
                 file_len: 0,
+                index: SparseIndex::default(),
             });
         } else if let Some(old_first) = format::parse_spare_file_name(name) {
             spares.push((old_first, entry.path()));
@@ -397,7 +407,7 @@ pub(crate) fn recover(
         }
         expected = Some(scan.next_lsn);
         max_len = max_len.max(scan.max_len);
-        sizes.push((scan.end as u64, buf.len() as u64));
+        sizes.push((scan.end as u64, buf.len() as u64, scan.index));
         resume = (scan.next_lsn, scan.end as u64, buf.len() as u64);
         report.closed_cleanly = scan.closed && !damaged;
         last_recycled = header.recycled;
@@ -405,8 +415,8 @@ pub(crate) fn recover(
             break;
         }
     }
-    for (seg, (end, file_len)) in segs.iter_mut().zip(sizes) {
-        (seg.end, seg.file_len) = (end, file_len);
+    for (seg, (end, file_len, index)) in segs.iter_mut().zip(sizes) {
+        (seg.end, seg.file_len, seg.index) = (end, file_len, index);
     }
     let mut removed_any = keep != segs.len();
     for seg in segs.drain(keep..) {
