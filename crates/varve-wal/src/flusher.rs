@@ -49,6 +49,8 @@ pub(crate) struct Flusher {
     pub(crate) group_accounted: u64,
     pub(crate) dirty: bool,
     pub(crate) last_sync: Instant,
+    /// When the last group was published (see [`Flusher::idle`]).
+    pub(crate) last_publish: Instant,
     pub(crate) last_sync_dur: Duration,
     pub(crate) prev_group_entries: usize,
     /// Tickets of the previous group whose owners were in `Ticket::wait` when it
@@ -349,6 +351,7 @@ impl Flusher {
         self.published = last;
         self.returners = 0;
         self.shared.stats.groups.fetch_add(1, Ordering::Relaxed);
+        self.last_publish = Instant::now();
         self.shared.publish(crate::DurablePosition {
             lsn: last,
             segment: self.seg_first,
@@ -517,6 +520,20 @@ impl Flusher {
             }
             _ => None,
         };
+        // The writers of the group just published usually append again within
+        // microseconds (a lone writer always does): yield for up to `wait_yield` after a
+        // group before parking, so their next append finds this thread awake and pays no
+        // futex wake-up (nor this thread its two context switches) on its path.
+        let until = self.last_publish + self.shared.opts.wait_yield;
+        while self.shared.queue.is_empty()
+            && !self.shared.shutdown.load(Ordering::SeqCst)
+            && Instant::now() < until
+        {
+            std::thread::yield_now();
+        }
+        if !self.shared.queue.is_empty() {
+            return Ok(());
+        }
         self.shared.flusher_sleeping.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         if self.shared.queue.is_empty() && !self.shared.shutdown.load(Ordering::SeqCst) {

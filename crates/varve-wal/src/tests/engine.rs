@@ -397,3 +397,35 @@ fn segment_files_read_up_to_the_published_extents_hold_exactly_the_durable_recor
         assert_eq!((pos.end_offset - SEGMENT_HEADER_LEN as u64) % per, 0);
     });
 }
+
+#[test]
+fn a_lone_writer_finds_the_flusher_awake_and_wakes_it_at_most_once() {
+    bounded(|| {
+        let d = tempfile::tempdir().unwrap();
+        // A yield budget far longer than the test: the flusher never parks between the
+        // groups of a writer that appends again at once.
+        let opts = small().wait_yield(std::time::Duration::from_secs(60));
+        let wal = Wal::open(d.path(), opts).unwrap();
+        for i in 1..=30 {
+            assert_eq!(wal.append(b"again").unwrap().wait().unwrap(), i);
+        }
+        let s = wal.stats();
+        // The first append may find the flusher parked since open; none after it.
+        assert!(s.flusher_wakeups <= 1, "{s:?}");
+        assert_eq!(s.groups, 30);
+    });
+}
+
+#[test]
+fn without_a_yield_budget_the_flusher_parks_and_appends_wake_it() {
+    bounded(|| {
+        let d = tempfile::tempdir().unwrap();
+        let wal = Wal::open(d.path(), small().wait_yield(std::time::Duration::ZERO)).unwrap();
+        for _ in 0..10 {
+            wal.append(b"x").unwrap().wait().unwrap();
+            // Long enough for the flusher to have parked.
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(wal.stats().flusher_wakeups >= 5, "{:?}", wal.stats());
+    });
+}
