@@ -581,9 +581,23 @@ impl Flusher {
 
 #[cfg(test)]
 mod tests {
-    use super::{groups_wait, shrunk_capacity};
+    use super::{groups_wait, panic_message, shrunk_capacity};
     use crate::SyncMode;
     use std::time::Duration;
+
+    #[test]
+    fn a_panic_s_message_is_its_str_or_string_payload() {
+        let payload = |f: fn()| std::panic::catch_unwind(f).unwrap_err();
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let literal = payload(|| panic!("a literal"));
+        let formatted = payload(|| panic!("formatted {}", 7));
+        let other = payload(|| std::panic::panic_any(7u32));
+        std::panic::set_hook(prev);
+        assert_eq!(panic_message(&*literal), "a literal");
+        assert_eq!(panic_message(&*formatted), "formatted 7");
+        assert_eq!(panic_message(&*other), "(no message)");
+    }
 
     #[test]
     fn only_groups_synced_on_their_own_wait_for_peers() {

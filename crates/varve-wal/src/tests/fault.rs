@@ -915,7 +915,11 @@ fn a_flusher_panic_poisons_the_log_and_fails_every_waiting_ticket() {
         plan.wait_for_held_write();
         let second = wal.try_append(&[2u8; 600]).unwrap();
         let panicked = |r: crate::Result<u64>| match r {
-            Err(Error::Poisoned(c)) => assert!(c.to_string().contains("panicked"), "{c}"),
+            Err(Error::Poisoned(c)) => assert!(
+                c.to_string()
+                    .contains("panicked: injected panic in a segment write"),
+                "{c}"
+            ),
             other => panic!("expected Poisoned, got {other:?}"),
         };
         std::thread::scope(|s| {
