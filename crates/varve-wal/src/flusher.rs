@@ -16,6 +16,7 @@
 //! can leave behind is the same as without it.
 
 use std::io;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 use std::time::{Duration, Instant};
@@ -35,6 +36,10 @@ pub(crate) struct Flusher {
     pub(crate) seg_len: u64,
     pub(crate) write_off: u64,
     pub(crate) next_lsn: u64,
+    /// First LSN of the current segment (its id in [`crate::DurablePosition`]).
+    pub(crate) seg_first: u64,
+    /// The offset from which the next group is noted in the segment's sparse index.
+    pub(crate) index_due: u64,
     /// The next record written starts a sync epoch (see recovery rules).
     pub(crate) epoch_start: bool,
     pub(crate) group: Vec<u8>,
@@ -44,6 +49,8 @@ pub(crate) struct Flusher {
     pub(crate) group_accounted: u64,
     pub(crate) dirty: bool,
     pub(crate) last_sync: Instant,
+    /// When the last group was published (see [`Flusher::idle`]).
+    pub(crate) last_publish: Instant,
     pub(crate) last_sync_dur: Duration,
     pub(crate) prev_group_entries: usize,
     /// Tickets of the previous group whose owners were in `Ticket::wait` when it
@@ -133,6 +140,15 @@ fn groups_wait(mode: SyncMode) -> bool {
     mode == SyncMode::Always
 }
 
+/// The message of a panic payload (a `&str` or a `String`; anything else is unnamed).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
 fn write_all(seg: &mut dyn SegmentFile, mut buf: &[u8], mut off: u64) -> io::Result<()> {
     while !buf.is_empty() {
         match seg.write_at(buf, off) {
@@ -150,9 +166,17 @@ fn write_all(seg: &mut dyn SegmentFile, mut buf: &[u8], mut off: u64) -> io::Res
 
 impl Flusher {
     pub(crate) fn run(mut self) {
-        if let Err(e) = self.main_loop() {
-            self.poison(e);
-        }
+        // A panic (a bug, or a storage that panics) must not leave tickets waiting for a
+        // flusher that is gone: it poisons the log like an I/O failure.
+        let e = match std::panic::catch_unwind(AssertUnwindSafe(|| self.main_loop())) {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e,
+            Err(panic) => io::Error::other(format!(
+                "the WAL flusher panicked: {}",
+                panic_message(&*panic)
+            )),
+        };
+        self.poison(e);
     }
 
     fn main_loop(&mut self) -> io::Result<()> {
@@ -165,10 +189,7 @@ impl Flusher {
                     continue;
                 }
                 if self.shared.shutdown.load(Ordering::SeqCst) && self.shared.queue.is_empty() {
-                    if self.dirty {
-                        self.sync()?;
-                    }
-                    return Ok(());
+                    return self.close();
                 }
                 self.idle()?;
                 continue;
@@ -294,10 +315,24 @@ impl Flusher {
         let written = write_all(&mut *self.seg, &self.group, self.write_off);
         self.group.truncate(len);
         written?;
+        self.shared
+            .stats
+            .bytes_written
+            .fetch_add(len as u64, Ordering::Relaxed);
+        self.shared
+            .stats
+            .zeros_written
+            .fetch_add(pad_to - end, Ordering::Relaxed);
         self.zeroed_upto = self.zeroed_upto.max(pad_to);
         let start = self.write_off;
         self.write_off = end;
         self.dirty = true;
+        // The last record of this group: a group encoded ahead below takes the LSNs after
+        // it, but is not in the file until after this group's sync.
+        let last = self.next_lsn - 1;
+        if end > self.index_due {
+            self.index_group(start, len);
+        }
         match self.shared.opts.sync_mode {
             SyncMode::Always => {
                 if len >= self.shared.opts.group_bytes && !self.shared.queue.is_empty() {
@@ -313,9 +348,15 @@ impl Flusher {
         if let Some(cap) = shrunk_capacity(self.group.capacity(), self.shared.opts.group_bytes) {
             self.group.shrink_to(cap);
         }
-        self.published = self.next_lsn - 1;
+        self.published = last;
         self.returners = 0;
-        self.shared.publish(self.published);
+        self.shared.stats.groups.fetch_add(1, Ordering::Relaxed);
+        self.last_publish = Instant::now();
+        self.shared.publish(crate::DurablePosition {
+            lsn: last,
+            segment: self.seg_first,
+            end_offset: end,
+        });
         let mut waiters = 0;
         for t in self.tickets.drain(..) {
             waiters += usize::from(t.waited());
@@ -326,6 +367,30 @@ impl Flusher {
             .release(std::mem::take(&mut self.group_accounted));
         self.swap_ahead();
         Ok(())
+    }
+
+    /// Notes the records of the group just written at `start` (`len` bytes) that fall due
+    /// in the segment's sparse index.
+    fn index_group(&mut self, start: u64, len: usize) {
+        let Some(mut lsn) = self.tickets.first().map(|t| t.lsn()) else {
+            return;
+        };
+        let mut notes = Vec::new();
+        let mut pos = 0;
+        while pos < len {
+            let off = start + pos as u64;
+            if off >= self.index_due {
+                notes.push((lsn, off));
+                self.index_due = off + crate::index::INDEX_EVERY;
+            }
+            // The group holds whole records this flusher framed and sealed.
+            let Some(h) = self.group.get(pos..).and_then(format::decode_record_header) else {
+                break;
+            };
+            pos += h.framed_len();
+            lsn += 1;
+        }
+        self.shared.note_index(self.seg_first, &notes);
     }
 
     /// Swaps the current group with the one encoded ahead.
@@ -356,8 +421,29 @@ impl Flusher {
         self.last_sync = Instant::now();
         self.last_sync_dur = self.last_sync - t;
         self.dirty = false;
-        self.epoch_start = true;
+        self.shared.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        // The next write starts an epoch, and only its first record may say so: a group
+        // encoded ahead during this sync already flagged its first record, so the records
+        // `fill` adds to it after the sync belong to the same write and do not.
+        self.epoch_start = self.ahead.tickets.is_empty();
         Ok(())
+    }
+
+    /// A clean close: syncs what was written, then writes and syncs the close marker after
+    /// the last record (in a new segment if this one has no room for it). Recovery then
+    /// knows where the log ended: a damaged record before the marker is corruption, not a
+    /// torn tail. The records are synced first, so a crash during the close never leaves
+    /// a marker after records that are not on disk.
+    fn close(&mut self) -> io::Result<()> {
+        if self.dirty {
+            self.sync()?;
+        }
+        let marker = format::close_marker(self.next_lsn);
+        if self.write_off + marker.len() as u64 > self.seg_len {
+            self.rollover()?;
+        }
+        write_all(&mut *self.seg, &marker, self.write_off)?;
+        self.sync()
     }
 
     /// Seals the current segment (synced in every mode) and starts a new one, in a spare's
@@ -370,7 +456,9 @@ impl Flusher {
         let dir = &self.shared.dir;
         let path = dir.join(format::segment_file_name(first));
         let size = self.shared.opts.segment_size;
+        let sealed_end = self.write_off;
         self.write_off = format::SEGMENT_HEADER_LEN as u64;
+        self.index_due = self.write_off + crate::index::INDEX_EVERY;
         self.seg = match self.reuse_spare(&path, first)? {
             Some(seg) => {
                 // Written blocks throughout: no zeros ahead, no extent conversions.
@@ -385,11 +473,18 @@ impl Flusher {
             }
         };
         self.seg_len = size;
+        self.seg_first = first;
         self.epoch_start = true;
-        self.shared.add_segment(SegmentMeta {
-            first_lsn: first,
-            path,
-        });
+        self.shared.add_segment(
+            SegmentMeta {
+                first_lsn: first,
+                path,
+                end: self.write_off,
+                file_len: size,
+                index: crate::index::SparseIndex::default(),
+            },
+            sealed_end,
+        );
         Ok(())
     }
 
@@ -425,6 +520,20 @@ impl Flusher {
             }
             _ => None,
         };
+        // The writers of the group just published usually append again within
+        // microseconds (a lone writer always does): yield for up to `wait_yield` after a
+        // group before parking, so their next append finds this thread awake and pays no
+        // futex wake-up (nor this thread its two context switches) on its path.
+        let until = self.last_publish + self.shared.opts.wait_yield;
+        while self.shared.queue.is_empty()
+            && !self.shared.shutdown.load(Ordering::SeqCst)
+            && Instant::now() < until
+        {
+            std::thread::yield_now();
+        }
+        if !self.shared.queue.is_empty() {
+            return Ok(());
+        }
         self.shared.flusher_sleeping.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         if self.shared.queue.is_empty() && !self.shared.shutdown.load(Ordering::SeqCst) {
@@ -472,9 +581,23 @@ impl Flusher {
 
 #[cfg(test)]
 mod tests {
-    use super::{groups_wait, shrunk_capacity};
+    use super::{groups_wait, panic_message, shrunk_capacity};
     use crate::SyncMode;
     use std::time::Duration;
+
+    #[test]
+    fn a_panic_s_message_is_its_str_or_string_payload() {
+        let payload = |f: fn()| std::panic::catch_unwind(f).unwrap_err();
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let literal = payload(|| panic!("a literal"));
+        let formatted = payload(|| panic!("formatted {}", 7));
+        let other = payload(|| std::panic::panic_any(7u32));
+        std::panic::set_hook(prev);
+        assert_eq!(panic_message(&*literal), "a literal");
+        assert_eq!(panic_message(&*formatted), "formatted 7");
+        assert_eq!(panic_message(&*other), "(no message)");
+    }
 
     #[test]
     fn only_groups_synced_on_their_own_wait_for_peers() {

@@ -21,7 +21,9 @@
 //! [0..4)   u32 payload length
 //! [4]      u8  kind (opaque to the WAL)
 //! [5]      u8  flags: 0x01 BATCH_CONT (more records of this batch follow),
-//!              0x02 EPOCH_START (first record written after a completed sync)
+//!              0x02 EPOCH_START (first record written after a completed sync),
+//!              0x04 CLOSE (a close marker: empty, written after the last record by a
+//!              clean close, LSN = last LSN + 1; never a record)
 //! [6..8)   u16 reserved, zero
 //! [8..16)  u64 LSN
 //! [16..24) u64 xxh3-64 (seed 0) of header[0..16) followed by the payload
@@ -62,8 +64,11 @@ pub(crate) const REC_CHECKSUMMED: std::ops::Range<usize> = 0..16;
 pub(crate) const FLAG_BATCH_CONT: u8 = 0x01;
 /// Flag: first record written after a completed sync (see recovery rules).
 pub(crate) const FLAG_EPOCH_START: u8 = 0x02;
+/// Flag: a close marker, not a record: written after the last record by a clean close
+/// (payload empty, LSN the one the next record will carry).
+pub(crate) const FLAG_CLOSE: u8 = 0x04;
 /// Every flag bit this version knows; any other bit makes a record invalid.
-pub(crate) const KNOWN_FLAGS: u8 = 0x03;
+pub(crate) const KNOWN_FLAGS: u8 = 0x07;
 
 fn u32_at(buf: &[u8], r: std::ops::Range<usize>) -> Option<u32> {
     buf.get(r)?.try_into().ok().map(u32::from_le_bytes)
@@ -195,6 +200,22 @@ pub(crate) fn seal_record(frame: &mut [u8], lsn: u64, extra_flags: u8) -> Option
     Some(total)
 }
 
+/// The close marker a clean close writes after the last record: a record header with
+/// flag [`FLAG_CLOSE`], an empty payload and `next_lsn` (the last LSN + 1).
+pub(crate) fn close_marker(next_lsn: u64) -> [u8; RECORD_HEADER_LEN] {
+    let mut m = [0u8; RECORD_HEADER_LEN];
+    m[REC_FLAGS] = FLAG_CLOSE;
+    // Always `Some`: `m` is one whole record with an empty payload.
+    let _ = seal_record(&mut m, next_lsn, 0);
+    m
+}
+
+/// Whether `h` (a verified record header) is a close marker: flag [`FLAG_CLOSE`] with an
+/// empty payload and no other flag. Anything else carrying `FLAG_CLOSE` is invalid.
+pub(crate) fn is_close_marker(h: &RecordHeader) -> bool {
+    h.flags == FLAG_CLOSE && h.len == 0
+}
+
 /// A decoded record header that passed its structural checks (not yet the checksum).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RecordHeader {
@@ -276,9 +297,9 @@ mod tests {
 
     #[test]
     fn known_flags_are_exactly_the_defined_ones() {
-        assert_eq!(KNOWN_FLAGS, FLAG_BATCH_CONT | FLAG_EPOCH_START);
+        assert_eq!(KNOWN_FLAGS, FLAG_BATCH_CONT | FLAG_EPOCH_START | FLAG_CLOSE);
         let mut v = Vec::new();
-        put_unsequenced_header(&mut v, 0, 0, 0x04);
+        put_unsequenced_header(&mut v, 0, 0, 0x08);
         seal_record(&mut v, 1, 0).unwrap();
         assert!(
             verify_record(&v, 10, |_| true).is_none(),
@@ -291,6 +312,25 @@ mod tests {
         assert_eq!(h.flags, FLAG_BATCH_CONT | FLAG_EPOCH_START);
         v[REC_RESERVED.start] = 1;
         assert!(decode_record_header(&v).is_none(), "reserved must be zero");
+    }
+
+    #[test]
+    fn a_close_marker_is_an_empty_sealed_header_flagged_close() {
+        let m = close_marker(0x0102_0304_0506_0708);
+        let h = verify_record(&m, 0, |l| l == 0x0102_0304_0506_0708).unwrap();
+        assert_eq!((h.len, h.kind, h.flags), (0, 0, FLAG_CLOSE));
+        assert!(is_close_marker(&h));
+        assert_eq!(&m[0..8], &[0, 0, 0, 0, 0, FLAG_CLOSE, 0, 0]);
+        // A record flagged CLOSE with a payload or another flag is no marker.
+        let mut v = Vec::new();
+        put_unsequenced_header(&mut v, 1, 0, FLAG_CLOSE);
+        v.push(9);
+        seal_record(&mut v, 5, 0).unwrap();
+        assert!(!is_close_marker(&verify_record(&v, 10, |_| true).unwrap()));
+        let mut v = Vec::new();
+        put_unsequenced_header(&mut v, 0, 0, FLAG_CLOSE);
+        seal_record(&mut v, 5, FLAG_EPOCH_START).unwrap();
+        assert!(!is_close_marker(&verify_record(&v, 10, |_| true).unwrap()));
     }
 
     #[test]

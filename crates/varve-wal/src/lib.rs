@@ -1,9 +1,10 @@
 //! Lock-free group-commit write-ahead log.
 //!
 //! Writers hand opaque records to a lock-free queue ([`Wal::append`],
-//! [`Wal::append_batch`]) and get a [`Ticket`]; one flusher thread sequences them (assigns
-//! gapless LSNs in file order), writes each group with one write, syncs once per group and
-//! wakes the group. [`Ticket::wait`] returns the LSN once the record is durable under the
+//! [`Wal::append_batch`]; no lock is taken unless the queued bytes are at their cap) and
+//! get a [`Ticket`]; one flusher thread sequences them (assigns gapless LSNs in file
+//! order, in the order the appends returned), writes each group with one write, syncs once
+//! per group and wakes the group. [`Ticket::wait`] returns the LSN once the record is durable under the
 //! configured [`SyncMode`]; it yields the CPU for up to [`Options::wait_yield`] before it
 //! parks the thread. Readers iterate durable records ([`Wal::iter_from`]) and tail
 //! new ones ([`Wal::wait_for`]); a checkpointer drops applied segments
@@ -58,7 +59,7 @@
 //! the group's tickets, everything queued and every later append fail with
 //! [`Error::Poisoned`]; nothing retries an `fsync` whose failure may have dropped pages.
 //!
-//! # Recovery rules (on every open; the same after a clean close and a kill -9)
+//! # Recovery rules (on every open)
 //!
 //! 1. Leftover `*.tmp` files (a segment whose creation did not finish) are removed.
 //! 2. Every segment header is checked: unknown magic is [`Error::BadMagic`], an unknown
@@ -67,13 +68,16 @@
 //!    other's LSNs.
 //! 3. Every record is verified (structure, LSN = previous + 1, xxh3 checksum). The log ends
 //!    at the first record that fails; a batch whose last record is missing is dropped whole.
-//! 4. If only zeros follow the end, it is a clean end. Otherwise: in the last segment, when
-//!    no valid record that *starts a sync epoch* (the first record written after a
-//!    completed sync) follows the bad spot, the bytes after the end are a **torn tail**
+//! 4. If only zeros follow the end, or the *close marker* a clean close ([`Wal::close`] or
+//!    drop) writes after the last record, it is a clean end ([`RecoveryReport::closed_cleanly`]).
+//!    Otherwise: in the last segment, when no valid record that *starts a sync epoch* (the
+//!    first record written after a completed sync) and no close marker follows the bad
+//!    spot, the bytes after the end are a **torn tail**
 //!    from an interrupted write: they are zeroed (the file stays preallocated) and counted
-//!    in the [`RecoveryReport`]. A valid epoch-starting record after the bad spot, or a
-//!    sealed (non-last) segment whose records stop before the next segment's first LSN,
-//!    means data that had been synced is damaged:
+//!    in the [`RecoveryReport`]. A valid epoch-starting record or close marker after the
+//!    bad spot, or a sealed (non-last) segment whose records stop before the next
+//!    segment's first LSN, means data that had been synced is damaged (after a clean
+//!    close, the whole last group too):
 //!    [`Error::Corrupted`] with the segment and offset, unless the caller opened with
 //!    [`RecoveryMode::TolerateCorruptTail`], which keeps the clean prefix, zeroes the rest
 //!    of that segment, deletes the later segments and reports where the corruption was.
@@ -92,10 +96,12 @@
 mod error;
 mod flusher;
 mod format;
+mod index;
 mod lock;
 mod reader;
 mod recovery;
 mod storage;
+mod sys;
 mod ticket;
 
 #[cfg(test)]
@@ -112,7 +118,7 @@ use std::time::{Duration, Instant};
 use crossbeam_queue::SegQueue;
 
 pub use error::{Error, Result};
-pub use reader::{Iter, Record};
+pub use reader::{Iter, Record, RecordRef};
 pub use ticket::Ticket;
 
 use flusher::Flusher;
@@ -162,6 +168,7 @@ pub struct Options {
     recovery_mode: RecoveryMode,
     wait_yield: Duration,
     recycle_segments: usize,
+    start_lsn: Lsn,
     /// A growing group stops waiting after this long without a new arrival (200 µs; tests
     /// lengthen it so arrivals they space out by milliseconds still count as peers).
     grow_step: Duration,
@@ -179,6 +186,7 @@ impl Default for Options {
             recovery_mode: RecoveryMode::Strict,
             wait_yield: Duration::from_micros(500),
             recycle_segments: 2,
+            start_lsn: 1,
             grow_step: Duration::from_micros(200),
         }
     }
@@ -249,8 +257,13 @@ impl Options {
     /// Measured on 2 vCPUs with 1 KiB records, against parking at once: 1.2-1.4x the
     /// durable appends per second at 16 and 64 threads. The price is CPU: a waiting thread
     /// runs (giving way to any other runnable thread) for up to this long per wait, so a
-    /// lone writer keeps about one core busy while its syncs run. `Duration::ZERO` parks
-    /// at once: the least CPU, for hosts where cores are scarce or metered.
+    /// lone writer keeps about one core busy while its syncs run.
+    ///
+    /// The flusher does the same after each group: it yields for up to this long for the
+    /// next append before it parks, so a writer that appends again right after its ticket
+    /// completed (a lone writer always does) finds it awake and wakes nobody.
+    /// `Duration::ZERO` parks at once on both sides: the least CPU, for hosts where cores
+    /// are scarce or metered.
     pub fn wait_yield(mut self, d: Duration) -> Self {
         self.wait_yield = d;
         self
@@ -262,6 +275,23 @@ impl Options {
     /// or the WAL is opened with fewer spares allowed.
     pub fn recycle_segments(mut self, n: usize) -> Self {
         self.recycle_segments = n;
+        self
+    }
+
+    /// The next record's LSN is at least `lsn` (default 1): for a caller that knows what it
+    /// already applied elsewhere (a checkpoint) and must never see an LSN at or below it
+    /// again.
+    ///
+    /// When the log on disk already ends at or above `lsn - 1`, numbering continues from
+    /// the log and this changes nothing. When the log is empty or ends below, the next
+    /// record gets `lsn`: the log cannot hold a gap, so its segments (every record in them
+    /// below `lsn`) leave it on open as by [`Wal::truncate_before`] (kept as spares up to
+    /// [`Options::recycle_segments`], the others deleted; counted in
+    /// [`RecoveryReport::retired_segments`]) and a new segment starts at `lsn`. After that,
+    /// [`Wal::first_lsn`] is `lsn` and [`Wal::durable_lsn`] is `lsn - 1`. `0` acts as `1`;
+    /// at or above 2^62 is [`Error::InvalidOptions`].
+    pub fn start_lsn(mut self, lsn: Lsn) -> Self {
+        self.start_lsn = lsn.max(1);
         self
     }
 
@@ -279,6 +309,9 @@ impl Options {
             return Err(Error::InvalidOptions(
                 "segment_size must hold a header and one record of max_record_size",
             ));
+        }
+        if self.start_lsn >= 1 << 62 {
+            return Err(Error::InvalidOptions("start_lsn must be below 2^62"));
         }
         if self.group_bytes == 0 || self.max_queued_bytes == 0 {
             return Err(Error::InvalidOptions(
@@ -310,6 +343,81 @@ pub struct RecoveryReport {
     pub removed_segments: Vec<PathBuf>,
     /// Unfinished segment creations (`*.tmp`) removed.
     pub removed_temp_files: usize,
+    /// Segments taken out of the log because it ended below [`Options::start_lsn`].
+    pub retired_segments: usize,
+    /// The log ended with the marker of a clean close ([`Wal::close`] or drop) and nothing
+    /// after it.
+    pub closed_cleanly: bool,
+}
+
+/// Counters and gauges of an open WAL ([`Wal::stats`]). The counters count since open.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WalStats {
+    /// Framed bytes appended but not yet written (the quantity capped by
+    /// [`Options::max_queued_bytes`]).
+    pub queued_bytes: u64,
+    /// Groups written (one write each).
+    pub groups: u64,
+    /// `fdatasync`s of segment files by the flusher (group syncs, interval syncs, syncs
+    /// that seal a segment or close the log).
+    pub syncs: u64,
+    /// Framed record bytes written to segment files (headers and payloads).
+    pub bytes_written: u64,
+    /// Zeros written ahead of small groups (see the crate docs on memory and I/O); not in
+    /// `bytes_written`.
+    pub zeros_written: u64,
+    /// Segments in the log now (the one being written included; spares not).
+    pub segments: u64,
+    /// Spare files kept for reuse ([`Options::recycle_segments`]).
+    pub spares: u64,
+    /// Appends that found the flusher parked and had to wake it (a futex wake-up on the
+    /// append path; see [`Options::wait_yield`]).
+    pub flusher_wakeups: u64,
+    /// [`Wal::durable_lsn`].
+    pub durable_lsn: Lsn,
+    /// [`Wal::first_lsn`].
+    pub first_lsn: Lsn,
+}
+
+/// The flusher's counters behind [`WalStats`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) groups: AtomicU64,
+    pub(crate) syncs: AtomicU64,
+    pub(crate) bytes_written: AtomicU64,
+    pub(crate) zeros_written: AtomicU64,
+    pub(crate) wakeups: AtomicU64,
+}
+
+/// Where the durable records end: [`Wal::durable_position`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DurablePosition {
+    /// The durable LSN ([`Wal::durable_lsn`]) this position was published with.
+    pub lsn: Lsn,
+    /// The segment holding the end: its first LSN, which is also its id and the number in
+    /// its file name ([`SegmentInfo::first_lsn`]).
+    pub segment: Lsn,
+    /// Byte offset in that segment's file one past the last durable record (the segment
+    /// header's length when none of its records is durable yet).
+    pub end_offset: u64,
+}
+
+/// A segment of the log ([`Wal::segments`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SegmentInfo {
+    /// The LSN of its first record: its id, in its file name and header.
+    pub first_lsn: Lsn,
+    /// Its file.
+    pub path: PathBuf,
+    /// Byte offset one past its last durable record when listed: for a sealed segment the
+    /// end of its records, for the last one the [`DurablePosition::end_offset`] of the same
+    /// moment (or the header's length if none of its records is durable yet).
+    pub durable_end: u64,
+    /// Size of the file (preallocated; the bytes after `durable_end` are not log).
+    pub file_len: u64,
 }
 
 /// One queued append: framed records (LSN and checksum not yet filled) and their ticket.
@@ -338,6 +446,13 @@ pub(crate) struct Shared {
     pub(crate) shutdown: AtomicBool,
     pub(crate) poison: OnceLock<Arc<io::Error>>,
     pub(crate) durable_lsn: AtomicU64,
+    /// Where the durable records end, published with `durable_lsn` (under this lock).
+    position: Mutex<DurablePosition>,
+    /// The flusher's counters ([`Wal::stats`]).
+    pub(crate) stats: Counters,
+    /// Longest payload a reader accepts before it checks a record's checksum: the larger
+    /// of `max_record_size` and the longest record recovery found in the log.
+    pub(crate) max_read_len: usize,
     pub(crate) segments: Mutex<Vec<SegmentMeta>>,
     /// Spare files for new segments to reuse, oldest first (see [`Options::recycle_segments`]).
     spares: Mutex<Vec<PathBuf>>,
@@ -428,9 +543,14 @@ impl Shared {
         }
     }
 
-    /// Makes `lsn` the durable LSN and wakes tailing readers.
-    pub(crate) fn publish(&self, lsn: Lsn) {
-        self.durable_lsn.store(lsn, Ordering::SeqCst);
+    /// Makes `pos` the durable position (and its LSN the durable LSN) and wakes tailing
+    /// readers.
+    pub(crate) fn publish(&self, pos: DurablePosition) {
+        {
+            let mut p = lock(&self.position);
+            *p = pos;
+            self.durable_lsn.store(pos.lsn, Ordering::SeqCst);
+        }
         if self.reader_waiters.load(Ordering::SeqCst) != 0 {
             let _g = lock(&self.readers_lock);
             self.readers_cv.notify_all();
@@ -446,15 +566,34 @@ impl Shared {
         self.readers_cv.notify_all();
     }
 
-    pub(crate) fn add_segment(&self, meta: SegmentMeta) {
+    /// Adds the segment the flusher starts; the previous one was sealed at `sealed_end`.
+    pub(crate) fn add_segment(&self, meta: SegmentMeta, sealed_end: u64) {
         let first = meta.first_lsn;
         let mut segs = lock(&self.segments);
         if segs.last().is_some_and(|s| s.first_lsn == first) {
             // An empty segment replaced by a larger one of the same first LSN.
             segs.pop();
+        } else if let Some(prev) = segs.last_mut() {
+            prev.end = sealed_end;
         }
         segs.push(meta);
         self.last_segment_first.store(first, Ordering::SeqCst);
+    }
+
+    /// Notes in the sparse index of the segment starting at `seg_first` (the last one)
+    /// where the records `(lsn, offset)` start.
+    pub(crate) fn note_index(&self, seg_first: Lsn, notes: &[(Lsn, u64)]) {
+        if notes.is_empty() {
+            return;
+        }
+        if let Some(last) = lock(&self.segments)
+            .last_mut()
+            .filter(|s| s.first_lsn == seg_first)
+        {
+            for &(lsn, offset) in notes {
+                last.index.note(lsn, offset);
+            }
+        }
     }
 
     /// Takes the newest spare for the flusher to reuse.
@@ -501,9 +640,39 @@ impl Shared {
         if self.flusher_sleeping.swap(false, Ordering::SeqCst)
             && let Some(t) = self.flusher_thread.get()
         {
+            self.stats.wakeups.fetch_add(1, Ordering::Relaxed);
             t.unpark();
         }
     }
+}
+
+/// Makes the log start at `opts.start_lsn`, above where the recovered log `rec` ends: its
+/// segments (every record in them is below that LSN) leave the log as by
+/// [`Wal::truncate_before`] (up to [`Options::recycle_segments`] become spares, the newest
+/// kept), the directory is synced, and `rec` is left with no segment and the new next LSN.
+/// A crash before the new segment exists leaves a directory of spares only, which
+/// recovery reads as an empty log.
+fn restart_at(
+    dir: &Path,
+    rec: &mut recovery::Recovered,
+    opts: &Options,
+    storage: &dyn Storage,
+) -> Result<()> {
+    for seg in rec.segments.drain(..) {
+        let to = dir.join(format::spare_file_name(seg.first_lsn));
+        std::fs::rename(&seg.path, &to)?;
+        rec.spares.push(to);
+        rec.report.retired_segments += 1;
+    }
+    let surplus = rec.spares.len().saturating_sub(opts.recycle_segments);
+    for old in rec.spares.drain(..surplus) {
+        std::fs::remove_file(old)?;
+    }
+    storage.sync_dir(dir)?;
+    rec.next_lsn = opts.start_lsn;
+    rec.report.next_lsn = opts.start_lsn;
+    rec.last_recycled = false;
+    Ok(())
 }
 
 /// A write-ahead log open on a directory. `Send + Sync`: share it by reference or `Arc`.
@@ -535,30 +704,21 @@ impl Wal {
     /// CPU time the flusher thread has used so far (tests: an idle flusher must sleep).
     #[cfg(test)]
     pub(crate) fn flusher_cpu_time(&self) -> Duration {
-        use std::os::unix::thread::JoinHandleExt as _;
         let Some(h) = self.flusher.as_ref() else {
             return Duration::ZERO;
         };
-        let mut clock: libc::clockid_t = 0;
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: the thread is alive (joined only on drop) and both out-pointers are valid.
-        let ok = unsafe {
-            libc::pthread_getcpuclockid(h.as_pthread_t(), &mut clock) == 0
-                && libc::clock_gettime(clock, &mut ts) == 0
-        };
-        assert!(ok, "cannot read the flusher's CPU clock");
-        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+        sys::thread_cpu_time(h)
     }
 
     pub(crate) fn open_with(dir: &Path, opts: Options, storage: Arc<dyn Storage>) -> Result<Wal> {
         opts.validate()?;
         std::fs::create_dir_all(dir)?;
         let lock_file = lock::acquire(dir)?;
-        let rec = recovery::recover(dir, opts.recovery_mode, opts.recycle_segments, &*storage)?;
-        let mut segments = rec.segments;
+        let mut rec = recovery::recover(dir, opts.recovery_mode, opts.recycle_segments, &*storage)?;
+        if opts.start_lsn > rec.next_lsn {
+            restart_at(dir, &mut rec, &opts, &*storage)?;
+        }
+        let mut segments = std::mem::take(&mut rec.segments);
         let (seg, seg_len, write_off) = match segments.last() {
             Some(last) => {
                 let mut seg = storage.open_segment(&last.path)?;
@@ -575,11 +735,23 @@ impl Wal {
                 segments.push(SegmentMeta {
                     first_lsn: rec.next_lsn,
                     path,
+                    end: format::SEGMENT_HEADER_LEN as u64,
+                    file_len: opts.segment_size,
+                    index: index::SparseIndex::default(),
                 });
                 (seg, opts.segment_size, format::SEGMENT_HEADER_LEN as u64)
             }
         };
         let last_first = segments.last().map_or(rec.next_lsn, |s| s.first_lsn);
+        let index_due = segments
+            .last()
+            .map_or(format::SEGMENT_HEADER_LEN as u64, |s| s.index.next_due());
+        let max_read_len = opts.max_record_size.max(rec.max_len);
+        let position = DurablePosition {
+            lsn: rec.next_lsn - 1,
+            segment: last_first,
+            end_offset: write_off,
+        };
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             opts,
@@ -590,9 +762,12 @@ impl Wal {
             flusher_thread: OnceLock::new(),
             shutdown: AtomicBool::new(false),
             poison: OnceLock::new(),
-            durable_lsn: AtomicU64::new(rec.next_lsn - 1),
+            durable_lsn: AtomicU64::new(position.lsn),
+            position: Mutex::new(position),
+            stats: Counters::default(),
+            max_read_len,
             segments: Mutex::new(segments),
-            spares: Mutex::new(rec.spares),
+            spares: Mutex::new(std::mem::take(&mut rec.spares)),
             last_segment_first: AtomicU64::new(last_first),
             pool: SegQueue::new(),
             pool_len: AtomicUsize::new(0),
@@ -610,6 +785,8 @@ impl Wal {
             seg_len,
             write_off,
             next_lsn: rec.next_lsn,
+            seg_first: last_first,
+            index_due,
             epoch_start: true,
             group: Vec::with_capacity(shared.opts.group_bytes),
             tickets: Vec::new(),
@@ -617,6 +794,7 @@ impl Wal {
             group_accounted: 0,
             dirty: false,
             last_sync: Instant::now(),
+            last_publish: Instant::now(),
             last_sync_dur: Duration::ZERO,
             prev_group_entries: 0,
             prev_waiters: 0,
@@ -704,19 +882,33 @@ impl Wal {
         Ok(Ticket::new(state, self.shared.opts.wait_yield))
     }
 
-    /// Queues one record of kind 0. Never takes a lock; blocks only while the queued
-    /// bytes are at their cap.
+    /// Queues one record of kind 0.
+    ///
+    /// Below the queued-bytes cap ([`Options::max_queued_bytes`]) this takes no lock: it
+    /// frames the record into a pooled buffer and pushes it on a lock-free queue. At the
+    /// cap it blocks on a mutex and condition variable until the flusher has written
+    /// enough (or the log is poisoned); [`try_append`](Self::try_append) returns
+    /// [`Error::Backpressure`] instead.
+    ///
+    /// **Order.** LSNs follow the order in which the appends (of every form, blocking or
+    /// not) returned: when one append returns before another begins, as for two appends
+    /// on one thread or two made while holding the caller's own mutex, the first one's
+    /// records get the lower LSNs, and a batch's records are consecutive. An engine that
+    /// appends under its own lock thus gets LSNs in its commit order. Appends that overlap
+    /// in time are ordered by the flusher in some order consistent with that.
     pub fn append(&self, payload: &[u8]) -> Result<Ticket> {
         self.append_kind(0, payload)
     }
 
-    /// Queues one record with a caller-chosen `kind` byte (opaque to the WAL).
+    /// Queues one record with a caller-chosen `kind` byte (opaque to the WAL). Locking and
+    /// order as for [`append`](Self::append).
     pub fn append_kind(&self, kind: u8, payload: &[u8]) -> Result<Ticket> {
         self.submit(std::iter::once((kind, payload)), true)
     }
 
     /// Queues records of kind 0 as one atomic batch with consecutive LSNs: after a crash
-    /// either all of them are in the log or none.
+    /// either all of them are in the log or none. Locking and order as for
+    /// [`append`](Self::append).
     pub fn append_batch(&self, payloads: &[&[u8]]) -> Result<Ticket> {
         self.submit(payloads.iter().map(|p| (0, *p)), true)
     }
@@ -738,6 +930,86 @@ impl Wal {
         self.submit(payloads.iter().map(|p| (0, *p)), false)
     }
 
+    /// Like [`append_kind`](Self::append_kind) but returns [`Error::Backpressure`]
+    /// instead of blocking.
+    pub fn try_append_kind(&self, kind: u8, payload: &[u8]) -> Result<Ticket> {
+        self.submit(std::iter::once((kind, payload)), false)
+    }
+
+    /// Like [`append_batch_kinds`](Self::append_batch_kinds) but returns
+    /// [`Error::Backpressure`] instead of blocking.
+    pub fn try_append_batch_kinds(&self, records: &[(u8, &[u8])]) -> Result<Ticket> {
+        self.submit(records.iter().copied(), false)
+    }
+
+    /// Counters since open and the log's current extent.
+    pub fn stats(&self) -> WalStats {
+        let s = &*self.shared;
+        let (segments, first_lsn) = {
+            let segs = lock(&s.segments);
+            (segs.len() as u64, segs.first().map_or(1, |f| f.first_lsn))
+        };
+        WalStats {
+            queued_bytes: s.queued_bytes.load(Ordering::SeqCst),
+            groups: s.stats.groups.load(Ordering::Relaxed),
+            syncs: s.stats.syncs.load(Ordering::Relaxed),
+            bytes_written: s.stats.bytes_written.load(Ordering::Relaxed),
+            zeros_written: s.stats.zeros_written.load(Ordering::Relaxed),
+            segments,
+            spares: lock(&s.spares).len() as u64,
+            flusher_wakeups: s.stats.wakeups.load(Ordering::Relaxed),
+            durable_lsn: self.durable_lsn(),
+            first_lsn,
+        }
+    }
+
+    /// The durable LSN with where its record ends on disk, published together: every
+    /// record with an LSN at or below `lsn` is durable (under the [`SyncMode`]), and the
+    /// durable bytes of segment `segment` end at `end_offset`.
+    ///
+    /// The read contract for a reader of segment files (rather than [`Wal::iter_from`]):
+    ///
+    /// - Take the extent from one call (or from [`Wal::segments`]): bytes of segment
+    ///   `segment` in `[32, end_offset)`, and of the segments before it up to their
+    ///   [`SegmentInfo::durable_end`], are whole, checksummed records with consecutive
+    ///   LSNs, the last one `lsn`. Never read past them: what follows is a group still being
+    ///   written, zeros of the preallocated space, a close marker, or (in a recycled
+    ///   segment) stale records of an earlier segment.
+    /// - The position only moves forward: into the same segment, or to a later one once a
+    ///   record of that one is durable.
+    /// - [`Wal::truncate_before`] may retire a segment and a later rollover reuse its file
+    ///   for a new segment, so bytes read from a file (by path or through a handle opened
+    ///   earlier) are that segment's only if the segment is still in the log after the
+    ///   read: check `wal.first_lsn() <= segment` once the bytes are in memory, and discard
+    ///   them otherwise. A segment leaves the log before its file can be reused.
+    pub fn durable_position(&self) -> DurablePosition {
+        *lock(&self.shared.position)
+    }
+
+    /// The segments of the log, oldest first, with their durable extents at one moment
+    /// (see [`durable_position`](Self::durable_position) for how to read them safely).
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        let segs = lock(&self.shared.segments);
+        let pos = self.durable_position();
+        let last = segs.len().saturating_sub(1);
+        segs.iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let durable_end = match i == last {
+                    false => m.end,
+                    true if pos.segment == m.first_lsn => pos.end_offset,
+                    true => format::SEGMENT_HEADER_LEN as u64,
+                };
+                SegmentInfo {
+                    first_lsn: m.first_lsn,
+                    path: m.path.clone(),
+                    durable_end,
+                    file_len: m.file_len,
+                }
+            })
+            .collect()
+    }
+
     /// The highest LSN acknowledged as durable under the `SyncMode` (0 if none yet).
     pub fn durable_lsn(&self) -> Lsn {
         self.shared.durable_lsn.load(Ordering::SeqCst)
@@ -754,6 +1026,12 @@ impl Wal {
     /// when it has caught up with [`durable_lsn`](Self::durable_lsn); after
     /// [`wait_for`](Self::wait_for) it resumes. Fails with [`Error::Truncated`] if `lsn`
     /// was removed by [`truncate_before`](Self::truncate_before).
+    ///
+    /// The iterator starts at the closest record at or below `lsn` that its segment's
+    /// sparse in-memory index names (about one every 64 KiB of the segment, noted as
+    /// groups are written and rebuilt by recovery), so it verifies at most about 64 KiB of
+    /// records before `lsn`, without copying them. [`Iter::next_ref`] borrows each payload
+    /// from the iterator's read buffer instead of allocating a `Vec` per record.
     pub fn iter_from(&self, lsn: Lsn) -> Result<Iter> {
         let first = self.first_lsn();
         if lsn < first {

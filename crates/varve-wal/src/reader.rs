@@ -21,6 +21,36 @@ pub struct Record {
     pub payload: Vec<u8>,
 }
 
+/// One record read back from the log, borrowed from the iterator's buffer
+/// ([`Iter::next_ref`]): valid until the iterator is used again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// Its LSN.
+    pub lsn: Lsn,
+    /// The caller-supplied kind byte.
+    pub kind: u8,
+    /// The payload bytes (checksum verified).
+    pub payload: &'a [u8],
+}
+
+impl RecordRef<'_> {
+    /// An owned copy.
+    pub fn to_record(&self) -> Record {
+        Record {
+            lsn: self.lsn,
+            kind: self.kind,
+            payload: self.payload.to_vec(),
+        }
+    }
+}
+
+/// A record found by [`Iter::advance`]: its payload is `seg.buf[payload]`.
+struct Found {
+    lsn: Lsn,
+    kind: u8,
+    payload: std::ops::Range<usize>,
+}
+
 /// Read-ahead size of the iterator.
 const READ_CHUNK: usize = 256 << 10;
 
@@ -30,6 +60,8 @@ struct OpenSegment {
     first_lsn: Lsn,
     /// First LSN of the following segment, once known.
     next_first: Option<Lsn>,
+    /// Size of the file: no record read from it can be longer than what is left of it.
+    file_len: u64,
     buf: Vec<u8>,
     buf_start: u64,
     pos: u64,
@@ -77,6 +109,9 @@ pub struct Iter {
     start: Lsn,
     seg: Option<OpenSegment>,
     failed: bool,
+    /// Records decoded so far, those skipped below `start` included (tests: a seek
+    /// through the sparse index decodes few).
+    decoded: u64,
 }
 
 impl std::fmt::Debug for Iter {
@@ -95,6 +130,7 @@ impl Iter {
             start,
             seg: None,
             failed: false,
+            decoded: 0,
         }
     }
 
@@ -103,50 +139,56 @@ impl Iter {
         self.next_lsn.max(self.start)
     }
 
-    /// Opens the segment holding `self.next_lsn` (positioned at its first record).
+    /// Opens the segment holding `self.next_lsn`, positioned at the record its sparse index
+    /// names as the closest at or below `self.next_lsn` (its first record if none).
     fn open_segment(&mut self) -> Result<()> {
-        let (meta, next_first, first_kept) = {
+        let (meta, next_first, first_kept, seek) = {
             let segs = lock(&self.shared.segments);
             let idx = segs.partition_point(|s| s.first_lsn <= self.next_lsn);
             let first_kept = segs.first().map_or(1, |s| s.first_lsn);
-            let meta = idx.checked_sub(1).and_then(|i| segs.get(i)).cloned();
-            (meta, segs.get(idx).map(|s| s.first_lsn), first_kept)
+            let meta = idx.checked_sub(1).and_then(|i| segs.get(i));
+            let seek = meta.and_then(|m| m.index.seek(self.next_lsn));
+            let meta = meta.map(|m| (m.first_lsn, m.path.clone()));
+            (meta, segs.get(idx).map(|s| s.first_lsn), first_kept, seek)
         };
         let truncated = Error::Truncated {
             requested: self.next_lsn,
             first: first_kept,
         };
-        let Some(meta) = meta else {
+        let Some((meta_first, meta_path)) = meta else {
             return Err(truncated);
         };
-        let file = match File::open(&meta.path) {
+        let file = match File::open(&meta_path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(truncated),
             Err(e) => return Err(e.into()),
         };
+        let file_len = file.metadata()?.len();
         let mut seg = OpenSegment {
             file,
-            path: meta.path,
-            first_lsn: meta.first_lsn,
+            path: meta_path,
+            first_lsn: meta_first,
             next_first,
+            file_len,
             buf: Vec::new(),
             buf_start: 0,
             pos: 0,
         };
         seg.fill(format::SEGMENT_HEADER_LEN, true)?;
         let first = format::decode_segment_header(seg.window()).map(|h| h.first_lsn);
-        if first != Ok(meta.first_lsn) {
+        if first != Ok(meta_first) {
             return Err(self
-                .truncated_since(meta.first_lsn)
+                .truncated_since(meta_first)
                 .unwrap_or(Error::Corrupted {
                     segment: seg.path,
                     offset: 0,
                     what: "segment header changed or damaged while reading",
                 }));
         }
-        seg.pos = format::SEGMENT_HEADER_LEN as u64;
-        // Records before next_lsn in this segment are skipped by `next`.
-        self.next_lsn = meta.first_lsn;
+        // Records before next_lsn from there on are skipped by `next`.
+        let (lsn, pos) = seek.unwrap_or((meta_first, format::SEGMENT_HEADER_LEN as u64));
+        seg.pos = pos;
+        self.next_lsn = lsn;
         self.seg = Some(seg);
         Ok(())
     }
@@ -164,7 +206,44 @@ impl Iter {
         })
     }
 
-    fn read_one(&mut self) -> Result<Option<Record>> {
+    /// Like [`Iterator::next`], but the payload is borrowed from the iterator's read buffer
+    /// instead of copied into a new `Vec`: no allocation per record. The borrow ends at
+    /// the next call.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next_ref(&mut self) -> Option<Result<RecordRef<'_>>> {
+        let found = self.next_found()?;
+        Some(found.map(|f| {
+            RecordRef {
+                lsn: f.lsn,
+                kind: f.kind,
+                payload: self
+                    .seg
+                    .as_ref()
+                    .and_then(|s| s.buf.get(f.payload))
+                    .unwrap_or_default(),
+            }
+        }))
+    }
+
+    /// The next record at or above `start` (records below it are verified and skipped
+    /// without copying); `None` when caught up or after an error.
+    fn next_found(&mut self) -> Option<Result<Found>> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            match self.advance() {
+                Ok(Some(f)) if f.lsn < self.start => continue,
+                Ok(f) => return f.map(Ok),
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+
+    fn advance(&mut self) -> Result<Option<Found>> {
         let durable = self.shared.durable_lsn.load(Ordering::SeqCst);
         let target = self.next_lsn.max(self.start);
         if target > durable {
@@ -190,8 +269,11 @@ impl Iter {
             self.next_lsn = target;
             self.open_segment()?;
         }
-        // Bounded by the file, not by today's max_record_size (it may have been larger).
-        let max = u32::MAX as usize;
+        // A length read from disk is not trusted before the checksum: it is capped by
+        // today's max_record_size or the longest record recovery found (the log may have
+        // been written with a larger limit), and by what is left of the file, before a
+        // buffer is sized for it.
+        let max = self.shared.max_read_len;
         let lsn = self.next_lsn;
         let Some(seg) = self.seg.as_mut() else {
             return Ok(None);
@@ -201,19 +283,20 @@ impl Iter {
             let Some(h) = format::decode_record_header(seg.window()) else {
                 continue;
             };
+            let left = seg.file_len.saturating_sub(seg.pos);
+            if h.len as usize > max || h.framed_len() as u64 > left {
+                continue;
+            }
             seg.fill(h.framed_len(), false)?;
             if let Some(h) = format::verify_record(seg.window(), max, |l| l == lsn) {
-                let payload = seg
-                    .window()
-                    .get(format::RECORD_HEADER_LEN..h.framed_len())
-                    .map(<[u8]>::to_vec)
-                    .unwrap_or_default();
+                let at = (seg.pos - seg.buf_start) as usize + format::RECORD_HEADER_LEN;
                 seg.pos += h.framed_len() as u64;
                 self.next_lsn += 1;
-                return Ok(Some(Record {
+                self.decoded += 1;
+                return Ok(Some(Found {
                     lsn,
                     kind: h.kind,
-                    payload,
+                    payload: at..at + h.len as usize,
                 }));
             }
         }
@@ -231,19 +314,7 @@ impl Iterator for Iter {
     type Item = Result<Record>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        loop {
-            match self.read_one() {
-                Ok(Some(r)) if r.lsn < self.start => continue,
-                Ok(r) => return r.map(Ok),
-                Err(e) => {
-                    self.failed = true;
-                    return Some(Err(e));
-                }
-            }
-        }
+        self.next_ref().map(|r| r.map(|r| r.to_record()))
     }
 }
 
@@ -264,6 +335,7 @@ mod tests {
             path: path.clone(),
             first_lsn: 1,
             next_first: None,
+            file_len: 1 << 20,
             buf: Vec::new(),
             buf_start: 0,
             pos: 0,
@@ -338,5 +410,159 @@ mod tests {
             seg.fill(24, false).unwrap();
             assert_eq!(seg.window(), &expected((1 << 20) - 5, 5)[..]);
         });
+    }
+}
+
+#[cfg(test)]
+mod untrusted {
+    use crate::tests::{bounded, small};
+    use crate::{Error, Wal};
+
+    #[test]
+    fn a_length_read_from_disk_is_capped_before_a_buffer_is_sized_for_it() {
+        bounded(|| {
+            let d = tempfile::tempdir().unwrap();
+            let wal = Wal::open(d.path(), small()).unwrap();
+            for i in 0..3u8 {
+                wal.append(&[i; 100]).unwrap().wait().unwrap();
+            }
+            let path = wal.segments()[0].path.clone();
+            // Record 2's length field says 100 MiB: more than the segment (64 KiB) and
+            // max_record_size (8 KiB); then 9 KiB: within the file, beyond max_record_size
+            // (and the longest record recovery found).
+            let rec2 = (crate::format::SEGMENT_HEADER_LEN + 124) as u64;
+            for len in [100u32 << 20, 9 << 10] {
+                let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                std::os::unix::fs::FileExt::write_all_at(&f, &len.to_le_bytes(), rec2).unwrap();
+                let mut it = wal.iter_from(1).unwrap();
+                assert_eq!(it.next().unwrap().unwrap().payload, [0u8; 100]);
+                match it.next() {
+                    Some(Err(Error::Corrupted { offset, .. })) => assert_eq!(offset, rec2),
+                    other => panic!("{other:?}"),
+                }
+                // Nothing was sized by the bad length: one read chunk at most.
+                let cap = it.seg.as_ref().unwrap().buf.capacity();
+                assert!(cap <= super::READ_CHUNK, "{len}: buffer of {cap} bytes");
+            }
+        });
+    }
+
+    #[test]
+    fn a_record_longer_than_today_s_limit_written_under_a_larger_one_still_reads() {
+        let d = tempfile::tempdir().unwrap();
+        let wal = Wal::open(d.path(), small().max_record_size(16 << 10)).unwrap();
+        wal.append(&[7u8; 12 << 10]).unwrap().wait().unwrap();
+        drop(wal);
+        let wal = Wal::open(d.path(), small()).unwrap();
+        let r = wal.iter_from(1).unwrap().next().unwrap().unwrap();
+        assert_eq!(r.payload, vec![7u8; 12 << 10]);
+    }
+}
+
+#[cfg(test)]
+mod seek {
+    use crate::format::{RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+    use crate::index::INDEX_EVERY;
+    use crate::tests::small;
+    use crate::{Options, Wal};
+
+    const PAYLOAD: usize = 1024 - RECORD_HEADER_LEN;
+    /// Records between two index entries, at most (entries fall on record starts).
+    const PER_ENTRY: u64 = INDEX_EVERY / 1024 + 1;
+
+    fn payload(lsn: u64) -> Vec<u8> {
+        let mut p = vec![(lsn % 251) as u8; PAYLOAD];
+        p[..8].copy_from_slice(&lsn.to_le_bytes());
+        p
+    }
+
+    fn opts() -> Options {
+        small().segment_size(8 << 20)
+    }
+
+    /// Opens an iterator at `lsn`, checks the records it yields from there and returns
+    /// how many records it decoded to reach `lsn`.
+    fn decoded_to_reach(wal: &Wal, lsn: u64, last: u64) -> u64 {
+        let mut it = wal.iter_from(lsn).unwrap();
+        let first = it.next().unwrap().unwrap();
+        assert_eq!((first.lsn, first.payload), (lsn, payload(lsn)));
+        let decoded = it.decoded;
+        let r = it.next_ref().map(|r| r.unwrap().lsn);
+        assert_eq!(r, (lsn < last).then_some(lsn + 1));
+        decoded
+    }
+
+    #[test]
+    fn iter_from_seeks_through_the_sparse_index_written_and_recovered() {
+        let d = tempfile::tempdir().unwrap();
+        let wal = Wal::open(d.path(), opts()).unwrap();
+        // Groups of 100 records (100 KiB), then one group of 2000 (2 MiB): entries come
+        // from group starts and from inside a group.
+        let mut lsn = 1;
+        for _ in 0..10 {
+            let ps: Vec<Vec<u8>> = (lsn..lsn + 100).map(payload).collect();
+            let refs: Vec<&[u8]> = ps.iter().map(Vec::as_slice).collect();
+            wal.append_batch(&refs).unwrap().wait().unwrap();
+            lsn += 100;
+        }
+        let ps: Vec<Vec<u8>> = (lsn..lsn + 2000).map(payload).collect();
+        let refs: Vec<&[u8]> = ps.iter().map(Vec::as_slice).collect();
+        wal.append_batch(&refs).unwrap().wait().unwrap();
+        let last = lsn + 1999;
+        let check = |wal: &Wal| {
+            for target in [1, 2, 150, 999, 1000, 1001, 1500, 2500, last - 1, last] {
+                let decoded = decoded_to_reach(wal, target, last);
+                assert!(
+                    decoded <= PER_ENTRY + 1,
+                    "{decoded} records decoded to reach {target}"
+                );
+            }
+        };
+        check(&wal);
+        drop(wal);
+        // Rebuilt by recovery.
+        let wal = Wal::open(d.path(), opts()).unwrap();
+        check(&wal);
+        let segs = wal.shared.segments.lock().unwrap();
+        let entries = segs[0].index.entries();
+        // About one entry per INDEX_EVERY bytes of the 3 MiB written.
+        let bytes = last * 1024;
+        assert!(
+            entries.len() as u64 >= bytes / INDEX_EVERY - 2,
+            "{}",
+            entries.len()
+        );
+        for &(lsn, off) in entries {
+            assert_eq!(off, SEGMENT_HEADER_LEN as u64 + (lsn - 1) * 1024);
+        }
+    }
+
+    #[test]
+    fn next_ref_borrows_the_payload_from_the_read_buffer() {
+        let d = tempfile::tempdir().unwrap();
+        let wal = Wal::open(d.path(), opts()).unwrap();
+        for lsn in 1..=20 {
+            wal.append_kind(lsn as u8, &payload(lsn))
+                .unwrap()
+                .wait()
+                .unwrap();
+        }
+        let owned: Vec<_> = wal.iter_from(3).unwrap().map(Result::unwrap).collect();
+        let mut it = wal.iter_from(3).unwrap();
+        let mut n = 0;
+        while let Some(r) = it.next_ref() {
+            let r = r.unwrap();
+            assert_eq!(r.to_record(), owned[n]);
+            assert_eq!(r.kind, r.lsn as u8);
+            let p = r.payload.as_ptr_range();
+            let buf = it.seg.as_ref().unwrap().buf.as_ptr_range();
+            assert!(buf.start <= p.start && p.end <= buf.end, "not borrowed");
+            n += 1;
+        }
+        assert_eq!(n, 18);
+        // Caught up: resumes after more records are durable.
+        wal.append(b"21").unwrap().wait().unwrap();
+        let r = it.next_ref().unwrap().unwrap();
+        assert_eq!((r.lsn, r.payload), (21, &b"21"[..]));
     }
 }

@@ -32,6 +32,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::format::{self, HeaderError};
+use crate::index::SparseIndex;
 use crate::storage::Storage;
 use crate::{RecoveryMode, RecoveryReport};
 
@@ -40,6 +41,13 @@ use crate::{RecoveryMode, RecoveryReport};
 pub(crate) struct SegmentMeta {
     pub(crate) first_lsn: u64,
     pub(crate) path: PathBuf,
+    /// End offset of its records once sealed (not kept up to date for the last segment,
+    /// whose end is the durable position).
+    pub(crate) end: u64,
+    /// Size of the file.
+    pub(crate) file_len: u64,
+    /// Where some of its records start.
+    pub(crate) index: SparseIndex,
 }
 
 /// What recovery found: the segments to keep and where appending resumes.
@@ -55,6 +63,8 @@ pub(crate) struct Recovered {
     pub(crate) last_recycled: bool,
     /// Spare files kept for reuse, oldest first.
     pub(crate) spares: Vec<PathBuf>,
+    /// The longest payload of a record in the kept segments.
+    pub(crate) max_len: usize,
     pub(crate) report: RecoveryReport,
 }
 
@@ -77,6 +87,17 @@ pub(crate) struct SegmentScan {
     pub(crate) dropped_records: u64,
     /// A valid `EPOCH_START` record lies after the bad spot.
     pub(crate) epoch_after_bad: bool,
+    /// The records end with a clean close's marker (at `end`).
+    pub(crate) closed: bool,
+    /// Where the bytes after the log's end start: `end`, or past the close marker.
+    pub(crate) clean_end: usize,
+    /// A valid close marker lies after the bad spot: the log was closed cleanly with
+    /// records there that are now damaged or missing.
+    pub(crate) close_after_bad: bool,
+    /// The longest payload among the records before the bad spot.
+    pub(crate) max_len: usize,
+    /// The sparse index of the records kept.
+    pub(crate) index: SparseIndex,
 }
 
 /// Scans the bytes of one segment whose header says `first_lsn` (and whether it was
@@ -89,10 +110,23 @@ pub(crate) fn scan_segment(buf: &[u8], first_lsn: u64, recycled: bool, tail: boo
     let mut off = format::SEGMENT_HEADER_LEN;
     let mut lsn = first_lsn;
     let (mut end, mut next_lsn, mut records, mut pending) = (off, first_lsn, 0u64, 0u64);
+    let mut max_len = 0;
+    let mut closed = false;
+    let mut index = SparseIndex::default();
     while let Some(h) = buf
         .get(off..)
         .and_then(|rest| format::verify_record(rest, rest.len(), |l| l == lsn))
     {
+        if h.flags & format::FLAG_CLOSE != 0 {
+            // The end of a cleanly closed log: right after a complete batch, or nowhere.
+            if format::is_close_marker(&h) && pending == 0 {
+                closed = true;
+                off += h.framed_len();
+            }
+            break;
+        }
+        max_len = max_len.max(h.len as usize);
+        index.note(lsn, off as u64);
         off += h.framed_len();
         lsn += 1;
         pending += 1;
@@ -104,10 +138,12 @@ pub(crate) fn scan_segment(buf: &[u8], first_lsn: u64, recycled: bool, tail: boo
         }
     }
     let bad_offset = off.min(buf.len());
+    index.truncate_at(end as u64);
+    let clean_end = if closed { bad_offset } else { end };
     let nonzero_end = buf
-        .get(end..)
+        .get(clean_end..)
         .and_then(|rest| rest.iter().rposition(|&b| b != 0))
-        .map_or(end, |p| end + p + 1);
+        .map_or(clean_end, |p| clean_end + p + 1);
     // Only the bytes up to the last non-zero one can hold records.
     let live = buf.get(..nonzero_end).unwrap_or(buf);
     let after = if tail {
@@ -131,6 +167,11 @@ pub(crate) fn scan_segment(buf: &[u8], first_lsn: u64, recycled: bool, tail: boo
         garbage_end,
         dropped_records: pending + after.count,
         epoch_after_bad: after.epoch,
+        closed,
+        clean_end,
+        close_after_bad: after.close,
+        max_len,
+        index,
     }
 }
 
@@ -140,6 +181,8 @@ struct After {
     count: u64,
     /// One of them is flagged `EPOCH_START`.
     epoch: bool,
+    /// A close marker is among them (not counted in `count`).
+    close: bool,
     /// End offset of the last one (0 if none).
     last_end: usize,
 }
@@ -151,7 +194,7 @@ struct After {
 /// cheap: a look-alike header inside other bytes names a random LSN (almost never in the
 /// window), so its payload is not checksummed.
 fn scan_after(buf: &[u8], from: usize, lo: u64, base: usize) -> After {
-    let (mut next, mut count, mut epoch) = (from, 0u64, false);
+    let (mut next, mut count, mut epoch, mut close) = (from, 0u64, false, false);
     // A `for` over the offsets, so the scan ends with the buffer whatever the bytes say;
     // a valid record's bytes are skipped (a payload that looks like a record is payload).
     for off in from..buf.len() {
@@ -163,15 +206,20 @@ fn scan_after(buf: &[u8], from: usize, lo: u64, base: usize) -> After {
         };
         let hi = lo.saturating_add((off.saturating_sub(base) / format::RECORD_HEADER_LEN) as u64);
         if let Some(h) = format::verify_record(rest, rest.len(), |l| (lo..=hi).contains(&l)) {
-            count += 1;
-            epoch |= h.flags & format::FLAG_EPOCH_START != 0;
+            if format::is_close_marker(&h) {
+                close = true;
+            } else {
+                count += 1;
+                epoch |= h.flags & format::FLAG_EPOCH_START != 0;
+            }
             next = off + h.framed_len();
         }
     }
-    let last_end = if count == 0 { 0 } else { next };
+    let last_end = if next == from { 0 } else { next };
     After {
         count,
         epoch,
+        close,
         last_end,
     }
 }
@@ -223,6 +271,9 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Listing> {
             segs.push(SegmentMeta {
                 first_lsn,
                 path: entry.path(),
+                end: 0,
+                file_len: 0,
+                index: SparseIndex::default(),
             });
         } else if let Some(old_first) = format::parse_spare_file_name(name) {
             spares.push((old_first, entry.path()));
@@ -276,6 +327,9 @@ pub(crate) fn recover(
     let mut resume = (1u64, format::SEGMENT_HEADER_LEN as u64, 0u64);
     let mut last_recycled = false;
     let mut keep = segs.len();
+    let mut max_len = 0;
+    // (end of records, file size) of each segment scanned.
+    let mut sizes = Vec::with_capacity(segs.len());
     for (i, seg) in segs.iter().enumerate() {
         buf.clear();
         File::open(&seg.path)?.read_to_end(&mut buf)?;
@@ -292,6 +346,10 @@ pub(crate) fn recover(
                 "segment name and header disagree on the first LSN",
             ));
         }
+        if first == 0 {
+            // LSNs start at 1: no writer made this segment.
+            return Err(corrupted(0, "segment first LSN is 0"));
+        }
         if expected.is_some_and(|e| e != first) {
             return Err(corrupted(0, "LSN gap between consecutive segments"));
         }
@@ -305,7 +363,7 @@ pub(crate) fn recover(
         }
         report.segments += 1;
         report.records += scan.records;
-        let damaged = scan.garbage_end > scan.end;
+        let damaged = scan.garbage_end > scan.clean_end;
         // A sealed segment was synced before its successor was created: it must end
         // exactly where the next one begins. Stray bytes after that end (in never-written
         // space) hold no record and are left alone.
@@ -322,6 +380,9 @@ pub(crate) fn recover(
             None if damaged && scan.epoch_after_bad => {
                 Some("bad record followed by valid synced records")
             }
+            None if damaged && scan.close_after_bad => {
+                Some("bad record before the marker of a clean close")
+            }
             _ => None,
         };
         if let Some(what) = damage {
@@ -333,18 +394,29 @@ pub(crate) fn recover(
         }
         // Bytes past the end are cut in the last segment (a torn tail) and in a sealed one
         // whose corruption was tolerated; keep is the segment count unless it was.
-        let torn = scan.garbage_end - scan.end;
+        // A close marker alone is not cut (the next write overwrites it).
+        let torn = if damaged {
+            scan.garbage_end - scan.end
+        } else {
+            0
+        };
         if keep == i + 1 && torn != 0 {
             zero_range(&seg.path, scan.end, scan.garbage_end)?;
             report.dropped_bytes += torn as u64;
             report.dropped_records += scan.dropped_records;
         }
         expected = Some(scan.next_lsn);
+        max_len = max_len.max(scan.max_len);
+        sizes.push((scan.end as u64, buf.len() as u64, scan.index));
         resume = (scan.next_lsn, scan.end as u64, buf.len() as u64);
+        report.closed_cleanly = scan.closed && !damaged;
         last_recycled = header.recycled;
         if keep == i + 1 {
             break;
         }
+    }
+    for (seg, (end, file_len, index)) in segs.iter_mut().zip(sizes) {
+        (seg.end, seg.file_len, seg.index) = (end, file_len, index);
     }
     let mut removed_any = keep != segs.len();
     for seg in segs.drain(keep..) {
@@ -375,6 +447,7 @@ pub(crate) fn recover(
         last_len: resume.2,
         last_recycled,
         spares: kept,
+        max_len,
         report,
     })
 }
@@ -409,6 +482,7 @@ mod tests {
         let after = |count, epoch, last_end| After {
             count,
             epoch,
+            close: false,
             last_end,
         };
         assert_eq!(scan_after(&buf, 0, 5, 0), after(2, false, end8));

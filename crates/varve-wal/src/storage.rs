@@ -61,33 +61,8 @@ impl SegmentFile for FsSegment {
         self.0.sync_data()
     }
     fn start_writeback(&mut self, offset: u64, len: u64) -> io::Result<()> {
-        start_writeback(&self.0, offset, len)
+        crate::sys::start_writeback(&self.0, offset, len)
     }
-}
-
-/// `sync_file_range(SYNC_FILE_RANGE_WRITE)` (rustix has no binding for it).
-#[cfg(target_os = "linux")]
-fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    use std::os::fd::AsRawFd as _;
-    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
-        return Ok(());
-    };
-    // SAFETY: the descriptor is open for the borrow's duration; the call touches no memory
-    // of ours.
-    let rc = unsafe {
-        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Elsewhere the sync does all the work.
-#[cfg(not(target_os = "linux"))]
-fn start_writeback(_file: &File, _offset: u64, _len: u64) -> io::Result<()> {
-    Ok(())
 }
 
 /// Preallocates `size` bytes; falls back to `set_len` where `fallocate` is not supported.

@@ -54,6 +54,11 @@ impl TicketState {
         self.records
     }
 
+    /// The first LSN of the record(s) (0 until sequenced).
+    pub(crate) fn lsn(&self) -> Lsn {
+        self.first_lsn.load(Ordering::Acquire)
+    }
+
     /// Whether the owner has called [`Ticket::wait`].
     pub(crate) fn waited(&self) -> bool {
         self.waited.load(Ordering::Relaxed)

@@ -22,7 +22,8 @@ fn lsns_in_file_order(dir: &Path) -> Vec<u64> {
         while off + 24 <= b.len() {
             let len = u32::from_le_bytes(b[off..off + 4].try_into().unwrap()) as usize;
             let lsn = u64::from_le_bytes(b[off + 8..off + 16].try_into().unwrap());
-            if lsn == 0 {
+            // Zeros, or the close marker (flag 0x04) a clean close left: the end.
+            if lsn == 0 || b[off + 5] & 0x04 != 0 {
                 break;
             }
             out.push(lsn);

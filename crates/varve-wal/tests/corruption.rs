@@ -59,12 +59,23 @@ fn build(dir: &Path) -> (Vec<Rec>, std::ops::Range<usize>) {
     (recs, start..end)
 }
 
+/// The segment's bytes with the close marker at `end` (left by the clean close of
+/// `build`) zeroed: what a crash right after the last group's sync leaves.
+fn without_close_marker(mut bytes: Vec<u8>, end: usize) -> Vec<u8> {
+    // The marker: an empty record flagged CLOSE (0x04) with LSN 8 (docs/format.md).
+    assert_eq!(bytes[end + 5], 0x04);
+    assert_eq!(bytes[end + 8..end + 16], 8u64.to_le_bytes());
+    bytes[end..end + 24].fill(0);
+    bytes
+}
+
 #[test]
 fn torn_tail_at_every_offset_of_the_last_batch_drops_exactly_that_batch() {
     let d = tempfile::tempdir().unwrap();
     let (recs, batch) = build(d.path());
     let seg = segments(d.path()).remove(0);
-    let original = std::fs::read(&seg).unwrap();
+    // A torn write is what a crash leaves: no close marker.
+    let original = without_close_marker(std::fs::read(&seg).unwrap(), batch.end);
     assert!(original[batch.end..].iter().all(|&b| b == 0));
     for cut in batch.start..batch.end {
         for zero_instead_of_truncate in [false, true] {
@@ -107,25 +118,47 @@ fn every_single_byte_flip_gives_a_clean_prefix_or_corrupted() {
     let d = tempfile::tempdir().unwrap();
     let (recs, batch) = build(d.path());
     let seg = segments(d.path()).remove(0);
-    let original = std::fs::read(&seg).unwrap();
+    let closed = std::fs::read(&seg).unwrap();
+    // After a clean close (a close marker after the last group) and after a crash.
+    for crashed in [false, true] {
+        let original = if crashed {
+            without_close_marker(closed.clone(), batch.end)
+        } else {
+            closed.clone()
+        };
+        flips(&d, &recs, &batch, &seg, &original, crashed);
+    }
+}
+
+/// Flips every byte of the records and some after them, one at a time, in `original`;
+/// opens the log after each flip.
+fn flips(
+    d: &tempfile::TempDir,
+    recs: &[Rec],
+    batch: &std::ops::Range<usize>,
+    seg: &Path,
+    original: &[u8],
+    crashed: bool,
+) {
     let framed = |r: &Rec| 24 + r.2.len();
     let mut starts = vec![32usize];
-    for r in &recs {
+    for r in recs {
         starts.push(starts.last().unwrap() + framed(r));
     }
     let (mut corrupted, mut prefixes) = (0, 0);
     for off in (0..batch.end + 64).chain([original.len() - 1]) {
-        let mut b = original.clone();
+        let mut b = original.to_vec();
         b[off] ^= 0x5A;
-        std::fs::write(&seg, &b).unwrap();
+        std::fs::write(seg, &b).unwrap();
         match Wal::open(d.path(), opts()) {
             Ok(wal) => {
                 let got = read_all(&wal);
                 assert_eq!(got[..], recs[..got.len()], "flip at {off}: not a prefix");
-                if off < batch.start {
+                if off < batch.start || (off < batch.end && !crashed) {
                     panic!("flip at {off} in a synced group was not reported");
                 } else if off < batch.end {
-                    // In the last group: indistinguishable from a torn write.
+                    // In the last group with no close marker after it: indistinguishable
+                    // from a torn write.
                     assert_eq!(got.len(), 4, "flip at {off}");
                 } else {
                     assert_eq!(got.len(), recs.len(), "flip at {off} after the end");
@@ -141,15 +174,21 @@ fn every_single_byte_flip_gives_a_clean_prefix_or_corrupted() {
                     let rec_start = *starts.iter().rev().find(|&&s| s <= off).unwrap();
                     assert_eq!(offset as usize, rec_start, "flip at {off}");
                 }
-                assert!(off < batch.start, "flip at {off} reported as corruption");
+                // Before the last group, or in it when a clean close marked the end after
+                // it.
+                let synced = if crashed { batch.start } else { batch.end };
+                assert!(off < synced, "flip at {off} reported as corruption");
                 corrupted += 1;
             }
             Err(Error::BadMagic { .. }) => assert!(off < 8),
             Err(e) => panic!("flip at {off}: unexpected {e:?}"),
         }
-        std::fs::write(&seg, &original).unwrap();
+        std::fs::write(seg, original).unwrap();
     }
-    assert!(corrupted > 80 && prefixes > 80, "{corrupted} {prefixes}");
+    // After a clean close only the flips past the last record (in the marker or the zeros
+    // after it) leave a clean log; after a crash those in the last group too.
+    let least = if crashed { 80 } else { 60 };
+    assert!(corrupted > 80 && prefixes > least, "{corrupted} {prefixes}");
 }
 
 #[test]

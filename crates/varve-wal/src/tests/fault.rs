@@ -37,6 +37,13 @@ pub(crate) struct Plan {
     pub(crate) fail_writeback: AtomicBool,
     held: Mutex<(bool, bool)>, // (hold writes, a write is waiting)
     cv: Condvar,
+    /// Every write first sleeps this many milliseconds (a slow disk).
+    pub(crate) write_delay_ms: AtomicU64,
+    /// Syncs wait while this is set: (hold syncs, a sync is waiting).
+    held_sync: Mutex<(bool, bool)>,
+    sync_cv: Condvar,
+    /// The next write panics.
+    pub(crate) panic_write: AtomicBool,
 }
 
 /// What reached a segment file, in [`Plan::events`].
@@ -69,6 +76,18 @@ impl Plan {
     pub(crate) fn hold_writes(&self, on: bool) {
         self.held.lock().unwrap().0 = on;
         self.cv.notify_all();
+    }
+    pub(crate) fn hold_syncs(&self, on: bool) {
+        self.held_sync.lock().unwrap().0 = on;
+        self.sync_cv.notify_all();
+    }
+    /// Waits (at most 10 s) until a sync is held by [`Plan::hold_syncs`].
+    pub(crate) fn wait_for_held_sync(&self) {
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !self.held_sync.lock().unwrap().1 {
+            assert!(std::time::Instant::now() < give_up, "no sync arrived");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
     pub(crate) fn wait_for_held_write(&self) {
         let mut g = self.held.lock().unwrap();
@@ -123,6 +142,13 @@ impl SegmentFile for FaultySegment {
             }
             g.1 = false;
         }
+        if self.plan.panic_write.swap(false, Ordering::SeqCst) {
+            panic!("injected panic in a segment write");
+        }
+        let delay = self.plan.write_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(delay));
+        }
         if self
             .plan
             .interrupts
@@ -153,6 +179,21 @@ impl SegmentFile for FaultySegment {
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
+        {
+            let mut g = self.plan.held_sync.lock().unwrap();
+            // Bounded like held writes.
+            let give_up = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while g.0 && std::time::Instant::now() < give_up {
+                g.1 = true;
+                g = self
+                    .plan
+                    .sync_cv
+                    .wait_timeout(g, std::time::Duration::from_millis(50))
+                    .unwrap()
+                    .0;
+            }
+            g.1 = false;
+        }
         if self.plan.fail_sync.load(Ordering::SeqCst) {
             self.plan
                 .sync_attempts_after_failure
@@ -859,4 +900,49 @@ fn interval_mode_syncs_one_interval_after_the_last_sync() {
     // Due 300 ms from now; 600 ms from now would be one interval after the write.
     std::thread::sleep(Duration::from_millis(450));
     assert_eq!(plan.syncs(), before + 1);
+}
+
+#[test]
+fn a_flusher_panic_poisons_the_log_and_fails_every_waiting_ticket() {
+    // Bounded: a ticket or appender left waiting for a dead flusher fails the suite.
+    super::bounded(|| {
+        let d = tempfile::tempdir().unwrap();
+        let (storage, plan) = FaultyStorage::create();
+        let wal = Wal::open_with(d.path(), small().max_queued_bytes(2 * 624), storage).unwrap();
+        assert_eq!(wal.append(b"ok").unwrap().wait().unwrap(), 1);
+        plan.hold_writes(true);
+        let first = wal.append(&[1u8; 600]).unwrap();
+        plan.wait_for_held_write();
+        let second = wal.try_append(&[2u8; 600]).unwrap();
+        let panicked = |r: crate::Result<u64>| match r {
+            Err(Error::Poisoned(c)) => assert!(
+                c.to_string()
+                    .contains("panicked: injected panic in a segment write"),
+                "{c}"
+            ),
+            other => panic!("expected Poisoned, got {other:?}"),
+        };
+        std::thread::scope(|s| {
+            // Blocked at the queue cap until the flusher is gone.
+            let blocked = s.spawn(|| wal.append(&[3u8; 600]).and_then(crate::Ticket::wait));
+            // A reader waiting for records that will never come.
+            let reader = s.spawn(|| wal.wait_for(3, std::time::Duration::from_secs(3600)));
+            super::until_readers_wait(&wal, 1);
+            plan.panic_write.store(true, Ordering::SeqCst);
+            plan.hold_writes(false);
+            panicked(first.wait());
+            panicked(second.wait());
+            panicked(blocked.join().unwrap());
+            match reader.join().unwrap() {
+                Err(Error::Poisoned(_)) => {}
+                other => panic!("{other:?}"),
+            }
+        });
+        panicked(wal.append(b"later").and_then(crate::Ticket::wait));
+        assert_eq!(wal.durable_lsn(), 1);
+        assert_eq!(wal.shared.queued_bytes.load(Ordering::SeqCst), 0);
+        assert!(matches!(wal.close(), Err(Error::Poisoned(_))));
+        let wal = Wal::open(d.path(), small()).unwrap();
+        assert_eq!(read_all(&wal), vec![(1, 0, b"ok".to_vec())]);
+    });
 }

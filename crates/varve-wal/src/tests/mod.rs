@@ -1,6 +1,7 @@
 //! Unit tests of the WAL as a whole, including fault injection through the `Storage` trait.
 
 mod ahead;
+mod engine;
 mod fault;
 mod recycle;
 
@@ -48,6 +49,24 @@ pub(crate) fn bounded(f: impl FnOnce() + Send + 'static) {
         std::process::exit(101);
     }
     h.join().unwrap();
+}
+
+/// Zeroes the close marker a clean close left at the end of the log in `dir`, so the
+/// directory looks like one a crash (kill -9) left: tests that simulate a torn write start
+/// from there. Returns the marker's offset in the last segment.
+pub(crate) fn as_if_crashed(dir: &std::path::Path) -> u64 {
+    let last = crate::recovery::list_segments(dir)
+        .unwrap()
+        .segments
+        .pop()
+        .unwrap();
+    let mut bytes = std::fs::read(&last.path).unwrap();
+    let h = crate::format::decode_segment_header(&bytes).unwrap();
+    let scan = crate::recovery::scan_segment(&bytes, h.first_lsn, h.recycled, false);
+    assert!(scan.closed, "no close marker at the end of {:?}", last.path);
+    bytes[scan.end..scan.clean_end].fill(0);
+    std::fs::write(&last.path, &bytes).unwrap();
+    scan.end as u64
 }
 
 pub(crate) fn read_all(wal: &Wal) -> Vec<(u64, u8, Vec<u8>)> {
@@ -412,6 +431,7 @@ fn recovery_report_counts_a_torn_batch() {
         .wait()
         .unwrap();
     drop(wal);
+    as_if_crashed(d.path());
     let seg = crate::recovery::list_segments(d.path()).unwrap().segments[0]
         .path
         .clone();
@@ -726,4 +746,145 @@ fn tickets_carry_the_configured_wait_yield() {
     let t = wal.append_batch(&[b"y", b"z"]).unwrap();
     assert_eq!(t.wait_yield, Duration::from_micros(500));
     assert_eq!(t.wait().unwrap(), 2);
+}
+
+#[test]
+fn a_segment_whose_first_lsn_is_zero_is_corrupted_not_a_panic() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join(crate::format::segment_file_name(0));
+    let mut bytes = crate::format::encode_segment_header(0, false).to_vec();
+    bytes.resize(64 << 10, 0);
+    std::fs::write(&path, &bytes).unwrap();
+    match Wal::open(d.path(), small()) {
+        Err(Error::Corrupted {
+            segment,
+            offset: 0,
+            what,
+        }) => {
+            assert_eq!(segment, path);
+            assert!(what.contains("LSN is 0"), "{what}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Nothing changed on disk.
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+}
+
+#[test]
+fn a_clean_close_leaves_a_marker_that_reopening_keeps_and_the_next_write_overwrites() {
+    let d = tempfile::tempdir().unwrap();
+    let wal = Wal::open(d.path(), small()).unwrap();
+    assert!(!wal.recovery_report().closed_cleanly, "a new log");
+    for i in 0..3u8 {
+        wal.append(&[i; 10]).unwrap().wait().unwrap();
+    }
+    wal.close().unwrap();
+    let seg = crate::recovery::list_segments(d.path()).unwrap().segments[0]
+        .path
+        .clone();
+    let marker_at = 32 + 3 * 34;
+    let bytes = std::fs::read(&seg).unwrap();
+    assert_eq!(
+        bytes[marker_at..marker_at + 24],
+        crate::format::close_marker(4)
+    );
+    assert!(bytes[marker_at + 24..].iter().all(|&b| b == 0));
+    // Reopened and closed again without a write: the marker stays where it was.
+    for _ in 0..2 {
+        let wal = Wal::open(d.path(), small()).unwrap();
+        let rep = wal.recovery_report().clone();
+        assert!(rep.closed_cleanly);
+        assert_eq!((rep.records, rep.next_lsn, rep.dropped_bytes), (3, 4, 0));
+        assert_eq!(read_all(&wal).len(), 3);
+        drop(wal);
+        assert_eq!(std::fs::read(&seg).unwrap(), bytes);
+    }
+    let wal = Wal::open(d.path(), small()).unwrap();
+    assert_eq!(wal.append(b"four").unwrap().wait().unwrap(), 4);
+    drop(wal);
+    let wal = Wal::open(d.path(), small()).unwrap();
+    assert!(wal.recovery_report().closed_cleanly);
+    assert_eq!(read_all(&wal).last().unwrap().2, b"four");
+    drop(wal);
+    // A crash leaves no marker: nothing to report.
+    as_if_crashed(d.path());
+    let wal = Wal::open(d.path(), small()).unwrap();
+    assert!(!wal.recovery_report().closed_cleanly);
+    assert_eq!(read_all(&wal).len(), 4);
+}
+
+#[test]
+fn a_damaged_last_group_before_a_clean_close_is_corruption_not_a_torn_tail() {
+    let d = tempfile::tempdir().unwrap();
+    let wal = Wal::open(d.path(), small()).unwrap();
+    for i in 0..5u8 {
+        wal.append(&[i; 10]).unwrap().wait().unwrap();
+    }
+    drop(wal);
+    let seg = crate::recovery::list_segments(d.path()).unwrap().segments[0]
+        .path
+        .clone();
+    let mut b = std::fs::read(&seg).unwrap();
+    let last = 32 + 4 * 34; // record 5, the last group
+    b[last + 30] ^= 0x40;
+    std::fs::write(&seg, &b).unwrap();
+    match Wal::open(d.path(), small()) {
+        Err(Error::Corrupted { offset, what, .. }) => {
+            assert_eq!(offset, last as u64);
+            assert!(what.contains("clean close"), "{what}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(std::fs::read(&seg).unwrap(), b, "refusal changes nothing");
+    // Tolerated: the prefix stays and where it was is reported.
+    let tolerant = small().recovery_mode(RecoveryMode::TolerateCorruptTail);
+    let wal = Wal::open(d.path(), tolerant).unwrap();
+    let rep = wal.recovery_report().clone();
+    assert_eq!(rep.corruption, Some((seg.clone(), last as u64)));
+    assert_eq!((rep.records, rep.next_lsn), (4, 5));
+    assert!(!rep.closed_cleanly);
+    drop(wal);
+    // The same damage after a crash (no marker) is a torn tail.
+    std::fs::write(&seg, &b).unwrap();
+    as_if_crashed_at(&seg, last + 34);
+    let wal = Wal::open(d.path(), small()).unwrap();
+    let rep = wal.recovery_report().clone();
+    assert_eq!((rep.records, rep.next_lsn, rep.dropped_records), (4, 5, 0));
+    assert!(rep.corruption.is_none());
+}
+
+/// Zeroes the close marker at `at` in `seg` (checking that it is one).
+fn as_if_crashed_at(seg: &std::path::Path, at: usize) {
+    let mut b = std::fs::read(seg).unwrap();
+    let h = crate::format::decode_record_header(&b[at..]).unwrap();
+    assert!(crate::format::is_close_marker(&h));
+    b[at..at + 24].fill(0);
+    std::fs::write(seg, &b).unwrap();
+}
+
+#[test]
+fn a_close_with_no_room_left_in_the_segment_puts_the_marker_in_a_new_one() {
+    let d = tempfile::tempdir().unwrap();
+    let wal = Wal::open(d.path(), small()).unwrap();
+    // One batch filling the first segment to its last byte.
+    let capacity = (64 << 10) - 32;
+    let rec = vec![3u8; 8000];
+    let full = capacity / (24 + rec.len());
+    let tail = vec![4u8; capacity - full * (24 + rec.len()) - 24];
+    let mut batch: Vec<&[u8]> = (0..full).map(|_| &rec[..]).collect();
+    batch.push(&tail);
+    wal.append_batch(&batch).unwrap().wait().unwrap();
+    let n = batch.len() as u64;
+    wal.close().unwrap();
+    let segs = crate::recovery::list_segments(d.path()).unwrap().segments;
+    assert_eq!(segs.len(), 2);
+    assert_eq!(segs[1].first_lsn, n + 1);
+    let b = std::fs::read(&segs[1].path).unwrap();
+    assert_eq!(b[32..56], crate::format::close_marker(n + 1));
+    let wal = Wal::open(d.path(), small()).unwrap();
+    let rep = wal.recovery_report().clone();
+    assert!(rep.closed_cleanly);
+    assert_eq!((rep.segments, rep.next_lsn), (2, n + 1));
+    assert_eq!(wal.append(b"next").unwrap().wait().unwrap(), n + 1);
+    assert_eq!(read_all(&wal).len() as u64, n + 1);
 }

@@ -247,6 +247,8 @@ fn a_torn_batch_in_a_recycled_segment_is_cut_and_the_stale_bytes_are_left_alone(
     let d = tempfile::tempdir().unwrap();
     let (path, _, start, batch_lsn) = recycled_tail(d.path(), 3, true);
     let framed = (RECORD_HEADER_LEN + 1000) as u64;
+    // A crash, not a clean close: no close marker after the batch.
+    super::as_if_crashed(d.path());
     let mut bytes = std::fs::read(&path).unwrap();
     // The batch's last record is torn (its last byte never landed).
     let torn_at = (start + 3 * framed - 1) as usize;
@@ -296,9 +298,10 @@ fn damage_in_a_recycled_segment_before_synced_records_is_corruption() {
     assert_eq!(rep.corruption, Some((path.clone(), start)));
     assert_eq!(rep.next_lsn, batch_lsn);
     assert!(rep.next_lsn > first);
-    assert_eq!(rep.dropped_bytes, 3 * framed);
+    // The records after the damage and the close marker after them.
+    assert_eq!(rep.dropped_bytes, 3 * framed + RECORD_HEADER_LEN as u64);
     let after = std::fs::read(&path).unwrap();
-    let e = (start + 3 * framed) as usize;
+    let e = (start + 3 * framed) as usize + RECORD_HEADER_LEN;
     assert_eq!(after[e..], bytes[e..]);
     check_records(&wal, batch_lsn - 1);
 }
