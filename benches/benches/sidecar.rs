@@ -1,14 +1,58 @@
-//! varve-sidecar: large-blob reads with the cache advice against plain mmap reads (cold and
-//! warm, with the RSS and page-cache residency they leave), blob writes against the same
-//! payloads stored inline in a plain heed database, and a matrix of read-advice variants on
-//! a raw file (printed, for the crate docs).
+//! varve-sidecar: large-blob reads (cold and warm, under each cache policy) against two
+//! baselines that do not hash: a plain `pread` of the same bytes from a plain file, and a
+//! plain heed `get` + copy; page-cache residency sampled every 10 ms from its own thread;
+//! blob writes against the same payloads stored inline in a plain heed database; 16
+//! threads storing 4 KiB-1 MiB blobs with and without group commit; and a matrix of
+//! read-advice variants on a raw file (printed).
+//!
+//! `VARVE_SIDECAR_BENCH=read,write,group,matrix` picks sections (all by default).
+//!
+//! # Why the read path uses `pread` with drop-behind (the advice matrix)
+//!
+//! The seed's concern: reading a 5 MB blob through LMDB's map brings it into the page cache
+//! (and the reader's RSS), evicting the hot event history. The issue measured that
+//! `MADV_DONTNEED` alone frees RSS but none of the page cache, that adding
+//! `POSIX_FADV_DONTNEED` still leaves much of it (read-ahead pages are under I/O, hence
+//! locked, when the drop passes them, and mapped pages are never dropped), and that
+//! `MADV_PAGEOUT` leaves some. The `matrix` section repeats that investigation on a raw
+//! 128 MiB file read cold in 1 MiB chunks. Four runs (Linux 6.18, ext4 on a virtio disk,
+//! `read_ahead_kb` 8192, a 2-core VM shared with three other builds) gave identical
+//! page-cache and RSS figures; the MB/s ranges show how noisy the machine was:
+//!
+//! | variant | MB/s (4 runs) | page cache left | RSS growth |
+//! |---|---:|---:|---:|
+//! | mmap, no advice | 637–1171 | 128 MiB (all) | 128 MiB |
+//! | mmap + `MADV_DONTNEED` behind | 165–1037 | 128 MiB | 0 |
+//! | mmap + `MADV_DONTNEED` + `POSIX_FADV_DONTNEED` behind | 302–1221 | 88 MiB | 0 |
+//! | mmap + `MADV_PAGEOUT` behind | 138–953 | 44 MiB | 0 |
+//! | mmap (`MADV_RANDOM`) + `MADV_WILLNEED` ahead + both drops behind | 209–271 | 0 | 0 |
+//! | `pread` + `POSIX_FADV_DONTNEED` behind (default read-ahead) | 93–1048 | 98 MiB | 1 MiB (buffer) |
+//! | `pread` + `FADV_RANDOM` + `FADV_WILLNEED` 1 chunk ahead + drop behind | 257–636 | 0 (≤ 1 MiB during) | 1 MiB |
+//! | **`pread` + `FADV_RANDOM` + `FADV_WILLNEED` 2 chunks ahead + drop behind** | 199–711 | 0 (≤ 2 MiB during) | 1 MiB |
+//! | `pread` + `FADV_RANDOM` + `FADV_WILLNEED` 4 chunks ahead + drop behind | 122–571 | 0 (≤ 4 MiB during) | 1 MiB |
+//! | the same with 4 MiB chunks, 2 ahead (1 run) | 224 | 0 (≤ 8 MiB during) | 4 MiB |
+//! | `pread` with `O_DIRECT` | 296–754 | 0 | 1 MiB |
+//!
+//! Every mmap variant with the kernel's own read-ahead leaves pages behind: read-ahead runs
+//! ahead of the drop, and pages that are locked for I/O or still mapped are skipped by
+//! `POSIX_FADV_DONTNEED`. Reading through the map with read-ahead turned off works but is
+//! slow (one fault per page after the advised window). Hence the default read path:
+//! `pread` with `FADV_RANDOM`, `FADV_WILLNEED` two chunks ahead, `FADV_DONTNEED` behind.
+//!
+//! Earlier figures of the acceptance test (`tests/page_cache.rs`, format version 1, before
+//! the 10 ms sampler): drop-behind grew RSS by 4.1 MiB (the then one-blob verify buffer)
+//! and kept at most 0.1 MiB of `blobs.mdb` cached from cold; from a fully cached file it
+//! dropped 256 MiB to about 2 MiB; `Keep` left 256 MiB cached and in RSS. Current figures
+//! come from running this bench (`cargo xtask bench --quick --filter sidecar`).
 
 use std::error::Error;
 use std::fs::File;
 use std::io::{Read as _, Write};
 use std::os::fd::AsRawFd as _;
-use std::path::Path;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use heed::types::Bytes;
 use heed::{CommitOrAbort, EnvOpenOptions};
@@ -132,38 +176,181 @@ fn stamp(base: &[u8], n: u64) -> Vec<u8> {
     b
 }
 
-/// One pass over all blobs: MB/s, RSS growth since `rss_base`, page cache afterwards.
+/// Samples the page-cache residency of some files every 10 ms on its own thread (the
+/// peak is missed by samples taken between blobs or between a sink's buffers).
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Sampler {
+    fn start(paths: &[&Path]) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let paths: Vec<PathBuf> = paths.iter().map(|p| p.to_path_buf()).collect();
+        let handle = std::thread::spawn(move || {
+            let mut peak = 0;
+            loop {
+                let done = flag.load(Ordering::Acquire);
+                let now: u64 = paths.iter().map(|p| cached(p).unwrap_or(0)).sum();
+                peak = peak.max(now);
+                if done {
+                    return peak;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        Sampler {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// The peak residency seen (after one last sample).
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::Release);
+        self.handle.take().map_or(0, |h| h.join().unwrap_or(0))
+    }
+}
+
+/// One pass over all blobs: MB/s, RSS growth since `rss_base`, page-cache residency
+/// (peak above what was cached before, sampled every 10 ms, and what is left after).
 struct Pass {
     mbps: f64,
+    /// CPU time (user + system) of the reading thread per MiB read, in µs.
+    cpu_us_per_mib: f64,
     rss_growth_mib: f64,
+    peak_mib: f64,
     cached_mib: f64,
 }
 
-fn read_pass(sc: &Sidecar, payloads: &[Payload], rss_base: u64) -> Res<Pass> {
+/// Times `read_all` (which streams every blob into the sink) with residency sampling of
+/// `file`.
+fn timed_pass(file: &Path, rss_base: u64, read_all: impl FnOnce(&mut Touch) -> Res) -> Res<Pass> {
+    let before = cached(file)?;
+    let sampler = Sampler::start(&[file]);
     let mut sink = Touch::default();
+    let cpu0 = thread_cpu_us();
     let t = Instant::now();
-    for p in payloads {
-        sc.read_to(p, &mut sink)?;
-    }
+    read_all(&mut sink)?;
     let secs = t.elapsed().as_secs_f64();
+    let cpu = thread_cpu_us() - cpu0;
+    let peak = sampler.finish();
     std::hint::black_box(sink.xor);
     Ok(Pass {
         mbps: sink.bytes as f64 / secs / 1e6,
+        cpu_us_per_mib: cpu / (sink.bytes as f64 / MIB),
         rss_growth_mib: rss().saturating_sub(rss_base) as f64 / MIB,
-        cached_mib: cached(sc.path())? as f64 / MIB,
+        peak_mib: peak.saturating_sub(before) as f64 / MIB,
+        cached_mib: cached(file)? as f64 / MIB,
     })
 }
 
-/// Cold and warm passes under `opts`.
-fn read_policy(dir: &Path, payloads: &[Payload], opts: SidecarOptions) -> Res<(Pass, Pass)> {
-    let sc = Sidecar::open(dir, opts)?;
-    drop_cache(sc.path())?;
+/// User + system CPU time of the calling thread, in µs.
+fn thread_cpu_us() -> f64 {
+    // SAFETY: getrusage writes one `rusage` into the zeroed struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_THREAD is valid on Linux.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    let us = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+    us(ru.ru_utime) + us(ru.ru_stime)
+}
+
+/// Cold and warm passes of `read_all` over `file`: cold after dropping it from the page
+/// cache, warm after reading it all through the page cache (while `COLD_ONLY` is set, the
+/// cold pass twice instead).
+fn cold_and_warm(file: &Path, mut read_all: impl FnMut(&mut Touch) -> Res) -> Res<(Pass, Pass)> {
+    drop_cache(file)?;
     trim_heap();
     let base = rss();
-    let cold = read_pass(&sc, payloads, base)?;
-    warm(sc.path())?;
-    let warm = read_pass(&sc, payloads, base)?;
+    let cold = timed_pass(file, base, &mut read_all)?;
+    if COLD_ONLY.load(Ordering::Relaxed) {
+        drop_cache(file)?;
+    } else {
+        warm(file)?;
+    }
+    let warm = timed_pass(file, base, &mut read_all)?;
     Ok((cold, warm))
+}
+
+/// Set while the alternating cold rounds run (see `read_benches`).
+static COLD_ONLY: AtomicBool = AtomicBool::new(false);
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Cold and warm `read_to` passes under `opts`.
+fn read_policy(dir: &Path, payloads: &[Payload], opts: SidecarOptions) -> Res<(Pass, Pass)> {
+    let sc = Sidecar::open(dir, opts)?;
+    let path = sc.path().to_path_buf();
+    cold_and_warm(&path, |sink| {
+        for p in payloads {
+            sc.read_to(p, sink)?;
+        }
+        Ok(())
+    })
+}
+
+/// Baseline: the same blobs back to back in a plain file, each read with plain `pread`s of
+/// its bytes (1 MiB at a time into one buffer, the kernel's default read-ahead, no hashing,
+/// no advice) into the same sink.
+fn pread_baseline(path: &Path, ranges: &[(u64, usize)]) -> Res<(Pass, Pass)> {
+    use std::os::unix::fs::FileExt as _;
+    let mut buf = vec![0u8; CHUNK];
+    cold_and_warm(path, |sink| {
+        let f = File::open(path)?;
+        for &(at, len) in ranges {
+            let mut done = 0;
+            while done < len {
+                let n = CHUNK.min(len - done);
+                f.read_exact_at(&mut buf[..n], at + done as u64)?;
+                sink.write_all(&buf[..n])?;
+                done += n;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Baseline: the same blobs as values of a plain heed database (default flags, so LMDB's
+/// map has the kernel's read-around), each read with `get` and copied out (no hashing).
+fn heed_baseline(dir: &Path, blobs: &[Vec<u8>]) -> Res<(Pass, Pass)> {
+    std::fs::create_dir_all(dir)?;
+    let total: usize = blobs.iter().map(Vec::len).sum();
+    let mut opts = EnvOpenOptions::new();
+    opts.map_size((total * 2).max(1 << 30)).max_dbs(1);
+    // SAFETY: a fresh directory used by this bench only; nothing else maps the file.
+    let env = unsafe { opts.open(dir) }?;
+    let wtxn = env.write_txn()?;
+    let db = env
+        .create_databases_and_commit(wtxn, |dbo, wtxn| -> heed::Result<_> {
+            Ok(CommitOrAbort::<_, ()>::Commit(
+                dbo.create_database::<Bytes, Bytes>(wtxn, Some("blobs"))?,
+            ))
+        })?
+        .commit()
+        .ok_or("database not created")?;
+    for (k, b) in blobs.iter().enumerate() {
+        let mut wtxn = env.write_txn()?;
+        db.put(&mut wtxn, &(k as u64).to_be_bytes(), b)?;
+        wtxn.commit()?;
+    }
+    let path = dir.join("data.mdb");
+    let mut copy: Vec<u8> = Vec::new();
+    let result = cold_and_warm(&path, |sink| {
+        let rtxn = env.read_txn()?;
+        for k in 0..blobs.len() as u64 {
+            let v = db.get(&rtxn, &k.to_be_bytes())?.ok_or("blob missing")?;
+            copy.clear();
+            copy.extend_from_slice(v);
+            sink.write_all(&copy)?;
+        }
+        Ok(())
+    });
+    drop(env);
+    result
 }
 
 fn read_benches() -> Res {
@@ -173,71 +360,145 @@ fn read_benches() -> Res {
         (4 << 20, scaled(32, 256)),
     ] {
         let store = dir.path().join(format!("read-{}", blob >> 20));
+        let base = pattern(blob, 7);
+        let blobs: Vec<Vec<u8>> = (0..count as u64).map(|n| stamp(&base, n)).collect();
         let payloads = {
             let sc = Sidecar::open(&store, SidecarOptions::default())?;
-            let base = pattern(blob, 7);
             let mut out = Vec::new();
-            for n in 0..count as u64 {
-                out.push(sc.store(&stamp(&base, n))?);
+            for b in &blobs {
+                out.push(sc.store(b)?);
             }
             out
         };
+        let plain = dir.path().join(format!("plain-{}", blob >> 20));
+        let mut ranges = Vec::new();
+        {
+            let mut f = File::create(&plain)?;
+            let mut at = 0u64;
+            for b in &blobs {
+                f.write_all(b)?;
+                ranges.push((at, b.len()));
+                at += b.len() as u64;
+            }
+            f.sync_all()?;
+        }
+        let (p_cold, p_warm) = pread_baseline(&plain, &ranges)?;
+        let (h_cold, h_warm) =
+            heed_baseline(&dir.path().join(format!("heed-{}", blob >> 20)), &blobs)?;
+        drop(blobs);
+
         let total = (blob * count) >> 20;
         let what = format!("{count} x {} MiB blobs ({total} MiB)", blob >> 20);
+
+        // The shared machine's disk speed drifts by up to 10x between runs: the headline
+        // ratio comes from alternating cold passes of plain pread and of the default read
+        // path (two of each per round), as the median of the per-round ratios.
+        COLD_ONLY.store(true, Ordering::Relaxed);
+        let (mut ratios, mut theirs, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..scaled(5, 9) {
+            let (p1, p2) = pread_baseline(&plain, &ranges)?;
+            let (d1, d2) = read_policy(&store, &payloads, SidecarOptions::default())?;
+            let p = (p1.mbps + p2.mbps) / 2.0;
+            ratios.push((d1.mbps + d2.mbps) / 2.0 / p);
+            theirs.push(p);
+            cpu.push((
+                (d1.cpu_us_per_mib + d2.cpu_us_per_mib) / 2.0,
+                (p1.cpu_us_per_mib + p2.cpu_us_per_mib) / 2.0,
+            ));
+        }
+        println!(
+            "sidecar read {what}, cold: reader CPU µs per MiB (drop-behind verified / plain pread) per round: {}",
+            cpu.iter()
+                .map(|(d, p)| format!("{d:.0}/{p:.0}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        COLD_ONLY.store(false, Ordering::Relaxed);
+        let mut sorted = ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        println!(
+            "sidecar read {what}, cold, drop-behind verified / plain pread per round: {}",
+            sorted
+                .iter()
+                .map(|r| format!("{r:.2}x"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let p_med = median(theirs);
+        compare(
+            "sidecar",
+            &format!("read_to {what}, cold, drop-behind, verified (median of alternating rounds)"),
+            "MB/s",
+            Better::Higher,
+            p_med * median(ratios),
+            "plain pread",
+            p_med,
+        );
         let (d_cold, d_warm) = read_policy(&store, &payloads, SidecarOptions::default())?;
-        let keep = SidecarOptions {
-            cache_policy: CachePolicy::Keep,
+        let noverify = SidecarOptions {
+            verify_on_read: false,
             ..SidecarOptions::default()
         };
-        let (k_cold, k_warm) = read_policy(&store, &payloads, keep)?;
+        let (n_cold, n_warm) = read_policy(&store, &payloads, noverify)?;
         let direct = SidecarOptions {
             cache_policy: CachePolicy::Direct,
             ..SidecarOptions::default()
         };
         let (x_cold, x_warm) = read_policy(&store, &payloads, direct)?;
-        let noverify = SidecarOptions {
-            verify_on_read: false,
-            ..SidecarOptions::default()
-        };
-        let (n_cold, _) = read_policy(&store, &payloads, noverify)?;
-        let keep_noverify = SidecarOptions {
+        let keep = SidecarOptions {
             cache_policy: CachePolicy::Keep,
-            verify_on_read: false,
             ..SidecarOptions::default()
         };
-        let (kn_cold, _) = read_policy(&store, &payloads, keep_noverify)?;
+        let (k_cold, k_warm) = read_policy(&store, &payloads, keep)?;
 
-        let base = "mmap, no advice";
-        for (temp, d, k, x) in [
-            ("cold", &d_cold, &k_cold, &x_cold),
-            ("warm", &d_warm, &k_warm, &x_warm),
+        for (temp, p, h, d, n, x, k) in [
+            ("cold", &p_cold, &h_cold, &d_cold, &n_cold, &x_cold, &k_cold),
+            ("warm", &p_warm, &h_warm, &d_warm, &n_warm, &x_warm, &k_warm),
         ] {
+            for (variant, v) in [
+                ("drop-behind, verified", d),
+                ("drop-behind, verify off", n),
+                ("O_DIRECT, verified", x),
+                ("Keep (mmap), verified", k),
+            ] {
+                compare(
+                    "sidecar",
+                    &format!("read_to {what}, {temp}, {variant}"),
+                    "MB/s",
+                    Better::Higher,
+                    v.mbps,
+                    "plain pread",
+                    p.mbps,
+                );
+            }
             compare(
                 "sidecar",
-                &format!("read_to {what}, {temp}, drop-behind"),
+                &format!("read_to {what}, {temp}, drop-behind, verified"),
                 "MB/s",
                 Better::Higher,
                 d.mbps,
-                base,
-                k.mbps,
+                "heed get + copy",
+                h.mbps,
             );
+            if temp == "cold" {
+                compare(
+                    "sidecar",
+                    &format!("page cache peak during {temp} read (10 ms samples), drop-behind"),
+                    "MiB",
+                    Better::Lower,
+                    d.peak_mib.max(0.01),
+                    "plain pread",
+                    p.peak_mib.max(0.01),
+                );
+            }
             compare(
                 "sidecar",
-                &format!("read_to {what}, {temp}, O_DIRECT"),
-                "MB/s",
-                Better::Higher,
-                x.mbps,
-                base,
-                k.mbps,
-            );
-            compare(
-                "sidecar",
-                &format!("page cache of blobs.mdb after {temp} read, drop-behind"),
+                &format!("page cache left after {temp} read, drop-behind"),
                 "MiB",
                 Better::Lower,
                 d.cached_mib.max(0.01),
-                base,
-                k.cached_mib,
+                "plain pread",
+                p.cached_mib.max(0.01),
             );
             compare(
                 "sidecar",
@@ -245,24 +506,91 @@ fn read_benches() -> Res {
                 "MiB",
                 Better::Lower,
                 d.rss_growth_mib.max(0.01),
-                base,
-                k.rss_growth_mib,
+                "heed get + copy",
+                h.rss_growth_mib.max(0.01),
             );
         }
-        compare(
-            "sidecar",
-            &format!("read_to {what}, cold, verify off, drop-behind"),
-            "MB/s",
-            Better::Higher,
-            n_cold.mbps,
-            "mmap, no advice, verify off",
-            kn_cold.mbps,
-        );
         println!(
-            "sidecar read {what}: O_DIRECT leaves {:.1} MiB cached / RSS +{:.1} MiB (cold)",
-            x_cold.cached_mib, x_cold.rss_growth_mib
+            "sidecar read {what}: cold page-cache peak above before: drop-behind {:.1} MiB \
+             (bound: 2 chunks + 2-chunk read-ahead = 4 MiB), verify off {:.1} MiB, \
+             O_DIRECT {:.1} MiB, plain pread {:.1} MiB, heed {:.1} MiB",
+            d_cold.peak_mib, n_cold.peak_mib, x_cold.peak_mib, p_cold.peak_mib, h_cold.peak_mib
         );
     }
+    Ok(())
+}
+
+/// 16 threads storing blobs of 4 KiB to 1 MiB (log-uniform sizes), each with `store`, with
+/// and without group commit.
+fn group_benches() -> Res {
+    const THREADS: u64 = 16;
+    let dir = scratch_dir()?;
+    let per_thread = scaled(24u64, 160);
+    let base = pattern(1 << 20, 11);
+    let size = |t: u64, i: u64| {
+        // 4 KiB << (0..=8): log-uniform from 4 KiB to 1 MiB.
+        let mut x = (t << 32 | i).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        x ^= x >> 29;
+        4096usize << (x % 9)
+    };
+    let run = |group_commit: bool| -> Res<(f64, f64)> {
+        let sc = Sidecar::open(
+            dir.path().join(format!("group-{group_commit}")),
+            SidecarOptions {
+                group_commit,
+                ..SidecarOptions::default()
+            },
+        )?;
+        let bytes = std::sync::atomic::AtomicU64::new(0);
+        let t = Instant::now();
+        std::thread::scope(|scope| -> Res {
+            let handles: Vec<_> = (0..THREADS)
+                .map(|th| {
+                    let (sc, base, bytes) = (&sc, &base, &bytes);
+                    scope.spawn(move || -> Result<(), String> {
+                        for i in 0..per_thread {
+                            let mut b = base[..size(th, i)].to_vec();
+                            b[..16].copy_from_slice(&[th.to_le_bytes(), i.to_le_bytes()].concat());
+                            sc.store(&b).map_err(|e| e.to_string())?;
+                            bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().map_err(|_| "store thread panicked")??;
+            }
+            Ok(())
+        })?;
+        let secs = t.elapsed().as_secs_f64();
+        let stores = (THREADS * per_thread) as f64;
+        Ok((
+            stores / secs,
+            bytes.load(Ordering::Relaxed) as f64 / secs / 1e6,
+        ))
+    };
+    let (g_ops, g_mbps) = run(true)?;
+    let (s_ops, s_mbps) = run(false)?;
+    let what = "16 threads store 4 KiB-1 MiB blobs";
+    compare(
+        "sidecar",
+        &format!("{what}, group commit"),
+        "stores/s",
+        Better::Higher,
+        g_ops,
+        "one commit per store",
+        s_ops,
+    );
+    compare(
+        "sidecar",
+        &format!("{what}, group commit"),
+        "MB/s",
+        Better::Higher,
+        g_mbps,
+        "one commit per store",
+        s_mbps,
+    );
     Ok(())
 }
 
@@ -601,7 +929,7 @@ fn advice_matrix() -> Res {
 }
 
 fn main() -> Res {
-    // VARVE_SIDECAR_BENCH=read,write,matrix picks sections (all by default).
+    // VARVE_SIDECAR_BENCH=read,write,group,matrix picks sections (all by default).
     let only = std::env::var("VARVE_SIDECAR_BENCH").unwrap_or_default();
     let on = |s: &str| only.is_empty() || only.split(',').any(|o| o == s);
     if on("read") {
@@ -609,6 +937,9 @@ fn main() -> Res {
     }
     if on("write") {
         write_benches()?;
+    }
+    if on("group") {
+        group_benches()?;
     }
     if on("matrix") {
         advice_matrix()?;

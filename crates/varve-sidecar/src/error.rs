@@ -20,9 +20,10 @@ pub enum Error {
     #[error("LMDB error: {0}")]
     Lmdb(#[from] heed::Error),
 
-    /// Stored bytes do not match their checksum: the blob's content does not hash to its
-    /// SHA-256 address, or a record header or refcount record is damaged. `what` says which.
-    /// No byte of such a blob is handed out as data.
+    /// Stored bytes do not match their checksum: a record header, digest table or refcount
+    /// record is damaged, or the content of a version-1 blob does not hash to its SHA-256
+    /// address. `what` says which. No byte of such a blob is handed out as data. (Damaged
+    /// content of a version-2 blob is [`Error::CorruptedChunk`].)
     #[error("blob {hash} is corrupted: {what}")]
     Corrupted {
         /// Address of the damaged blob (the location of the damage).

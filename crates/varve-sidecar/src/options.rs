@@ -8,7 +8,9 @@ pub enum CachePolicy {
     /// descriptor (with `POSIX_FADV_RANDOM`, so the kernel reads exactly the requested
     /// ranges), start the next chunk with `POSIX_FADV_WILLNEED` while the current one is
     /// processed, and drop every chunk with `POSIX_FADV_DONTNEED` once it has been handed
-    /// on. Page-cache residency stays within about two chunks; RSS within the read buffer.
+    /// on. Page-cache residency stays within about two chunks plus the read-ahead window;
+    /// RSS within the read buffer. Where no file offset can be derived for a blob (see the
+    /// crate docs), it is read through LMDB's map and only its RSS is given back.
     DropBehind,
     /// Read with `O_DIRECT`, bypassing the page cache entirely (falls back to
     /// [`CachePolicy::DropBehind`] where the filesystem refuses `O_DIRECT`). Nothing of
@@ -35,13 +37,15 @@ pub struct SidecarOptions {
     pub max_map_size: u64,
     /// Read-path cache policy. Default [`CachePolicy::DropBehind`].
     pub cache_policy: CachePolicy,
-    /// Check each blob's SHA-256 on read (default true). With it off, bytes stream to the
-    /// writer as they are read and corruption goes undetected.
+    /// Check each chunk of a blob against the digest stored with it before handing the
+    /// chunk out (default true). With it off, content bytes go to the writer unchecked
+    /// (headers and the digest table are still checked) and content damage goes
+    /// undetected.
     pub verify_on_read: bool,
-    /// Blobs up to this size are read into one private buffer, verified, then written to
-    /// the caller's writer: one pass over the file. Larger blobs are verified in a first
-    /// chunked pass and streamed in a second (reading the file twice, with memory bounded by
-    /// the chunk). Default 16 MiB.
+    /// For blobs written by format version 1 only (they carry no chunk digests): up to this
+    /// size they are read into one private buffer, verified against their SHA-256, then
+    /// written; larger ones are read twice (the first pass verifies and notes a digest of
+    /// every read chunk, the second hands out chunks that still match). Default 16 MiB.
     pub verify_buffer: usize,
     /// Chunk size of streaming reads (rounded up to the page size). Default 1 MiB.
     pub read_chunk: usize,

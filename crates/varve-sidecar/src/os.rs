@@ -97,7 +97,71 @@ pub(crate) fn will_need_mapped(bytes: &[u8], page_size: usize) -> std::io::Resul
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsRawFd as _;
+
     use super::*;
+
+    /// Which pages of the mapping `base..base + len` are in the page cache.
+    fn resident(base: *mut c_void, len: usize, page: usize) -> Vec<bool> {
+        let mut vec = vec![0u8; len.div_ceil(page)];
+        // SAFETY: `base..base + len` is a live mapping made by the caller; `vec` has one
+        // byte per page. mincore only reports page-cache state.
+        let rc = unsafe { libc::mincore(base, len, vec.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        vec.iter().map(|b| b & 1 == 1).collect()
+    }
+
+    /// `will_need_mapped` starts reading the pages that hold the slice: all of them become
+    /// resident without being touched (the map is MADV_RANDOM, so nothing else would read
+    /// them).
+    #[test]
+    fn will_need_mapped_reads_the_pages_of_the_slice() {
+        let page = rustix::param::page_size();
+        let len = 64 * page;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![5u8; len]).unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        f.sync_all().unwrap();
+        // SAFETY: a fresh read-only shared mapping of the whole file, unmapped below; read
+        // only through the slice made from it while it lives.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        // SAFETY: as above; MADV_RANDOM is advice only.
+        unsafe { libc::madvise(base, len, libc::MADV_RANDOM) };
+        // SAFETY: plain syscall on an open descriptor (the file is synced, so clean).
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert!(resident(base, len, page).iter().all(|r| !r), "not cold");
+        // SAFETY: the mapping is `len` readable bytes and nothing writes the file.
+        let all = unsafe { std::slice::from_raw_parts(base.cast::<u8>(), len) };
+        // Pages 8..40, from the middle of page 8 to the middle of page 39.
+        let slice = &all[8 * page + 100..39 * page + 7];
+        will_need_mapped(slice, page).unwrap();
+        // The reads are asynchronous: wait for them (bounded, not a speed check).
+        let mut got = resident(base, len, page);
+        for _ in 0..1000 {
+            if got[8..40].iter().all(|&r| r) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            got = resident(base, len, page);
+        }
+        // SAFETY: unmapping exactly the mapping made above; `all` and `slice` are not used
+        // after this.
+        unsafe { libc::munmap(base, len) };
+        assert_eq!(got[8..40], [true; 32], "pages of the slice not read");
+        // An empty slice asks for nothing (and is not an error).
+        will_need_mapped(&[], page).unwrap();
+    }
 
     #[test]
     fn page_bounds_cover_the_slice() {

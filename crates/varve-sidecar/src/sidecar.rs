@@ -190,7 +190,9 @@ impl Sidecar {
     ///
     /// The file is memory-mapped. The caller must not let anything but this crate (or
     /// another program using LMDB's locking) modify `blobs.mdb` while it is open, as for
-    /// any LMDB environment; blob contents are still checked against their SHA-256 on read.
+    /// any LMDB environment; blob contents are still checked against their stored chunk
+    /// digests on read. A store of format version 1 is opened and its format record
+    /// rewritten to version 2 (its blobs stay readable).
     ///
     /// # Errors
     /// `Error::Lmdb(heed::Error::EnvAlreadyOpened)` if this process has it open already;
@@ -635,8 +637,10 @@ impl Sidecar {
     /// Writes the bytes of `payload` to `out`: inline bytes directly, a blob streamed from
     /// the store under the configured [`CachePolicy`]. Returns the bytes written.
     ///
-    /// With `verify_on_read` (the default) no byte of a blob reaches `out` before the
-    /// blob's SHA-256 has been checked (see the crate docs for how, per blob size).
+    /// With `verify_on_read` (the default) the blob goes to `out` one chunk (1 MiB) at a
+    /// time, each only after it matched the digest stored with the blob; a chunk that does
+    /// not match ends the call with `Error::CorruptedChunk` before any byte of it is written
+    /// (the chunks before it have been).
     ///
     /// The call holds an LMDB read transaction while it writes to `out`, which keeps the
     /// blob's pages from being reused and delays map growth (a writer that needs a larger
@@ -644,8 +648,10 @@ impl Sidecar {
     /// `out` (that can deadlock against a writer growing the map).
     ///
     /// # Errors
-    /// `Error::MissingBlob`, `Error::Corrupted` (nothing of the blob was written to `out`
-    /// when verification is on), `Error::Io` (also for failures of `out`), LMDB errors.
+    /// `Error::MissingBlob`; `Error::Corrupted` for a damaged header or digest table
+    /// (nothing of the blob was written to `out`) or a version-1 blob whose SHA-256 does
+    /// not match; `Error::CorruptedChunk` (see above); `Error::Io` (also for failures of
+    /// `out`); LMDB errors.
     pub fn read_to<W: Write + ?Sized>(&self, payload: &Payload, out: &mut W) -> Result<u64> {
         match payload {
             Payload::Inline(b) => {

@@ -1,8 +1,11 @@
 //! The seed's acceptance test: streaming 256 MiB of 4 MiB blobs through `read_to` keeps
-//! both the process's RSS and the page-cache residency of `blobs.mdb` within a few blob
-//! sizes, and with the advice switched off (`CachePolicy::Keep`) the same reads break that
-//! bound (so the measurement can fail). `VARVE_SIDECAR_ACCEPT_BLOBS=N` changes the number
-//! of 4 MiB blobs (default 64 = 256 MiB; mutation runs use fewer to save time).
+//! the process's RSS within a few blob sizes and the page-cache residency of `blobs.mdb`
+//! within two read chunks plus the read-ahead window, and with the advice switched off
+//! (`CachePolicy::Keep`) the same reads break that bound (so the measurement can fail).
+//! Residency and RSS are sampled every 10 ms by a thread of their own while the reads run
+//! (sampling inside the sink, between its buffers, would miss the peak).
+//! `VARVE_SIDECAR_ACCEPT_BLOBS=N` changes the number of 4 MiB blobs (default 64 = 256 MiB;
+//! mutation runs use fewer to save time).
 #![allow(clippy::unwrap_used)]
 
 use std::fs::File;
@@ -30,8 +33,54 @@ fn blobs() -> usize {
         .filter(|&n: &usize| n >= 16 && n % 8 == 0)
         .unwrap_or(64)
 }
-/// "A few blob sizes".
+/// "A few blob sizes" (RSS, and what the advice-off run must exceed).
 const BOUND: u64 = 4 * BLOB as u64;
+/// The read path's chunk and its read-ahead window (`READ_AHEAD_CHUNKS` chunks).
+const CHUNK: u64 = 1 << 20;
+const AHEAD: u64 = 2 * CHUNK;
+/// Page-cache residency allowed above what was cached before the reads: two read chunks
+/// (the one being read and the previous one, which is dropped right after) plus the
+/// read-ahead window.
+const RESIDENT_BOUND: u64 = 2 * CHUNK + AHEAD;
+
+/// Samples the page-cache residency of a file and the process's RSS every 10 ms on its own
+/// thread until dropped, keeping the peaks.
+struct Sampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<(u64, u64, u64)>>,
+}
+
+impl Sampler {
+    fn start(path: &Path) -> Sampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let path = path.to_path_buf();
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let (mut cached_peak, mut rss_peak, mut samples) = (0, 0, 0);
+            loop {
+                let done = flag.load(std::sync::atomic::Ordering::Acquire);
+                cached_peak = cached_peak.max(cached(&path));
+                rss_peak = rss_peak.max(rss());
+                samples += 1;
+                if done {
+                    return (cached_peak, rss_peak, samples);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        });
+        Sampler {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops sampling (after one last sample); returns the peak residency, the peak RSS
+    /// and the number of samples.
+    fn finish(mut self) -> (u64, u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.handle.take().unwrap().join().unwrap()
+    }
+}
 
 /// Process RSS in bytes, from /proc/self/statm.
 fn rss() -> u64 {
@@ -92,23 +141,12 @@ fn blob(base: &[u8], n: u64) -> Vec<u8> {
 }
 
 /// A sink that touches every byte (it compares each buffer with the expected blob bytes,
-/// by `memcmp`) and samples RSS and the page cache as the bytes stream through.
+/// by `memcmp`).
 struct Sink<'a> {
-    path: &'a Path,
     base: &'a [u8],
     expected: Vec<u8>,
     expected_n: u64,
     bytes: u64,
-    since_sample: u64,
-    peak_rss: u64,
-    peak_cached: u64,
-}
-
-impl Sink<'_> {
-    fn sample(&mut self) {
-        self.peak_rss = self.peak_rss.max(rss());
-        self.peak_cached = self.peak_cached.max(cached(self.path));
-    }
 }
 
 impl Write for Sink<'_> {
@@ -132,11 +170,6 @@ impl Write for Sink<'_> {
             );
             self.bytes += take as u64;
             rest = &rest[take..];
-        }
-        self.since_sample += buf.len() as u64;
-        if self.since_sample >= 8 << 20 {
-            self.since_sample = 0;
-            self.sample();
         }
         Ok(buf.len())
     }
@@ -176,23 +209,21 @@ fn stream_all(
     unsafe { libc::malloc_trim(0) };
     let rss_before = rss();
     let mut sink = Sink {
-        path: &path,
         base,
         expected,
         expected_n: 0,
         bytes: 0,
-        since_sample: 0,
-        peak_rss: rss_before,
-        peak_cached: cached_before,
     };
+    let sampler = Sampler::start(&path);
     for p in payloads {
         sc.read_to(p, &mut sink).unwrap();
     }
-    sink.sample();
+    let (peak_cached, peak_rss, samples) = sampler.finish();
+    assert!(samples >= 2);
     assert_eq!(sink.bytes, (BLOB * payloads.len()) as u64);
     Run {
-        rss_growth: sink.peak_rss.saturating_sub(rss_before),
-        peak_cached: sink.peak_cached,
+        rss_growth: peak_rss.saturating_sub(rss_before),
+        peak_cached: peak_cached.max(cached_before),
         cached_before,
         cached_after: cached(&path),
     }
@@ -291,9 +322,10 @@ fn streaming_reads_keep_rss_and_page_cache_small() {
         advised.rss_growth
     );
     assert!(
-        advised.peak_cached < BOUND,
-        "cached {}",
-        advised.peak_cached
+        advised.peak_cached - advised.cached_before <= RESIDENT_BOUND,
+        "cached {} (before {})",
+        advised.peak_cached,
+        advised.cached_before
     );
     // Without advice the same reads leave (nearly) everything in RAM.
     assert!(off.peak_cached > half, "cached {}", off.peak_cached);
@@ -331,22 +363,15 @@ fn writes_leave_no_blob_pages_in_the_page_cache() {
     }
 }
 
-/// A sink that samples the page cache every MiB and checks nothing.
-struct PeakSink<'a> {
-    path: &'a Path,
-    since: u64,
+/// A sink that counts bytes and checks nothing.
+#[derive(Default)]
+struct Count {
     bytes: u64,
-    peak: u64,
 }
 
-impl Write for PeakSink<'_> {
+impl Write for Count {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.bytes += buf.len() as u64;
-        self.since += buf.len() as u64;
-        if self.since >= 1 << 20 {
-            self.since = 0;
-            self.peak = self.peak.max(cached(self.path));
-        }
         Ok(buf.len())
     }
 
@@ -369,8 +394,7 @@ fn streaming_a_large_blob_keeps_only_a_few_chunks_cached() {
         .store(&big)
         .unwrap();
     drop(big);
-    // Two-pass verified streaming (blob over the verify buffer) and unverified streaming:
-    // 1 MiB chunks, two read ahead, dropped behind; at most a few chunks cached at a time.
+    // Verified and unverified streaming: 1 MiB chunks, two read ahead, dropped behind.
     for verify_on_read in [true, false] {
         let sc = Sidecar::open(
             dir.path(),
@@ -381,18 +405,16 @@ fn streaming_a_large_blob_keeps_only_a_few_chunks_cached() {
         )
         .unwrap();
         drop_cache(sc.path());
-        let mut sink = PeakSink {
-            path: sc.path(),
-            since: 0,
-            bytes: 0,
-            peak: 0,
-        };
+        let before = cached(sc.path());
+        let mut sink = Count::default();
+        let sampler = Sampler::start(sc.path());
         assert_eq!(sc.read_to(&p, &mut sink).unwrap(), 32 << 20);
+        let (peak, _, _) = sampler.finish();
         assert_eq!(sink.bytes, 32 << 20);
+        println!("verify {verify_on_read}: peak {peak} bytes cached (before {before})");
         assert!(
-            sink.peak < 6 << 20,
-            "verify {verify_on_read}: {} bytes cached mid-read",
-            sink.peak
+            peak.saturating_sub(before) <= RESIDENT_BOUND,
+            "verify {verify_on_read}: {peak} bytes cached mid-read (before {before})"
         );
     }
 }
