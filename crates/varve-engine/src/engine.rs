@@ -111,6 +111,12 @@ pub struct Stats {
     pub wal_first_lsn: u64,
     /// Bytes of WAL segment files on disk.
     pub wal_bytes: u64,
+    /// WAL segments in the log.
+    pub wal_segments: u64,
+    /// Bytes queued for the WAL but not yet written.
+    pub wal_queued_bytes: u64,
+    /// WAL `fdatasync`s since open.
+    pub wal_syncs: u64,
     /// Distinct blobs in the sidecar.
     pub blobs: u64,
     /// Bytes of those blobs.
@@ -498,7 +504,10 @@ impl Core {
             .sync_mode(opts.sync_mode)
             .segment_size(opts.wal_segment_size)
             .max_record_size(max_record)
-            .max_queued_bytes((2 * max_record as u64).max(64 << 20));
+            .max_queued_bytes((2 * max_record as u64).max(64 << 20))
+            // After every segment is gone (deleted, or cut by recovery), numbering still
+            // continues above what events.mdb has applied.
+            .start_lsn(ck.lsn + 1);
         let wal = Wal::open(dir.join(WAL_DIR), wal_opts)?;
 
         let mut report = RecoveryReport {
@@ -508,12 +517,6 @@ impl Core {
         };
         let wal_loc = || dir.join(WAL_DIR).display().to_string();
         let durable = wal.durable_lsn();
-        if durable < ck.lsn {
-            return Err(Error::corrupted(
-                wal_loc(),
-                "the log ends before the checkpoint recorded in events.mdb",
-            ));
-        }
         if durable > ck.lsn && wal.first_lsn() > ck.lsn + 1 {
             return Err(Error::corrupted(
                 wal_loc(),
@@ -1458,6 +1461,7 @@ impl Core {
 
     fn stats(&self) -> Result<Stats> {
         let side = self.sidecar.stats()?;
+        let wal = self.wal.stats();
         let mut wal_bytes = 0;
         for entry in std::fs::read_dir(self.dir.join(WAL_DIR))? {
             let entry = entry?;
@@ -1479,9 +1483,12 @@ impl Core {
             checkpoint_lsn: self.checkpoint_lsn.load(Ordering::SeqCst),
             checkpoint_lag_events: next_position.saturating_sub(checkpointed),
             tail_bytes: self.tail_bytes.load(Ordering::SeqCst),
-            wal_durable_lsn: self.wal.durable_lsn(),
-            wal_first_lsn: self.wal.first_lsn(),
+            wal_durable_lsn: wal.durable_lsn,
+            wal_first_lsn: wal.first_lsn,
             wal_bytes,
+            wal_segments: wal.segments,
+            wal_queued_bytes: wal.queued_bytes,
+            wal_syncs: wal.syncs,
             blobs: side.blobs,
             blob_bytes: side.blob_bytes,
             checkpoints: self.checkpoints.load(Ordering::Relaxed),

@@ -457,3 +457,28 @@ fn the_unapplied_tail_stays_bounded_while_appends_outrun_checkpoints() {
     assert!(db.stats().unwrap().checkpoints > 0);
     assert_eq!(all(&db).len(), 3000);
 }
+
+#[test]
+fn a_store_whose_wal_directory_was_removed_after_a_checkpoint_keeps_numbering() {
+    let dir = tempdir();
+    {
+        let db = open(dir.path());
+        for i in 0..20u8 {
+            db.append("s", ExpectedVersion::Any, &[ev(&[i])]).unwrap();
+        }
+        db.close().unwrap(); // checkpoints everything
+    }
+    std::fs::remove_dir_all(dir.path().join("wal")).unwrap();
+    let db = open(dir.path());
+    assert_eq!(all(&db).len(), 20);
+    let r = db
+        .append("s", ExpectedVersion::Exact(19), &[ev(b"x")])
+        .unwrap();
+    assert_eq!((r.first_position, r.first_version), (20, 20));
+    assert!(db.stats().unwrap().wal_durable_lsn > db.stats().unwrap().checkpoint_lsn);
+    drop(db);
+    // The new record is replayed after the old checkpoint, not skipped as already applied.
+    let db = open(dir.path());
+    assert_eq!(all(&db).len(), 21);
+    assert_eq!(db.recovery_report().replayed_events, 1);
+}
