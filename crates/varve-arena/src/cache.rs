@@ -284,6 +284,7 @@ impl CacheManager {
             prefetched_until: 0,
             patient: true,
             header: Vec::new(),
+            expected: None,
         }
     }
 
@@ -659,6 +660,8 @@ pub struct TailReader {
     /// used again: a stuck prefetcher costs a reader one timeout, not one per page.
     patient: bool,
     header: Vec<u8>,
+    /// The sequence number the next record must carry, once set.
+    expected: Option<u64>,
 }
 
 impl fmt::Debug for TailReader {
@@ -693,6 +696,20 @@ impl TailReader {
     /// reader keeps more than half a window requested ahead of the page it is on).
     pub fn requested_until(&self) -> u64 {
         self.prefetched_until
+    }
+
+    /// From now on, the next record must carry sequence number `sequence` (as the framing's
+    /// [`Framing::sequence`] reads it), the one after it `sequence + 1`, and so on. A record
+    /// with another number is [`Error::Corrupted`] and the reader stays on it: a reader
+    /// over a log whose files are reused (the WAL's recycled segments) can then never take
+    /// a stale record of the file's earlier life for one it is waiting for.
+    pub fn expect_sequence(&mut self, sequence: u64) {
+        self.expected = Some(sequence);
+    }
+
+    /// The sequence number the next record must carry, if one was set.
+    pub fn expected_sequence(&self) -> Option<u64> {
+        self.expected
     }
 
     /// Moves to the record starting at `offset` (which resets sequential detection).
@@ -751,6 +768,13 @@ impl TailReader {
         if !framing.verify_framed(&mut rec.bytes, hlen) {
             rec.bytes.clear();
             return Err(corrupted("checksum mismatch"));
+        }
+        if let Some(want) = self.expected {
+            if framing.sequence(header) != Some(want) {
+                rec.bytes.clear();
+                return Err(corrupted("unexpected sequence number"));
+            }
+            self.expected = Some(want + 1);
         }
         rec.offset = self.offset;
         rec.header_len = hlen;

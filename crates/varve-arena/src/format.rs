@@ -36,6 +36,13 @@ pub trait Framing: Send + Sync + 'static {
     fn payload_len(&self, header: &[u8]) -> Result<usize, &'static str>;
     /// True if the header and payload are intact (checksum matches).
     fn verify(&self, header: &[u8], payload: &[u8]) -> bool;
+    /// The sequence number the header carries, if the framing has one. A reader told which
+    /// sequence to expect ([`TailReader::expect_sequence`](crate::TailReader::expect_sequence))
+    /// compares it; the default (no sequence numbers) makes every such record fail.
+    fn sequence(&self, header: &[u8]) -> Option<u64> {
+        let _ = header;
+        None
+    }
     /// [`Framing::verify`] on a whole record held in one buffer: `header_len` header bytes,
     /// then the payload. A framing may use the buffer as scratch space to check it faster,
     /// but leaves it as it found it. The default splits it and calls `verify`.
@@ -138,6 +145,11 @@ impl Framing for DefaultFraming {
             return false;
         };
         RecordHeader::decode(h).checksum == checksum(&header[..CHECKSUM_OFFSET], payload)
+    }
+
+    fn sequence(&self, header: &[u8]) -> Option<u64> {
+        let h: &[u8; HEADER_LEN] = header.try_into().ok()?;
+        Some(RecordHeader::decode(h).sequence)
     }
 
     /// One-shot xxh3 instead of streaming (1.7x faster on 1 KiB): the checksummed bytes

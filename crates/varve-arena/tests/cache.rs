@@ -1314,3 +1314,91 @@ fn seek_restarts_sequential_detection() {
     // Three pages read before the reader is sequential again, then prefetched pages.
     assert_eq!(m.stats().misses - before, 3);
 }
+
+#[test]
+fn a_reader_expecting_sequences_refuses_a_record_out_of_sequence_and_stays_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let mut bytes = Vec::new();
+    let mut offsets = Vec::new();
+    // 5, 6, 7, then a stale 3 (as a recycled file holds after its own records).
+    for seq in [5u64, 6, 7, 3] {
+        offsets.push(bytes.len() as u64);
+        format::encode_record(0, seq, &payload(seq, 50), &mut bytes).unwrap();
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let m = manager(&path, 1, 4, no_prefetch());
+    let mut r = m.reader(FILE, 0);
+    assert_eq!(r.expected_sequence(), None);
+    r.expect_sequence(5);
+    for seq in 5..=7u64 {
+        let rec = r.next_record().unwrap().unwrap();
+        assert_eq!(
+            RecordHeader::decode(rec.header().try_into().unwrap()).sequence,
+            seq
+        );
+        assert_eq!(r.expected_sequence(), Some(seq + 1));
+    }
+    for _ in 0..2 {
+        match r.next_record() {
+            Err(Error::Corrupted { offset, what, .. }) => {
+                assert_eq!(offset, offsets[3]);
+                assert_eq!(what, "unexpected sequence number");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(r.offset(), offsets[3], "the reader stays on the bad record");
+        assert_eq!(r.expected_sequence(), Some(8));
+    }
+    // Expecting the wrong start fails at once; without an expectation the stale record
+    // reads as any other.
+    let mut r = m.reader(FILE, 0);
+    r.expect_sequence(6);
+    assert!(matches!(r.next_record(), Err(Error::Corrupted { .. })));
+    let mut r = m.reader(FILE, offsets[3]);
+    assert_eq!(r.next_record().unwrap().unwrap().payload(), payload(3, 50));
+}
+
+/// A framing with the default header but no sequence numbers: every record fails a
+/// sequence expectation.
+struct NoSequence;
+
+impl varve_arena::Framing for NoSequence {
+    fn header_len(&self) -> usize {
+        HEADER_LEN
+    }
+    fn payload_len(&self, header: &[u8]) -> Result<usize, &'static str> {
+        varve_arena::DefaultFraming::default().payload_len(header)
+    }
+    fn verify(&self, header: &[u8], payload: &[u8]) -> bool {
+        varve_arena::DefaultFraming::default().verify(header, payload)
+    }
+}
+
+#[test]
+fn a_framing_without_sequence_numbers_fails_every_expectation() {
+    use varve_arena::Framing as _;
+    assert_eq!(NoSequence.sequence(&[0u8; HEADER_LEN]), None);
+    let mut h = Vec::new();
+    format::encode_record(0, 77, b"x", &mut h).unwrap();
+    assert_eq!(
+        varve_arena::DefaultFraming::default().sequence(&h[..HEADER_LEN]),
+        Some(77)
+    );
+    assert_eq!(
+        varve_arena::DefaultFraming::default().sequence(&h[..5]),
+        None
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    std::fs::write(&path, &h).unwrap();
+    let source = FileSource::new();
+    source.open(FILE, &path).unwrap();
+    let arena = Arena::new(ArenaConfig::with_limits(CHUNK_BYTES, 4 * CHUNK_BYTES).unwrap());
+    let m = CacheManager::with_framing(Arc::new(source), arena, no_prefetch(), NoSequence).unwrap();
+    let mut r = m.reader(FILE, 0);
+    assert_eq!(r.next_record().unwrap().unwrap().payload(), b"x");
+    let mut r = m.reader(FILE, 0);
+    r.expect_sequence(77);
+    assert!(matches!(r.next_record(), Err(Error::Corrupted { .. })));
+}

@@ -129,6 +129,7 @@ fn a_tail_reader_over_the_live_wal_sees_every_record_once_in_order() {
         let mut next_seq: HashMap<u32, u32> = HashMap::new();
         let mut segment = wal.segments()[0].first_lsn;
         let mut reader = cache.reader(segment, header_len);
+        reader.expect_sequence(1);
         let mut inodes = HashSet::new();
         let mut expected = 1u64;
         let mut progress = std::time::Instant::now();
@@ -169,6 +170,7 @@ fn a_tail_reader_over_the_live_wal_sees_every_record_once_in_order() {
                         }
                         segment = next.first_lsn;
                         reader = cache.reader(segment, header_len);
+                        reader.expect_sequence(expected);
                     } else {
                         wal.wait_for(expected, Duration::from_millis(20)).unwrap();
                     }
