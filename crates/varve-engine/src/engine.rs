@@ -440,8 +440,8 @@ impl Varve {
     }
 
     /// Checkpoints what is acknowledged, stops the checkpointer and closes this handle.
-    /// Other clones then get [`Error::Closed`]; the files are released when the last clone
-    /// is dropped. A crash instead of a close loses nothing acknowledged: open recovers the
+    /// Appends through other clones then get [`Error::Closed`] (their reads keep working);
+    /// the files are released when the last clone is dropped. A crash instead of a close loses nothing acknowledged: open recovers the
     /// same state either way.
     ///
     /// # Errors
