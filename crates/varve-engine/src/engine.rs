@@ -109,7 +109,7 @@ pub struct Stats {
     pub wal_durable_lsn: u64,
     /// The first LSN the WAL still keeps.
     pub wal_first_lsn: u64,
-    /// Bytes of WAL segment files on disk.
+    /// Bytes of the WAL's segment files (preallocated; spares not counted).
     pub wal_bytes: u64,
     /// WAL segments in the log.
     pub wal_segments: u64,
@@ -1462,13 +1462,9 @@ impl Core {
     fn stats(&self) -> Result<Stats> {
         let side = self.sidecar.stats()?;
         let wal = self.wal.stats();
-        let mut wal_bytes = 0;
-        for entry in std::fs::read_dir(self.dir.join(WAL_DIR))? {
-            let entry = entry?;
-            if entry.path().extension().is_some_and(|e| e == "wal") {
-                wal_bytes += entry.metadata()?.len();
-            }
-        }
+        // From the WAL's own list: a directory listing races with the checkpointer's
+        // truncation (a file listed, then gone before its size is read).
+        let wal_bytes = self.wal.segments().iter().map(|s| s.file_len).sum();
         let next_position = self.visible_end.load(Ordering::SeqCst);
         let checkpointed = self.checkpointed_end.load(Ordering::SeqCst);
         let streams = lock(&self.seq)

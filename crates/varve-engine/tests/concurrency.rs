@@ -169,3 +169,32 @@ fn readers_never_see_a_later_position_before_an_earlier_one() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(all(&db).len(), 6000);
 }
+
+#[test]
+fn stats_never_fail_while_checkpoints_truncate_the_log() {
+    let dir = tempdir();
+    let db = varve_engine::Varve::open(
+        dir.path(),
+        opts()
+            .wal_segment_size(1 << 20)
+            .checkpoint_interval(std::time::Duration::from_millis(1))
+            .sync_mode(varve_engine::SyncMode::Never),
+    )
+    .unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let p = vec![3u8; 2000];
+            for _ in 0..8000 {
+                db.append("s", ExpectedVersion::Any, &[ev(&p[..2000 - 1])])
+                    .unwrap();
+            }
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let s = db.stats().unwrap();
+            assert!(s.wal_segments >= 1);
+        }
+    });
+    assert!(db.stats().unwrap().checkpoints > 0);
+}
