@@ -89,6 +89,8 @@ mod error;
 mod format;
 mod mmap;
 mod page;
+mod ptrs;
+mod ranges;
 mod store;
 mod tracker;
 

@@ -22,8 +22,10 @@ use crate::format::{
     PageHeader, PageSummary, SLOT_LEN, Slot, SlotEntry, container_len, decode_ptr, encode_ptr,
     slot_offset, value_sum,
 };
-use crate::mmap::Map;
+use crate::mmap::{BLOCK, Map};
 use crate::page::{LiveSlot, PageAlloc, Pages, SlotState};
+use crate::ptrs::PtrTable;
+use crate::ranges::RangeSet;
 use crate::tracker::Tracker;
 
 /// Default minimum page size: 32 MiB.
@@ -38,6 +40,9 @@ const PAGE_ALIGN: u64 = 4096;
 const TRACKER_FILE: &str = "tracker.vvt";
 /// Name of the lock file.
 const LOCK_FILE: &str = "LOCK";
+/// Largest allowed `max_id`: the tracker file holds 16 bytes per id below the largest
+/// one (sparse, but its apparent size must stay within what file systems allow).
+const MAX_ID_LIMIT: u64 = (1 << 40) - 1;
 
 /// How values are compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,8 +66,10 @@ pub struct Options {
     pub min_page_size: u64,
     /// Compression of values. Default [`Compression::Lz4`].
     pub compression: Compression,
-    /// Largest id accepted. Ids index a dense table (8 bytes each in memory and on disk), so
-    /// keep them dense. Default `u32::MAX`.
+    /// Largest id accepted (at most 2^40 - 1). Ids index a sparse table: memory and disk
+    /// grow with the ids in use (4096 neighbouring ids share a 32 KiB block of memory and
+    /// 256 share a 4 KiB block of the tracker file), not with the largest id, so a single
+    /// large id is cheap, but dense ids are the cheapest. Default `u32::MAX`.
     pub max_id: u64,
     /// Largest value accepted, in bytes (at most 1 GiB minus a page header and slot).
     /// Default 64 MiB.
@@ -206,6 +213,9 @@ impl Options {
         if !(self.compact_threshold > 0.0 && self.compact_threshold <= 1.0) {
             return Err(Error::InvalidOptions("compact_threshold must be in (0, 1]"));
         }
+        if self.max_id > MAX_ID_LIMIT {
+            return Err(Error::InvalidOptions("max_id must be below 2^40"));
+        }
         if self.compact_step_bytes < MIN_CONTAINER {
             return Err(Error::InvalidOptions(
                 "compact_step_bytes must be at least 128",
@@ -236,7 +246,9 @@ pub struct Stats {
     pub pages: u32,
     /// Pages being drained by compaction.
     pub pages_compacting: u32,
-    /// Tracker entries found unreadable on open (their ids read as `Corrupted`).
+    /// Tracker entries found unreadable on open: an entry that fails its checksum or names
+    /// no page (its id reads as [`Error::CorruptedEntry`]), or one whose slot does not
+    /// verify (its id reads as [`Error::Corrupted`]).
     pub corrupt_entries: u64,
     /// Page summaries found stale on open and rebuilt.
     pub summaries_rebuilt: u64,
@@ -244,7 +256,8 @@ pub struct Stats {
     pub dictionaries: u32,
     /// Values moved by compaction since open.
     pub moved_values: u64,
-    /// Bytes of page ranges written back (msync) by flushes since open.
+    /// Bytes of page ranges written back by flushes since open: the 4 KiB blocks each
+    /// flush found dirtied since the previous one, not whole page files.
     pub synced_bytes: u64,
     /// Bytes of freed space given back to the file system (hole punching) since open.
     pub punched_bytes: u64,
@@ -263,7 +276,7 @@ pub struct CompactReport {
 }
 
 struct Shared {
-    ptrs: Vec<u64>,
+    ptrs: PtrTable,
     maps: Vec<Option<Arc<Map>>>,
     dicts: BTreeMap<u16, Arc<[u8]>>,
 }
@@ -280,7 +293,8 @@ struct Writer {
     /// `(page, offset, capacity)` of containers freed since the last flush: their whole
     /// free blocks are punched at its end.
     freed: Vec<(u32, u32, u32)>,
-    dirty: BTreeMap<u32, (u64, u64)>,
+    /// Block-aligned byte ranges of each page written since the last flush.
+    dirty: BTreeMap<u32, RangeSet>,
     summary_dirty: BTreeSet<u32>,
     compacting: BTreeSet<u32>,
     compact_cursor: BTreeMap<u32, u32>,
@@ -337,6 +351,15 @@ fn corrupted(page: u32, slot: u32, what: &'static str) -> Error {
     Error::Corrupted { page, slot, what }
 }
 
+/// The page and slot `id` points to, `None` when it has no value, or
+/// [`Error::CorruptedEntry`] when its tracker entry was found corrupt on open.
+fn pointer_of(sh: &Shared, id: u64) -> Result<Option<(u32, u32)>> {
+    match sh.ptrs.get(id) {
+        0 => Ok(None),
+        p => decode_ptr(p).map(Some).ok_or(Error::CorruptedEntry { id }),
+    }
+}
+
 /// A value encoded for storage.
 struct Encoded<'a> {
     bytes: Cow<'a, [u8]>,
@@ -381,8 +404,9 @@ fn locate(sh: &Shared, id: u64, page: u32, slot: u32) -> Result<(Slot, &[u8])> {
         .get(page as usize)
         .and_then(Option::as_ref)
         .ok_or_else(|| corrupted(page, slot, "pointer to a missing page"))?;
-    let entry = map
-        .read(slot_offset(slot), SLOT_LEN as usize)
+    // SAFETY: the caller holds the read lock and `(page, slot)` is the published pointer
+    // of `id`: the writer writes a published slot entry only under the write lock.
+    let entry = unsafe { map.read(slot_offset(slot), SLOT_LEN as usize) }
         .ok_or_else(|| corrupted(page, slot, "pointer past the end of the page"))?;
     let entry: SlotEntry = bytemuck::pod_read_unaligned(entry);
     let s = entry
@@ -397,8 +421,10 @@ fn locate(sh: &Shared, id: u64, page: u32, slot: u32) -> Result<(Slot, &[u8])> {
     if s.stored_len > s.capacity {
         return Err(corrupted(page, slot, "stored length past its container"));
     }
-    let stored = map
-        .read(u64::from(s.offset), s.stored_len as usize)
+    // SAFETY: the container is named by the verified entry of a published pointer; the
+    // caller holds the read lock, and the writer overwrites a published container only
+    // under the write lock.
+    let stored = unsafe { map.read(u64::from(s.offset), s.stored_len as usize) }
         .ok_or_else(|| corrupted(page, slot, "value past the end of the page"))?;
     if value_sum(stored) != s.value_sum {
         return Err(corrupted(page, slot, "value checksum mismatch"));
@@ -570,22 +596,19 @@ impl Store {
         }
     }
 
-    fn check_id(&self, id: u64) -> Result<usize> {
+    fn check_id(&self, id: u64) -> Result<()> {
         if id > self.opts.max_id {
             return Err(Error::IdTooLarge {
                 id,
                 max: self.opts.max_id,
             });
         }
-        usize::try_from(id).map_err(|_| Error::IdTooLarge {
-            id,
-            max: self.opts.max_id,
-        })
+        Ok(())
     }
 
-    fn ptr_of(&self, id: u64) -> Result<Option<(u32, u32)>> {
-        let sh = self.read_shared()?;
-        Ok(sh.ptrs.get(id as usize).and_then(|&p| decode_ptr(p)))
+    /// The raw in-memory pointer of `id` (0: none; see [`crate::ptrs::CORRUPT`]).
+    fn raw_ptr(&self, id: u64) -> Result<u64> {
+        Ok(self.read_shared()?.ptrs.get(id))
     }
 
     /// Stores `value` under `id`; returns true when it replaced a value.
@@ -593,7 +616,7 @@ impl Store {
     /// The value is durable after the next [`Store::flush`]. Errors: [`Error::IdTooLarge`],
     /// [`Error::ValueTooLarge`] (nothing is changed), I/O errors, [`Error::Poisoned`].
     pub fn put(&self, id: u64, value: &[u8]) -> Result<bool> {
-        let idx = self.check_id(id)?;
+        self.check_id(id)?;
         if value.len() > self.opts.max_value_size as usize {
             return Err(Error::ValueTooLarge {
                 len: value.len(),
@@ -601,6 +624,9 @@ impl Store {
             });
         }
         let mut w = self.lock_writer()?;
+        // The tracker entry is written by the next flush: its block is reserved now, so a
+        // full disk fails this put rather than the flush.
+        w.tracker.reserve(id)?;
         let enc = encode(value, self.opts.compression, w.active_dict.as_ref());
         let stored_len = enc.bytes.len() as u32;
         let cap = container_len(stored_len);
@@ -615,7 +641,8 @@ impl Store {
             dict_id: enc.dict_id,
             value_sum: value_sum(&enc.bytes),
         };
-        let old = self.ptr_of(id)?;
+        let old_raw = self.raw_ptr(id)?;
+        let old = decode_ptr(old_raw);
         if let Some((op, os)) = old
             && let Some(SlotState::Live(l)) = w.pages.get(op).and_then(|p| p.slot(os)).copied()
             && l.fresh
@@ -631,11 +658,15 @@ impl Store {
             let map = w.map(op)?;
             {
                 let _g = self.write_shared()?;
-                self.write_value(&map, l.offset, &enc.bytes)?;
-                map.write(
-                    slot_offset(os),
-                    bytemuck::bytes_of(&SlotEntry::encode(&slot, op, os)),
-                )?;
+                // SAFETY (both writes): the shared write lock is held, so no reader holds a
+                // slice of this published container or slot entry.
+                unsafe {
+                    self.write_value(&map, l.offset, &enc.bytes)?;
+                    map.write(
+                        slot_offset(os),
+                        bytemuck::bytes_of(&SlotEntry::encode(&slot, op, os)),
+                    )?;
+                }
             }
             w.pages
                 .with(op, |p| p.update_in_place(os, stored_len, slot.raw_len, cap));
@@ -648,34 +679,43 @@ impl Store {
         let (page, s, offset) = self.allocate(&mut w, cap)?;
         let slot = Slot { offset, ..slot };
         let map = w.map(page)?;
-        self.write_value(&map, offset, &enc.bytes)?;
-        map.write(
-            slot_offset(s),
-            bytemuck::bytes_of(&SlotEntry::encode(&slot, page, s)),
-        )?;
-        self.install(&mut w, idx, page, s, &slot)?;
+        // SAFETY (both writes): `allocate` just took this container and slot from free
+        // space; no published pointer reaches them, so no reader holds a slice of them.
+        unsafe {
+            self.write_value(&map, offset, &enc.bytes)?;
+            map.write(
+                slot_offset(s),
+                bytemuck::bytes_of(&SlotEntry::encode(&slot, page, s)),
+            )?;
+        }
+        self.install(&mut w, page, s, &slot)?;
         if let Some((op, os)) = old {
             w.drop_old(op, os, &self.opts)?;
         }
         self.compact_step(&mut w)?;
         self.flush_if_retired(&mut w)?;
-        Ok(old.is_some())
+        Ok(old_raw != 0)
     }
 
     /// Copies stored bytes into a container: all but the last byte, a hook (so tests can
     /// stop a write in its middle), then the last byte.
-    fn write_value(&self, map: &Map, offset: u32, bytes: &[u8]) -> Result<()> {
+    ///
+    /// # Safety
+    /// As for [`Map::write`]: no reader holds a slice of the container.
+    unsafe fn write_value(&self, map: &Map, offset: u32, bytes: &[u8]) -> Result<()> {
         let Some((last, rest)) = bytes.split_last() else {
             return Ok(());
         };
-        map.write(u64::from(offset), rest)?;
+        // SAFETY: the caller guarantees that no reader holds a slice of the container.
+        unsafe { map.write(u64::from(offset), rest) }?;
         self.hook("value-half-written");
-        map.write(u64::from(offset) + rest.len() as u64, &[*last])?;
+        // SAFETY: as above.
+        unsafe { map.write(u64::from(offset) + rest.len() as u64, &[*last]) }?;
         Ok(())
     }
 
     /// Records a freshly written slot as live and publishes the pointer of `id` to it.
-    fn install(&self, w: &mut Writer, idx: usize, page: u32, s: u32, slot: &Slot) -> Result<()> {
+    fn install(&self, w: &mut Writer, page: u32, s: u32, slot: &Slot) -> Result<()> {
         w.pages.with(page, |p| {
             p.set_live(
                 s,
@@ -694,11 +734,7 @@ impl Store {
         w.mark_dirty(page, slot_offset(s), u64::from(SLOT_LEN));
         w.summary_dirty.insert(page);
         {
-            let mut sh = self.write_shared()?;
-            if sh.ptrs.len() <= idx {
-                sh.ptrs.resize(idx + 1, 0);
-            }
-            sh.ptrs[idx] = encode_ptr(page, s);
+            self.write_shared()?.ptrs.set(slot.id, encode_ptr(page, s));
         }
         w.dirty_ids.push(slot.id);
         Ok(())
@@ -715,6 +751,16 @@ impl Store {
             .with(page, |p| p.place(cap))
             .flatten()
             .ok_or(Error::InvalidOptions("page cannot hold the value"))?;
+        // Reserve the blocks before anything is written through the map (a full disk is an
+        // error here, not a SIGBUS later); on failure the placement is undone.
+        let map = w.map(page)?;
+        let reserved = map
+            .reserve(u64::from(offset), u64::from(cap))
+            .and_then(|()| map.reserve(slot_offset(slot), u64::from(SLOT_LEN)));
+        if let Err(e) = reserved {
+            w.pages.with(page, |p| p.unplace(slot, offset, cap));
+            return Err(e.into());
+        }
         Ok((page, slot, offset))
     }
 
@@ -764,15 +810,17 @@ impl Store {
     /// Copies the live value in `(page, s)` to another page and repoints its id.
     fn move_value(&self, w: &mut Writer, page: u32, s: u32, l: &LiveSlot) -> Result<()> {
         let src = w.map(page)?;
-        let entry = src
-            .read(slot_offset(s), SLOT_LEN as usize)
+        // SAFETY: only the writer (this thread, holding the writer lock) writes slot entries
+        // and containers; readers only read, so nothing writes this range meanwhile.
+        let entry = unsafe { src.read(slot_offset(s), SLOT_LEN as usize) }
             .ok_or_else(|| corrupted(page, s, "pointer past the end of the page"))?;
         let entry: SlotEntry = bytemuck::pod_read_unaligned(entry);
         let Some(old) = entry.decode(page, s).filter(|e| e.id == l.id) else {
             return Err(corrupted(page, s, "slot entry checksum mismatch"));
         };
-        let bytes = src
-            .read(u64::from(l.offset), l.stored_len as usize)
+        // SAFETY: as above; the writes below go to a container `allocate` took from free
+        // space, never to this live one.
+        let bytes = unsafe { src.read(u64::from(l.offset), l.stored_len as usize) }
             .ok_or_else(|| corrupted(page, s, "value past the end of the page"))?;
         let (np, ns, noff) = self.allocate(w, l.capacity)?;
         let slot = Slot {
@@ -780,46 +828,52 @@ impl Store {
             ..old
         };
         let dst = w.map(np)?;
-        dst.write(u64::from(noff), bytes)?;
-        dst.write(
-            slot_offset(ns),
-            bytemuck::bytes_of(&SlotEntry::encode(&slot, np, ns)),
-        )?;
-        self.install(w, l.id as usize, np, ns, &slot)?;
+        // SAFETY (both writes): `allocate` took this container and slot from free space on
+        // another page (pages being compacted receive nothing); no published pointer
+        // reaches them.
+        unsafe {
+            dst.write(u64::from(noff), bytes)?;
+            dst.write(
+                slot_offset(ns),
+                bytemuck::bytes_of(&SlotEntry::encode(&slot, np, ns)),
+            )?;
+        }
+        self.install(w, np, ns, &slot)?;
         w.drop_old(page, s, &self.opts)
     }
 
     /// Removes the value of `id`; returns the length of the removed value (as it was given
     /// to `put`), `Some(0)` for an entry found unreadable on open, `None` when there was none.
     pub fn delete(&self, id: u64) -> Result<Option<usize>> {
-        let idx = self.check_id(id)?;
+        self.check_id(id)?;
         let mut w = self.lock_writer()?;
-        let Some((op, os)) = self.ptr_of(id)? else {
+        let raw = self.raw_ptr(id)?;
+        if raw == 0 {
             return Ok(None);
-        };
-        let len = match w.pages.get(op).and_then(|p| p.slot(os)) {
+        }
+        w.tracker.reserve(id)?;
+        let old = decode_ptr(raw);
+        let len = match old.and_then(|(op, os)| w.pages.get(op)?.slot(os)) {
             Some(SlotState::Live(l)) => l.raw_len as usize,
             _ => 0,
         };
-        {
-            let mut sh = self.write_shared()?;
-            if let Some(p) = sh.ptrs.get_mut(idx) {
-                *p = 0;
-            }
-        }
+        self.write_shared()?.ptrs.set(id, 0);
         w.dirty_ids.push(id);
-        w.drop_old(op, os, &self.opts)?;
+        if let Some((op, os)) = old {
+            w.drop_old(op, os, &self.opts)?;
+        }
         self.compact_step(&mut w)?;
         self.flush_if_retired(&mut w)?;
         Ok(Some(len))
     }
 
     /// The value of `id`, or `None`. A value whose bytes fail their checks is
-    /// [`Error::Corrupted`] with its page and slot.
+    /// [`Error::Corrupted`] with its page and slot; an id whose tracker entry was found
+    /// corrupt on open is [`Error::CorruptedEntry`].
     pub fn get(&self, id: u64) -> Result<Option<Vec<u8>>> {
         self.check_id(id)?;
         let sh = self.read_shared()?;
-        let Some((page, slot)) = sh.ptrs.get(id as usize).and_then(|&p| decode_ptr(p)) else {
+        let Some((page, slot)) = pointer_of(&sh, id)? else {
             return Ok(None);
         };
         let (s, stored) = locate(&sh, id, page, slot)?;
@@ -833,7 +887,7 @@ impl Store {
     pub fn get_with<R>(&self, id: u64, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
         self.check_id(id)?;
         let sh = self.read_shared()?;
-        let Some((page, slot)) = sh.ptrs.get(id as usize).and_then(|&p| decode_ptr(p)) else {
+        let Some((page, slot)) = pointer_of(&sh, id)? else {
             return Ok(None);
         };
         let (s, stored) = locate(&sh, id, page, slot)?;
@@ -846,7 +900,8 @@ impl Store {
 
     /// Iterates over `(id, value)` in id order. Each step reads under the read lock on its
     /// own, so writes made during the iteration may or may not be seen (each value read is
-    /// whole).
+    /// whole). An id whose value or tracker entry is corrupt yields its error
+    /// ([`Error::Corrupted`], [`Error::CorruptedEntry`]) and the iteration goes on.
     pub fn iter(&self) -> Iter<'_> {
         Iter {
             store: self,
@@ -882,15 +937,23 @@ impl Store {
     }
 
     fn flush_locked(&self, w: &mut Writer) -> Result<u32> {
-        // 1. Data: every value and slot entry written since the last flush.
-        for (&page, &(lo, hi)) in &w.dirty {
+        // 1. Data: every value and slot entry written since the last flush. Writeback of
+        // each dirtied range starts first (all pages at once), then each page waits for its
+        // own and its metadata (fdatasync).
+        let dirty = std::mem::take(&mut w.dirty);
+        for (&page, ranges) in &dirty {
             if let Some(Some(map)) = w.maps.get(page as usize) {
-                let len = hi - lo;
-                map.flush_range(lo, len)?;
-                w.synced_bytes += len;
+                for (lo, hi) in ranges.iter() {
+                    map.start_writeback(lo, hi - lo)?;
+                    w.synced_bytes += hi - lo;
+                }
             }
         }
-        w.dirty.clear();
+        for &page in dirty.keys() {
+            if let Some(Some(map)) = w.maps.get(page as usize) {
+                map.sync_data()?;
+            }
+        }
         self.hook("data-flushed");
         // 2. Pointers: the tracker entries of every id changed since the last flush.
         let mut ids = std::mem::take(&mut w.dirty_ids);
@@ -899,8 +962,7 @@ impl Store {
         {
             let sh = self.read_shared()?;
             for &id in &ids {
-                let ptr = sh.ptrs.get(id as usize).copied().unwrap_or(0);
-                w.tracker.set(id, ptr)?;
+                w.tracker.set(id, sh.ptrs.get(id))?;
             }
         }
         w.tracker.sync()?;
@@ -1000,8 +1062,10 @@ impl Store {
     pub fn train_dictionary(&self, samples: usize, max_len: usize) -> Result<Option<u16>> {
         let ids: Vec<u64> = {
             let sh = self.read_shared()?;
-            (0..sh.ptrs.len() as u64)
-                .filter(|&i| sh.ptrs[i as usize] != 0)
+            sh.ptrs
+                .iter()
+                .filter(|&(_, p)| decode_ptr(p).is_some())
+                .map(|(id, _)| id)
                 .take(samples)
                 .collect()
         };
@@ -1121,8 +1185,8 @@ fn open_page(path: &Path, page: u32) -> Result<Map> {
         ));
     }
     let map = Map::new(&f, len)?;
-    let head = map
-        .read(0, PAGE_HEADER_LEN as usize)
+    // SAFETY: the map was just created; nothing else has it.
+    let head = unsafe { map.read(0, PAGE_HEADER_LEN as usize) }
         .ok_or_else(|| bad("page header unreadable"))?;
     let h: PageHeader = bytemuck::pod_read_unaligned(head);
     if !h.ident_ok() {
@@ -1139,10 +1203,12 @@ fn open_page(path: &Path, page: u32) -> Result<Map> {
 
 /// Rebuilds the writer's page state from the tracker pointers and the slot entries they
 /// reach; unreadable entries are counted and reserved (their ids read as `Corrupted`).
-fn rebuild(w: &mut Writer, ptrs: &[u64]) -> Result<()> {
+fn rebuild(w: &mut Writer, ptrs: &PtrTable) -> Result<()> {
     let mut refs: BTreeMap<u32, Vec<(u32, u64)>> = BTreeMap::new();
-    for (id, &p) in ptrs.iter().enumerate() {
+    for (id, p) in ptrs.iter() {
         let Some((page, slot)) = decode_ptr(p) else {
+            // A tracker entry that failed its checksum or names no page.
+            w.corrupt_entries += 1;
             continue;
         };
         let fits = w
@@ -1151,7 +1217,7 @@ fn rebuild(w: &mut Writer, ptrs: &[u64]) -> Result<()> {
             .and_then(Option::as_ref)
             .is_some_and(|m| slot_offset(slot) + u64::from(SLOT_LEN) <= m.len());
         if fits {
-            refs.entry(page).or_default().push((slot, id as u64));
+            refs.entry(page).or_default().push((slot, id));
         } else {
             w.corrupt_entries += 1;
         }
@@ -1168,8 +1234,8 @@ fn rebuild(w: &mut Writer, ptrs: &[u64]) -> Result<()> {
         // id, tombstone, bad checksum...) reserves its slot only if no owner claimed it.
         let mut bad = Vec::new();
         for (slot, id) in mine {
-            let ok = map
-                .read(slot_offset(slot), SLOT_LEN as usize)
+            // SAFETY: the store is being opened: no reader or writer exists yet.
+            let ok = unsafe { map.read(slot_offset(slot), SLOT_LEN as usize) }
                 .map(bytemuck::pod_read_unaligned::<SlotEntry>)
                 .and_then(|e| e.decode(page, slot))
                 .filter(|s| {
@@ -1227,8 +1293,8 @@ fn rebuild(w: &mut Writer, ptrs: &[u64]) -> Result<()> {
             live_slots: alloc.live,
             live_bytes: alloc.live_stored,
         };
-        let head = map
-            .read(0, PAGE_HEADER_LEN as usize)
+        // SAFETY: as above.
+        let head = unsafe { map.read(0, PAGE_HEADER_LEN as usize) }
             .map(bytemuck::pod_read_unaligned::<PageHeader>);
         if head.and_then(|h| h.summary()) != Some(rebuilt) {
             w.summaries_rebuilt += 1;
@@ -1272,10 +1338,11 @@ impl Writer {
             .ok_or_else(|| corrupted(page, 0, "missing page"))
     }
 
+    /// Notes that `offset..offset + len` of `page` was written (in whole 4 KiB blocks).
     fn mark_dirty(&mut self, page: u32, offset: u64, len: u64) {
-        let e = self.dirty.entry(page).or_insert((offset, offset + len));
-        e.0 = e.0.min(offset);
-        e.1 = e.1.max(offset + len);
+        let start = offset / BLOCK * BLOCK;
+        let end = (offset + len).div_ceil(BLOCK) * BLOCK;
+        self.dirty.entry(page).or_default().insert(start, end);
     }
 
     /// Retires or frees the slot an id pointed to before it was repointed or deleted.
@@ -1300,14 +1367,22 @@ impl Writer {
     /// Marks slot `(page, s)` as a tombstone on disk and gives it back to the allocator.
     fn free_slot(&mut self, page: u32, s: u32, opts: &Options) -> Result<()> {
         let map = self.map(page)?;
-        if let Some(entry) = map.read(slot_offset(s), SLOT_LEN as usize) {
-            let entry: SlotEntry = bytemuck::pod_read_unaligned(entry);
+        // SAFETY: only the writer (the caller) writes slot entries; the copy ends before the
+        // write below.
+        let entry = unsafe { map.read(slot_offset(s), SLOT_LEN as usize) }
+            .map(bytemuck::pod_read_unaligned::<SlotEntry>);
+        if let Some(entry) = entry {
             if let Some(mut slot) = entry.decode(page, s) {
                 slot.flags |= FLAG_TOMBSTONE;
-                map.write(
-                    slot_offset(s),
-                    bytemuck::bytes_of(&SlotEntry::encode(&slot, page, s)),
-                )?;
+                // SAFETY: no published pointer reaches this slot any more (its id was
+                // repointed or deleted, and a pending one's old pointer is no longer
+                // durable), so no reader holds a slice of it.
+                unsafe {
+                    map.write(
+                        slot_offset(s),
+                        bytemuck::bytes_of(&SlotEntry::encode(&slot, page, s)),
+                    )
+                }?;
                 self.mark_dirty(page, slot_offset(s), u64::from(SLOT_LEN));
             }
         }
@@ -1384,12 +1459,14 @@ impl Writer {
             live_bytes: p.live_stored,
         };
         let map = self.map(page)?;
-        let mut h: PageHeader = map
-            .read(0, PAGE_HEADER_LEN as usize)
+        // SAFETY: readers never read the page header; only the writer (the caller) writes
+        // it, after this copy ends.
+        let mut h: PageHeader = unsafe { map.read(0, PAGE_HEADER_LEN as usize) }
             .map(bytemuck::pod_read_unaligned)
             .ok_or_else(|| corrupted(page, 0, "page header unreadable"))?;
         h.set_summary(s);
-        map.write(0, bytemuck::bytes_of(&h))?;
+        // SAFETY: as above: no reader reads the page header.
+        unsafe { map.write(0, bytemuck::bytes_of(&h)) }?;
         self.mark_dirty(page, 0, u64::from(PAGE_HEADER_LEN));
         Ok(())
     }
@@ -1410,16 +1487,11 @@ impl Iterator for Iter<'_> {
             Ok(sh) => sh,
             Err(e) => return Some(Err(e)),
         };
-        let start = usize::try_from(self.next).ok()?;
-        let (i, &p) = sh
-            .ptrs
-            .get(start..)?
-            .iter()
-            .enumerate()
-            .find(|&(_, &p)| p != 0)?;
-        let id = self.next + i as u64;
+        let (id, p) = sh.ptrs.next_from(self.next)?;
         self.next = id + 1;
-        let (page, slot) = decode_ptr(p)?;
+        let Some((page, slot)) = decode_ptr(p) else {
+            return Some(Err(Error::CorruptedEntry { id }));
+        };
         Some(
             locate(&sh, id, page, slot)
                 .and_then(|(s, stored)| decode(&sh, page, slot, &s, stored))

@@ -68,9 +68,27 @@ fn write_u64(path: &Path, at: u64, v: u64) {
     f.write_all_at(&v.to_le_bytes(), at).unwrap();
 }
 
+/// Offset of the 16-byte tracker entry of `id` (documented layout).
+fn entry_at(id: u64) -> u64 {
+    64 + 16 * id
+}
+
+/// The pointer in the tracker entry of `id`.
+fn read_ptr(path: &Path, id: u64) -> u64 {
+    read_u64(path, entry_at(id))
+}
+
+/// Writes a tracker entry for `id` with a valid checksum (documented layout), so the
+/// pointer itself is what gets checked.
+fn write_ptr(path: &Path, id: u64, ptr: u64) {
+    write_u64(path, entry_at(id), ptr);
+    let sum = xxhash_rust::xxh3::xxh3_64_with_seed(&ptr.to_le_bytes(), id);
+    write_u64(path, entry_at(id) + 8, sum);
+}
+
 /// `(page, slot)` of `id` read from the tracker file (documented layout).
 fn ptr_of(dir: &Path, id: u64) -> (u32, u32) {
-    let p = read_u64(&dir.join(TRACKER), 64 + 8 * id);
+    let p = read_ptr(&dir.join(TRACKER), id);
     (((p >> 32) - 1) as u32, p as u32)
 }
 
@@ -250,9 +268,9 @@ fn damaged_tracker_header_is_refused() {
     flip(&tracker, 20);
     let f = OpenOptions::new().write(true).open(&tracker).unwrap();
     // A tracker is created with room for 1024 ids and never shrinks: shorter is truncated.
-    f.set_len(64 + 8 * 1024 - 8).unwrap();
+    f.set_len(64 + 16 * 1024 - 16).unwrap();
     assert_open_fails_unchanged(dir.path());
-    f.set_len(64 + 8 * 1024).unwrap();
+    f.set_len(64 + 16 * 1024).unwrap();
     let s = Store::open(dir.path(), opts()).unwrap();
     assert_eq!(s.stats().unwrap().live_values, 20);
     drop(s);
@@ -266,8 +284,8 @@ fn tracker_pointing_past_a_page_reads_as_corrupted() {
     drop(filled(dir.path()));
     let tracker = dir.path().join(TRACKER);
     // id 4 -> page 9 (missing); id 5 -> page 0, slot far past the page end.
-    write_u64(&tracker, 64 + 8 * 4, (10u64 << 32) | 1);
-    write_u64(&tracker, 64 + 8 * 5, (1u64 << 32) | 1_000_000);
+    write_ptr(&tracker, 4, (10u64 << 32) | 1);
+    write_ptr(&tracker, 5, (1u64 << 32) | 1_000_000);
     let s = Store::open(dir.path(), opts()).unwrap();
     assert_eq!(s.stats().unwrap().corrupt_entries, 2);
     assert!(matches!(
@@ -316,11 +334,7 @@ fn tracker_pointing_at_a_slot_straddling_the_page_end_reads_as_corrupted() {
     let page_len = std::fs::metadata(dir.path().join(PAGE0)).unwrap().len();
     let straddling = (page_len - 64) / 40; // entry starts before the end, ends past it
     assert!(64 + 40 * straddling < page_len && 64 + 40 * (straddling + 1) > page_len);
-    write_u64(
-        &dir.path().join(TRACKER),
-        64 + 8 * 5,
-        (1u64 << 32) | straddling,
-    );
+    write_ptr(&dir.path().join(TRACKER), 5, (1u64 << 32) | straddling);
     let s = Store::open(dir.path(), opts()).unwrap();
     assert_eq!(s.stats().unwrap().corrupt_entries, 1);
     assert_eq!(s.stats().unwrap().live_values, 19);
@@ -336,13 +350,13 @@ fn tracker_pointing_at_another_ids_slot_or_a_tombstone_reads_as_corrupted() {
     let dir = scratch();
     let s = filled(dir.path());
     let tracker = dir.path().join(TRACKER);
-    let p7 = read_u64(&tracker, 64 + 8 * 7);
+    let p7 = read_ptr(&tracker, 7);
     s.delete(7).unwrap();
     s.flush().unwrap(); // id 7's slot is a tombstone now
     drop(s);
-    write_u64(&tracker, 64 + 8 * 7, p7);
-    let p6 = read_u64(&tracker, 64 + 8 * 6);
-    write_u64(&tracker, 64 + 8 * 4, p6); // id 4 -> id 6's slot
+    write_ptr(&tracker, 7, p7);
+    let p6 = read_ptr(&tracker, 6);
+    write_ptr(&tracker, 4, p6); // id 4 -> id 6's slot
     let (page, slot) = ptr_of(dir.path(), 6);
     let s = Store::open(dir.path(), opts()).unwrap();
     assert_eq!(s.stats().unwrap().corrupt_entries, 2);
