@@ -1499,3 +1499,125 @@ impl Iterator for Iter<'_> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::mmap::FAIL_RESERVE;
+
+    const ENOSPC: i32 = 28;
+
+    fn scratch() -> tempfile::TempDir {
+        tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap())
+    }
+
+    fn opts() -> Options {
+        Options::default()
+            .min_page_size(1024 * 1024)
+            .compression(Compression::None)
+    }
+
+    /// Runs `f` with every reservation that needs `fallocate` failing with `errno`.
+    fn failing<R>(errno: i32, f: impl FnOnce() -> R) -> R {
+        FAIL_RESERVE.with(|c| c.set(Some(errno)));
+        let r = f();
+        FAIL_RESERVE.with(|c| c.set(None));
+        r
+    }
+
+    fn is_enospc(r: Result<impl fmt::Debug>) -> bool {
+        matches!(r, Err(Error::Io(ref e)) if e.raw_os_error() == Some(ENOSPC))
+    }
+
+    /// The writer's allocation state of every page, as comparable values.
+    fn layout(s: &Store) -> Vec<(u32, u32, u64, u32, u32)> {
+        let w = s.writer.lock().unwrap();
+        w.pages
+            .iter()
+            .map(|(i, p)| (i, p.slot_count(), p.free_bytes(), p.largest(), p.live))
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_reservation_is_an_io_error_that_changes_nothing() {
+        let dir = scratch();
+        let s = Store::create(dir.path(), opts()).unwrap();
+        for id in 0..10 {
+            s.put(id, &[id as u8; 3000]).unwrap();
+        }
+        s.flush().unwrap();
+        drop(s);
+        // A reopened store knows no reservation: every write needs one.
+        let s = Store::open(dir.path(), opts()).unwrap();
+        // The tracker entry's block first (put and delete reserve it).
+        assert!(failing(ENOSPC, || is_enospc(s.delete(4))));
+        assert!(failing(ENOSPC, || is_enospc(s.put(20, &[1u8; 3000]))));
+        assert_eq!(s.get(4).unwrap().unwrap(), vec![4u8; 3000]);
+        // Reserves the tracker block of ids 0..256 and writes nothing to the page.
+        assert_eq!(s.delete(9).unwrap(), Some(3000));
+        // Then the page's blocks, after the container and slot were placed.
+        let (before, stats) = (layout(&s), s.stats().unwrap());
+        assert!(failing(ENOSPC, || is_enospc(s.put(20, &[1u8; 3000]))));
+        assert!(failing(ENOSPC, || is_enospc(s.put(3, &[1u8; 3000]))));
+        // A value too large for the page needs a new page; its reservation fails too.
+        assert!(failing(ENOSPC, || is_enospc(s.put(21, &[2u8; 2_000_000]))));
+        let after: Vec<_> = layout(&s).into_iter().filter(|p| p.0 == 0).collect();
+        assert_eq!(after, before, "the placement was undone");
+        assert_eq!(s.stats().unwrap().live_values, stats.live_values);
+        assert_eq!(s.get(20).unwrap(), None);
+        assert_eq!(s.get(3).unwrap().unwrap(), vec![3u8; 3000]);
+        assert_eq!(s.get(4).unwrap().unwrap(), vec![4u8; 3000]);
+        // Space again: the same writes succeed and everything reads back after a reopen.
+        s.put(20, &[1u8; 3000]).unwrap();
+        s.put(3, &[1u8; 3000]).unwrap();
+        assert_eq!(s.delete(4).unwrap(), Some(3000));
+        s.flush().unwrap();
+        drop(s);
+        let s = Store::open(dir.path(), opts()).unwrap();
+        assert_eq!(s.get(20).unwrap().unwrap(), vec![1u8; 3000]);
+        assert_eq!(s.get(3).unwrap().unwrap(), vec![1u8; 3000]);
+        assert_eq!(s.get(4).unwrap(), None);
+        assert_eq!(s.stats().unwrap().live_values, 9);
+    }
+
+    #[test]
+    fn reserved_ranges_need_no_new_reservation_until_punched() {
+        let dir = scratch();
+        let s = Store::create(dir.path(), opts().punch_min_bytes(4096)).unwrap();
+        for id in 0..3 {
+            s.put(id, &[id as u8; 100_000]).unwrap();
+        }
+        // Fresh values are rewritten in place in blocks this store reserved: no fallocate.
+        failing(ENOSPC, || s.put(1, &[9u8; 100_000])).unwrap();
+        s.flush().unwrap();
+        // A deleted value's blocks are punched by the flush; the hole is the best fit for
+        // a value of the same size, and must be reserved again before it is written.
+        assert_eq!(s.delete(0).unwrap(), Some(100_000));
+        s.flush().unwrap();
+        assert!(s.stats().unwrap().punched_bytes >= 90_000);
+        assert!(failing(ENOSPC, || is_enospc(s.put(5, &[5u8; 100_000]))));
+        s.put(5, &[5u8; 100_000]).unwrap();
+        assert_eq!(s.get(5).unwrap().unwrap(), vec![5u8; 100_000]);
+        assert_eq!(s.get(1).unwrap().unwrap(), vec![9u8; 100_000]);
+    }
+
+    #[test]
+    fn a_file_system_without_fallocate_writes_unreserved() {
+        let dir = scratch();
+        let s = Store::create(dir.path(), opts()).unwrap();
+        failing(rustix::io::Errno::OPNOTSUPP.raw_os_error(), || {
+            s.put(1, b"one").unwrap();
+            s.put(1, b"uno").unwrap();
+            s.delete(1).unwrap();
+            s.put(2, b"two").unwrap();
+        });
+        assert_eq!(s.get(2).unwrap().as_deref(), Some(&b"two"[..]));
+        // Other errors are errors (a range not reserved yet: a value of its own size).
+        assert!(failing(5, || matches!(
+            s.put(3, &[3u8; 500_000]),
+            Err(Error::Io(e)) if e.raw_os_error() == Some(5)
+        )));
+    }
+}
