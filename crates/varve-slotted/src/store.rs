@@ -42,7 +42,7 @@ const TRACKER_FILE: &str = "tracker.vvt";
 const LOCK_FILE: &str = "LOCK";
 /// Largest allowed `max_id`: the tracker file holds 16 bytes per id below the largest
 /// one (sparse, but its apparent size must stay within what file systems allow).
-const MAX_ID_LIMIT: u64 = (1 << 40) - 1;
+const MAX_ID_LIMIT: u64 = (1 << 39) - 1;
 
 /// How values are compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,7 +66,7 @@ pub struct Options {
     pub min_page_size: u64,
     /// Compression of values. Default [`Compression::Lz4`].
     pub compression: Compression,
-    /// Largest id accepted (at most 2^40 - 1). Ids index a sparse table: memory and disk
+    /// Largest id accepted (at most 2^39 - 1: the tracker file, sparse, then spans 8 TiB, which ext4 allows). Ids index a sparse table: memory and disk
     /// grow with the ids in use (4096 neighbouring ids share a 32 KiB block of memory and
     /// 256 share a 4 KiB block of the tracker file), not with the largest id, so a single
     /// large id is cheap, but dense ids are the cheapest. Default `u32::MAX`.
@@ -214,7 +214,7 @@ impl Options {
             return Err(Error::InvalidOptions("compact_threshold must be in (0, 1]"));
         }
         if self.max_id > MAX_ID_LIMIT {
-            return Err(Error::InvalidOptions("max_id must be below 2^40"));
+            return Err(Error::InvalidOptions("max_id must be below 2^39"));
         }
         if self.compact_step_bytes < MIN_CONTAINER {
             return Err(Error::InvalidOptions(
