@@ -655,3 +655,97 @@ fn leftover_temporary_files_are_removed_on_open() {
 fn scratch() -> tempfile::TempDir {
     tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap())
 }
+
+/// A tracker entry that fails its checksum is counted, its id reads as
+/// `CorruptedEntry { id }`, and iteration reports it and goes on past it.
+#[test]
+fn a_tracker_entry_failing_its_checksum_is_counted_reported_and_skipped() {
+    let dir = scratch();
+    drop(filled(dir.path()));
+    let tracker = dir.path().join(TRACKER);
+    flip(&tracker, entry_at(4) + 9); // its checksum
+    flip(&tracker, entry_at(11) + 2); // its pointer
+    let s = Store::open(dir.path(), opts()).unwrap();
+    let st = s.stats().unwrap();
+    assert_eq!((st.corrupt_entries, st.live_values), (2, 18));
+    assert!(matches!(s.get(4), Err(Error::CorruptedEntry { id: 4 })));
+    assert!(matches!(
+        s.get_with(11, |_| ()),
+        Err(Error::CorruptedEntry { id: 11 })
+    ));
+    let items: Vec<_> = s.iter().collect();
+    assert_eq!(items.len(), 20, "iteration goes on past the bad entries");
+    let bad: Vec<u64> = items
+        .iter()
+        .filter_map(|r| match r {
+            Err(Error::CorruptedEntry { id }) => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(bad, vec![4, 11]);
+    let good: Vec<u64> = items
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|v| v.0)
+        .collect();
+    assert_eq!(
+        good,
+        (0..20).filter(|&i| i != 4 && i != 11).collect::<Vec<_>>()
+    );
+    // Overwriting or deleting the id clears the damage.
+    assert!(
+        s.put(11, b"eleven").unwrap(),
+        "a corrupt entry counts as a value replaced"
+    );
+    assert_eq!(s.delete(4).unwrap(), Some(0));
+    assert_eq!(s.delete(4).unwrap(), None);
+    s.flush().unwrap();
+    drop(s);
+    let s = Store::open(dir.path(), opts()).unwrap();
+    let st = s.stats().unwrap();
+    assert_eq!((st.corrupt_entries, st.live_values), (0, 19));
+    assert_eq!(s.get(4).unwrap(), None);
+    assert_eq!(s.get(11).unwrap().as_deref(), Some(&b"eleven"[..]));
+}
+
+/// A word with a valid checksum that names no page, or an empty pointer with a checksum,
+/// is corrupt too (it used to end iteration silently).
+#[test]
+fn a_tracker_word_that_does_not_decode_is_corruption() {
+    let dir = scratch();
+    drop(filled(dir.path()));
+    let tracker = dir.path().join(TRACKER);
+    write_ptr(&tracker, 6, 5); // page field 0: no page
+    write_u64(&tracker, entry_at(8) + 8, 1); // pointer 0, checksum 1
+    let s = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(s.stats().unwrap().corrupt_entries, 2);
+    assert!(matches!(s.get(6), Err(Error::CorruptedEntry { id: 6 })));
+    assert!(matches!(s.get(8), Err(Error::CorruptedEntry { id: 8 })));
+    let ok = s.iter().filter(Result::is_ok).count();
+    let errors = s.iter().filter(Result::is_err).count();
+    assert_eq!((ok, errors), (18, 2));
+    assert_eq!(s.iter().last().unwrap().unwrap().0, 19);
+}
+
+/// A version 1 tracker (8-byte entries without checksums) is refused by name, unchanged.
+#[test]
+fn a_version_1_tracker_is_refused_with_a_clear_error() {
+    let dir = scratch();
+    drop(filled(dir.path()));
+    let mut h = [0u8; 64];
+    h[..8].copy_from_slice(b"VARVTRAK");
+    h[8..12].copy_from_slice(&1u32.to_le_bytes());
+    h[12..16].copy_from_slice(&8u32.to_le_bytes());
+    let sum = xxhash_rust::xxh3::xxh3_64(&h[..56]);
+    h[56..].copy_from_slice(&sum.to_le_bytes());
+    let f = OpenOptions::new()
+        .write(true)
+        .open(dir.path().join(TRACKER))
+        .unwrap();
+    f.write_all_at(&h, 0).unwrap();
+    match Store::open(dir.path(), opts()) {
+        Err(Error::BadFile { what, .. }) => assert!(what.contains("version 1"), "{what}"),
+        other => panic!("{other:?}"),
+    }
+    assert_open_fails_unchanged(dir.path());
+}
