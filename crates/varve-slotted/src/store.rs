@@ -658,7 +658,7 @@ impl Store {
             let map = w.map(op)?;
             {
                 let _g = self.write_shared()?;
-                // SAFETY (both writes): the shared write lock is held, so no reader holds a
+                // SAFETY: (both writes) the shared write lock is held, so no reader holds a
                 // slice of this published container or slot entry.
                 unsafe {
                     self.write_value(&map, l.offset, &enc.bytes)?;
@@ -679,7 +679,7 @@ impl Store {
         let (page, s, offset) = self.allocate(&mut w, cap)?;
         let slot = Slot { offset, ..slot };
         let map = w.map(page)?;
-        // SAFETY (both writes): `allocate` just took this container and slot from free
+        // SAFETY: (both writes) `allocate` just took this container and slot from free
         // space; no published pointer reaches them, so no reader holds a slice of them.
         unsafe {
             self.write_value(&map, offset, &enc.bytes)?;
@@ -828,7 +828,7 @@ impl Store {
             ..old
         };
         let dst = w.map(np)?;
-        // SAFETY (both writes): `allocate` took this container and slot from free space on
+        // SAFETY: (both writes) `allocate` took this container and slot from free space on
         // another page (pages being compacted receive nothing); no published pointer
         // reaches them.
         unsafe {
@@ -1371,20 +1371,18 @@ impl Writer {
         // write below.
         let entry = unsafe { map.read(slot_offset(s), SLOT_LEN as usize) }
             .map(bytemuck::pod_read_unaligned::<SlotEntry>);
-        if let Some(entry) = entry {
-            if let Some(mut slot) = entry.decode(page, s) {
-                slot.flags |= FLAG_TOMBSTONE;
-                // SAFETY: no published pointer reaches this slot any more (its id was
-                // repointed or deleted, and a pending one's old pointer is no longer
-                // durable), so no reader holds a slice of it.
-                unsafe {
-                    map.write(
-                        slot_offset(s),
-                        bytemuck::bytes_of(&SlotEntry::encode(&slot, page, s)),
-                    )
-                }?;
-                self.mark_dirty(page, slot_offset(s), u64::from(SLOT_LEN));
-            }
+        if let Some(mut slot) = entry.and_then(|e| e.decode(page, s)) {
+            slot.flags |= FLAG_TOMBSTONE;
+            // SAFETY: no published pointer reaches this slot any more (its id was
+            // repointed or deleted, and a pending one's old pointer is no longer durable),
+            // so no reader holds a slice of it.
+            unsafe {
+                map.write(
+                    slot_offset(s),
+                    bytemuck::bytes_of(&SlotEntry::encode(&slot, page, s)),
+                )
+            }?;
+            self.mark_dirty(page, slot_offset(s), u64::from(SLOT_LEN));
         }
         let container = match self.pages.get(page).and_then(|p| p.slot(s)) {
             Some(SlotState::Live(l)) => Some((l.offset, l.capacity)),
