@@ -66,7 +66,8 @@ pub struct Options {
     pub min_page_size: u64,
     /// Compression of values. Default [`Compression::Lz4`].
     pub compression: Compression,
-    /// Largest id accepted (at most 2^39 - 1: the tracker file, sparse, then spans 8 TiB, which ext4 allows). Ids index a sparse table: memory and disk
+    /// Largest id accepted, at most 2^39 - 1 (the sparse tracker file then spans 8 TiB,
+    /// within ext4's file size limit). Ids index a sparse table: memory and disk
     /// grow with the ids in use (4096 neighbouring ids share a 32 KiB block of memory and
     /// 256 share a 4 KiB block of the tracker file), not with the largest id, so a single
     /// large id is cheap, but dense ids are the cheapest. Default `u32::MAX`.
@@ -93,9 +94,10 @@ pub struct Options {
     /// Default 8 MiB.
     pub flush_after_retired_bytes: u64,
     /// Smallest run of whole free file blocks a flush gives back to the file system (hole
-    /// punching). Punching is a file-system transaction (hundreds of microseconds on
-    /// ext4), so small runs are left allocated: the space stays in the page for reuse and
-    /// is still reclaimed by compaction. 0 (or 4096) punches every whole free block.
+    /// punching). Each punched run is a file-system transaction, and a punched range must
+    /// be reserved again before it is reused, so small runs are left allocated: the space
+    /// stays in the page for reuse and is still reclaimed by compaction. 0 (or 4096)
+    /// punches every whole free block.
     /// Default 64 KiB.
     pub punch_min_bytes: u64,
     /// Test hook: called with a point name during writes and flushes, e.g. to panic there.
@@ -235,7 +237,8 @@ pub struct Stats {
     pub live_bytes: u64,
     /// Bytes of those values as stored (after compression).
     pub stored_bytes: u64,
-    /// Bytes of all the store's files (page files, tracker, dictionaries), as `ls` sees them.
+    /// Bytes of all the store's files (page files, tracker, dictionaries), as `ls` sees them
+    /// (apparent sizes: page and tracker files are sparse).
     pub bytes_on_disk: u64,
     /// Page bytes that hold neither a live value nor one contiguous free run (old versions
     /// waiting for a flush plus fragmented free space), over all page bytes.
@@ -910,8 +913,8 @@ impl Store {
     }
 
     /// Makes every write made before this call durable, then frees the space of the values
-    /// they replaced. Order: data pages (msync), then the tracker, then frees. A failure
-    /// poisons the store (see [`Error::Poisoned`]).
+    /// they replaced. Order: the data blocks written since the last flush, then the
+    /// tracker, then frees. A failure poisons the store (see [`Error::Poisoned`]).
     pub fn flush(&self) -> Result<()> {
         let mut w = self.lock_writer()?;
         self.flush_or_poison(&mut w).map(|_| ())
