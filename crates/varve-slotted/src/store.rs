@@ -40,6 +40,9 @@ const PAGE_ALIGN: u64 = 4096;
 const TRACKER_FILE: &str = "tracker.vvt";
 /// Name of the lock file.
 const LOCK_FILE: &str = "LOCK";
+/// Alignment down to which free space below a new container is reserved along with it
+/// (see `Store::allocate`).
+const RESERVE_AHEAD: u32 = 64 * 1024;
 /// Largest allowed `max_id`: the tracker file holds 16 bytes per id below the largest
 /// one (sparse, but its apparent size must stay within what file systems allow).
 const MAX_ID_LIMIT: u64 = (1 << 39) - 1;
@@ -755,10 +758,19 @@ impl Store {
             .flatten()
             .ok_or(Error::InvalidOptions("page cannot hold the value"))?;
         // Reserve the blocks before anything is written through the map (a full disk is an
-        // error here, not a SIGBUS later); on failure the placement is undone.
+        // error here, not a SIGBUS later); on failure the placement is undone. Containers
+        // are cut from the high end of a free extent, so the next ones from this extent go
+        // right below this one: the reservation reaches down to the RESERVE_AHEAD boundary
+        // below the container (within the free extent), so one call serves many values.
         let map = w.map(page)?;
+        let from = offset
+            .checked_sub(1)
+            .and_then(|below| w.pages.get(page)?.free_extent_at(below))
+            .map_or(offset, |(o, _)| {
+                o.max(offset / RESERVE_AHEAD * RESERVE_AHEAD)
+            });
         let reserved = map
-            .reserve(u64::from(offset), u64::from(cap))
+            .reserve(u64::from(from), u64::from(offset + cap - from))
             .and_then(|()| map.reserve(slot_offset(slot), u64::from(SLOT_LEN)));
         if let Err(e) = reserved {
             w.pages.with(page, |p| p.unplace(slot, offset, cap));
@@ -1602,6 +1614,43 @@ mod tests {
         s.put(5, &[5u8; 100_000]).unwrap();
         assert_eq!(s.get(5).unwrap().unwrap(), vec![5u8; 100_000]);
         assert_eq!(s.get(1).unwrap().unwrap(), vec![9u8; 100_000]);
+    }
+
+    /// One reservation covers a container and the free extent below it down to a 64 KiB
+    /// boundary, where the next containers go; never more than that, nor past the extent.
+    #[test]
+    fn a_reservation_covers_the_free_space_just_below_the_container() {
+        let dir = scratch();
+        let s = Store::create(dir.path(), opts()).unwrap();
+        let blocks = || {
+            use std::os::unix::fs::MetadataExt as _;
+            let m = std::fs::metadata(dir.path().join(page_file_name(0))).unwrap();
+            m.blocks() * 512
+        };
+        s.put(0, &[1u8; 1000]).unwrap();
+        let first = blocks();
+        // The header block and the last 64 KiB of the page, where the value went.
+        assert!(
+            (64 * 1024..=64 * 1024 + 3 * 4096).contains(&first),
+            "{first} bytes allocated"
+        );
+        // The next values come from that reserved space: no new reservation.
+        failing(ENOSPC, || {
+            for id in 1..50 {
+                s.put(id, &[id as u8; 1000]).unwrap();
+            }
+        });
+        assert!(failing(ENOSPC, || is_enospc(s.put(99, &[0u8; 100_000]))));
+        // A value filling the rest of the extent: reservation stops at the extent's start
+        // (just above the directory), it does not reach below it.
+        let free = {
+            let w = s.writer.lock().unwrap();
+            let p = w.pages.get(0).unwrap();
+            p.largest()
+        };
+        s.put(100, &vec![5u8; (free - 40 - 8) as usize]).unwrap();
+        assert_eq!(s.get(100).unwrap().unwrap().len(), (free - 48) as usize);
+        assert!(blocks() <= 1024 * 1024);
     }
 
     #[test]
