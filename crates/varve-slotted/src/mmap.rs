@@ -202,3 +202,89 @@ impl Map {
 fn poisoned() -> io::Error {
     io::Error::other("reservation lock poisoned")
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    const ENOSPC: i32 = 28;
+
+    fn map(len: u64) -> (tempfile::TempDir, Map) {
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap());
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("f"))
+            .unwrap();
+        f.set_len(len).unwrap();
+        let m = Map::new(&f, len).unwrap();
+        (dir, m)
+    }
+
+    /// Whether reserving the range needs a `fallocate` (it fails while the hook is set).
+    fn needs_fallocate(m: &Map, offset: u64, len: u64) -> bool {
+        FAIL_RESERVE.with(|c| c.set(Some(ENOSPC)));
+        let r = m.reserve(offset, len);
+        FAIL_RESERVE.with(|c| c.set(None));
+        r.is_err()
+    }
+
+    #[test]
+    fn reservations_are_whole_blocks_and_remembered() {
+        let (_d, m) = map(64 * 1024);
+        assert!(needs_fallocate(&m, 5000, 10));
+        m.reserve(5000, 10).unwrap();
+        assert!(
+            !needs_fallocate(&m, 4096, 4096),
+            "the whole block is reserved"
+        );
+        assert!(needs_fallocate(&m, 8192, 1));
+        assert!(needs_fallocate(&m, 4095, 2));
+        assert!(!needs_fallocate(&m, 6000, 0));
+        // The blocks really are allocated.
+        use std::os::unix::fs::MetadataExt as _;
+        assert_eq!(m.file.metadata().unwrap().blocks() * 512, 4096);
+        // A write reserves before it stores.
+        assert!(needs_fallocate(&m, 20_000, 8));
+        // SAFETY: this test is the map's only user.
+        unsafe { m.write(20_000, &[1; 8]) }.unwrap();
+        assert!(!needs_fallocate(&m, 20_000, 8));
+        // SAFETY: as above.
+        assert_eq!(unsafe { m.read(20_000, 8) }.unwrap(), &[1; 8]);
+        // SAFETY: as above.
+        let past = unsafe { m.write(64 * 1024 - 4, &[1; 8]) }.unwrap_err();
+        assert_eq!(past.kind(), io::ErrorKind::InvalidInput);
+        assert!(m.reserve(u64::MAX, 2).is_err());
+    }
+
+    #[test]
+    fn a_punched_range_must_be_reserved_again_and_only_it() {
+        let (_d, m) = map(64 * 1024);
+        m.reserve(0, 64 * 1024).unwrap();
+        m.punch_hole(16 * 1024, 16 * 1024).unwrap();
+        assert!(!needs_fallocate(&m, 0, 16 * 1024));
+        assert!(!needs_fallocate(&m, 32 * 1024, 32 * 1024));
+        assert!(needs_fallocate(&m, 16 * 1024, 1));
+        assert!(needs_fallocate(&m, 32 * 1024 - 1, 1));
+        assert!(m.punch_hole(60 * 1024, 8 * 1024).is_err(), "past the end");
+        assert!(
+            !needs_fallocate(&m, 60 * 1024, 4096),
+            "a failed punch changes nothing"
+        );
+    }
+
+    #[test]
+    fn writeback_checks_its_range() {
+        let (_d, m) = map(16 * 1024);
+        // SAFETY: this test is the map's only user.
+        unsafe { m.write(100, &[7; 100]) }.unwrap();
+        m.start_writeback(0, 4096).unwrap();
+        m.sync_data().unwrap();
+        assert!(m.start_writeback(12 * 1024, 8 * 1024).is_err());
+        assert!(m.start_writeback(u64::MAX, 1).is_err());
+    }
+}

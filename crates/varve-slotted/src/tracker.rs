@@ -118,7 +118,9 @@ impl Tracker {
         let mut ptrs = PtrTable::default();
         for (start, end) in data_regions(&file, TRACKER_HEADER_LEN, body_end)? {
             let first = (start.max(TRACKER_HEADER_LEN) - TRACKER_HEADER_LEN) / TRACKER_ENTRY_LEN;
-            let last = end.saturating_sub(TRACKER_HEADER_LEN).div_ceil(TRACKER_ENTRY_LEN);
+            let last = end
+                .saturating_sub(TRACKER_HEADER_LEN)
+                .div_ceil(TRACKER_ENTRY_LEN);
             for id in first..last {
                 // SAFETY: the tracker mapping is written only by the writer, which does
                 // not exist yet (the store is being opened).
