@@ -1501,7 +1501,8 @@ impl Iterator for Iter<'_> {
             Err(e) => return Some(Err(e)),
         };
         let (id, p) = sh.ptrs.next_from(self.next)?;
-        self.next = id + 1;
+        // Ids stay below 2^39, so this never ends an iteration early; it cannot wrap to 0.
+        self.next = id.checked_add(1)?;
         let Some((page, slot)) = decode_ptr(p) else {
             return Some(Err(Error::CorruptedEntry { id }));
         };
