@@ -49,10 +49,10 @@ impl RangeSet {
         if start >= end {
             return;
         }
-        if let Some((&s, &e)) = self.ranges.range(..start).next_back()
-            && e > start
-        {
-            self.ranges.insert(s, start);
+        // The range starting before `start` keeps its part below `start` (all of it when
+        // it ends there or earlier) and, when it reaches past `end`, its part above.
+        if let Some((&s, &e)) = self.ranges.range(..start).next_back() {
+            self.ranges.insert(s, e.min(start));
             if e > end {
                 self.ranges.insert(end, e);
             }
