@@ -52,7 +52,9 @@ fn entry_offset(id: u64) -> u64 {
 fn data_regions(file: &File, from: u64, end: u64) -> io::Result<Vec<(u64, u64)>> {
     let mut out = Vec::new();
     let mut pos = from;
-    while pos < end {
+    // Ends when no data is left at or after `pos` (NXIO) or the next data lies past `end`
+    // (at `pos == end` one of the two holds).
+    loop {
         let data = match rustix::fs::seek(file, rustix::fs::SeekFrom::Data(pos)) {
             Ok(d) => d,
             Err(rustix::io::Errno::NXIO) => break,
@@ -117,7 +119,11 @@ impl Tracker {
         let map = Map::new(&file, body_end)?;
         let mut ptrs = PtrTable::default();
         for (start, end) in data_regions(&file, TRACKER_HEADER_LEN, body_end)? {
-            let first = (start.max(TRACKER_HEADER_LEN) - TRACKER_HEADER_LEN) / TRACKER_ENTRY_LEN;
+            // Regions start at the header's end or at a block boundary, which is also an
+            // entry boundary (64 + 16 * n), so no entry straddles a region's start.
+            let first = start
+                .saturating_sub(TRACKER_HEADER_LEN)
+                .div_ceil(TRACKER_ENTRY_LEN);
             let last = end
                 .saturating_sub(TRACKER_HEADER_LEN)
                 .div_ceil(TRACKER_ENTRY_LEN);
