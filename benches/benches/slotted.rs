@@ -7,7 +7,8 @@
 //! and after updating half; CPU time and RSS growth of the load; Bustle-like mixes (95%
 //! reads, 80% inserts, 50% updates) as time per op; the compression ratio a trained
 //! dictionary gains. Neither engine syncs per write; each phase ends with a flush (Varve:
-//! msync of data then tracker; RocksDB: memtable flush), included in its time.
+//! writeback of the 4 KiB blocks dirtied since the last flush and an fdatasync per page
+//! file, then the tracker; RocksDB: memtable flush), included in its time.
 //!
 //! The peer is rust-rocksdb 0.19 (lz4 only). Building its bundled RocksDB from source takes
 //! hours on a loaded 2-core machine; with Debian's `librocksdb-dev` installed, run with

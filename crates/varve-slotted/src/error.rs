@@ -23,6 +23,14 @@ pub enum Error {
         /// Which check failed.
         what: &'static str,
     },
+    /// The tracker entry of an id, read on open, failed its checksum or names no page; the
+    /// id has no readable value until it is written or deleted.
+    #[error("corrupted tracker entry of id {id}")]
+    CorruptedEntry {
+        /// The id whose entry is corrupt (its entry is at byte `64 + 16 * id` of
+        /// `tracker.vvt`).
+        id: u64,
+    },
     /// A file of the store is not what it should be (wrong magic, version, size, checksum).
     #[error("bad store file {path:?}: {what}")]
     BadFile {

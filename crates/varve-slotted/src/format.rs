@@ -27,8 +27,11 @@ pub const MIN_CONTAINER: u32 = 128;
 pub(crate) const CONTAINER_ALIGN: u32 = 8;
 /// Size of the tracker header; entries follow it.
 pub(crate) const TRACKER_HEADER_LEN: u64 = 64;
-/// Size of one tracker entry.
-pub(crate) const TRACKER_ENTRY_LEN: u64 = 8;
+/// Size of one tracker entry: the pointer and its checksum.
+pub(crate) const TRACKER_ENTRY_LEN: u64 = 16;
+/// Version of the tracker file format (2: 16-byte entries with a checksum each; version 1
+/// had bare 8-byte pointers and is refused with a clear error).
+pub(crate) const TRACKER_VERSION: u32 = 2;
 /// Size of a dictionary file header.
 pub(crate) const DICT_HEADER_LEN: usize = 32;
 
@@ -274,7 +277,7 @@ impl SlotEntry {
 pub(crate) struct TrackerHeader {
     /// [`TRACKER_MAGIC`].
     pub magic: [u8; 8],
-    /// [`FORMAT_VERSION`].
+    /// [`TRACKER_VERSION`].
     pub version: [u8; 4],
     /// [`TRACKER_ENTRY_LEN`].
     pub entry_len: [u8; 4],
@@ -289,10 +292,14 @@ pub(crate) struct TrackerHeader {
 impl TrackerHeader {
     /// The header every tracker file starts with.
     pub(crate) fn new() -> TrackerHeader {
+        TrackerHeader::of_version(TRACKER_VERSION, TRACKER_ENTRY_LEN as u32)
+    }
+
+    fn of_version(version: u32, entry_len: u32) -> TrackerHeader {
         let mut h = TrackerHeader {
             magic: TRACKER_MAGIC,
-            version: FORMAT_VERSION.to_le_bytes(),
-            entry_len: (TRACKER_ENTRY_LEN as u32).to_le_bytes(),
+            version: version.to_le_bytes(),
+            entry_len: entry_len.to_le_bytes(),
             reserved: [0; 32],
             reserved2: [0; 8],
             sum: [0; 8],
@@ -305,6 +312,34 @@ impl TrackerHeader {
     pub(crate) fn ok(&self) -> bool {
         *self == TrackerHeader::new()
     }
+
+    /// True when this is the intact header of a version 1 tracker (8-byte entries).
+    pub(crate) fn is_version_1(&self) -> bool {
+        *self == TrackerHeader::of_version(1, 8)
+    }
+}
+
+/// A tracker entry as stored: the pointer (see [`encode_ptr`]) and xxh3-64 of its 8 bytes
+/// seeded with the id, both little-endian; all zeros for "no value".
+pub(crate) fn encode_entry(id: u64, ptr: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    if ptr != 0 {
+        out[..8].copy_from_slice(&ptr.to_le_bytes());
+        out[8..].copy_from_slice(&xxh3_64_with_seed(&ptr.to_le_bytes(), id).to_le_bytes());
+    }
+    out
+}
+
+/// The pointer a stored tracker entry of `id` holds (0: no value), or `None` when the
+/// entry is corrupt: its checksum does not match, or the pointer names no page and slot.
+pub(crate) fn decode_entry(id: u64, entry: [u8; 16]) -> Option<u64> {
+    let (p, sum) = entry.split_at(8);
+    let ptr = u64::from_le_bytes(p.try_into().ok()?);
+    let sum = u64::from_le_bytes(sum.try_into().ok()?);
+    if ptr == 0 {
+        return (sum == 0).then_some(0);
+    }
+    (sum == xxh3_64_with_seed(p, id) && decode_ptr(ptr).is_some()).then_some(ptr)
 }
 
 /// A tracker entry: 0 for "no value", else `(page + 1) << 32 | slot`, little-endian.
@@ -453,9 +488,33 @@ mod tests {
     }
 
     #[test]
+    fn tracker_entries_verify_against_their_id() {
+        assert_eq!(encode_entry(9, 0), [0; 16]);
+        assert_eq!(decode_entry(9, [0; 16]), Some(0));
+        let p = encode_ptr(3, 4);
+        let e = encode_entry(9, p);
+        assert_eq!(&e[..8], &p.to_le_bytes());
+        assert_eq!(decode_entry(9, e), Some(p));
+        assert_eq!(decode_entry(10, e), None, "bound to its id");
+        for i in 0..16 {
+            let mut bad = e;
+            bad[i] ^= 0x10;
+            assert_eq!(decode_entry(9, bad), None, "byte {i} flipped");
+        }
+        let mut zero_ptr = [0u8; 16];
+        zero_ptr[12] = 1;
+        assert_eq!(decode_entry(9, zero_ptr), None, "no pointer but a checksum");
+        // A checksummed pointer that names no page (high half 0) is corrupt as well.
+        assert_eq!(decode_entry(9, encode_entry(9, 5)), None);
+    }
+
+    #[test]
     fn tracker_header_verifies() {
         let h = TrackerHeader::new();
         assert!(h.ok());
+        assert!(!h.is_version_1());
+        let v1 = TrackerHeader::of_version(1, 8);
+        assert!(v1.is_version_1() && !v1.ok());
         let mut bad = h;
         bad.reserved[3] = 1;
         assert!(!bad.ok());

@@ -23,7 +23,7 @@
 //!
 //! The page files are written through shared mappings, so the kernel may write any dirty
 //! byte back at any moment, before or after a `flush`. The protocol therefore never relies
-//! on a write *not* reaching disk; it only relies on what `msync` makes durable:
+//! on a write *not* reaching disk; it only relies on what `fdatasync` makes durable:
 //!
 //! 1. **Out of place.** A `put` writes its value and slot entry into space no *durable*
 //!    pointer reaches: a free container and a free (or new) directory slot. The in-memory
@@ -39,14 +39,16 @@
 //!    so a write that brings the pending bytes to
 //!    [`Options::flush_after_retired_bytes`] (default 8 MiB) runs the flush itself: a long
 //!    run of updates without `flush` grows the files by at most about that much.
-//! 4. **`flush` orders data, pointers, frees:** (a) `msync` the dirty ranges of every page
-//!    (values and slot entries); (b) write the changed ids' pointers into the tracker
-//!    mapping and `msync` it (plus `fsync` when it grew); (c) only then free the pending
-//!    containers (their slot entries become tombstones; whole file blocks of free space
-//!    are given back to the file system by hole punching) and mark fresh values durable.
-//!    A crash before (b) completes leaves the tracker naming old, intact values; a crash
-//!    during (b) leaves each 8-byte pointer old or new (both name intact values); a crash
-//!    after it leaks nothing: free space is derived, see 6.
+//! 4. **`flush` orders data, pointers, frees:** (a) write back the 4 KiB blocks of every
+//!    page dirtied since the last flush (values and slot entries: `sync_file_range` of
+//!    each, then `fdatasync` of each page file); (b) write the changed ids' entries into
+//!    the tracker mapping and `fdatasync` it (plus `fsync` when it grew); (c) only then
+//!    free the pending containers (their slot entries become tombstones; whole file
+//!    blocks of free space are given back to the file system by hole punching) and mark
+//!    fresh values durable. A crash before (b) completes leaves the tracker naming old,
+//!    intact values; a crash during (b) leaves each 16-byte entry (inside one sector) old
+//!    or new (both name intact values); a crash after it leaks nothing: free space is
+//!    derived, see 6.
 //! 5. **New files** (pages, dictionaries, the tracker) are written as `*.tmp`, synced and
 //!    renamed, and the directory is synced, before anything points into them; `*.tmp`
 //!    leftovers are deleted on open.
@@ -57,9 +59,18 @@
 //!    disagrees is counted ([`Stats::summaries_rebuilt`]) and rewritten. A pointer whose
 //!    slot does not verify makes only that id read as [`Error::Corrupted`]; open succeeds.
 //!
-//! So after a crash (panic, kill -9, power loss with sector-atomic 8-byte writes) every id
+//! So after a crash (panic, kill -9, power loss with sector-atomic writes) every id
 //! reads its value as of the last completed flush or a newer one, never a torn value, and
 //! opening needs no repair step.
+//!
+//! # Disk space
+//!
+//! Page and tracker files are sparse, and freed space is punched. Every range is reserved
+//! with `fallocate` before it is first written through its mapping (and again after a
+//! punch), so a full file system makes the write that needed the space fail with an
+//! [`Error::Io`] (`ENOSPC`), changing nothing, instead of a SIGBUS. `put` and `delete`
+//! reserve the id's tracker entry too, so a flush needs no new space. Ids index a sparse
+//! table (see [`Options::max_id`]).
 //!
 //! # Readers and the writer
 //!
@@ -89,6 +100,8 @@ mod error;
 mod format;
 mod mmap;
 mod page;
+mod ptrs;
+mod ranges;
 mod store;
 mod tracker;
 

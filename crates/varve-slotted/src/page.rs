@@ -266,6 +266,16 @@ impl PageAlloc {
         Some((slot, off + len - cap))
     }
 
+    /// Undoes a [`PageAlloc::place`] of `slot` and the `cap` bytes at `offset` whose
+    /// value was never written: both are free again, as before the call.
+    pub(crate) fn unplace(&mut self, slot: u32, offset: u32, cap: u32) {
+        self.free_extent(offset, cap);
+        if self.slots.get(slot as usize) == Some(&SlotState::Free) {
+            self.free_slots.insert(slot);
+        }
+        self.trim_directory();
+    }
+
     /// Marks `slot` (just placed) as holding a live value.
     pub(crate) fn set_live(&mut self, slot: u32, l: LiveSlot) {
         if let Some(s) = self.slots.get_mut(slot as usize) {
@@ -598,6 +608,37 @@ mod tests {
         p.set_live(d, live(4, od, 128));
         check_accounting(&p);
         assert!(!p.can_place(8), "no room for another entry");
+    }
+
+    #[test]
+    fn unplace_restores_the_page_as_before_the_place() {
+        let mut p = PageAlloc::new(4096);
+        let (a, oa) = p.place(128).unwrap();
+        p.set_live(a, live(1, oa, 128));
+        let (b, ob) = p.place(256).unwrap();
+        p.set_live(b, live(2, ob, 256));
+        p.release(a); // slot 0 reusable, a hole at the end
+        for cap in [128, 512] {
+            let before = (p.extents(), p.slot_count(), p.free_bytes(), p.largest());
+            let (s, o) = p.place(cap).unwrap();
+            p.unplace(s, o, cap);
+            assert_eq!(
+                (p.extents(), p.slot_count(), p.free_bytes(), p.largest()),
+                before
+            );
+            // The slot is handed out again, to the same container.
+            assert_eq!(p.place(cap), Some((s, o)));
+            p.unplace(s, o, cap);
+        }
+        // A place that grew the directory shrinks it back.
+        let (s, o) = p.place(128).unwrap();
+        p.set_live(s, live(3, o, 128));
+        let before = (p.extents(), p.slot_count());
+        let (s2, o2) = p.place(128).unwrap();
+        assert_eq!(s2, 2);
+        p.unplace(s2, o2, 128);
+        assert_eq!((p.extents(), p.slot_count()), before);
+        check_accounting(&p);
     }
 
     #[test]

@@ -22,8 +22,10 @@ use crate::format::{
     PageHeader, PageSummary, SLOT_LEN, Slot, SlotEntry, container_len, decode_ptr, encode_ptr,
     slot_offset, value_sum,
 };
-use crate::mmap::Map;
+use crate::mmap::{BLOCK, Map};
 use crate::page::{LiveSlot, PageAlloc, Pages, SlotState};
+use crate::ptrs::PtrTable;
+use crate::ranges::RangeSet;
 use crate::tracker::Tracker;
 
 /// Default minimum page size: 32 MiB.
@@ -38,6 +40,12 @@ const PAGE_ALIGN: u64 = 4096;
 const TRACKER_FILE: &str = "tracker.vvt";
 /// Name of the lock file.
 const LOCK_FILE: &str = "LOCK";
+/// Alignment down to which free space below a new container is reserved along with it
+/// (see `Store::allocate`).
+const RESERVE_AHEAD: u32 = 64 * 1024;
+/// Largest allowed `max_id`: the tracker file holds 16 bytes per id below the largest
+/// one (sparse, but its apparent size must stay within what file systems allow).
+const MAX_ID_LIMIT: u64 = (1 << 39) - 1;
 
 /// How values are compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,8 +69,11 @@ pub struct Options {
     pub min_page_size: u64,
     /// Compression of values. Default [`Compression::Lz4`].
     pub compression: Compression,
-    /// Largest id accepted. Ids index a dense table (8 bytes each in memory and on disk), so
-    /// keep them dense. Default `u32::MAX`.
+    /// Largest id accepted, at most 2^39 - 1 (the sparse tracker file then spans 8 TiB,
+    /// within ext4's file size limit). Ids index a sparse table: memory and disk
+    /// grow with the ids in use (4096 neighbouring ids share a 32 KiB block of memory and
+    /// 256 share a 4 KiB block of the tracker file), not with the largest id, so a single
+    /// large id is cheap, but dense ids are the cheapest. Default `u32::MAX`.
     pub max_id: u64,
     /// Largest value accepted, in bytes (at most 1 GiB minus a page header and slot).
     /// Default 64 MiB.
@@ -86,9 +97,10 @@ pub struct Options {
     /// Default 8 MiB.
     pub flush_after_retired_bytes: u64,
     /// Smallest run of whole free file blocks a flush gives back to the file system (hole
-    /// punching). Punching is a file-system transaction (hundreds of microseconds on
-    /// ext4), so small runs are left allocated: the space stays in the page for reuse and
-    /// is still reclaimed by compaction. 0 (or 4096) punches every whole free block.
+    /// punching). Each punched run is a file-system transaction, and a punched range must
+    /// be reserved again before it is reused, so small runs are left allocated: the space
+    /// stays in the page for reuse and is still reclaimed by compaction. 0 (or 4096)
+    /// punches every whole free block.
     /// Default 64 KiB.
     pub punch_min_bytes: u64,
     /// Test hook: called with a point name during writes and flushes, e.g. to panic there.
@@ -206,6 +218,9 @@ impl Options {
         if !(self.compact_threshold > 0.0 && self.compact_threshold <= 1.0) {
             return Err(Error::InvalidOptions("compact_threshold must be in (0, 1]"));
         }
+        if self.max_id > MAX_ID_LIMIT {
+            return Err(Error::InvalidOptions("max_id must be below 2^39"));
+        }
         if self.compact_step_bytes < MIN_CONTAINER {
             return Err(Error::InvalidOptions(
                 "compact_step_bytes must be at least 128",
@@ -225,7 +240,8 @@ pub struct Stats {
     pub live_bytes: u64,
     /// Bytes of those values as stored (after compression).
     pub stored_bytes: u64,
-    /// Bytes of all the store's files (page files, tracker, dictionaries), as `ls` sees them.
+    /// Bytes of all the store's files (page files, tracker, dictionaries), as `ls` sees them
+    /// (apparent sizes: page and tracker files are sparse).
     pub bytes_on_disk: u64,
     /// Page bytes that hold neither a live value nor one contiguous free run (old versions
     /// waiting for a flush plus fragmented free space), over all page bytes.
@@ -236,7 +252,9 @@ pub struct Stats {
     pub pages: u32,
     /// Pages being drained by compaction.
     pub pages_compacting: u32,
-    /// Tracker entries found unreadable on open (their ids read as `Corrupted`).
+    /// Tracker entries found unreadable on open: an entry that fails its checksum or names
+    /// no page (its id reads as [`Error::CorruptedEntry`]), or one whose slot does not
+    /// verify (its id reads as [`Error::Corrupted`]).
     pub corrupt_entries: u64,
     /// Page summaries found stale on open and rebuilt.
     pub summaries_rebuilt: u64,
@@ -244,7 +262,8 @@ pub struct Stats {
     pub dictionaries: u32,
     /// Values moved by compaction since open.
     pub moved_values: u64,
-    /// Bytes of page ranges written back (msync) by flushes since open.
+    /// Bytes of page ranges written back by flushes since open: the 4 KiB blocks each
+    /// flush found dirtied since the previous one, not whole page files.
     pub synced_bytes: u64,
     /// Bytes of freed space given back to the file system (hole punching) since open.
     pub punched_bytes: u64,
@@ -263,7 +282,7 @@ pub struct CompactReport {
 }
 
 struct Shared {
-    ptrs: Vec<u64>,
+    ptrs: PtrTable,
     maps: Vec<Option<Arc<Map>>>,
     dicts: BTreeMap<u16, Arc<[u8]>>,
 }
@@ -280,7 +299,8 @@ struct Writer {
     /// `(page, offset, capacity)` of containers freed since the last flush: their whole
     /// free blocks are punched at its end.
     freed: Vec<(u32, u32, u32)>,
-    dirty: BTreeMap<u32, (u64, u64)>,
+    /// Block-aligned byte ranges of each page written since the last flush.
+    dirty: BTreeMap<u32, RangeSet>,
     summary_dirty: BTreeSet<u32>,
     compacting: BTreeSet<u32>,
     compact_cursor: BTreeMap<u32, u32>,
@@ -337,6 +357,15 @@ fn corrupted(page: u32, slot: u32, what: &'static str) -> Error {
     Error::Corrupted { page, slot, what }
 }
 
+/// The page and slot `id` points to, `None` when it has no value, or
+/// [`Error::CorruptedEntry`] when its tracker entry was found corrupt on open.
+fn pointer_of(sh: &Shared, id: u64) -> Result<Option<(u32, u32)>> {
+    match sh.ptrs.get(id) {
+        0 => Ok(None),
+        p => decode_ptr(p).map(Some).ok_or(Error::CorruptedEntry { id }),
+    }
+}
+
 /// A value encoded for storage.
 struct Encoded<'a> {
     bytes: Cow<'a, [u8]>,
@@ -381,8 +410,9 @@ fn locate(sh: &Shared, id: u64, page: u32, slot: u32) -> Result<(Slot, &[u8])> {
         .get(page as usize)
         .and_then(Option::as_ref)
         .ok_or_else(|| corrupted(page, slot, "pointer to a missing page"))?;
-    let entry = map
-        .read(slot_offset(slot), SLOT_LEN as usize)
+    // SAFETY: the caller holds the read lock and `(page, slot)` is the published pointer
+    // of `id`: the writer writes a published slot entry only under the write lock.
+    let entry = unsafe { map.read(slot_offset(slot), SLOT_LEN as usize) }
         .ok_or_else(|| corrupted(page, slot, "pointer past the end of the page"))?;
     let entry: SlotEntry = bytemuck::pod_read_unaligned(entry);
     let s = entry
@@ -397,8 +427,10 @@ fn locate(sh: &Shared, id: u64, page: u32, slot: u32) -> Result<(Slot, &[u8])> {
     if s.stored_len > s.capacity {
         return Err(corrupted(page, slot, "stored length past its container"));
     }
-    let stored = map
-        .read(u64::from(s.offset), s.stored_len as usize)
+    // SAFETY: the container is named by the verified entry of a published pointer; the
+    // caller holds the read lock, and the writer overwrites a published container only
+    // under the write lock.
+    let stored = unsafe { map.read(u64::from(s.offset), s.stored_len as usize) }
         .ok_or_else(|| corrupted(page, slot, "value past the end of the page"))?;
     if value_sum(stored) != s.value_sum {
         return Err(corrupted(page, slot, "value checksum mismatch"));
@@ -570,22 +602,19 @@ impl Store {
         }
     }
 
-    fn check_id(&self, id: u64) -> Result<usize> {
+    fn check_id(&self, id: u64) -> Result<()> {
         if id > self.opts.max_id {
             return Err(Error::IdTooLarge {
                 id,
                 max: self.opts.max_id,
             });
         }
-        usize::try_from(id).map_err(|_| Error::IdTooLarge {
-            id,
-            max: self.opts.max_id,
-        })
+        Ok(())
     }
 
-    fn ptr_of(&self, id: u64) -> Result<Option<(u32, u32)>> {
-        let sh = self.read_shared()?;
-        Ok(sh.ptrs.get(id as usize).and_then(|&p| decode_ptr(p)))
+    /// The raw in-memory pointer of `id` (0: none; see [`crate::ptrs::CORRUPT`]).
+    fn raw_ptr(&self, id: u64) -> Result<u64> {
+        Ok(self.read_shared()?.ptrs.get(id))
     }
 
     /// Stores `value` under `id`; returns true when it replaced a value.
@@ -593,7 +622,7 @@ impl Store {
     /// The value is durable after the next [`Store::flush`]. Errors: [`Error::IdTooLarge`],
     /// [`Error::ValueTooLarge`] (nothing is changed), I/O errors, [`Error::Poisoned`].
     pub fn put(&self, id: u64, value: &[u8]) -> Result<bool> {
-        let idx = self.check_id(id)?;
+        self.check_id(id)?;
         if value.len() > self.opts.max_value_size as usize {
             return Err(Error::ValueTooLarge {
                 len: value.len(),
@@ -601,6 +630,9 @@ impl Store {
             });
         }
         let mut w = self.lock_writer()?;
+        // The tracker entry is written by the next flush: its block is reserved now, so a
+        // full disk fails this put rather than the flush.
+        w.tracker.reserve(id)?;
         let enc = encode(value, self.opts.compression, w.active_dict.as_ref());
         let stored_len = enc.bytes.len() as u32;
         let cap = container_len(stored_len);
@@ -615,7 +647,8 @@ impl Store {
             dict_id: enc.dict_id,
             value_sum: value_sum(&enc.bytes),
         };
-        let old = self.ptr_of(id)?;
+        let old_raw = self.raw_ptr(id)?;
+        let old = decode_ptr(old_raw);
         if let Some((op, os)) = old
             && let Some(SlotState::Live(l)) = w.pages.get(op).and_then(|p| p.slot(os)).copied()
             && l.fresh
@@ -631,11 +664,15 @@ impl Store {
             let map = w.map(op)?;
             {
                 let _g = self.write_shared()?;
-                self.write_value(&map, l.offset, &enc.bytes)?;
-                map.write(
-                    slot_offset(os),
-                    bytemuck::bytes_of(&SlotEntry::encode(&slot, op, os)),
-                )?;
+                // SAFETY: (both writes) the shared write lock is held, so no reader holds a
+                // slice of this published container or slot entry.
+                unsafe {
+                    self.write_value(&map, l.offset, &enc.bytes)?;
+                    map.write(
+                        slot_offset(os),
+                        bytemuck::bytes_of(&SlotEntry::encode(&slot, op, os)),
+                    )?;
+                }
             }
             w.pages
                 .with(op, |p| p.update_in_place(os, stored_len, slot.raw_len, cap));
@@ -648,34 +685,43 @@ impl Store {
         let (page, s, offset) = self.allocate(&mut w, cap)?;
         let slot = Slot { offset, ..slot };
         let map = w.map(page)?;
-        self.write_value(&map, offset, &enc.bytes)?;
-        map.write(
-            slot_offset(s),
-            bytemuck::bytes_of(&SlotEntry::encode(&slot, page, s)),
-        )?;
-        self.install(&mut w, idx, page, s, &slot)?;
+        // SAFETY: (both writes) `allocate` just took this container and slot from free
+        // space; no published pointer reaches them, so no reader holds a slice of them.
+        unsafe {
+            self.write_value(&map, offset, &enc.bytes)?;
+            map.write(
+                slot_offset(s),
+                bytemuck::bytes_of(&SlotEntry::encode(&slot, page, s)),
+            )?;
+        }
+        self.install(&mut w, page, s, &slot)?;
         if let Some((op, os)) = old {
             w.drop_old(op, os, &self.opts)?;
         }
         self.compact_step(&mut w)?;
         self.flush_if_retired(&mut w)?;
-        Ok(old.is_some())
+        Ok(old_raw != 0)
     }
 
     /// Copies stored bytes into a container: all but the last byte, a hook (so tests can
     /// stop a write in its middle), then the last byte.
-    fn write_value(&self, map: &Map, offset: u32, bytes: &[u8]) -> Result<()> {
+    ///
+    /// # Safety
+    /// As for [`Map::write`]: no reader holds a slice of the container.
+    unsafe fn write_value(&self, map: &Map, offset: u32, bytes: &[u8]) -> Result<()> {
         let Some((last, rest)) = bytes.split_last() else {
             return Ok(());
         };
-        map.write(u64::from(offset), rest)?;
+        // SAFETY: the caller guarantees that no reader holds a slice of the container.
+        unsafe { map.write(u64::from(offset), rest) }?;
         self.hook("value-half-written");
-        map.write(u64::from(offset) + rest.len() as u64, &[*last])?;
+        // SAFETY: as above.
+        unsafe { map.write(u64::from(offset) + rest.len() as u64, &[*last]) }?;
         Ok(())
     }
 
     /// Records a freshly written slot as live and publishes the pointer of `id` to it.
-    fn install(&self, w: &mut Writer, idx: usize, page: u32, s: u32, slot: &Slot) -> Result<()> {
+    fn install(&self, w: &mut Writer, page: u32, s: u32, slot: &Slot) -> Result<()> {
         w.pages.with(page, |p| {
             p.set_live(
                 s,
@@ -694,11 +740,7 @@ impl Store {
         w.mark_dirty(page, slot_offset(s), u64::from(SLOT_LEN));
         w.summary_dirty.insert(page);
         {
-            let mut sh = self.write_shared()?;
-            if sh.ptrs.len() <= idx {
-                sh.ptrs.resize(idx + 1, 0);
-            }
-            sh.ptrs[idx] = encode_ptr(page, s);
+            self.write_shared()?.ptrs.set(slot.id, encode_ptr(page, s));
         }
         w.dirty_ids.push(slot.id);
         Ok(())
@@ -715,6 +757,25 @@ impl Store {
             .with(page, |p| p.place(cap))
             .flatten()
             .ok_or(Error::InvalidOptions("page cannot hold the value"))?;
+        // Reserve the blocks before anything is written through the map (a full disk is an
+        // error here, not a SIGBUS later); on failure the placement is undone. Containers
+        // are cut from the high end of a free extent, so the next ones from this extent go
+        // right below this one: the reservation reaches down to the RESERVE_AHEAD boundary
+        // below the container (within the free extent), so one call serves many values.
+        let map = w.map(page)?;
+        let from = offset
+            .checked_sub(1)
+            .and_then(|below| w.pages.get(page)?.free_extent_at(below))
+            .map_or(offset, |(o, _)| {
+                o.max(offset / RESERVE_AHEAD * RESERVE_AHEAD)
+            });
+        let reserved = map
+            .reserve(u64::from(from), u64::from(offset + cap - from))
+            .and_then(|()| map.reserve(slot_offset(slot), u64::from(SLOT_LEN)));
+        if let Err(e) = reserved {
+            w.pages.with(page, |p| p.unplace(slot, offset, cap));
+            return Err(e.into());
+        }
         Ok((page, slot, offset))
     }
 
@@ -764,15 +825,17 @@ impl Store {
     /// Copies the live value in `(page, s)` to another page and repoints its id.
     fn move_value(&self, w: &mut Writer, page: u32, s: u32, l: &LiveSlot) -> Result<()> {
         let src = w.map(page)?;
-        let entry = src
-            .read(slot_offset(s), SLOT_LEN as usize)
+        // SAFETY: only the writer (this thread, holding the writer lock) writes slot entries
+        // and containers; readers only read, so nothing writes this range meanwhile.
+        let entry = unsafe { src.read(slot_offset(s), SLOT_LEN as usize) }
             .ok_or_else(|| corrupted(page, s, "pointer past the end of the page"))?;
         let entry: SlotEntry = bytemuck::pod_read_unaligned(entry);
         let Some(old) = entry.decode(page, s).filter(|e| e.id == l.id) else {
             return Err(corrupted(page, s, "slot entry checksum mismatch"));
         };
-        let bytes = src
-            .read(u64::from(l.offset), l.stored_len as usize)
+        // SAFETY: as above; the writes below go to a container `allocate` took from free
+        // space, never to this live one.
+        let bytes = unsafe { src.read(u64::from(l.offset), l.stored_len as usize) }
             .ok_or_else(|| corrupted(page, s, "value past the end of the page"))?;
         let (np, ns, noff) = self.allocate(w, l.capacity)?;
         let slot = Slot {
@@ -780,46 +843,52 @@ impl Store {
             ..old
         };
         let dst = w.map(np)?;
-        dst.write(u64::from(noff), bytes)?;
-        dst.write(
-            slot_offset(ns),
-            bytemuck::bytes_of(&SlotEntry::encode(&slot, np, ns)),
-        )?;
-        self.install(w, l.id as usize, np, ns, &slot)?;
+        // SAFETY: (both writes) `allocate` took this container and slot from free space on
+        // another page (pages being compacted receive nothing); no published pointer
+        // reaches them.
+        unsafe {
+            dst.write(u64::from(noff), bytes)?;
+            dst.write(
+                slot_offset(ns),
+                bytemuck::bytes_of(&SlotEntry::encode(&slot, np, ns)),
+            )?;
+        }
+        self.install(w, np, ns, &slot)?;
         w.drop_old(page, s, &self.opts)
     }
 
     /// Removes the value of `id`; returns the length of the removed value (as it was given
     /// to `put`), `Some(0)` for an entry found unreadable on open, `None` when there was none.
     pub fn delete(&self, id: u64) -> Result<Option<usize>> {
-        let idx = self.check_id(id)?;
+        self.check_id(id)?;
         let mut w = self.lock_writer()?;
-        let Some((op, os)) = self.ptr_of(id)? else {
+        let raw = self.raw_ptr(id)?;
+        if raw == 0 {
             return Ok(None);
-        };
-        let len = match w.pages.get(op).and_then(|p| p.slot(os)) {
+        }
+        w.tracker.reserve(id)?;
+        let old = decode_ptr(raw);
+        let len = match old.and_then(|(op, os)| w.pages.get(op)?.slot(os)) {
             Some(SlotState::Live(l)) => l.raw_len as usize,
             _ => 0,
         };
-        {
-            let mut sh = self.write_shared()?;
-            if let Some(p) = sh.ptrs.get_mut(idx) {
-                *p = 0;
-            }
-        }
+        self.write_shared()?.ptrs.set(id, 0);
         w.dirty_ids.push(id);
-        w.drop_old(op, os, &self.opts)?;
+        if let Some((op, os)) = old {
+            w.drop_old(op, os, &self.opts)?;
+        }
         self.compact_step(&mut w)?;
         self.flush_if_retired(&mut w)?;
         Ok(Some(len))
     }
 
     /// The value of `id`, or `None`. A value whose bytes fail their checks is
-    /// [`Error::Corrupted`] with its page and slot.
+    /// [`Error::Corrupted`] with its page and slot; an id whose tracker entry was found
+    /// corrupt on open is [`Error::CorruptedEntry`].
     pub fn get(&self, id: u64) -> Result<Option<Vec<u8>>> {
         self.check_id(id)?;
         let sh = self.read_shared()?;
-        let Some((page, slot)) = sh.ptrs.get(id as usize).and_then(|&p| decode_ptr(p)) else {
+        let Some((page, slot)) = pointer_of(&sh, id)? else {
             return Ok(None);
         };
         let (s, stored) = locate(&sh, id, page, slot)?;
@@ -833,7 +902,7 @@ impl Store {
     pub fn get_with<R>(&self, id: u64, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
         self.check_id(id)?;
         let sh = self.read_shared()?;
-        let Some((page, slot)) = sh.ptrs.get(id as usize).and_then(|&p| decode_ptr(p)) else {
+        let Some((page, slot)) = pointer_of(&sh, id)? else {
             return Ok(None);
         };
         let (s, stored) = locate(&sh, id, page, slot)?;
@@ -846,7 +915,8 @@ impl Store {
 
     /// Iterates over `(id, value)` in id order. Each step reads under the read lock on its
     /// own, so writes made during the iteration may or may not be seen (each value read is
-    /// whole).
+    /// whole). An id whose value or tracker entry is corrupt yields its error
+    /// ([`Error::Corrupted`], [`Error::CorruptedEntry`]) and the iteration goes on.
     pub fn iter(&self) -> Iter<'_> {
         Iter {
             store: self,
@@ -855,8 +925,8 @@ impl Store {
     }
 
     /// Makes every write made before this call durable, then frees the space of the values
-    /// they replaced. Order: data pages (msync), then the tracker, then frees. A failure
-    /// poisons the store (see [`Error::Poisoned`]).
+    /// they replaced. Order: the data blocks written since the last flush, then the
+    /// tracker, then frees. A failure poisons the store (see [`Error::Poisoned`]).
     pub fn flush(&self) -> Result<()> {
         let mut w = self.lock_writer()?;
         self.flush_or_poison(&mut w).map(|_| ())
@@ -882,15 +952,23 @@ impl Store {
     }
 
     fn flush_locked(&self, w: &mut Writer) -> Result<u32> {
-        // 1. Data: every value and slot entry written since the last flush.
-        for (&page, &(lo, hi)) in &w.dirty {
+        // 1. Data: every value and slot entry written since the last flush. Writeback of
+        // each dirtied range starts first (all pages at once), then each page waits for its
+        // own and its metadata (fdatasync).
+        let dirty = std::mem::take(&mut w.dirty);
+        for (&page, ranges) in &dirty {
             if let Some(Some(map)) = w.maps.get(page as usize) {
-                let len = hi - lo;
-                map.flush_range(lo, len)?;
-                w.synced_bytes += len;
+                for (lo, hi) in ranges.iter() {
+                    map.start_writeback(lo, hi - lo)?;
+                    w.synced_bytes += hi - lo;
+                }
             }
         }
-        w.dirty.clear();
+        for &page in dirty.keys() {
+            if let Some(Some(map)) = w.maps.get(page as usize) {
+                map.sync_data()?;
+            }
+        }
         self.hook("data-flushed");
         // 2. Pointers: the tracker entries of every id changed since the last flush.
         let mut ids = std::mem::take(&mut w.dirty_ids);
@@ -899,8 +977,7 @@ impl Store {
         {
             let sh = self.read_shared()?;
             for &id in &ids {
-                let ptr = sh.ptrs.get(id as usize).copied().unwrap_or(0);
-                w.tracker.set(id, ptr)?;
+                w.tracker.set(id, sh.ptrs.get(id))?;
             }
         }
         w.tracker.sync()?;
@@ -1000,8 +1077,10 @@ impl Store {
     pub fn train_dictionary(&self, samples: usize, max_len: usize) -> Result<Option<u16>> {
         let ids: Vec<u64> = {
             let sh = self.read_shared()?;
-            (0..sh.ptrs.len() as u64)
-                .filter(|&i| sh.ptrs[i as usize] != 0)
+            sh.ptrs
+                .iter()
+                .filter(|&(_, p)| decode_ptr(p).is_some())
+                .map(|(id, _)| id)
                 .take(samples)
                 .collect()
         };
@@ -1121,8 +1200,8 @@ fn open_page(path: &Path, page: u32) -> Result<Map> {
         ));
     }
     let map = Map::new(&f, len)?;
-    let head = map
-        .read(0, PAGE_HEADER_LEN as usize)
+    // SAFETY: the map was just created; nothing else has it.
+    let head = unsafe { map.read(0, PAGE_HEADER_LEN as usize) }
         .ok_or_else(|| bad("page header unreadable"))?;
     let h: PageHeader = bytemuck::pod_read_unaligned(head);
     if !h.ident_ok() {
@@ -1139,10 +1218,12 @@ fn open_page(path: &Path, page: u32) -> Result<Map> {
 
 /// Rebuilds the writer's page state from the tracker pointers and the slot entries they
 /// reach; unreadable entries are counted and reserved (their ids read as `Corrupted`).
-fn rebuild(w: &mut Writer, ptrs: &[u64]) -> Result<()> {
+fn rebuild(w: &mut Writer, ptrs: &PtrTable) -> Result<()> {
     let mut refs: BTreeMap<u32, Vec<(u32, u64)>> = BTreeMap::new();
-    for (id, &p) in ptrs.iter().enumerate() {
+    for (id, p) in ptrs.iter() {
         let Some((page, slot)) = decode_ptr(p) else {
+            // A tracker entry that failed its checksum or names no page.
+            w.corrupt_entries += 1;
             continue;
         };
         let fits = w
@@ -1151,7 +1232,7 @@ fn rebuild(w: &mut Writer, ptrs: &[u64]) -> Result<()> {
             .and_then(Option::as_ref)
             .is_some_and(|m| slot_offset(slot) + u64::from(SLOT_LEN) <= m.len());
         if fits {
-            refs.entry(page).or_default().push((slot, id as u64));
+            refs.entry(page).or_default().push((slot, id));
         } else {
             w.corrupt_entries += 1;
         }
@@ -1168,8 +1249,8 @@ fn rebuild(w: &mut Writer, ptrs: &[u64]) -> Result<()> {
         // id, tombstone, bad checksum...) reserves its slot only if no owner claimed it.
         let mut bad = Vec::new();
         for (slot, id) in mine {
-            let ok = map
-                .read(slot_offset(slot), SLOT_LEN as usize)
+            // SAFETY: the store is being opened: no reader or writer exists yet.
+            let ok = unsafe { map.read(slot_offset(slot), SLOT_LEN as usize) }
                 .map(bytemuck::pod_read_unaligned::<SlotEntry>)
                 .and_then(|e| e.decode(page, slot))
                 .filter(|s| {
@@ -1227,8 +1308,8 @@ fn rebuild(w: &mut Writer, ptrs: &[u64]) -> Result<()> {
             live_slots: alloc.live,
             live_bytes: alloc.live_stored,
         };
-        let head = map
-            .read(0, PAGE_HEADER_LEN as usize)
+        // SAFETY: as above.
+        let head = unsafe { map.read(0, PAGE_HEADER_LEN as usize) }
             .map(bytemuck::pod_read_unaligned::<PageHeader>);
         if head.and_then(|h| h.summary()) != Some(rebuilt) {
             w.summaries_rebuilt += 1;
@@ -1272,10 +1353,11 @@ impl Writer {
             .ok_or_else(|| corrupted(page, 0, "missing page"))
     }
 
+    /// Notes that `offset..offset + len` of `page` was written (in whole 4 KiB blocks).
     fn mark_dirty(&mut self, page: u32, offset: u64, len: u64) {
-        let e = self.dirty.entry(page).or_insert((offset, offset + len));
-        e.0 = e.0.min(offset);
-        e.1 = e.1.max(offset + len);
+        let start = offset / BLOCK * BLOCK;
+        let end = (offset + len).div_ceil(BLOCK) * BLOCK;
+        self.dirty.entry(page).or_default().insert(start, end);
     }
 
     /// Retires or frees the slot an id pointed to before it was repointed or deleted.
@@ -1300,16 +1382,22 @@ impl Writer {
     /// Marks slot `(page, s)` as a tombstone on disk and gives it back to the allocator.
     fn free_slot(&mut self, page: u32, s: u32, opts: &Options) -> Result<()> {
         let map = self.map(page)?;
-        if let Some(entry) = map.read(slot_offset(s), SLOT_LEN as usize) {
-            let entry: SlotEntry = bytemuck::pod_read_unaligned(entry);
-            if let Some(mut slot) = entry.decode(page, s) {
-                slot.flags |= FLAG_TOMBSTONE;
+        // SAFETY: only the writer (the caller) writes slot entries; the copy ends before the
+        // write below.
+        let entry = unsafe { map.read(slot_offset(s), SLOT_LEN as usize) }
+            .map(bytemuck::pod_read_unaligned::<SlotEntry>);
+        if let Some(mut slot) = entry.and_then(|e| e.decode(page, s)) {
+            slot.flags |= FLAG_TOMBSTONE;
+            // SAFETY: no published pointer reaches this slot any more (its id was
+            // repointed or deleted, and a pending one's old pointer is no longer durable),
+            // so no reader holds a slice of it.
+            unsafe {
                 map.write(
                     slot_offset(s),
                     bytemuck::bytes_of(&SlotEntry::encode(&slot, page, s)),
-                )?;
-                self.mark_dirty(page, slot_offset(s), u64::from(SLOT_LEN));
-            }
+                )
+            }?;
+            self.mark_dirty(page, slot_offset(s), u64::from(SLOT_LEN));
         }
         let container = match self.pages.get(page).and_then(|p| p.slot(s)) {
             Some(SlotState::Live(l)) => Some((l.offset, l.capacity)),
@@ -1384,12 +1472,14 @@ impl Writer {
             live_bytes: p.live_stored,
         };
         let map = self.map(page)?;
-        let mut h: PageHeader = map
-            .read(0, PAGE_HEADER_LEN as usize)
+        // SAFETY: readers never read the page header; only the writer (the caller) writes
+        // it, after this copy ends.
+        let mut h: PageHeader = unsafe { map.read(0, PAGE_HEADER_LEN as usize) }
             .map(bytemuck::pod_read_unaligned)
             .ok_or_else(|| corrupted(page, 0, "page header unreadable"))?;
         h.set_summary(s);
-        map.write(0, bytemuck::bytes_of(&h))?;
+        // SAFETY: as above: no reader reads the page header.
+        unsafe { map.write(0, bytemuck::bytes_of(&h)) }?;
         self.mark_dirty(page, 0, u64::from(PAGE_HEADER_LEN));
         Ok(())
     }
@@ -1410,20 +1500,175 @@ impl Iterator for Iter<'_> {
             Ok(sh) => sh,
             Err(e) => return Some(Err(e)),
         };
-        let start = usize::try_from(self.next).ok()?;
-        let (i, &p) = sh
-            .ptrs
-            .get(start..)?
-            .iter()
-            .enumerate()
-            .find(|&(_, &p)| p != 0)?;
-        let id = self.next + i as u64;
-        self.next = id + 1;
-        let (page, slot) = decode_ptr(p)?;
+        let (id, p) = sh.ptrs.next_from(self.next)?;
+        // Ids stay below 2^39, so this never ends an iteration early; it cannot wrap to 0.
+        self.next = id.checked_add(1)?;
+        let Some((page, slot)) = decode_ptr(p) else {
+            return Some(Err(Error::CorruptedEntry { id }));
+        };
         Some(
             locate(&sh, id, page, slot)
                 .and_then(|(s, stored)| decode(&sh, page, slot, &s, stored))
                 .map(|v| (id, v)),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::mmap::FAIL_RESERVE;
+
+    const ENOSPC: i32 = 28;
+
+    fn scratch() -> tempfile::TempDir {
+        tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap())
+    }
+
+    fn opts() -> Options {
+        Options::default()
+            .min_page_size(1024 * 1024)
+            .compression(Compression::None)
+    }
+
+    /// Runs `f` with every reservation that needs `fallocate` failing with `errno`.
+    fn failing<R>(errno: i32, f: impl FnOnce() -> R) -> R {
+        FAIL_RESERVE.with(|c| c.set(Some(errno)));
+        let r = f();
+        FAIL_RESERVE.with(|c| c.set(None));
+        r
+    }
+
+    fn is_enospc(r: Result<impl fmt::Debug>) -> bool {
+        matches!(r, Err(Error::Io(ref e)) if e.raw_os_error() == Some(ENOSPC))
+    }
+
+    /// The writer's allocation state of every page, as comparable values.
+    fn layout(s: &Store) -> Vec<(u32, u32, u64, u32, u32)> {
+        let w = s.writer.lock().unwrap();
+        w.pages
+            .iter()
+            .map(|(i, p)| (i, p.slot_count(), p.free_bytes(), p.largest(), p.live))
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_reservation_is_an_io_error_that_changes_nothing() {
+        let dir = scratch();
+        let s = Store::create(dir.path(), opts()).unwrap();
+        for id in 0..10 {
+            s.put(id, &[id as u8; 3000]).unwrap();
+        }
+        s.flush().unwrap();
+        drop(s);
+        // A reopened store knows no reservation: every write needs one.
+        let s = Store::open(dir.path(), opts()).unwrap();
+        // The tracker entry's block first (put and delete reserve it).
+        assert!(failing(ENOSPC, || is_enospc(s.delete(4))));
+        assert!(failing(ENOSPC, || is_enospc(s.put(20, &[1u8; 3000]))));
+        assert_eq!(s.get(4).unwrap().unwrap(), vec![4u8; 3000]);
+        // Reserves the tracker block of ids 0..256 and writes nothing to the page.
+        assert_eq!(s.delete(9).unwrap(), Some(3000));
+        // Then the page's blocks, after the container and slot were placed.
+        let (before, stats) = (layout(&s), s.stats().unwrap());
+        assert!(failing(ENOSPC, || is_enospc(s.put(20, &[1u8; 3000]))));
+        assert!(failing(ENOSPC, || is_enospc(s.put(3, &[1u8; 3000]))));
+        // A value too large for the page needs a new page; its reservation fails too.
+        assert!(failing(ENOSPC, || is_enospc(s.put(21, &[2u8; 2_000_000]))));
+        let after: Vec<_> = layout(&s).into_iter().filter(|p| p.0 == 0).collect();
+        assert_eq!(after, before, "the placement was undone");
+        assert_eq!(s.stats().unwrap().live_values, stats.live_values);
+        assert_eq!(s.get(20).unwrap(), None);
+        assert_eq!(s.get(3).unwrap().unwrap(), vec![3u8; 3000]);
+        assert_eq!(s.get(4).unwrap().unwrap(), vec![4u8; 3000]);
+        // Space again: the same writes succeed and everything reads back after a reopen.
+        s.put(20, &[1u8; 3000]).unwrap();
+        s.put(3, &[1u8; 3000]).unwrap();
+        assert_eq!(s.delete(4).unwrap(), Some(3000));
+        s.flush().unwrap();
+        drop(s);
+        let s = Store::open(dir.path(), opts()).unwrap();
+        assert_eq!(s.get(20).unwrap().unwrap(), vec![1u8; 3000]);
+        assert_eq!(s.get(3).unwrap().unwrap(), vec![1u8; 3000]);
+        assert_eq!(s.get(4).unwrap(), None);
+        assert_eq!(s.stats().unwrap().live_values, 9);
+    }
+
+    #[test]
+    fn reserved_ranges_need_no_new_reservation_until_punched() {
+        let dir = scratch();
+        let s = Store::create(dir.path(), opts().punch_min_bytes(4096)).unwrap();
+        for id in 0..3 {
+            s.put(id, &[id as u8; 100_000]).unwrap();
+        }
+        // Fresh values are rewritten in place in blocks this store reserved: no fallocate.
+        failing(ENOSPC, || s.put(1, &[9u8; 100_000])).unwrap();
+        s.flush().unwrap();
+        // A deleted value's blocks are punched by the flush; the hole is the best fit for
+        // a value of the same size, and must be reserved again before it is written.
+        assert_eq!(s.delete(0).unwrap(), Some(100_000));
+        s.flush().unwrap();
+        assert!(s.stats().unwrap().punched_bytes >= 90_000);
+        assert!(failing(ENOSPC, || is_enospc(s.put(5, &[5u8; 100_000]))));
+        s.put(5, &[5u8; 100_000]).unwrap();
+        assert_eq!(s.get(5).unwrap().unwrap(), vec![5u8; 100_000]);
+        assert_eq!(s.get(1).unwrap().unwrap(), vec![9u8; 100_000]);
+    }
+
+    /// One reservation covers a container and the free extent below it down to a 64 KiB
+    /// boundary, where the next containers go; never more than that, nor past the extent.
+    #[test]
+    fn a_reservation_covers_the_free_space_just_below_the_container() {
+        let dir = scratch();
+        let s = Store::create(dir.path(), opts()).unwrap();
+        let blocks = || {
+            use std::os::unix::fs::MetadataExt as _;
+            let m = std::fs::metadata(dir.path().join(page_file_name(0))).unwrap();
+            m.blocks() * 512
+        };
+        s.put(0, &[1u8; 1000]).unwrap();
+        let first = blocks();
+        // The header block and the last 64 KiB of the page, where the value went.
+        assert!(
+            (64 * 1024..=64 * 1024 + 3 * 4096).contains(&first),
+            "{first} bytes allocated"
+        );
+        // The next values come from that reserved space: no new reservation.
+        failing(ENOSPC, || {
+            for id in 1..50 {
+                s.put(id, &[id as u8; 1000]).unwrap();
+            }
+        });
+        assert!(failing(ENOSPC, || is_enospc(s.put(99, &[0u8; 100_000]))));
+        // A value filling the rest of the extent: reservation stops at the extent's start
+        // (just above the directory), it does not reach below it.
+        let free = {
+            let w = s.writer.lock().unwrap();
+            let p = w.pages.get(0).unwrap();
+            p.largest()
+        };
+        s.put(100, &vec![5u8; (free - 40 - 8) as usize]).unwrap();
+        assert_eq!(s.get(100).unwrap().unwrap().len(), (free - 48) as usize);
+        assert!(blocks() <= 1024 * 1024);
+    }
+
+    #[test]
+    fn a_file_system_without_fallocate_writes_unreserved() {
+        let dir = scratch();
+        let s = Store::create(dir.path(), opts()).unwrap();
+        failing(rustix::io::Errno::OPNOTSUPP.raw_os_error(), || {
+            s.put(1, b"one").unwrap();
+            s.put(1, b"uno").unwrap();
+            s.delete(1).unwrap();
+            s.put(2, b"two").unwrap();
+        });
+        assert_eq!(s.get(2).unwrap().as_deref(), Some(&b"two"[..]));
+        // Other errors are errors (a range not reserved yet: a value of its own size).
+        assert!(failing(5, || matches!(
+            s.put(3, &[3u8; 500_000]),
+            Err(Error::Io(e)) if e.raw_os_error() == Some(5)
+        )));
     }
 }

@@ -68,9 +68,27 @@ fn write_u64(path: &Path, at: u64, v: u64) {
     f.write_all_at(&v.to_le_bytes(), at).unwrap();
 }
 
+/// Offset of the 16-byte tracker entry of `id` (documented layout).
+fn entry_at(id: u64) -> u64 {
+    64 + 16 * id
+}
+
+/// The pointer in the tracker entry of `id`.
+fn read_ptr(path: &Path, id: u64) -> u64 {
+    read_u64(path, entry_at(id))
+}
+
+/// Writes a tracker entry for `id` with a valid checksum (documented layout), so the
+/// pointer itself is what gets checked.
+fn write_ptr(path: &Path, id: u64, ptr: u64) {
+    write_u64(path, entry_at(id), ptr);
+    let sum = xxhash_rust::xxh3::xxh3_64_with_seed(&ptr.to_le_bytes(), id);
+    write_u64(path, entry_at(id) + 8, sum);
+}
+
 /// `(page, slot)` of `id` read from the tracker file (documented layout).
 fn ptr_of(dir: &Path, id: u64) -> (u32, u32) {
-    let p = read_u64(&dir.join(TRACKER), 64 + 8 * id);
+    let p = read_ptr(&dir.join(TRACKER), id);
     (((p >> 32) - 1) as u32, p as u32)
 }
 
@@ -250,9 +268,9 @@ fn damaged_tracker_header_is_refused() {
     flip(&tracker, 20);
     let f = OpenOptions::new().write(true).open(&tracker).unwrap();
     // A tracker is created with room for 1024 ids and never shrinks: shorter is truncated.
-    f.set_len(64 + 8 * 1024 - 8).unwrap();
+    f.set_len(64 + 16 * 1024 - 16).unwrap();
     assert_open_fails_unchanged(dir.path());
-    f.set_len(64 + 8 * 1024).unwrap();
+    f.set_len(64 + 16 * 1024).unwrap();
     let s = Store::open(dir.path(), opts()).unwrap();
     assert_eq!(s.stats().unwrap().live_values, 20);
     drop(s);
@@ -266,8 +284,8 @@ fn tracker_pointing_past_a_page_reads_as_corrupted() {
     drop(filled(dir.path()));
     let tracker = dir.path().join(TRACKER);
     // id 4 -> page 9 (missing); id 5 -> page 0, slot far past the page end.
-    write_u64(&tracker, 64 + 8 * 4, (10u64 << 32) | 1);
-    write_u64(&tracker, 64 + 8 * 5, (1u64 << 32) | 1_000_000);
+    write_ptr(&tracker, 4, (10u64 << 32) | 1);
+    write_ptr(&tracker, 5, (1u64 << 32) | 1_000_000);
     let s = Store::open(dir.path(), opts()).unwrap();
     assert_eq!(s.stats().unwrap().corrupt_entries, 2);
     assert!(matches!(
@@ -316,11 +334,7 @@ fn tracker_pointing_at_a_slot_straddling_the_page_end_reads_as_corrupted() {
     let page_len = std::fs::metadata(dir.path().join(PAGE0)).unwrap().len();
     let straddling = (page_len - 64) / 40; // entry starts before the end, ends past it
     assert!(64 + 40 * straddling < page_len && 64 + 40 * (straddling + 1) > page_len);
-    write_u64(
-        &dir.path().join(TRACKER),
-        64 + 8 * 5,
-        (1u64 << 32) | straddling,
-    );
+    write_ptr(&dir.path().join(TRACKER), 5, (1u64 << 32) | straddling);
     let s = Store::open(dir.path(), opts()).unwrap();
     assert_eq!(s.stats().unwrap().corrupt_entries, 1);
     assert_eq!(s.stats().unwrap().live_values, 19);
@@ -336,13 +350,13 @@ fn tracker_pointing_at_another_ids_slot_or_a_tombstone_reads_as_corrupted() {
     let dir = scratch();
     let s = filled(dir.path());
     let tracker = dir.path().join(TRACKER);
-    let p7 = read_u64(&tracker, 64 + 8 * 7);
+    let p7 = read_ptr(&tracker, 7);
     s.delete(7).unwrap();
     s.flush().unwrap(); // id 7's slot is a tombstone now
     drop(s);
-    write_u64(&tracker, 64 + 8 * 7, p7);
-    let p6 = read_u64(&tracker, 64 + 8 * 6);
-    write_u64(&tracker, 64 + 8 * 4, p6); // id 4 -> id 6's slot
+    write_ptr(&tracker, 7, p7);
+    let p6 = read_ptr(&tracker, 6);
+    write_ptr(&tracker, 4, p6); // id 4 -> id 6's slot
     let (page, slot) = ptr_of(dir.path(), 6);
     let s = Store::open(dir.path(), opts()).unwrap();
     assert_eq!(s.stats().unwrap().corrupt_entries, 2);
@@ -640,4 +654,98 @@ fn leftover_temporary_files_are_removed_on_open() {
 /// fast enough for mutation testing; mapping and page-cache behaviour are the same).
 fn scratch() -> tempfile::TempDir {
     tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap())
+}
+
+/// A tracker entry that fails its checksum is counted, its id reads as
+/// `CorruptedEntry { id }`, and iteration reports it and goes on past it.
+#[test]
+fn a_tracker_entry_failing_its_checksum_is_counted_reported_and_skipped() {
+    let dir = scratch();
+    drop(filled(dir.path()));
+    let tracker = dir.path().join(TRACKER);
+    flip(&tracker, entry_at(4) + 9); // its checksum
+    flip(&tracker, entry_at(11) + 2); // its pointer
+    let s = Store::open(dir.path(), opts()).unwrap();
+    let st = s.stats().unwrap();
+    assert_eq!((st.corrupt_entries, st.live_values), (2, 18));
+    assert!(matches!(s.get(4), Err(Error::CorruptedEntry { id: 4 })));
+    assert!(matches!(
+        s.get_with(11, |_| ()),
+        Err(Error::CorruptedEntry { id: 11 })
+    ));
+    let items: Vec<_> = s.iter().collect();
+    assert_eq!(items.len(), 20, "iteration goes on past the bad entries");
+    let bad: Vec<u64> = items
+        .iter()
+        .filter_map(|r| match r {
+            Err(Error::CorruptedEntry { id }) => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(bad, vec![4, 11]);
+    let good: Vec<u64> = items
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|v| v.0)
+        .collect();
+    assert_eq!(
+        good,
+        (0..20).filter(|&i| i != 4 && i != 11).collect::<Vec<_>>()
+    );
+    // Overwriting or deleting the id clears the damage.
+    assert!(
+        s.put(11, b"eleven").unwrap(),
+        "a corrupt entry counts as a value replaced"
+    );
+    assert_eq!(s.delete(4).unwrap(), Some(0));
+    assert_eq!(s.delete(4).unwrap(), None);
+    s.flush().unwrap();
+    drop(s);
+    let s = Store::open(dir.path(), opts()).unwrap();
+    let st = s.stats().unwrap();
+    assert_eq!((st.corrupt_entries, st.live_values), (0, 19));
+    assert_eq!(s.get(4).unwrap(), None);
+    assert_eq!(s.get(11).unwrap().as_deref(), Some(&b"eleven"[..]));
+}
+
+/// A word with a valid checksum that names no page, or an empty pointer with a checksum,
+/// is corrupt too (it used to end iteration silently).
+#[test]
+fn a_tracker_word_that_does_not_decode_is_corruption() {
+    let dir = scratch();
+    drop(filled(dir.path()));
+    let tracker = dir.path().join(TRACKER);
+    write_ptr(&tracker, 6, 5); // page field 0: no page
+    write_u64(&tracker, entry_at(8) + 8, 1); // pointer 0, checksum 1
+    let s = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(s.stats().unwrap().corrupt_entries, 2);
+    assert!(matches!(s.get(6), Err(Error::CorruptedEntry { id: 6 })));
+    assert!(matches!(s.get(8), Err(Error::CorruptedEntry { id: 8 })));
+    let ok = s.iter().filter(Result::is_ok).count();
+    let errors = s.iter().filter(Result::is_err).count();
+    assert_eq!((ok, errors), (18, 2));
+    assert_eq!(s.iter().last().unwrap().unwrap().0, 19);
+}
+
+/// A version 1 tracker (8-byte entries without checksums) is refused by name, unchanged.
+#[test]
+fn a_version_1_tracker_is_refused_with_a_clear_error() {
+    let dir = scratch();
+    drop(filled(dir.path()));
+    let mut h = [0u8; 64];
+    h[..8].copy_from_slice(b"VARVTRAK");
+    h[8..12].copy_from_slice(&1u32.to_le_bytes());
+    h[12..16].copy_from_slice(&8u32.to_le_bytes());
+    let sum = xxhash_rust::xxh3::xxh3_64(&h[..56]);
+    h[56..].copy_from_slice(&sum.to_le_bytes());
+    let f = OpenOptions::new()
+        .write(true)
+        .open(dir.path().join(TRACKER))
+        .unwrap();
+    f.write_all_at(&h, 0).unwrap();
+    match Store::open(dir.path(), opts()) {
+        Err(Error::BadFile { what, .. }) => assert!(what.contains("version 1"), "{what}"),
+        other => panic!("{other:?}"),
+    }
+    assert_open_fails_unchanged(dir.path());
 }

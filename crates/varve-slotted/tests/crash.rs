@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use varve_slotted::{Options, Store};
+use varve_slotted::{Error, Options, Store};
 
 const CHILD_ENV: &str = "VARVE_SLOTTED_CRASH_CHILD";
 const ROUND_ENV: &str = "VARVE_SLOTTED_CRASH_ROUND";
@@ -202,7 +202,12 @@ fn sigkilled_writer_leaves_flushed_values_or_newer() {
                 .map(|i| op(round, i))
                 .collect()
         };
-        let store = Store::open(dir.path().join("store"), opts()).unwrap();
+        let store = match Store::open(dir.path().join("store"), opts()) {
+            // Killed before it created the store (a slow start on a loaded machine):
+            // nothing was written, so there is nothing to check.
+            Err(Error::NotFound(_)) if round == 0 => continue,
+            r => r.unwrap(),
+        };
         state = check(&store, &flushed, later);
         drop(store);
     }
