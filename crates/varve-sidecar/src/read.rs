@@ -191,8 +191,9 @@ impl FileReader {
         // Chunk 0 is read together with the headers and the digest table; every later
         // chunk spans at most its length plus the pages its two ends share.
         let first_hi = ceil(content + head.chunk.min(head.len));
+        // (Sized by the blob too: a header may declare chunks larger than its content.)
         let cap = (first_hi - start)
-            .max(head.chunk + 2 * ps)
+            .max(head.chunk.min(head.len) + 2 * ps)
             .max(first.as_ref().len() as u64);
         let cap =
             usize::try_from(cap).map_err(|_| bad("blob record larger than the address space"))?;

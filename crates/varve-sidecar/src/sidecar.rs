@@ -1391,6 +1391,88 @@ mod tests {
         assert!(sc.group_state().queue.is_empty());
     }
 
+    /// Records may declare another digest chunk size than this build writes: the reader
+    /// follows the record (here 8 KiB chunks, whose boundaries fall inside pages, so every
+    /// chunk shares a page with the next), under every policy and read size.
+    #[test]
+    fn records_with_other_chunk_sizes_read_and_verify_per_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = pattern(100_000, 30);
+        let (hash, prefix) = BlobHeader::encode_chunked(&data, 8192);
+        assert_eq!(prefix.len(), 32 + 13 * 16);
+        {
+            let sc = Sidecar::open(dir.path(), SidecarOptions::default()).unwrap();
+            let p = Prepared {
+                hash,
+                prefix,
+                bytes: Cow::Borrowed(&data),
+            };
+            sc.commit_batches(&[&[p]]).pop().unwrap().unwrap();
+        }
+        let cases = |opts: &SidecarOptions| {
+            [
+                opts.clone(),
+                SidecarOptions {
+                    read_chunk: 4096,
+                    ..opts.clone()
+                },
+                SidecarOptions {
+                    read_chunk: 12288,
+                    ..opts.clone()
+                },
+                SidecarOptions {
+                    cache_policy: CachePolicy::Direct,
+                    ..opts.clone()
+                },
+                SidecarOptions {
+                    cache_policy: CachePolicy::Keep,
+                    ..opts.clone()
+                },
+            ]
+        };
+        let p = Payload::BlobRef(hash);
+        for opts in cases(&SidecarOptions::default()) {
+            let sc = Sidecar::open(dir.path(), opts.clone()).unwrap();
+            let mut out = Vec::new();
+            assert_eq!(sc.read_to(&p, &mut out).unwrap(), data.len() as u64);
+            assert!(out == data, "{opts:?}");
+            assert!(sc.read(&p).unwrap() == data, "{opts:?}");
+        }
+        // Damage in chunk 5 (content bytes 40960..49152): chunks 0..5 go out, then the error.
+        let file = dir.path().join(BLOBS_FILE);
+        let image = std::fs::read(&file).unwrap();
+        let content = image.windows(64).position(|w| w == &data[..64]).unwrap();
+        let at = (content + 45_000) as u64;
+        let flip = || {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&file)
+                .unwrap();
+            let mut b = [0u8];
+            f.read_exact_at(&mut b, at).unwrap();
+            f.write_all_at(&[b[0] ^ 1], at).unwrap();
+        };
+        flip();
+        for opts in cases(&SidecarOptions::default()) {
+            let sc = Sidecar::open(dir.path(), opts.clone()).unwrap();
+            let mut sink = Checking::<fn()> {
+                want: &data,
+                got: 0,
+                wrong: 0,
+                on_first: None,
+            };
+            match sc.read_to(&p, &mut sink) {
+                Err(Error::CorruptedChunk { offset, len, .. }) => {
+                    assert_eq!((offset, len), (40_960, 8192), "{opts:?}");
+                }
+                other => panic!("{opts:?}: {other:?}"),
+            }
+            assert_eq!((sink.got, sink.wrong), (40_960, 0), "{opts:?}");
+        }
+        flip();
+    }
+
     #[test]
     fn derived_file_offsets_point_at_the_records() {
         let dir = tempfile::tempdir().unwrap();
