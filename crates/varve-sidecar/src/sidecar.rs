@@ -153,7 +153,8 @@ pub struct BlobInfo {
 /// The large-payload store: content-addressed blobs in their own LMDB environment.
 ///
 /// `Sidecar` is `Send + Sync`: share it (e.g. in an `Arc`) between any number of reader
-/// threads; writers serialize on LMDB's write lock.
+/// and writer threads. Concurrent `store`/`store_many` calls share write transactions and
+/// commits (see [`Sidecar::store_many`]); `release` takes LMDB's write lock on its own.
 pub struct Sidecar {
     env: heed::Env<WithoutTls>,
     /// Held (shared) for the life of every transaction; held exclusively to resize the map.
