@@ -408,7 +408,7 @@ impl FileReader {
             pos += n;
         }
         // Large folios that stick out of the run (shared with its neighbours).
-        self.drop_range_widened(start, end - start)
+        self.drop_run(start, end)
     }
 
     /// Reads the whole blob at `loc` into one private buffer, chunk by chunk with the same
@@ -441,7 +441,7 @@ impl FileReader {
             let hi = ((content + len).min(pos + n as u64) - pos) as usize;
             on_content(buf.as_ref().get(at + lo..at + hi).unwrap_or_default());
         }
-        self.drop_range_widened(start, end - start)?;
+        self.drop_run(start, end)?;
         Ok(WholeBlob {
             buf,
             at: (content - start) as usize,
