@@ -91,17 +91,22 @@ impl BlobHeader {
     /// One pass over `content`, chunk by chunk (each chunk is hashed both ways while it is
     /// in the CPU cache).
     pub(crate) fn encode(content: &[u8]) -> (BlobHash, Vec<u8>) {
-        let chunks = content.len().div_ceil(DIGEST_CHUNK as usize);
+        BlobHeader::encode_chunked(content, DIGEST_CHUNK)
+    }
+
+    /// [`BlobHeader::encode`] with digests of `chunk`-byte chunks (a valid chunk size).
+    pub(crate) fn encode_chunked(content: &[u8], chunk: u64) -> (BlobHash, Vec<u8>) {
+        let chunks = content.len().div_ceil(chunk as usize);
         let mut b = Vec::with_capacity(BLOB_HEADER_LEN + chunks * DIGEST_LEN);
         b.extend_from_slice(&BLOB_MAGIC);
         b.extend_from_slice(&BLOB_VERSION.to_le_bytes());
         b.extend_from_slice(&0u16.to_le_bytes());
         b.extend_from_slice(&(content.len() as u64).to_le_bytes());
-        b.extend_from_slice(&(DIGEST_CHUNK as u32).to_le_bytes());
+        b.extend_from_slice(&(chunk as u32).to_le_bytes());
         b.extend_from_slice(&0u32.to_le_bytes());
         b.extend_from_slice(&[0u8; 8]);
         let mut sha = Sha256::new();
-        for c in content.chunks(DIGEST_CHUNK as usize) {
+        for c in content.chunks(chunk as usize) {
             sha.update(c);
             b.extend_from_slice(&chunk_digest(c).to_le_bytes());
         }
@@ -477,7 +482,18 @@ mod tests {
             h.check_table(&key, &rec, &rec[32..64]),
             Err("blob digest table has the wrong length")
         );
-        // A chunk size out of range or not a power of two, with a valid check.
+        // decode_parts checks flags and the reserved field itself (the check over them is
+        // only verified with the table).
+        for at in [6usize, 7, 20, 23] {
+            let mut d = rec[..BLOB_HEADER_LEN].to_vec();
+            d[at] = 1;
+            assert_eq!(
+                BlobHeader::decode_parts(&key, &d, rec.len() as u64),
+                Err("blob header has unknown flags"),
+                "byte {at}"
+            );
+        }
+        // A chunk size out of range or not a power of two.
         for chunk in [0u32, 4095, 2048, 3 << 20, 128 << 20] {
             let mut d = rec[..BLOB_HEADER_LEN].to_vec();
             d[16..20].copy_from_slice(&chunk.to_le_bytes());

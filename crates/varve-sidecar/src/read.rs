@@ -5,13 +5,14 @@ use std::fs::{File, OpenOptions};
 use std::num::NonZeroU64;
 use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::{Advice, fadvise};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    BLOB_HEADER_LEN, BLOB_HEADER_V1_LEN, BLOB_VERSION_V1, BlobHeader, LMDB_PAGE_HEADER,
-    check_overflow_header, chunk_digest, table_digest,
+    BLOB_HEADER_LEN, BLOB_HEADER_V1_LEN, BlobHeader, LMDB_PAGE_HEADER, check_overflow_header,
+    chunk_digest, table_digest,
 };
 use crate::options::CachePolicy;
 use crate::payload::BlobHash;
@@ -56,6 +57,15 @@ impl AlignedBuf {
     }
 }
 
+/// Length of the buffer that reads a version-2 record: chunk 0 is read together with the
+/// headers and the digest table (`first_span` bytes from the run's start, page aligned);
+/// every later chunk spans at most `chunk` bytes (the digest chunk, or the whole content if
+/// shorter: a header may declare chunks larger than its content) plus the two pages its
+/// ends share with its neighbours.
+pub(crate) fn read_buffer_len(first_span: u64, chunk: u64, page: u64) -> u64 {
+    first_span.max(chunk + 2 * page)
+}
+
 /// The file range a read buffer holds (its first byte is the buffer's first byte).
 struct Window {
     lo: u64,
@@ -84,6 +94,8 @@ pub(crate) struct FileReader {
     /// `O_DIRECT` descriptor, when the policy asks for it and the filesystem allows it.
     direct: Option<File>,
     page_size: usize,
+    /// Bytes read from the file so far (for tests: a single pass reads each byte once).
+    pub(crate) bytes_read: AtomicU64,
 }
 
 impl FileReader {
@@ -100,6 +112,7 @@ impl FileReader {
             buffered,
             direct,
             page_size,
+            bytes_read: AtomicU64::new(0),
         })
     }
 
@@ -188,11 +201,8 @@ impl FileReader {
         let content = start + LMDB_PAGE_HEADER as u64 + head.content_at;
         let content_end = content + head.len;
         let ceil = |x: u64| x.next_multiple_of(ps).min(end);
-        // Chunk 0 is read together with the headers and the digest table; every later
-        // chunk spans at most its length plus the pages its two ends share.
         let first_hi = ceil(content + head.chunk.min(head.len));
-        let cap = (first_hi - start)
-            .max(head.chunk + 2 * ps)
+        let cap = read_buffer_len(first_hi - start, head.chunk.min(head.len), ps)
             .max(first.as_ref().len() as u64);
         let cap =
             usize::try_from(cap).map_err(|_| bad("blob record larger than the address space"))?;
@@ -217,7 +227,7 @@ impl FileReader {
         let table = {
             let b = buf.as_ref();
             let fixed = b
-                .get(LMDB_PAGE_HEADER..LMDB_PAGE_HEADER + BLOB_HEADER_LEN)
+                .get(LMDB_PAGE_HEADER..)
                 .ok_or(bad("blob header truncated"))?;
             let table = b
                 .get(at(start + (LMDB_PAGE_HEADER + BLOB_HEADER_LEN) as u64)..at(content))
@@ -251,7 +261,12 @@ impl FileReader {
             }
             f(bytes)?;
         }
-        // Large folios that stick out of the run (shared with its neighbours).
+        self.drop_run(start, end)
+    }
+
+    /// Drops the run `start..end` from the page cache at the end of a read, with the
+    /// large folios that stick out of it (shared with its neighbours).
+    fn drop_run(&self, start: u64, end: u64) -> Result<()> {
         self.drop_range_widened(start, end - start)
     }
 
@@ -281,7 +296,7 @@ impl FileReader {
                 what: "blob chunk does not fit the read buffer",
             });
         }
-        let mut pos = if lo < window.hi {
+        let from = if lo < window.hi {
             b.copy_within(
                 (lo - window.lo) as usize..(window.hi - window.lo) as usize,
                 0,
@@ -291,15 +306,21 @@ impl FileReader {
             lo
         };
         *window = Window { lo, hi };
-        while pos < hi {
+        let step = usize::try_from(io).unwrap_or(usize::MAX).max(1);
+        for pos in (from..hi).step_by(step) {
             let n = io.min(hi - pos);
             if !self.is_direct() {
                 self.will_need(pos + n, run_end, io)?;
             }
-            let at = (pos - lo) as usize;
-            self.read_chunk(hash, &mut b[at..at + n as usize], pos)?;
+            let dst = b
+                .get_mut((pos - lo) as usize..)
+                .and_then(|d| d.get_mut(..n as usize))
+                .ok_or(Error::Corrupted {
+                    hash: *hash,
+                    what: "blob chunk does not fit the read buffer",
+                })?;
+            self.read_chunk(hash, dst, pos)?;
             self.drop_behind(run_start, pos, n)?;
-            pos += n;
         }
         Ok(())
     }
@@ -307,6 +328,8 @@ impl FileReader {
     /// Reads `buf.len()` bytes at `pos` (page aligned).
     fn read_chunk(&self, hash: &BlobHash, buf: &mut [u8], pos: u64) -> Result<()> {
         let file = self.direct.as_ref().unwrap_or(&self.buffered);
+        self.bytes_read
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
         file.read_exact_at(buf, pos).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 Error::Corrupted {
@@ -353,33 +376,10 @@ impl FileReader {
         Ok(())
     }
 
-    /// Checks the headers at the run's start, as read from the file: LMDB's overflow page
-    /// header must name the page the offset was derived for (so the offset is right), and
-    /// the blob header must match the blob's hash and the record's length.
-    fn check_headers(&self, hash: &BlobHash, loc: &Located, first: &[u8]) -> Result<()> {
-        let ps = self.page_size as u64;
-        check_overflow_header(first, loc.run_start / ps, ps, loc.record_len)
-            .and_then(|()| {
-                BlobHeader::decode_parts(
-                    hash,
-                    first.get(LMDB_PAGE_HEADER..).unwrap_or_default(),
-                    loc.record_len,
-                )
-            })
-            .and_then(|h| {
-                if h.version == BLOB_VERSION_V1 {
-                    Ok(())
-                } else {
-                    Err("blob record is not a version-1 record")
-                }
-            })
-            .map_err(|what| Error::Corrupted { hash: *hash, what })
-    }
-
-    /// Streams the content of the version-1 blob at `loc` to `f` in chunks of at most `chunk` bytes
-    /// (a page multiple), reading ahead with `POSIX_FADV_WILLNEED` and dropping each chunk
-    /// from the page cache as soon as it is in the buffer. The headers are checked before
-    /// the first content byte goes to `f`.
+    /// Streams the content of the version-1 blob at `loc` to `f` in chunks of at most
+    /// `chunk` bytes (a page multiple), reading ahead with `POSIX_FADV_WILLNEED` and dropping
+    /// each chunk from the page cache as soon as it is in the buffer. The caller has checked
+    /// the headers with [`FileReader::open_record`] (in the same read transaction).
     pub(crate) fn stream_v1(
         &self,
         hash: &BlobHash,
@@ -400,9 +400,6 @@ impl FileReader {
             let b = &mut buf.as_mut()[..n as usize];
             self.read_chunk(hash, b, pos)?;
             self.drop_behind(start, pos, n)?;
-            if pos == start {
-                self.check_headers(hash, loc, b)?;
-            }
             // Every chunk overlaps the content (it starts in the first page and ends in
             // the last one).
             let lo = (content.max(pos) - pos) as usize;
@@ -411,12 +408,13 @@ impl FileReader {
             pos += n;
         }
         // Large folios that stick out of the run (shared with its neighbours).
-        self.drop_range_widened(start, end - start)
+        self.drop_run(start, end)
     }
 
     /// Reads the whole blob at `loc` into one private buffer, chunk by chunk with the same
     /// advice as [`FileReader::stream_v1`], showing each chunk's content to `on_content` as it
-    /// lands (to hash it). The headers are checked before the buffer is returned.
+    /// lands (to hash it). The caller has checked the headers with
+    /// [`FileReader::open_record`].
     pub(crate) fn read_whole_v1(
         &self,
         hash: &BlobHash,
@@ -443,8 +441,7 @@ impl FileReader {
             let hi = ((content + len).min(pos + n as u64) - pos) as usize;
             on_content(buf.as_ref().get(at + lo..at + hi).unwrap_or_default());
         }
-        self.drop_range_widened(start, end - start)?;
-        self.check_headers(hash, loc, buf.as_ref())?;
+        self.drop_run(start, end)?;
         Ok(WholeBlob {
             buf,
             at: (content - start) as usize,
@@ -490,12 +487,60 @@ mod tests {
             buffered: File::open(dir.path()).unwrap(),
             direct: None,
             page_size: 4096,
+            bytes_read: AtomicU64::new(0),
         };
         let mut buf = AlignedBuf::new(4096, 4096);
         assert!(matches!(
             r.read_chunk(&hash, buf.as_mut(), 0),
             Err(Error::Io(_))
         ));
+    }
+
+    #[test]
+    fn read_buffer_fits_every_chunk() {
+        // 1 MiB chunks, 4 KiB pages: chunk 0 with a one-page prefix, later chunks one page
+        // on each side.
+        assert_eq!(
+            read_buffer_len((1 << 20) + 4096, 1 << 20, 4096),
+            (1 << 20) + 8192
+        );
+        // A digest table longer than the slack: chunk 0's span decides.
+        assert_eq!(read_buffer_len(5 << 20, 1 << 20, 4096), 5 << 20);
+        // Pages larger than chunks (64 KiB pages, 4 KiB chunks).
+        assert_eq!(read_buffer_len(65_536, 4096, 65_536), 4096 + 131_072);
+    }
+
+    /// `fill` refuses a range that does not fit the buffer or starts before what it holds
+    /// (an error, never a panic), and accepts one that fits exactly.
+    #[test]
+    fn fill_checks_the_range_against_the_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..5 * 4096u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let hash = BlobHash([2; 32]);
+        let r = FileReader::open(&path, CachePolicy::DropBehind, 4096).unwrap();
+        let mut buf = AlignedBuf::new(2 * 4096, 4096);
+        let mut w = Window { lo: 4096, hi: 4096 };
+        let fill = |buf: &mut AlignedBuf, w: &mut Window, lo, hi| {
+            r.fill(&hash, buf, w, lo, hi, 0, 5 * 4096, 4096)
+        };
+        assert!(matches!(
+            fill(&mut buf, &mut w, 4096, 4 * 4096),
+            Err(Error::Corrupted { .. })
+        ));
+        assert!(matches!(
+            fill(&mut buf, &mut w, 0, 4096 * 2),
+            Err(Error::Corrupted { .. })
+        ));
+        fill(&mut buf, &mut w, 4096, 3 * 4096).unwrap();
+        assert_eq!(buf.as_ref(), &data[4096..3 * 4096]);
+        // The next range shares a page with this one: it is carried, not read again.
+        let before = r.bytes_read.load(Ordering::Relaxed);
+        fill(&mut buf, &mut w, 2 * 4096, 4 * 4096).unwrap();
+        assert_eq!(buf.as_ref(), &data[2 * 4096..4 * 4096]);
+        assert_eq!(r.bytes_read.load(Ordering::Relaxed) - before, 4096);
+        assert_eq!((w.lo, w.hi), (2 * 4096, 4 * 4096));
     }
 
     #[test]

@@ -153,7 +153,8 @@ pub struct BlobInfo {
 /// The large-payload store: content-addressed blobs in their own LMDB environment.
 ///
 /// `Sidecar` is `Send + Sync`: share it (e.g. in an `Arc`) between any number of reader
-/// threads; writers serialize on LMDB's write lock.
+/// and writer threads. Concurrent `store`/`store_many` calls share write transactions and
+/// commits (see [`Sidecar::store_many`]); `release` takes LMDB's write lock on its own.
 pub struct Sidecar {
     env: heed::Env<WithoutTls>,
     /// Held (shared) for the life of every transaction; held exclusively to resize the map.
@@ -1190,6 +1191,35 @@ mod tests {
             let rec = meta.get(&txn, FORMAT_KEY).unwrap().unwrap();
             assert_eq!(FormatRecord::decode(rec), Ok(FORMAT_VERSION));
         }
+        // A damaged version-1 header is Corrupted before any byte goes out, on every path.
+        let file = dir.path().join(BLOBS_FILE);
+        let image = std::fs::read(&file).unwrap();
+        let at = image.windows(64).position(|w| w == &big[..64]).unwrap() - 24 + 9;
+        let mut damaged = image.clone();
+        damaged[at] ^= 0x01; // the length field
+        std::fs::write(&file, &damaged).unwrap();
+        for opts in [
+            d.clone(),
+            SidecarOptions {
+                verify_on_read: false,
+                ..d.clone()
+            },
+            SidecarOptions {
+                cache_policy: CachePolicy::Keep,
+                ..d.clone()
+            },
+        ] {
+            let sc = Sidecar::open(dir.path(), opts.clone()).unwrap();
+            let mut out = Vec::new();
+            let p = Payload::BlobRef(BlobHash::of(&big));
+            assert!(
+                matches!(sc.read_to(&p, &mut out), Err(Error::Corrupted { .. })),
+                "{opts:?}"
+            );
+            assert!(out.is_empty());
+            assert!(matches!(sc.read(&p), Err(Error::Corrupted { .. })));
+        }
+        std::fs::write(&file, &image).unwrap();
         // A new blob next to the old ones is written as version 2; both read back.
         let sc = Sidecar::open(dir.path(), d).unwrap();
         let new = pattern(5000, 3);
@@ -1389,6 +1419,136 @@ mod tests {
         assert_eq!(sc.commits.load(Ordering::Relaxed) - before, 20);
         assert_eq!(sc.blobs().unwrap().len(), 20);
         assert!(sc.group_state().queue.is_empty());
+    }
+
+    /// Records may declare another digest chunk size than this build writes: the reader
+    /// follows the record (here 8 KiB chunks, whose boundaries fall inside pages, so every
+    /// chunk shares a page with the next), under every policy and read size.
+    #[test]
+    fn records_with_other_chunk_sizes_read_and_verify_per_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = pattern(100_000, 30);
+        let (hash, prefix) = BlobHeader::encode_chunked(&data, 8192);
+        assert_eq!(prefix.len(), 32 + 13 * 16);
+        {
+            let sc = Sidecar::open(dir.path(), SidecarOptions::default()).unwrap();
+            let p = Prepared {
+                hash,
+                prefix,
+                bytes: Cow::Borrowed(&data),
+            };
+            sc.commit_batches(&[&[p]]).pop().unwrap().unwrap();
+        }
+        let cases = |opts: &SidecarOptions| {
+            [
+                opts.clone(),
+                SidecarOptions {
+                    read_chunk: 4096,
+                    ..opts.clone()
+                },
+                SidecarOptions {
+                    read_chunk: 12288,
+                    ..opts.clone()
+                },
+                SidecarOptions {
+                    cache_policy: CachePolicy::Direct,
+                    ..opts.clone()
+                },
+                SidecarOptions {
+                    cache_policy: CachePolicy::Keep,
+                    ..opts.clone()
+                },
+            ]
+        };
+        let p = Payload::BlobRef(hash);
+        for opts in cases(&SidecarOptions::default()) {
+            let sc = Sidecar::open(dir.path(), opts.clone()).unwrap();
+            let mut out = Vec::new();
+            assert_eq!(sc.read_to(&p, &mut out).unwrap(), data.len() as u64);
+            assert!(out == data, "{opts:?}");
+            assert!(sc.read(&p).unwrap() == data, "{opts:?}");
+        }
+        // Damage in chunk 5 (content bytes 40960..49152): chunks 0..5 go out, then the error.
+        let file = dir.path().join(BLOBS_FILE);
+        let image = std::fs::read(&file).unwrap();
+        let content = image.windows(64).position(|w| w == &data[..64]).unwrap();
+        let at = (content + 45_000) as u64;
+        let flip = || {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&file)
+                .unwrap();
+            let mut b = [0u8];
+            f.read_exact_at(&mut b, at).unwrap();
+            f.write_all_at(&[b[0] ^ 1], at).unwrap();
+        };
+        flip();
+        for opts in cases(&SidecarOptions::default()) {
+            let sc = Sidecar::open(dir.path(), opts.clone()).unwrap();
+            let mut sink = Checking::<fn()> {
+                want: &data,
+                got: 0,
+                wrong: 0,
+                on_first: None,
+            };
+            match sc.read_to(&p, &mut sink) {
+                Err(Error::CorruptedChunk { offset, len, .. }) => {
+                    assert_eq!((offset, len), (40_960, 8192), "{opts:?}");
+                }
+                other => panic!("{opts:?}: {other:?}"),
+            }
+            assert_eq!((sink.got, sink.wrong), (40_960, 0), "{opts:?}");
+        }
+        flip();
+    }
+
+    /// One pass: reading a blob reads each page of its overflow run from the file exactly
+    /// once (the page two chunks share is carried over, not read again), at any read size,
+    /// with and without O_DIRECT, and a table longer than a page.
+    #[test]
+    fn a_read_reads_each_page_of_the_run_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = pattern((3 << 20) + 5, 40);
+        let many = pattern(600 * 4096 + 3, 41); // 4 KiB chunks: a 9.6 KB digest table
+        let (many_hash, many_prefix) = BlobHeader::encode_chunked(&many, 4096);
+        {
+            let sc = Sidecar::open(dir.path(), SidecarOptions::default()).unwrap();
+            sc.store(&big).unwrap();
+            let p = Prepared {
+                hash: many_hash,
+                prefix: many_prefix,
+                bytes: Cow::Borrowed(&many),
+            };
+            sc.commit_batches(&[&[p]]).pop().unwrap().unwrap();
+        }
+        for opts in [
+            SidecarOptions::default(),
+            SidecarOptions {
+                read_chunk: 12288,
+                ..SidecarOptions::default()
+            },
+            SidecarOptions {
+                cache_policy: CachePolicy::Direct,
+                ..SidecarOptions::default()
+            },
+        ] {
+            let sc = Sidecar::open(dir.path(), opts.clone()).unwrap();
+            for b in [&big, &many] {
+                let hash = BlobHash::of(b);
+                let run = {
+                    let txn = sc.read_txn().unwrap();
+                    let record = sc.blobs.get(&txn, &hash.0).unwrap().unwrap();
+                    ((LMDB_PAGE_HEADER + record.len()) as u64).next_multiple_of(sc.page_size as u64)
+                };
+                let before = sc.reader.bytes_read.load(Ordering::Relaxed);
+                let mut out = Vec::new();
+                sc.read_to(&Payload::BlobRef(hash), &mut out).unwrap();
+                assert!(out == *b, "{opts:?}");
+                let read = sc.reader.bytes_read.load(Ordering::Relaxed) - before;
+                assert_eq!(read, run, "{opts:?}, blob of {} bytes", b.len());
+            }
+        }
     }
 
     #[test]
