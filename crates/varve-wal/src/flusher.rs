@@ -330,7 +330,7 @@ impl Flusher {
         // The last record of this group: a group encoded ahead below takes the LSNs after
         // it, but is not in the file until after this group's sync.
         let last = self.next_lsn - 1;
-        if end > self.index_due {
+        if self.index_falls_due(end) {
             self.index_group(start, len);
         }
         match self.shared.opts.sync_mode {
@@ -367,6 +367,13 @@ impl Flusher {
             .release(std::mem::take(&mut self.group_accounted));
         self.swap_ahead();
         Ok(())
+    }
+
+    /// Whether a group ending at `end` reaches the offset where the next index entry is
+    /// due. A shortcut only: for a group that does not, [`Flusher::index_group`] would walk
+    /// its records and note none.
+    fn index_falls_due(&self, end: u64) -> bool {
+        end > self.index_due
     }
 
     /// Notes the records of the group just written at `start` (`len` bytes) that fall due
