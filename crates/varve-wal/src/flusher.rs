@@ -384,16 +384,17 @@ impl Flusher {
         };
         let mut notes = Vec::new();
         let mut pos = 0;
-        while pos < len {
+        // The group holds whole records this flusher framed and sealed.
+        while let Some(h) = self
+            .group
+            .get(pos..len)
+            .and_then(format::decode_record_header)
+        {
             let off = start + pos as u64;
             if off >= self.index_due {
                 notes.push((lsn, off));
                 self.index_due = off + crate::index::INDEX_EVERY;
             }
-            // The group holds whole records this flusher framed and sealed.
-            let Some(h) = self.group.get(pos..).and_then(format::decode_record_header) else {
-                break;
-            };
             pos += h.framed_len();
             lsn += 1;
         }
