@@ -487,6 +487,14 @@ mod seek {
         let first = it.next().unwrap().unwrap();
         assert_eq!((first.lsn, first.payload), (lsn, payload(lsn)));
         let decoded = it.decoded;
+        // Exactly the records from the index entry at or below `lsn` (or the segment's
+        // first record) up to `lsn`.
+        let from = {
+            let segs = wal.shared.segments.lock().unwrap();
+            let i = segs.partition_point(|s| s.first_lsn <= lsn) - 1;
+            segs[i].index.seek(lsn).map_or(segs[i].first_lsn, |e| e.0)
+        };
+        assert_eq!(decoded, lsn - from + 1, "seek to {lsn} from {from}");
         let r = it.next_ref().map(|r| r.unwrap().lsn);
         assert_eq!(r, (lsn < last).then_some(lsn + 1));
         decoded
