@@ -393,7 +393,8 @@ impl Flusher {
             let off = start + pos as u64;
             if off >= self.index_due {
                 notes.push((lsn, off));
-                self.index_due = off + crate::index::INDEX_EVERY;
+                // Only keeps the list short: `SparseIndex::note` applies the same rule.
+                self.index_due = off.saturating_add(crate::index::INDEX_EVERY);
             }
             pos += h.framed_len();
             lsn += 1;
