@@ -330,7 +330,7 @@ impl Flusher {
         // The last record of this group: a group encoded ahead below takes the LSNs after
         // it, but is not in the file until after this group's sync.
         let last = self.next_lsn - 1;
-        if end > self.index_due {
+        if self.index_falls_due(end) {
             self.index_group(start, len);
         }
         match self.shared.opts.sync_mode {
@@ -369,6 +369,13 @@ impl Flusher {
         Ok(())
     }
 
+    /// Whether a group ending at `end` reaches the offset where the next index entry is
+    /// due. A shortcut only: for a group that does not, [`Flusher::index_group`] would walk
+    /// its records and note none.
+    fn index_falls_due(&self, end: u64) -> bool {
+        end > self.index_due
+    }
+
     /// Notes the records of the group just written at `start` (`len` bytes) that fall due
     /// in the segment's sparse index.
     fn index_group(&mut self, start: u64, len: usize) {
@@ -377,16 +384,18 @@ impl Flusher {
         };
         let mut notes = Vec::new();
         let mut pos = 0;
-        while pos < len {
+        // The group holds whole records this flusher framed and sealed.
+        while let Some(h) = self
+            .group
+            .get(pos..len)
+            .and_then(format::decode_record_header)
+        {
             let off = start + pos as u64;
             if off >= self.index_due {
                 notes.push((lsn, off));
-                self.index_due = off + crate::index::INDEX_EVERY;
+                // Only keeps the list short: `SparseIndex::note` applies the same rule.
+                self.index_due = off.saturating_add(crate::index::INDEX_EVERY);
             }
-            // The group holds whole records this flusher framed and sealed.
-            let Some(h) = self.group.get(pos..).and_then(format::decode_record_header) else {
-                break;
-            };
             pos += h.framed_len();
             lsn += 1;
         }

@@ -1,4 +1,4 @@
-//! Lock-free group-commit write-ahead log.
+//! Group-commit write-ahead log with a lock-free append queue.
 //!
 //! Writers hand opaque records to a lock-free queue ([`Wal::append`],
 //! [`Wal::append_batch`]; no lock is taken unless the queued bytes are at their cap) and

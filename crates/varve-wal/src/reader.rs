@@ -487,6 +487,14 @@ mod seek {
         let first = it.next().unwrap().unwrap();
         assert_eq!((first.lsn, first.payload), (lsn, payload(lsn)));
         let decoded = it.decoded;
+        // Exactly the records from the index entry at or below `lsn` (or the segment's
+        // first record) up to `lsn`.
+        let from = {
+            let segs = wal.shared.segments.lock().unwrap();
+            let i = segs.partition_point(|s| s.first_lsn <= lsn) - 1;
+            segs[i].index.seek(lsn).map_or(segs[i].first_lsn, |e| e.0)
+        };
+        assert_eq!(decoded, lsn - from + 1, "seek to {lsn} from {from}");
         let r = it.next_ref().map(|r| r.unwrap().lsn);
         assert_eq!(r, (lsn < last).then_some(lsn + 1));
         decoded
@@ -564,5 +572,33 @@ mod seek {
         wal.append(b"21").unwrap().wait().unwrap();
         let r = it.next_ref().unwrap().unwrap();
         assert_eq!((r.lsn, r.payload), (21, &b"21"[..]));
+    }
+}
+
+#[cfg(test)]
+mod seek_after_rollover {
+    use crate::Wal;
+    use crate::index::INDEX_EVERY;
+    use crate::tests::small;
+
+    #[test]
+    fn every_new_segment_is_indexed_from_its_first_bytes_on() {
+        let d = tempfile::tempdir().unwrap();
+        // 512 KiB segments of 1 KiB records, 50 per group: 4+ segments.
+        let wal = Wal::open(d.path(), small().segment_size(512 << 10)).unwrap();
+        let rec = vec![9u8; 1000];
+        let batch: Vec<&[u8]> = (0..50).map(|_| &rec[..]).collect();
+        for _ in 0..40 {
+            wal.append_batch(&batch).unwrap().wait().unwrap();
+        }
+        let segs = wal.segments();
+        assert!(segs.len() >= 4, "{}", segs.len());
+        for s in &segs[1..] {
+            let target = s.first_lsn + 200;
+            let mut it = wal.iter_from(target).unwrap();
+            assert_eq!(it.next().unwrap().unwrap().lsn, target);
+            let most = INDEX_EVERY / 1024 + 1;
+            assert!(it.decoded <= most, "{} decoded in {s:?}", it.decoded);
+        }
     }
 }

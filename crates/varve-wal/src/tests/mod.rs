@@ -888,3 +888,58 @@ fn a_close_with_no_room_left_in_the_segment_puts_the_marker_in_a_new_one() {
     assert_eq!(wal.append(b"next").unwrap().wait().unwrap(), n + 1);
     assert_eq!(read_all(&wal).len() as u64, n + 1);
 }
+
+#[test]
+fn bytes_after_a_close_marker_are_a_torn_tail_cut_with_the_marker() {
+    let d = tempfile::tempdir().unwrap();
+    let wal = Wal::open(d.path(), small()).unwrap();
+    for i in 0..3u8 {
+        wal.append(&[i; 10]).unwrap().wait().unwrap();
+    }
+    drop(wal);
+    let seg = crate::recovery::list_segments(d.path()).unwrap().segments[0]
+        .path
+        .clone();
+    // A write after a reopen torn so that its first bytes never landed: the marker is
+    // intact, some later bytes of the write are not zeros.
+    let marker_at = 32 + 3 * 34;
+    let mut b = std::fs::read(&seg).unwrap();
+    b[marker_at + 24 + 40..marker_at + 24 + 90].fill(0xAB);
+    std::fs::write(&seg, &b).unwrap();
+    let wal = Wal::open(d.path(), small()).unwrap();
+    let rep = wal.recovery_report().clone();
+    assert!(!rep.closed_cleanly);
+    assert!(rep.corruption.is_none());
+    assert_eq!((rep.records, rep.next_lsn), (3, 4));
+    assert_eq!(rep.dropped_bytes, (24 + 90) as u64);
+    assert!(
+        std::fs::read(&seg).unwrap()[marker_at..]
+            .iter()
+            .all(|&x| x == 0),
+        "marker and torn bytes zeroed"
+    );
+    assert_eq!(read_all(&wal).len(), 3);
+}
+
+#[test]
+fn a_close_with_exactly_a_marker_s_room_left_writes_it_in_the_same_segment() {
+    let d = tempfile::tempdir().unwrap();
+    let wal = Wal::open(d.path(), small()).unwrap();
+    let capacity = (64 << 10) - 32;
+    let rec = vec![3u8; 8000];
+    let full = capacity / (24 + rec.len());
+    // Leave exactly 24 bytes.
+    let tail = vec![4u8; capacity - full * (24 + rec.len()) - 2 * 24];
+    let mut batch: Vec<&[u8]> = (0..full).map(|_| &rec[..]).collect();
+    batch.push(&tail);
+    wal.append_batch(&batch).unwrap().wait().unwrap();
+    let n = batch.len() as u64;
+    wal.close().unwrap();
+    let segs = crate::recovery::list_segments(d.path()).unwrap().segments;
+    assert_eq!(segs.len(), 1);
+    let b = std::fs::read(&segs[0].path).unwrap();
+    assert_eq!(b[(64 << 10) - 24..], crate::format::close_marker(n + 1));
+    let wal = Wal::open(d.path(), small()).unwrap();
+    assert!(wal.recovery_report().closed_cleanly);
+    assert_eq!(wal.append(b"next").unwrap().wait().unwrap(), n + 1);
+}
