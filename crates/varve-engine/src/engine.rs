@@ -23,6 +23,19 @@ use crate::types::{
     AppendResult, Direction, EventData, EventView, ExpectedVersion, PayloadRef, RecordedEvent,
 };
 
+/// Names by (store instance, stream id), per thread; see `Core::with_name`.
+type NameCache = std::cell::RefCell<HashMap<(u64, u64), Arc<str>>>;
+
+thread_local! {
+    static NAMES: NameCache = std::cell::RefCell::new(HashMap::new());
+}
+
+/// Entries a thread's name cache holds before it starts over.
+const NAME_CACHE_ENTRIES: usize = 4096;
+
+/// Numbers every store opened in this process, so that name caches never mix two stores.
+static NEXT_UID: AtomicU64 = AtomicU64::new(1);
+
 /// Name of the store's lock file.
 const LOCK_FILE: &str = "LOCK";
 /// Subdirectory of the write-ahead log.
@@ -158,6 +171,8 @@ struct Signal {
 
 /// Everything the handles and the checkpointer thread share.
 pub(crate) struct Core {
+    /// This open store's number in the process (keys the per-thread name caches).
+    uid: u64,
     dir: PathBuf,
     opts: Options,
     wal: Wal,
@@ -298,7 +313,7 @@ impl Varve {
     /// # Errors
     /// [`Error::Corrupted`] if its stored bytes fail their checksum; LMDB errors.
     pub fn get(&self, position: u64) -> Result<Option<RecordedEvent>> {
-        self.core().with_event(position, |v| v.to_owned())
+        self.core().with_event(position, owned)
     }
 
     /// Calls `f` with a borrowed view of the event at `position` (no copy); `Ok(None)` if
@@ -311,7 +326,7 @@ impl Varve {
         position: u64,
         f: impl FnOnce(&EventView<'_>) -> R,
     ) -> Result<Option<R>> {
-        self.core().with_event(position, f)
+        self.core().with_event(position, |v, _| f(v))
     }
 
     /// Up to `limit` events of the global log from `from` (inclusive) in `direction`.
@@ -327,7 +342,7 @@ impl Varve {
     ) -> Result<Vec<RecordedEvent>> {
         let mut out = Vec::new();
         self.core()
-            .scan_all(from, direction, limit, |v| out.push(v.to_owned()))?;
+            .scan_all(from, direction, limit, |v, n| out.push(owned(v, n)))?;
         Ok(out)
     }
 
@@ -341,9 +356,9 @@ impl Varve {
         from: u64,
         direction: Direction,
         limit: usize,
-        f: impl FnMut(&EventView<'_>),
+        mut f: impl FnMut(&EventView<'_>),
     ) -> Result<usize> {
-        self.core().scan_all(from, direction, limit, f)
+        self.core().scan_all(from, direction, limit, |v, _| f(v))
     }
 
     /// Up to `limit` events of `stream` from version `from` (inclusive) in `direction`.
@@ -359,7 +374,7 @@ impl Varve {
     ) -> Result<Vec<RecordedEvent>> {
         let mut out = Vec::new();
         self.core()
-            .scan_stream(stream, direction, from, limit, |v| out.push(v.to_owned()))?;
+            .scan_stream(stream, direction, from, limit, |v, n| out.push(owned(v, n)))?;
         Ok(out)
     }
 
@@ -374,9 +389,10 @@ impl Varve {
         direction: Direction,
         from: u64,
         limit: usize,
-        f: impl FnMut(&EventView<'_>),
+        mut f: impl FnMut(&EventView<'_>),
     ) -> Result<usize> {
-        self.core().scan_stream(stream, direction, from, limit, f)
+        self.core()
+            .scan_stream(stream, direction, from, limit, |v, _| f(v))
     }
 
     /// The version of the stream's last visible event, `None` if it has none.
@@ -583,6 +599,7 @@ impl Core {
 
         let tail_bytes = tail.bytes;
         Ok(Core {
+            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
             dir: dir.to_path_buf(),
             opts,
             seq: Mutex::new(Seq {
@@ -1079,6 +1096,28 @@ impl Core {
         Ok(applied)
     }
 
+    /// Calls `f` with the name of stream `stream_id`, from this thread's cache of names when
+    /// it has it: no lock and no shared reference count touched per event, so readers on
+    /// several threads do not contend. A stream's name never changes once assigned.
+    fn with_name<R>(&self, stream_id: u64, f: impl FnOnce(&Arc<str>) -> R) -> Result<R> {
+        NAMES.with(|cell| {
+            if let Ok(cache) = cell.try_borrow()
+                && let Some(name) = cache.get(&(self.uid, stream_id))
+            {
+                return Ok(f(name));
+            }
+            let name = self.name_of(stream_id)?;
+            // Busy when `f` of an outer call reads again on this thread: then no caching.
+            if let Ok(mut cache) = cell.try_borrow_mut() {
+                if cache.len() >= NAME_CACHE_ENTRIES {
+                    cache.clear();
+                }
+                cache.insert((self.uid, stream_id), Arc::clone(&name));
+            }
+            Ok(f(&name))
+        })
+    }
+
     fn name_of(&self, stream_id: u64) -> Result<Arc<str>> {
         usize::try_from(stream_id)
             .ok()
@@ -1094,7 +1133,7 @@ impl Core {
     fn with_event<R>(
         &self,
         position: u64,
-        f: impl FnOnce(&EventView<'_>) -> R,
+        f: impl FnOnce(&EventView<'_>, &Arc<str>) -> R,
     ) -> Result<Option<R>> {
         if position >= self.visible_end.load(Ordering::SeqCst) {
             return Ok(None);
@@ -1109,8 +1148,9 @@ impl Core {
                     ));
                 };
                 let value = self.decode(position, v)?;
-                let name = self.name_of(value.stream_id)?;
-                return Ok(Some(f(&lmdb_view(position, &value, &name))));
+                return self
+                    .with_name(value.stream_id, |n| f(&lmdb_view(position, &value, n), n))
+                    .map(Some);
             }
             let entry = {
                 let t = read(&self.tail);
@@ -1118,8 +1158,9 @@ impl Core {
             };
             if let Some(e) = entry {
                 let i = (position - e.first_position) as usize;
-                let name = self.name_of(e.locate(i).stream_id)?;
-                return Ok(Some(f(&tail_view(&e, i, &name))));
+                return self
+                    .with_name(e.locate(i).stream_id, |n| f(&tail_view(&e, i, n), n))
+                    .map(Some);
             }
             // Checkpointed meanwhile: loop to read it from LMDB.
         }
@@ -1139,7 +1180,7 @@ impl Core {
         from: u64,
         direction: Direction,
         limit: usize,
-        mut f: impl FnMut(&EventView<'_>),
+        mut f: impl FnMut(&EventView<'_>, &Arc<str>),
     ) -> Result<usize> {
         let end = self.visible_end.load(Ordering::SeqCst);
         let mut n = 0;
@@ -1160,8 +1201,9 @@ impl Core {
                                 return Err(self.missing(p));
                             }
                             let value = self.decode(p, v)?;
-                            let name = self.name_of(value.stream_id)?;
-                            f(&lmdb_view(p, &value, &name));
+                            self.with_name(value.stream_id, |n| {
+                                f(&lmdb_view(p, &value, n), n);
+                            })?;
                             p += 1;
                             n += 1;
                             if n == limit {
@@ -1182,8 +1224,9 @@ impl Core {
                                 if n == limit || p >= end {
                                     return Ok(n);
                                 }
-                                let name = self.name_of(e.locate(i).stream_id)?;
-                                f(&tail_view(&e, i, &name));
+                                self.with_name(e.locate(i).stream_id, |n| {
+                                    f(&tail_view(&e, i, n), n);
+                                })?;
                                 p += 1;
                                 n += 1;
                             }
@@ -1209,8 +1252,9 @@ impl Core {
                         let Some(e) = entry else { continue };
                         let mut i = (p - e.first_position) as usize;
                         loop {
-                            let name = self.name_of(e.locate(i).stream_id)?;
-                            f(&tail_view(&e, i, &name));
+                            self.with_name(e.locate(i).stream_id, |n| {
+                                f(&tail_view(&e, i, n), n);
+                            })?;
                             n += 1;
                             if p == 0 {
                                 return Ok(n);
@@ -1231,8 +1275,9 @@ impl Core {
                                 return Err(self.missing(p));
                             }
                             let value = self.decode(p, v)?;
-                            let name = self.name_of(value.stream_id)?;
-                            f(&lmdb_view(p, &value, &name));
+                            self.with_name(value.stream_id, |n| {
+                                f(&lmdb_view(p, &value, n), n);
+                            })?;
                             n += 1;
                             if p == 0 || n == limit {
                                 return Ok(n);
@@ -1304,7 +1349,7 @@ impl Core {
         direction: Direction,
         from: u64,
         limit: usize,
-        mut f: impl FnMut(&EventView<'_>),
+        mut f: impl FnMut(&EventView<'_>, &Arc<str>),
     ) -> Result<usize> {
         let Some(id) = read(&self.catalog).ids.get(stream).copied() else {
             return Err(Error::StreamNotFound {
@@ -1340,7 +1385,7 @@ impl Core {
                             while n < limit && v <= last && v <= head {
                                 if v >= r.first_version() {
                                     let i = r.index_of(v);
-                                    f(&tail_view(&r.entry, i, &name));
+                                    f(&tail_view(&r.entry, i, &name), &name);
                                     n += 1;
                                 }
                                 v += 1;
@@ -1356,7 +1401,7 @@ impl Core {
                                 let last = r.first_version() + r.count() - 1;
                                 if v <= last {
                                     let i = r.index_of(v);
-                                    f(&tail_view(&r.entry, i, &name));
+                                    f(&tail_view(&r.entry, i, &name), &name);
                                     n += 1;
                                 }
                                 if v == 0 {
@@ -1428,11 +1473,11 @@ impl Core {
         &self,
         rtxn: &heed::RoTxn<'_>,
         stream: &str,
-        name: &str,
+        name: &Arc<str>,
         v: u64,
         key: &[u8],
         pos: &[u8],
-        f: &mut impl FnMut(&EventView<'_>),
+        f: &mut impl FnMut(&EventView<'_>, &Arc<str>),
     ) -> Result<()> {
         if version_of_key(key)? != v {
             return Err(self.stream_gap(stream, v));
@@ -1445,7 +1490,7 @@ impl Core {
         if value.version != v {
             return Err(self.stream_gap(stream, v));
         }
-        f(&lmdb_view(position, &value, name));
+        f(&lmdb_view(position, &value, name), name);
         Ok(())
     }
 
@@ -1509,6 +1554,20 @@ fn version_of_key(key: &[u8]) -> Result<u64> {
     key.get(8..)
         .and_then(codec::be_u64)
         .ok_or_else(|| Error::corrupted("events.mdb stream_index", "key is not 16 bytes"))
+}
+
+/// An owned copy of a view, sharing the stream's name.
+fn owned(v: &EventView<'_>, name: &Arc<str>) -> RecordedEvent {
+    RecordedEvent {
+        position: v.position,
+        stream: Arc::clone(name),
+        version: v.version,
+        event_type: v.event_type.to_owned(),
+        metadata: v.metadata.to_vec(),
+        payload: v.payload.to_owned(),
+        timestamp_us: v.timestamp_us,
+        id: v.id,
+    }
 }
 
 fn lmdb_view<'a>(position: u64, v: &codec::Value<'a>, name: &'a str) -> EventView<'a> {

@@ -482,3 +482,41 @@ fn a_store_whose_wal_directory_was_removed_after_a_checkpoint_keeps_numbering() 
     assert_eq!(all(&db).len(), 21);
     assert_eq!(db.recovery_report().replayed_events, 1);
 }
+
+#[test]
+fn two_stores_in_one_process_never_mix_stream_names_and_reads_nest() {
+    let (d1, d2) = (tempdir(), tempdir());
+    let (a, b) = (open(d1.path()), open(d2.path()));
+    // Stream id 0 is "left" in one store and "right" in the other.
+    a.append("left", ExpectedVersion::Any, &[ev(b"a")]).unwrap();
+    b.append("right", ExpectedVersion::Any, &[ev(b"b")])
+        .unwrap();
+    for _ in 0..2 {
+        a.checkpoint().unwrap();
+        assert_eq!(&*a.get(0).unwrap().unwrap().stream, "left");
+        assert_eq!(&*b.get(0).unwrap().unwrap().stream, "right");
+        assert_eq!(
+            a.with_event(0, |v| v.stream.to_owned()).unwrap().as_deref(),
+            Some("left")
+        );
+        assert_eq!(
+            b.with_event(0, |v| v.stream.to_owned()).unwrap().as_deref(),
+            Some("right")
+        );
+    }
+    // A read inside a scan's callback, on the same thread, sees the right names too.
+    for i in 1..20u8 {
+        a.append(&format!("s{i}"), ExpectedVersion::Any, &[ev(&[i])])
+            .unwrap();
+    }
+    let mut seen = 0;
+    a.scan_all(0, Direction::Forward, usize::MAX, |v| {
+        let inner = a.get(v.position).unwrap().unwrap();
+        assert_eq!(&*inner.stream, v.stream);
+        let other = b.get(0).unwrap().unwrap();
+        assert_eq!(&*other.stream, "right");
+        seen += 1;
+    })
+    .unwrap();
+    assert_eq!(seen, 20);
+}
