@@ -1,0 +1,993 @@
+//! varve-engine against VarveDB 0.4.2 (a published embedded event store on LMDB, via heed
+//! 0.22), with a plain heed database as the floor where one makes sense, all measured in the
+//! same run on the same disk.
+//!
+//! VarveDB is used as it ships: every append is one LMDB write transaction, committed with
+//! LMDB's default durability (`fdatasync` of the data, then of the meta page); nothing in
+//! its configuration turns that off, and this bench does not either. Its events are typed:
+//! a byte payload is a `Vec<u8>`, serialised with rkyv (`append_alloc` and
+//! `append_batch_alloc`, the variants `Vec` needs; the archived bytes are the payload
+//! followed by an 8-byte header). Its writers take `&mut self`, so threads share one stream
+//! handle behind a `Mutex`, as a user would; its per-entity streams are the `StreamId`s of
+//! one named stream. Its readers are per-thread clones (reads take no lock).
+//!
+//! Varve's appends are durable when they return (`SyncMode::Always`, the default). Reads
+//! run after a `checkpoint()`, from `events.mdb`, on a warm page cache for both stores.
+//! Contenders of one row run in turn, in slices, so they share the machine's background
+//! load.
+//!
+//! Workloads (targets of issue 17 in each row's name):
+//! W1 one thread, 1 KiB durable appends; W2 16 and 64 threads, own streams and one shared
+//! stream (positions checked gapless afterwards); W3 batches of 1000 events; W4 random
+//! `get` / `with_event`; W5 sequential `read_all` / `scan_all`; W6 `read_stream` of one
+//! stream among many; W7 sustained appends (checkpointer throughput, un-checkpointed bytes;
+//! reference rows); W8 2 KiB, 64 KiB and 5 MiB payloads, append then read back.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use heed::types::Bytes;
+use heed::{CommitOrAbort, Database, EnvOpenOptions, PutFlags, WithoutTls};
+use varve_benches::measure::Samples;
+use varve_benches::report::{Better, compare, reference};
+use varve_benches::{scaled, scratch_dir};
+use varve_engine::{
+    Direction, EventData, ExpectedVersion, Options, PayloadRef, StreamAppend, Varve,
+};
+use varvedb::{GlobalSequence, StreamId};
+
+type Res<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+const GROUP: &str = "engine";
+const PEER: &str = "VarveDB 0.4.2";
+const KIB: usize = 1024;
+const MIB: f64 = (1 << 20) as f64;
+
+/// VarveDB's serialisation buffer for events up to 1 KiB (the archived `Vec<u8>` is the
+/// payload plus an 8-byte header).
+const N_SMALL: usize = 2 * KIB;
+
+/// One thread's operation: returns the number of events it handled.
+type Op<'a> = Box<dyn FnMut() -> Res<u64> + 'a>;
+
+/// What a run of one contender measured.
+#[derive(Default)]
+struct Run {
+    events: u64,
+    secs: f64,
+    samples: Samples,
+}
+
+impl Run {
+    fn rate(&self) -> f64 {
+        self.events as f64 / self.secs
+    }
+}
+
+/// Runs on `threads` threads for `budget` the operation `make(thread)` builds for each.
+fn run_threads<'a>(
+    threads: usize,
+    budget: Duration,
+    make: &(dyn Fn(usize) -> Res<Op<'a>> + Sync + 'a),
+) -> Res<Run> {
+    let start = Instant::now();
+    let deadline = start + budget;
+    let results: Vec<Res<(u64, Samples)>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || -> Res<(u64, Samples)> {
+                    let mut op = make(t)?;
+                    let mut samples = Samples::with_capacity(4096);
+                    let mut events = 0;
+                    while Instant::now() < deadline {
+                        let t0 = Instant::now();
+                        events += op()?;
+                        samples.push(t0.elapsed());
+                    }
+                    Ok((events, samples))
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("bench thread panicked".into()))
+            })
+            .collect()
+    });
+    let mut run = Run {
+        secs: start.elapsed().as_secs_f64(),
+        ..Run::default()
+    };
+    for r in results {
+        let (n, s) = r?;
+        run.events += n;
+        run.samples.extend(s);
+    }
+    Ok(run)
+}
+
+/// Runs the contenders in turn, four slices each of `budget / 4`, so they share the same
+/// background load; returns one accumulated run per contender.
+fn interleaved<'a>(
+    threads: usize,
+    budget: Duration,
+    contenders: &[&(dyn Fn(usize) -> Res<Op<'a>> + Sync + 'a)],
+) -> Res<Vec<Run>> {
+    const SLICES: u32 = 4;
+    let mut acc: Vec<Run> = contenders.iter().map(|_| Run::default()).collect();
+    for _ in 0..SLICES {
+        for (c, a) in contenders.iter().zip(acc.iter_mut()) {
+            let r = run_threads(threads, budget / SLICES, *c)?;
+            a.events += r.events;
+            a.secs += r.secs;
+            a.samples.extend(r.samples);
+        }
+    }
+    Ok(acc)
+}
+
+/// A small xorshift generator: random positions without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// A payload of `len` bytes whose first 8 bytes are `stamp` (so payloads differ: the
+/// sidecar stores equal blobs once, VarveDB does not deduplicate).
+fn payload(len: usize, stamp: u64) -> Vec<u8> {
+    let mut p = vec![0x5Au8; len];
+    let n = len.min(8);
+    p[..n].copy_from_slice(&stamp.to_le_bytes()[..n]);
+    p
+}
+
+fn open_varve(dir: &Path) -> Res<Varve> {
+    Ok(Varve::open(dir, Options::default())?)
+}
+
+fn open_peer(dir: &Path) -> Res<varvedb::Varve> {
+    let config = varvedb::VarveConfig {
+        max_dbs: 64,
+        map_size: 64 << 30,
+    };
+    Ok(varvedb::Varve::with_config(dir, config)?)
+}
+
+/// A plain heed environment for the floor: a database of big-endian position -> bytes,
+/// the least work a read by position can do on LMDB.
+fn open_floor_env(dir: &Path) -> Res<heed::Env<WithoutTls>> {
+    let mut opts = EnvOpenOptions::new().read_txn_without_tls();
+    opts.map_size(64 << 30).max_dbs(1);
+    // SAFETY: a fresh directory used by this bench only; nothing else maps the file.
+    Ok(unsafe { opts.open(dir) }?)
+}
+
+/// The floor's database in `env`.
+fn floor_db(env: &heed::Env<WithoutTls>) -> Res<Database<'_, Bytes, Bytes>> {
+    let wtxn = env.write_txn()?;
+    let db = env
+        .create_databases_and_commit(wtxn, |dbo, wtxn| -> heed::Result<_> {
+            Ok(CommitOrAbort::<_, ()>::Commit(
+                dbo.create_database::<Bytes, Bytes>(wtxn, Some("events"))?,
+            ))
+        })?
+        .commit()
+        .ok_or("database not created")?;
+    Ok(db)
+}
+
+fn floor_fill(
+    env: &heed::Env<WithoutTls>,
+    db: &Database<'_, Bytes, Bytes>,
+    n: u64,
+    len: usize,
+) -> Res {
+    let mut first = 0;
+    while first < n {
+        let mut wtxn = env.write_txn()?;
+        for k in first..(first + 10_000).min(n) {
+            db.put_with_flags(
+                &mut wtxn,
+                PutFlags::APPEND,
+                &k.to_be_bytes(),
+                &payload(len, k),
+            )?;
+        }
+        wtxn.commit()?;
+        first += 10_000;
+    }
+    Ok(())
+}
+
+/// Checks that the store holds exactly `expected` events at positions `0..expected`, each
+/// stream's versions gapless from 0, reading with `read_all`.
+fn verify_gapless(v: &Varve, expected: u64) -> Res {
+    let mut next = 0u64;
+    let mut versions: HashMap<String, u64> = HashMap::new();
+    loop {
+        let evs = v.read_all(next, Direction::Forward, 10_000)?;
+        if evs.is_empty() {
+            break;
+        }
+        for e in evs {
+            if e.position != next {
+                return Err(format!("position {} where {next} was expected", e.position).into());
+            }
+            let ver = versions.entry(e.stream.to_string()).or_default();
+            if e.version != *ver {
+                return Err(format!(
+                    "stream {} version {} where {} was expected",
+                    e.stream, e.version, *ver
+                )
+                .into());
+            }
+            *ver += 1;
+            next += 1;
+        }
+    }
+    let stats_next = v.stats()?.next_position;
+    if next != expected || stats_next != expected {
+        return Err(format!(
+            "{next} events read, next_position {stats_next}, {expected} acknowledged"
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Appends `n` events of `len` bytes to a Varve store in calls of 1000 (16 streams in turn).
+fn varve_fill(v: &Varve, n: u64, len: usize) -> Res {
+    let names: Vec<String> = (0..16).map(|s| format!("fill-{s}")).collect();
+    let mut first = 0;
+    let mut call = 0;
+    while first < n {
+        let end = (first + 1000).min(n);
+        let payloads: Vec<Vec<u8>> = (first..end).map(|k| payload(len, k)).collect();
+        let events: Vec<EventData<'_>> = payloads.iter().map(|p| EventData::new("t", p)).collect();
+        v.append(&names[call % names.len()], ExpectedVersion::Any, &events)?;
+        first = end;
+        call += 1;
+    }
+    v.checkpoint()?;
+    Ok(())
+}
+
+/// The same events in VarveDB: batches of 1000 (16 stream ids in turn).
+fn peer_fill(p: &mut varvedb::Varve, n: u64, len: usize) -> Res {
+    let mut s = p.stream::<Vec<u8>, N_SMALL>("fill")?;
+    let mut first = 0;
+    let mut call = 0;
+    while first < n {
+        let end = (first + 1000).min(n);
+        let payloads: Vec<Vec<u8>> = (first..end).map(|k| payload(len, k)).collect();
+        s.append_batch_alloc(StreamId(call % 16), &payloads)?;
+        first = end;
+        call += 1;
+    }
+    Ok(())
+}
+
+/// W1: a lone writer, 1 KiB durable appends.
+fn w1(budget: Duration) -> Res {
+    let (d1, d2) = (scratch_dir()?, scratch_dir()?);
+    let v = open_varve(d1.path())?;
+    let mut p = open_peer(d2.path())?;
+    let ps = Mutex::new(p.stream::<Vec<u8>, N_SMALL>("w1")?);
+    let data = payload(KIB, 1);
+    let varve = |_t: usize| -> Res<Op<'_>> {
+        Ok(Box::new(|| {
+            v.append("w1", ExpectedVersion::Any, &[EventData::new("t", &data)])?;
+            Ok(1)
+        }))
+    };
+    let peer = |_t: usize| -> Res<Op<'_>> {
+        Ok(Box::new(|| {
+            let mut s = ps.lock().map_err(|_| "poisoned")?;
+            s.append_alloc(StreamId(0), &data)?;
+            Ok(1)
+        }))
+    };
+    let mut r = interleaved(1, budget, &[&varve, &peer])?;
+    let (mut pr, mut vr) = (r.pop().ok_or("missing")?, r.pop().ok_or("missing")?);
+    let w = "W1 1 thread, 1 KiB durable appends";
+    compare(
+        GROUP,
+        &format!("{w} [target >= 2x]"),
+        "appends/s",
+        Better::Higher,
+        vr.rate(),
+        PEER,
+        pr.rate(),
+    );
+    for (p, name) in [(50.0, "p50"), (99.0, "p99")] {
+        compare(
+            GROUP,
+            &format!("{w}, {name} [target: lower]"),
+            "µs",
+            Better::Lower,
+            vr.samples.percentile_us(p),
+            PEER,
+            pr.samples.percentile_us(p),
+        );
+    }
+    Ok(())
+}
+
+/// W2: many writers, each on its own stream or all on one, durable; Varve's positions and
+/// versions are checked gapless afterwards.
+fn w2(budget: Duration) -> Res {
+    for threads in [16usize, 64] {
+        for shared in [false, true] {
+            let (d1, d2) = (scratch_dir()?, scratch_dir()?);
+            let v = open_varve(d1.path())?;
+            let mut p = open_peer(d2.path())?;
+            let ps = Mutex::new(p.stream::<Vec<u8>, N_SMALL>("w2")?);
+            let data = payload(KIB, 2);
+            let names: Vec<String> = (0..threads)
+                .map(|t| {
+                    if shared {
+                        "shared".into()
+                    } else {
+                        format!("own-{t}")
+                    }
+                })
+                .collect();
+            let acked = AtomicU64::new(0);
+            let varve = |t: usize| -> Res<Op<'_>> {
+                let (name, data, acked, v) = (&names[t], &data, &acked, &v);
+                Ok(Box::new(move || {
+                    v.append(name, ExpectedVersion::Any, &[EventData::new("t", data)])?;
+                    acked.fetch_add(1, Ordering::Relaxed);
+                    Ok(1)
+                }))
+            };
+            let peer = |t: usize| -> Res<Op<'_>> {
+                let id = StreamId(if shared { 0 } else { t as u64 });
+                let (data, ps) = (&data, &ps);
+                Ok(Box::new(move || {
+                    let mut s = ps.lock().map_err(|_| "poisoned")?;
+                    s.append_alloc(id, data)?;
+                    Ok(1)
+                }))
+            };
+            let mut r = interleaved(threads, budget, &[&varve, &peer])?;
+            let (mut pr, mut vr) = (r.pop().ok_or("missing")?, r.pop().ok_or("missing")?);
+            verify_gapless(&v, acked.load(Ordering::Relaxed))?;
+            let w = format!(
+                "W2 {threads} threads, {}, 1 KiB durable appends (gapless checked)",
+                if shared {
+                    "one shared stream"
+                } else {
+                    "own streams"
+                }
+            );
+            compare(
+                GROUP,
+                &format!("{w} [target >= 5x]"),
+                "appends/s",
+                Better::Higher,
+                vr.rate(),
+                &format!("{PEER} behind a Mutex"),
+                pr.rate(),
+            );
+            compare(
+                GROUP,
+                &format!("{w}, p99"),
+                "µs",
+                Better::Lower,
+                vr.samples.percentile_us(99.0),
+                &format!("{PEER} behind a Mutex"),
+                pr.samples.percentile_us(99.0),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// W3: one writer appending batches of 1000 events, durable per batch.
+fn w3(budget: Duration) -> Res {
+    for len in [24usize, KIB] {
+        let (d1, d2) = (scratch_dir()?, scratch_dir()?);
+        let v = open_varve(d1.path())?;
+        let mut p = open_peer(d2.path())?;
+        let ps = Mutex::new(p.stream::<Vec<u8>, N_SMALL>("w3")?);
+        let payloads: Vec<Vec<u8>> = (0..1000).map(|k| payload(len, k)).collect();
+        let events: Vec<EventData<'_>> = payloads.iter().map(|p| EventData::new("t", p)).collect();
+        let varve = |_t: usize| -> Res<Op<'_>> {
+            Ok(Box::new(|| {
+                v.append("w3", ExpectedVersion::Any, &events)?;
+                Ok(1000)
+            }))
+        };
+        let peer = |_t: usize| -> Res<Op<'_>> {
+            Ok(Box::new(|| {
+                let mut s = ps.lock().map_err(|_| "poisoned")?;
+                s.append_batch_alloc(StreamId(0), &payloads)?;
+                Ok(1000)
+            }))
+        };
+        let mut r = interleaved(1, budget, &[&varve, &peer])?;
+        let (pr, vr) = (r.pop().ok_or("missing")?, r.pop().ok_or("missing")?);
+        compare(
+            GROUP,
+            &format!("W3 batches of 1000 x {len} B, durable per batch [target >= 2x]"),
+            "events/s",
+            Better::Higher,
+            vr.rate(),
+            &format!("{PEER} append_batch"),
+            pr.rate(),
+        );
+    }
+    Ok(())
+}
+
+/// W4: random reads by position over `n` events of 1 KiB, after a checkpoint.
+fn w4(budget: Duration, n: u64) -> Res {
+    let (d1, d2, d3) = (scratch_dir()?, scratch_dir()?, scratch_dir()?);
+    let v = open_varve(d1.path())?;
+    varve_fill(&v, n, KIB)?;
+    let mut p = open_peer(d2.path())?;
+    peer_fill(&mut p, n, KIB)?;
+    let reader = p.global_reader();
+    let env = open_floor_env(d3.path())?;
+    let db = floor_db(&env)?;
+    floor_fill(&env, &db, n, KIB)?;
+
+    const PER_OP: u64 = 256;
+    let seed = |t: usize| Rng(0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1) * 0x2545_F491_4F6C_DD1D);
+    let zero_copy = |t: usize| -> Res<Op<'_>> {
+        let mut rng = seed(t);
+        let v = &v;
+        Ok(Box::new(move || {
+            let mut sum = 0u64;
+            for _ in 0..PER_OP {
+                let pos = rng.next() % n;
+                sum += v
+                    .with_event(pos, |e| match e.payload {
+                        PayloadRef::Inline(b) => u64::from(b[b.len() - 1]),
+                        PayloadRef::Blob { len, .. } => len,
+                    })?
+                    .ok_or("event missing")?;
+            }
+            std::hint::black_box(sum);
+            Ok(PER_OP)
+        }))
+    };
+    let owned = |t: usize| -> Res<Op<'_>> {
+        let mut rng = seed(t);
+        let v = &v;
+        Ok(Box::new(move || {
+            let mut sum = 0u64;
+            for _ in 0..PER_OP {
+                let e = v.get(rng.next() % n)?.ok_or("event missing")?;
+                sum += e.payload.len();
+            }
+            std::hint::black_box(sum);
+            Ok(PER_OP)
+        }))
+    };
+    let peer_bytes = |t: usize| -> Res<Op<'_>> {
+        let mut rng = seed(t);
+        let mut r = reader.clone();
+        Ok(Box::new(move || {
+            let mut sum = 0u64;
+            for _ in 0..PER_OP {
+                let b = r
+                    .get_bytes(GlobalSequence(rng.next() % n))?
+                    .ok_or("event missing")?;
+                sum += u64::from(b[b.len() - 1]);
+            }
+            std::hint::black_box(sum);
+            Ok(PER_OP)
+        }))
+    };
+    let peer_owned = |t: usize| -> Res<Op<'_>> {
+        let mut rng = seed(t);
+        let mut r = reader.clone();
+        Ok(Box::new(move || {
+            let mut sum = 0u64;
+            for _ in 0..PER_OP {
+                let e = r
+                    .get(GlobalSequence(rng.next() % n))?
+                    .ok_or("event missing")?;
+                sum += e.payload.len() as u64;
+            }
+            std::hint::black_box(sum);
+            Ok(PER_OP)
+        }))
+    };
+    let floor = |t: usize| -> Res<Op<'_>> {
+        let mut rng = seed(t);
+        let (env, db) = (&env, &db);
+        Ok(Box::new(move || {
+            let mut sum = 0u64;
+            for _ in 0..PER_OP {
+                let rtxn = env.read_txn()?;
+                let b = db
+                    .get(&rtxn, &(rng.next() % n).to_be_bytes())?
+                    .ok_or("event missing")?;
+                sum += u64::from(b[b.len() - 1]);
+            }
+            std::hint::black_box(sum);
+            Ok(PER_OP)
+        }))
+    };
+    for threads in [1usize, 2] {
+        let r = interleaved(
+            threads,
+            budget,
+            &[&zero_copy, &owned, &peer_bytes, &peer_owned, &floor],
+        )?;
+        let rate: Vec<f64> = r.iter().map(Run::rate).collect();
+        let w = format!("W4 random get, {threads} thread(s), {n} x 1 KiB events, checkpointed");
+        compare(
+            GROUP,
+            &format!("{w}: with_event (zero-copy) [target >= 1.5x]"),
+            "gets/s",
+            Better::Higher,
+            rate[0],
+            &format!("{PEER} GlobalReader::get_bytes"),
+            rate[2],
+        );
+        compare(
+            GROUP,
+            &format!("{w}: get (owned) [target >= 1x]"),
+            "gets/s",
+            Better::Higher,
+            rate[1],
+            &format!("{PEER} GlobalReader::get"),
+            rate[3],
+        );
+        compare(
+            GROUP,
+            &format!("{w}: with_event (zero-copy) vs the floor"),
+            "gets/s",
+            Better::Higher,
+            rate[0],
+            "plain heed get (position -> bytes)",
+            rate[4],
+        );
+    }
+    Ok(())
+}
+
+/// W5: sequential reads of the whole log of `n` events of 24 B, after a checkpoint.
+fn w5(budget: Duration, n: u64) -> Res {
+    let (d1, d2, d3) = (scratch_dir()?, scratch_dir()?, scratch_dir()?);
+    let v = open_varve(d1.path())?;
+    varve_fill(&v, n, 24)?;
+    let mut p = open_peer(d2.path())?;
+    peer_fill(&mut p, n, 24)?;
+    let reader = p.global_reader();
+    let env = open_floor_env(d3.path())?;
+    let db = floor_db(&env)?;
+    floor_fill(&env, &db, n, 24)?;
+    let limit = usize::try_from(n)?;
+    let check = |got: u64| -> Res<u64> {
+        if got == n {
+            Ok(n)
+        } else {
+            Err(format!("read {got} of {n} events").into())
+        }
+    };
+
+    let read_all = |_t: usize| -> Res<Op<'_>> {
+        Ok(Box::new(|| {
+            let evs = v.read_all(0, Direction::Forward, limit)?;
+            check(std::hint::black_box(evs).len() as u64)
+        }))
+    };
+    let scan_all = |_t: usize| -> Res<Op<'_>> {
+        Ok(Box::new(|| {
+            let mut sum = 0u64;
+            let got = v.scan_all(0, Direction::Forward, limit, |e| {
+                if let PayloadRef::Inline(b) = e.payload {
+                    sum += u64::from(b[b.len() - 1]);
+                }
+            })?;
+            std::hint::black_box(sum);
+            check(got as u64)
+        }))
+    };
+    let peer_collect = |_t: usize| -> Res<Op<'_>> {
+        Ok(Box::new(|| {
+            let evs = reader.iter_from(GlobalSequence(0))?.collect_all()?;
+            check(std::hint::black_box(evs).len() as u64)
+        }))
+    };
+    let peer_each = |_t: usize| -> Res<Op<'_>> {
+        Ok(Box::new(|| {
+            let (mut got, mut sum) = (0u64, 0u64);
+            reader.iter_from(GlobalSequence(0))?.for_each(|e| {
+                got += 1;
+                sum += u64::from(e.payload[e.payload.len() - 1]);
+            })?;
+            std::hint::black_box(sum);
+            check(got)
+        }))
+    };
+    let floor = |_t: usize| -> Res<Op<'_>> {
+        Ok(Box::new(|| {
+            let rtxn = env.read_txn()?;
+            let (mut got, mut sum) = (0u64, 0u64);
+            for item in db.iter(&rtxn)? {
+                let (_, b) = item?;
+                got += 1;
+                sum += u64::from(b[b.len() - 1]);
+            }
+            std::hint::black_box(sum);
+            check(got)
+        }))
+    };
+    let r = interleaved(
+        1,
+        budget,
+        &[&read_all, &scan_all, &peer_collect, &peer_each, &floor],
+    )?;
+    let rate: Vec<f64> = r.iter().map(Run::rate).collect();
+    let w = format!("W5 sequential read of {n} x 24 B events, checkpointed");
+    compare(
+        GROUP,
+        &format!("{w}: read_all (owned) [target >= 2x]"),
+        "events/s",
+        Better::Higher,
+        rate[0],
+        &format!("{PEER} global iter_from.collect_all"),
+        rate[2],
+    );
+    compare(
+        GROUP,
+        &format!("{w}: scan_all (zero-copy) [target >= 2x]"),
+        "events/s",
+        Better::Higher,
+        rate[1],
+        &format!("{PEER} global iter_from.for_each"),
+        rate[3],
+    );
+    compare(
+        GROUP,
+        &format!("{w}: scan_all (zero-copy) vs the floor"),
+        "events/s",
+        Better::Higher,
+        rate[1],
+        "plain heed cursor (position -> bytes)",
+        rate[4],
+    );
+    Ok(())
+}
+
+/// W6: one stream's events among `streams` streams written in runs of `run` events
+/// round-robin, each stream `per_stream` events of 24 B; reads that stream whole.
+fn w6(budget: Duration, streams: usize, run: usize, per_stream: usize) -> Res {
+    let (d1, d2) = (scratch_dir()?, scratch_dir()?);
+    let v = open_varve(d1.path())?;
+    let mut p = open_peer(d2.path())?;
+    let mut ps = p.stream::<Vec<u8>, N_SMALL>("w6")?;
+    let names: Vec<String> = (0..streams).map(|s| format!("stream-{s}")).collect();
+    let payloads: Vec<Vec<u8>> = (0..run as u64).map(|k| payload(24, k)).collect();
+    let events: Vec<EventData<'_>> = payloads.iter().map(|p| EventData::new("t", p)).collect();
+    for _ in 0..per_stream / run {
+        let calls: Vec<StreamAppend<'_>> = names
+            .iter()
+            .map(|s| (s.as_str(), ExpectedVersion::Any, events.as_slice()))
+            .collect();
+        v.append_multi(&calls)?;
+        for s in 0..streams {
+            ps.append_batch_alloc(StreamId(s as u64), &payloads)?;
+        }
+    }
+    v.checkpoint()?;
+    let target = streams / 2;
+    let (name, id) = (names[target].as_str(), StreamId(target as u64));
+    let reader = ps.reader();
+    let k = (per_stream / run * run) as u64;
+    let check = |got: u64| -> Res<u64> {
+        if got == k {
+            Ok(k)
+        } else {
+            Err(format!("read {got} of {k} events").into())
+        }
+    };
+    let read_stream = |_t: usize| -> Res<Op<'_>> {
+        Ok(Box::new(|| {
+            let evs = v.read_stream(name, Direction::Forward, 0, usize::MAX)?;
+            check(std::hint::black_box(evs).len() as u64)
+        }))
+    };
+    let scan_stream = |_t: usize| -> Res<Op<'_>> {
+        Ok(Box::new(|| {
+            let mut sum = 0u64;
+            let got = v.scan_stream(name, Direction::Forward, 0, usize::MAX, |e| {
+                if let PayloadRef::Inline(b) = e.payload {
+                    sum += u64::from(b[b.len() - 1]);
+                }
+            })?;
+            std::hint::black_box(sum);
+            check(got as u64)
+        }))
+    };
+    let peer_collect = |_t: usize| -> Res<Op<'_>> {
+        Ok(Box::new(|| {
+            let evs = reader.iter_stream(id, None)?.collect_bytes()?;
+            check(std::hint::black_box(evs).len() as u64)
+        }))
+    };
+    let peer_each = |_t: usize| -> Res<Op<'_>> {
+        Ok(Box::new(|| {
+            let (mut got, mut sum) = (0u64, 0u64);
+            reader.iter_stream(id, None)?.for_each(|_, b| {
+                got += 1;
+                sum += u64::from(b[b.len() - 1]);
+            })?;
+            std::hint::black_box(sum);
+            check(got)
+        }))
+    };
+    let r = interleaved(
+        1,
+        budget,
+        &[&read_stream, &scan_stream, &peer_collect, &peer_each],
+    )?;
+    let rate: Vec<f64> = r.iter().map(Run::rate).collect();
+    let w = format!(
+        "W6 read one stream of {k} x 24 B among {streams} (written in runs of {run}), checkpointed"
+    );
+    compare(
+        GROUP,
+        &format!("{w}: read_stream (owned) [target >= 2x]"),
+        "events/s",
+        Better::Higher,
+        rate[0],
+        &format!("{PEER} iter_stream.collect_bytes"),
+        rate[2],
+    );
+    compare(
+        GROUP,
+        &format!("{w}: scan_stream (zero-copy) [target >= 2x]"),
+        "events/s",
+        Better::Higher,
+        rate[1],
+        &format!("{PEER} iter_stream.for_each"),
+        rate[3],
+    );
+    Ok(())
+}
+
+/// W7: sustained durable appends for `secs`, the checkpointer running in the background
+/// (default options); samples the un-checkpointed tail every 10 ms. Then the checkpointer's
+/// own rate: one `checkpoint()` of a tail that the background did not touch.
+fn w7(secs: Duration) -> Res {
+    for (threads, batch, len) in [(16usize, 1usize, KIB), (4, 100, 256)] {
+        let d = scratch_dir()?;
+        let v = open_varve(d.path())?;
+        let data: Vec<Vec<u8>> = (0..batch as u64).map(|k| payload(len, k)).collect();
+        let events: Vec<EventData<'_>> = data.iter().map(|p| EventData::new("t", p)).collect();
+        let names: Vec<String> = (0..threads).map(|t| format!("w7-{t}")).collect();
+        let stop = AtomicBool::new(false);
+        let s0 = v.stats()?;
+        let start = Instant::now();
+        let (peak_tail, peak_lag) = std::thread::scope(|s| -> Res<(u64, u64)> {
+            let sampler = s.spawn(|| -> Res<(u64, u64)> {
+                let (mut tail, mut lag) = (0, 0);
+                while !stop.load(Ordering::Relaxed) {
+                    let st = v.stats()?;
+                    tail = tail.max(st.tail_bytes);
+                    lag = lag.max(st.checkpoint_lag_events);
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Ok((tail, lag))
+            });
+            let writers: Vec<_> = names
+                .iter()
+                .map(|name| {
+                    let (v, events, stop) = (&v, &events, &stop);
+                    s.spawn(move || -> Res {
+                        while !stop.load(Ordering::Relaxed) {
+                            v.append(name, ExpectedVersion::Any, events)?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            std::thread::sleep(secs);
+            stop.store(true, Ordering::Relaxed);
+            for w in writers {
+                w.join().map_err(|_| "writer panicked")??;
+            }
+            sampler.join().map_err(|_| "sampler panicked")?
+        })?;
+        let elapsed = start.elapsed().as_secs_f64();
+        let s1 = v.stats()?;
+        let w = format!(
+            "W7 sustained {}s, {threads} threads x calls of {batch} x {len} B",
+            secs.as_secs()
+        );
+        let r = |what: &str, unit: &str, better, value| {
+            reference(GROUP, &format!("{w}: {what}"), unit, better, "varve", value);
+        };
+        r(
+            "appended",
+            "events/s",
+            Better::Higher,
+            (s1.next_position - s0.next_position) as f64 / elapsed,
+        );
+        r(
+            "checkpointed in the background",
+            "events/s",
+            Better::Higher,
+            (s1.checkpointed_position - s0.checkpointed_position) as f64 / elapsed,
+        );
+        r(
+            "peak un-checkpointed tail",
+            "MiB",
+            Better::Lower,
+            peak_tail as f64 / MIB,
+        );
+        r(
+            "peak checkpoint lag",
+            "events",
+            Better::Lower,
+            peak_lag as f64,
+        );
+        r(
+            "checkpoints",
+            "count",
+            Better::Higher,
+            (s1.checkpoints - s0.checkpoints) as f64,
+        );
+    }
+
+    // The checkpointer's own rate: a tail of 64 MiB of 1 KiB events applied in one call.
+    let d = scratch_dir()?;
+    let opts = Options::default()
+        .checkpoint_bytes(1 << 30)
+        .max_tail_bytes(2 << 30)
+        .checkpoint_interval(Duration::from_secs(3600));
+    let v = Varve::open(d.path(), opts)?;
+    let n: u64 = scaled(32 << 10, 64 << 10);
+    let data: Vec<Vec<u8>> = (0..100u64).map(|k| payload(KIB, k)).collect();
+    let events: Vec<EventData<'_>> = data.iter().map(|p| EventData::new("t", p)).collect();
+    for c in 0..n / 100 {
+        v.append(&format!("ck-{}", c % 64), ExpectedVersion::Any, &events)?;
+    }
+    let lag = v.stats()?.checkpoint_lag_events;
+    let t = Instant::now();
+    let applied = v.checkpoint()?;
+    let secs = t.elapsed().as_secs_f64();
+    if applied != lag {
+        return Err(format!("checkpoint applied {applied} of {lag} events").into());
+    }
+    reference(
+        GROUP,
+        &format!("W7 one checkpoint() of a {lag} x 1 KiB tail"),
+        "events/s",
+        Better::Higher,
+        "varve",
+        applied as f64 / secs,
+    );
+    Ok(())
+}
+
+/// W8: large payloads, append (durable) then read back whole, one thread.
+fn w8(budget: Duration) -> Res {
+    fn peer_round<const N: usize>(
+        p: &mut varvedb::Varve,
+        len: usize,
+        budget: Duration,
+        stamp: &AtomicU64,
+    ) -> Res<Run> {
+        let ps = Mutex::new(p.stream::<Vec<u8>, N>("w8")?);
+        let reader = Mutex::new(p.global_reader());
+        let peer = |_t: usize| -> Res<Op<'_>> {
+            Ok(Box::new(|| {
+                let data = payload(len, stamp.fetch_add(1, Ordering::Relaxed));
+                let (_, g) = ps
+                    .lock()
+                    .map_err(|_| "poisoned")?
+                    .append_alloc(StreamId(0), &data)?;
+                let e = reader
+                    .lock()
+                    .map_err(|_| "poisoned")?
+                    .get(g)?
+                    .ok_or("event missing")?;
+                // The archived `Vec<u8>` holds the payload's bytes, then its header.
+                if e.payload.len() < len || e.payload[..8] != data[..8] {
+                    return Err("payload read back differs".into());
+                }
+                Ok(1)
+            }))
+        };
+        run_threads(1, budget, &peer)
+    }
+    for len in [2 * KIB, 64 * KIB, 5 << 20] {
+        let (d1, d2) = (scratch_dir()?, scratch_dir()?);
+        let v = open_varve(d1.path())?;
+        let mut p = open_peer(d2.path())?;
+        let stamp = AtomicU64::new(0);
+        let varve = |_t: usize| -> Res<Op<'_>> {
+            Ok(Box::new(|| {
+                let data = payload(len, stamp.fetch_add(1, Ordering::Relaxed));
+                let r = v.append("w8", ExpectedVersion::Any, &[EventData::new("t", &data)])?;
+                let e = v.get(r.first_position)?.ok_or("event missing")?;
+                if v.read_payload(&e)? != data {
+                    return Err("payload read back differs".into());
+                }
+                Ok(1)
+            }))
+        };
+        let (mut vr, mut pr) = (Run::default(), Run::default());
+        for _ in 0..4 {
+            let r = run_threads(1, budget / 4, &varve)?;
+            vr.events += r.events;
+            vr.secs += r.secs;
+            vr.samples.extend(r.samples);
+            let r = match len {
+                l if l == 2 * KIB => peer_round::<{ 4 * KIB }>(&mut p, len, budget / 4, &stamp)?,
+                l if l == 64 * KIB => peer_round::<{ 66 * KIB }>(&mut p, len, budget / 4, &stamp)?,
+                _ => peer_round::<{ (5 << 20) + 4 * KIB }>(&mut p, len, budget / 4, &stamp)?,
+            };
+            pr.events += r.events;
+            pr.secs += r.secs;
+            pr.samples.extend(r.samples);
+        }
+        let size = if len >= 1 << 20 {
+            format!("{} MiB", len >> 20)
+        } else {
+            format!("{} KiB", len >> 10)
+        };
+        let w = format!("W8 {size} payload: durable append + get + read back");
+        compare(
+            GROUP,
+            &w,
+            "MB/s",
+            Better::Higher,
+            vr.rate() * len as f64 / 1e6,
+            PEER,
+            pr.rate() * len as f64 / 1e6,
+        );
+        compare(
+            GROUP,
+            &format!("{w}, p99"),
+            "µs",
+            Better::Lower,
+            vr.samples.percentile_us(99.0),
+            PEER,
+            pr.samples.percentile_us(99.0),
+        );
+    }
+    Ok(())
+}
+
+fn run() -> Res {
+    let budget = Duration::from_millis(scaled(1_200, 6_000));
+    w1(budget)?;
+    w2(budget)?;
+    w3(budget)?;
+    w4(budget, scaled(100_000, 1_000_000))?;
+    w5(budget, scaled(200_000, 2_000_000))?;
+    w6(budget, 100, scaled(100, 500), scaled(1_000, 10_000))?;
+    w7(Duration::from_secs(scaled(4, 60)))?;
+    w8(budget)?;
+    Ok(())
+}
+
+fn main() -> Res {
+    // VarveDB's stream handle holds its serialisation buffer inline (5 MiB for W8), so the
+    // bench runs on a thread with room for it on the stack.
+    std::thread::Builder::new()
+        .name("engine-bench".into())
+        .stack_size(256 << 20)
+        .spawn(run)?
+        .join()
+        .map_err(|_| "bench panicked")?
+}
