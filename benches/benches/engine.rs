@@ -13,8 +13,8 @@
 //!
 //! Varve's appends are durable when they return (`SyncMode::Always`, the default). Reads
 //! run after a `checkpoint()`, from `events.mdb`, on a warm page cache for both stores.
-//! Contenders of one row run in turn, in slices, so they share the machine's background
-//! load.
+//! Contenders of one row run in turn, in six slices each, so they share the machine's
+//! background load; a throughput is the median of a contender's slice rates.
 //!
 //! Workloads (targets of issue 17 in each row's name):
 //! W1 one thread, 1 KiB durable appends; W2 16 and 64 threads, own streams and one shared
