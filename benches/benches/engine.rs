@@ -61,6 +61,11 @@ struct Run {
     samples: Samples,
     /// Events per second of each slice (see [`interleaved`]).
     slice_rates: Vec<f64>,
+    /// Bytes the process sent to storage while this contender ran (`/proc/self/io`,
+    /// background threads included), when the kernel reports it.
+    written: Option<u64>,
+    /// CPU time of the whole process (every thread) while this contender ran, seconds.
+    cpu: f64,
 }
 
 impl Run {
@@ -143,10 +148,41 @@ fn interleaved<'a>(
     let mut acc: Vec<Run> = contenders.iter().map(|_| Run::default()).collect();
     for _ in 0..SLICES {
         for (c, a) in contenders.iter().zip(acc.iter_mut()) {
+            let before = write_bytes();
+            let cpu = process_cpu_secs();
             a.add(run_threads(threads, budget / SLICES, *c)?);
+            a.cpu += process_cpu_secs() - cpu;
+            a.written = match (a.written, before, write_bytes()) {
+                (w, Some(b), Some(e)) if a.slice_rates.len() == 1 || w.is_some() => {
+                    Some(w.unwrap_or(0) + e.saturating_sub(b))
+                }
+                _ => None,
+            };
         }
     }
     Ok(acc)
+}
+
+/// Bytes this process has caused to be sent to storage (`write_bytes` of `/proc/self/io`).
+fn write_bytes() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// CPU time this process (all its threads) has used, in seconds.
+fn process_cpu_secs() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant the kernel knows.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0.0;
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
 /// A small xorshift generator: random positions without a dependency.
@@ -472,6 +508,26 @@ fn w3(budget: Duration) -> Res {
             &format!("{PEER} append_batch"),
             rate[1],
         );
+        compare(
+            GROUP,
+            &format!("{w}: CPU time per event (all threads)"),
+            "µs",
+            Better::Lower,
+            r[0].cpu / r[0].events as f64 * 1e6,
+            &format!("{PEER} append_batch"),
+            r[1].cpu / r[1].events as f64 * 1e6,
+        );
+        if let (Some(vw), Some(pw)) = (r[0].written, r[1].written) {
+            compare(
+                GROUP,
+                &format!("{w}: bytes written to storage per event"),
+                "B",
+                Better::Lower,
+                vw as f64 / r[0].events as f64,
+                &format!("{PEER} append_batch"),
+                pw as f64 / r[1].events as f64,
+            );
+        }
         compare(
             GROUP,
             &format!("{w}: cost of the background checkpointer"),
