@@ -137,20 +137,26 @@ fn run_threads<'a>(
     Ok(run)
 }
 
-/// Runs the contenders in turn, six slices each of `budget / 6`, so they share the same
-/// background load; returns one accumulated run per contender.
+/// Slices per contender of a durable-write row (each slice holds enough commits).
+const WRITE_SLICES: u32 = 6;
+/// Slices per contender of a read row: finer, so CPU-bound contenders see the same
+/// background load.
+const READ_SLICES: u32 = 12;
+
+/// Runs the contenders in turn, `slices` slices each of `budget / slices`, so they share
+/// the same background load; returns one accumulated run per contender.
 fn interleaved<'a>(
     threads: usize,
     budget: Duration,
+    slices: u32,
     contenders: &[&(dyn Fn(usize) -> Res<Op<'a>> + Sync + 'a)],
 ) -> Res<Vec<Run>> {
-    const SLICES: u32 = 6;
     let mut acc: Vec<Run> = contenders.iter().map(|_| Run::default()).collect();
-    for _ in 0..SLICES {
+    for _ in 0..slices {
         for (c, a) in contenders.iter().zip(acc.iter_mut()) {
             let before = write_bytes();
             let cpu = process_cpu_secs();
-            a.add(run_threads(threads, budget / SLICES, *c)?);
+            a.add(run_threads(threads, budget / slices, *c)?);
             a.cpu += process_cpu_secs() - cpu;
             a.written = match (a.written, before, write_bytes()) {
                 (w, Some(b), Some(e)) if a.slice_rates.len() == 1 || w.is_some() => {
@@ -183,6 +189,20 @@ fn process_cpu_secs() -> f64 {
         return 0.0;
     }
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// A row of CPU time per event (all threads of the process), which a shared machine's
+/// background load disturbs far less than a rate: time spent descheduled is not counted.
+fn cpu_row(w: &str, varve: &Run, peer_name: &str, peer: &Run) {
+    compare(
+        GROUP,
+        &format!("{w}, CPU time per event"),
+        "µs",
+        Better::Lower,
+        varve.cpu / varve.events as f64 * 1e6,
+        peer_name,
+        peer.cpu / peer.events as f64 * 1e6,
+    );
 }
 
 /// A small xorshift generator: random positions without a dependency.
@@ -352,7 +372,7 @@ fn w1(budget: Duration) -> Res {
             Ok(1)
         }))
     };
-    let mut r = interleaved(1, budget, &[&varve, &peer])?;
+    let mut r = interleaved(1, budget, WRITE_SLICES, &[&varve, &peer])?;
     let (mut pr, mut vr) = (r.pop().ok_or("missing")?, r.pop().ok_or("missing")?);
     let w = "W1 1 thread, 1 KiB durable appends";
     compare(
@@ -415,7 +435,7 @@ fn w2(budget: Duration) -> Res {
                     Ok(1)
                 }))
             };
-            let mut r = interleaved(threads, budget, &[&varve, &peer])?;
+            let mut r = interleaved(threads, budget, WRITE_SLICES, &[&varve, &peer])?;
             let (mut pr, mut vr) = (r.pop().ok_or("missing")?, r.pop().ok_or("missing")?);
             verify_gapless(&v, acked.load(Ordering::Relaxed))?;
             let w = format!(
@@ -496,7 +516,7 @@ fn w3(budget: Duration) -> Res {
                 Ok(1000)
             }))
         };
-        let r = interleaved(1, budget, &[&varve, &peer, &varve_deferred])?;
+        let r = interleaved(1, budget, WRITE_SLICES, &[&varve, &peer, &varve_deferred])?;
         let rate: Vec<f64> = r.iter().map(Run::rate).collect();
         let w = format!("W3 batches of 1000 x {len} B, durable per batch");
         compare(
@@ -508,15 +528,7 @@ fn w3(budget: Duration) -> Res {
             &format!("{PEER} append_batch"),
             rate[1],
         );
-        compare(
-            GROUP,
-            &format!("{w}: CPU time per event (all threads)"),
-            "µs",
-            Better::Lower,
-            r[0].cpu / r[0].events as f64 * 1e6,
-            &format!("{PEER} append_batch"),
-            r[1].cpu / r[1].events as f64 * 1e6,
-        );
+        cpu_row(&w, &r[0], &format!("{PEER} append_batch"), &r[1]);
         if let (Some(vw), Some(pw)) = (r[0].written, r[1].written) {
             compare(
                 GROUP,
@@ -638,6 +650,7 @@ fn w4(budget: Duration, n: u64) -> Res {
         let r = interleaved(
             threads,
             budget,
+            READ_SLICES,
             &[&zero_copy, &owned, &peer_bytes, &peer_owned, &floor],
         )?;
         let rate: Vec<f64> = r.iter().map(Run::rate).collect();
@@ -669,6 +682,15 @@ fn w4(budget: Duration, n: u64) -> Res {
             "plain heed get (position -> bytes)",
             rate[4],
         );
+        let get_bytes = format!("{PEER} GlobalReader::get_bytes");
+        cpu_row(&format!("{w}: with_event"), &r[0], &get_bytes, &r[2]);
+        cpu_row(
+            &format!("{w}: get"),
+            &r[1],
+            &format!("{PEER} GlobalReader::get"),
+            &r[3],
+        );
+        cpu_row(&format!("{w}: with_event"), &r[0], "plain heed get", &r[4]);
     }
     Ok(())
 }
@@ -744,6 +766,7 @@ fn w5(budget: Duration, n: u64) -> Res {
     let r = interleaved(
         1,
         budget,
+        READ_SLICES,
         &[&read_all, &scan_all, &peer_collect, &peer_each, &floor],
     )?;
     let rate: Vec<f64> = r.iter().map(Run::rate).collect();
@@ -774,6 +797,18 @@ fn w5(budget: Duration, n: u64) -> Res {
         rate[1],
         "plain heed cursor (position -> bytes)",
         rate[4],
+    );
+    cpu_row(
+        &format!("{w}: read_all"),
+        &r[0],
+        &format!("{PEER} collect_all"),
+        &r[2],
+    );
+    cpu_row(
+        &format!("{w}: scan_all"),
+        &r[1],
+        &format!("{PEER} for_each"),
+        &r[3],
     );
     Ok(())
 }
@@ -848,6 +883,7 @@ fn w6(budget: Duration, streams: usize, run: usize, per_stream: usize) -> Res {
     let r = interleaved(
         1,
         budget,
+        READ_SLICES,
         &[&read_stream, &scan_stream, &peer_collect, &peer_each],
     )?;
     let rate: Vec<f64> = r.iter().map(Run::rate).collect();
@@ -871,6 +907,18 @@ fn w6(budget: Duration, streams: usize, run: usize, per_stream: usize) -> Res {
         rate[1],
         &format!("{PEER} iter_stream.for_each"),
         rate[3],
+    );
+    cpu_row(
+        &format!("{w}: read_stream"),
+        &r[0],
+        &format!("{PEER} collect_bytes"),
+        &r[2],
+    );
+    cpu_row(
+        &format!("{w}: scan_stream"),
+        &r[1],
+        &format!("{PEER} for_each"),
+        &r[3],
     );
     Ok(())
 }
