@@ -36,6 +36,9 @@ const NAME_CACHE_ENTRIES: usize = 4096;
 /// Numbers every store opened in this process, so that name caches never mix two stores.
 static NEXT_UID: AtomicU64 = AtomicU64::new(1);
 
+/// A cursor over `events.mdb`'s events, in key order.
+type EventsRange<'t> = heed::RoRange<'t, heed::types::Bytes, heed::types::Bytes>;
+
 /// Name of the store's lock file.
 const LOCK_FILE: &str = "LOCK";
 /// Subdirectory of the write-ahead log.
@@ -1420,9 +1423,46 @@ impl Core {
                         let lo = codec::stream_key(id, v);
                         let hi = codec::stream_key(id, upto.min(head + 1));
                         let range = (Bound::Included(&lo[..]), Bound::Excluded(&hi[..]));
+                        // A stream's events often lie at consecutive positions (written in
+                        // one call, or while no other stream was written): a cursor over
+                        // `events` follows such a run instead of searching for each one.
+                        let mut walk: Option<(EventsRange<'_>, u64)> = None;
                         for item in self.dbs.stream_index.range(&rtxn, &range)? {
                             let (k, p) = item?;
-                            self.visit_indexed(&rtxn, stream, &name, v, k, p, &mut f)?;
+                            if version_of_key(k)? != v {
+                                return Err(self.stream_gap(stream, v));
+                            }
+                            let position =
+                                codec::be_u64(p).ok_or_else(|| self.stream_gap(stream, v))?;
+                            let next = match &mut walk {
+                                Some((it, at)) if *at == position => it.next(),
+                                _ => None,
+                            };
+                            let bytes = match next {
+                                Some(Ok((key, val))) if codec::be_u64(key) == Some(position) => val,
+                                _ => {
+                                    let lo = codec::position_key(position);
+                                    let from = (Bound::Included(&lo[..]), Bound::Unbounded);
+                                    let mut it = self.dbs.events.range(&rtxn, &from)?;
+                                    match it.next().transpose()? {
+                                        Some((key, val))
+                                            if codec::be_u64(key) == Some(position) =>
+                                        {
+                                            walk = Some((it, position));
+                                            val
+                                        }
+                                        _ => return Err(self.missing(position)),
+                                    }
+                                }
+                            };
+                            if let Some((_, at)) = &mut walk {
+                                *at = position + 1;
+                            }
+                            let value = self.decode(position, bytes)?;
+                            if value.version != v {
+                                return Err(self.stream_gap(stream, v));
+                            }
+                            f(&lmdb_view(position, &value, &name), &name);
                             n += 1;
                             v += 1;
                             if n == limit {
