@@ -1121,6 +1121,22 @@ impl Core {
         })
     }
 
+    /// The name of `stream_id`, kept in `last` while the stream stays the same.
+    fn cached_name<'a>(
+        &self,
+        last: &'a mut Option<(u64, Arc<str>)>,
+        stream_id: u64,
+    ) -> Result<&'a Arc<str>> {
+        if last.as_ref().is_none_or(|(id, _)| *id != stream_id) {
+            *last = None;
+        }
+        let (_, name) = match last.take() {
+            Some(hit) => last.insert(hit),
+            None => last.insert((stream_id, self.with_name(stream_id, Arc::clone)?)),
+        };
+        Ok(name)
+    }
+
     fn name_of(&self, stream_id: u64) -> Result<Arc<str>> {
         usize::try_from(stream_id)
             .ok()
@@ -1187,6 +1203,8 @@ impl Core {
     ) -> Result<usize> {
         let end = self.visible_end.load(Ordering::SeqCst);
         let mut n = 0;
+        // Consecutive events are often of one stream: its name is looked up once.
+        let mut last: Option<(u64, Arc<str>)> = None;
         match direction {
             Direction::Forward => {
                 let mut p = from;
@@ -1204,9 +1222,8 @@ impl Core {
                                 return Err(self.missing(p));
                             }
                             let value = self.decode(p, v)?;
-                            self.with_name(value.stream_id, |n| {
-                                f(&lmdb_view(p, &value, n), n);
-                            })?;
+                            let name = self.cached_name(&mut last, value.stream_id)?;
+                            f(&lmdb_view(p, &value, name), name);
                             p += 1;
                             n += 1;
                             if n == limit {
@@ -1227,9 +1244,8 @@ impl Core {
                                 if n == limit || p >= end {
                                     return Ok(n);
                                 }
-                                self.with_name(e.locate(i).stream_id, |n| {
-                                    f(&tail_view(&e, i, n), n);
-                                })?;
+                                let name = self.cached_name(&mut last, e.locate(i).stream_id)?;
+                                f(&tail_view(&e, i, name), name);
                                 p += 1;
                                 n += 1;
                             }
@@ -1255,9 +1271,8 @@ impl Core {
                         let Some(e) = entry else { continue };
                         let mut i = (p - e.first_position) as usize;
                         loop {
-                            self.with_name(e.locate(i).stream_id, |n| {
-                                f(&tail_view(&e, i, n), n);
-                            })?;
+                            let name = self.cached_name(&mut last, e.locate(i).stream_id)?;
+                            f(&tail_view(&e, i, name), name);
                             n += 1;
                             if p == 0 {
                                 return Ok(n);
@@ -1278,9 +1293,8 @@ impl Core {
                                 return Err(self.missing(p));
                             }
                             let value = self.decode(p, v)?;
-                            self.with_name(value.stream_id, |n| {
-                                f(&lmdb_view(p, &value, n), n);
-                            })?;
+                            let name = self.cached_name(&mut last, value.stream_id)?;
+                            f(&lmdb_view(p, &value, name), name);
                             n += 1;
                             if p == 0 || n == limit {
                                 return Ok(n);
