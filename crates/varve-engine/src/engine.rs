@@ -1218,12 +1218,7 @@ impl Core {
                         let range = (Bound::Included(&lo[..]), Bound::Excluded(&hi[..]));
                         for item in self.dbs.events.range(&rtxn, &range)? {
                             let (k, v) = item?;
-                            if codec::be_u64(k) != Some(p) {
-                                return Err(self.missing(p));
-                            }
-                            let value = self.decode(p, v)?;
-                            let name = self.cached_name(&mut last, value.stream_id)?;
-                            f(&lmdb_view(p, &value, name), name);
+                            self.visit_value(p, k, v, &mut last, &mut f)?;
                             p += 1;
                             n += 1;
                             if n == limit {
@@ -1289,12 +1284,7 @@ impl Core {
                         let range = (Bound::Unbounded, Bound::Included(&hi[..]));
                         for item in self.dbs.events.rev_range(&rtxn, &range)? {
                             let (k, v) = item?;
-                            if codec::be_u64(k) != Some(p) {
-                                return Err(self.missing(p));
-                            }
-                            let value = self.decode(p, v)?;
-                            let name = self.cached_name(&mut last, value.stream_id)?;
-                            f(&lmdb_view(p, &value, name), name);
+                            self.visit_value(p, k, v, &mut last, &mut f)?;
                             n += 1;
                             if p == 0 || n == limit {
                                 return Ok(n);
@@ -1307,6 +1297,25 @@ impl Core {
             }
         }
         Ok(n)
+    }
+
+    /// Hands the `events` entry `key -> bytes` to `f` if it is the event at `position`
+    /// (a scan expects it there), checked and decoded.
+    fn visit_value(
+        &self,
+        position: u64,
+        key: &[u8],
+        bytes: &[u8],
+        last: &mut Option<(u64, Arc<str>)>,
+        f: &mut impl FnMut(&EventView<'_>, &Arc<str>),
+    ) -> Result<()> {
+        if codec::be_u64(key) != Some(position) {
+            return Err(self.missing(position));
+        }
+        let value = self.decode(position, bytes)?;
+        let name = self.cached_name(last, value.stream_id)?;
+        f(&lmdb_view(position, &value, name), name);
+        Ok(())
     }
 
     fn missing(&self, position: u64) -> Error {
