@@ -233,7 +233,9 @@ impl Flusher {
         }
         let base = self.group.len();
         self.group.extend_from_slice(&frames);
-        ticket.set_lsn(self.next_lsn);
+        // The group is written at `write_off` of the current segment (a group encoded ahead
+        // right after the one being synced, which already advanced `write_off`).
+        ticket.set_lsn(self.next_lsn, self.seg_first, self.write_off + base as u64);
         let mut pos = base;
         for _ in 0..ticket.records() {
             let extra = if self.epoch_start {

@@ -119,7 +119,7 @@ use crossbeam_queue::SegQueue;
 
 pub use error::{Error, Result};
 pub use reader::{Iter, Record, RecordRef};
-pub use ticket::Ticket;
+pub use ticket::{RecordLocation, Ticket};
 
 use flusher::Flusher;
 use recovery::SegmentMeta;
@@ -418,6 +418,34 @@ pub struct SegmentInfo {
     pub durable_end: u64,
     /// Size of the file (preallocated; the bytes after `durable_end` are not log).
     pub file_len: u64,
+}
+
+/// A record's payload as callers hand it in: one slice, or parts laid end to end.
+trait Payload: Copy {
+    /// Length of the payload.
+    fn total_len(&self) -> usize;
+    /// Appends the payload to `out`.
+    fn write_to(&self, out: &mut Vec<u8>);
+}
+
+impl Payload for &[u8] {
+    fn total_len(&self) -> usize {
+        self.len()
+    }
+    fn write_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self);
+    }
+}
+
+impl Payload for &[&[u8]] {
+    fn total_len(&self) -> usize {
+        self.iter().map(|p| p.len()).sum()
+    }
+    fn write_to(&self, out: &mut Vec<u8>) {
+        for p in *self {
+            out.extend_from_slice(p);
+        }
+    }
 }
 
 /// One queued append: framed records (LSN and checksum not yet filled) and their ticket.
@@ -832,19 +860,21 @@ impl Wal {
         &self.shared.dir
     }
 
-    fn submit<'a, I>(&self, records: I, block: bool) -> Result<Ticket>
+    fn submit<'a, P, I>(&self, records: I, block: bool) -> Result<Ticket>
     where
-        I: Iterator<Item = (u8, &'a [u8])> + Clone,
+        P: Payload + 'a,
+        I: Iterator<Item = (u8, P)> + Clone,
     {
         self.shared.poisoned()?;
         let max = self.shared.opts.max_record_size;
         let (mut count, mut size) = (0usize, 0usize);
         for (_, p) in records.clone() {
-            if p.len() > max {
-                return Err(Error::RecordTooLarge { size: p.len(), max });
+            let len = p.total_len();
+            if len > max {
+                return Err(Error::RecordTooLarge { size: len, max });
             }
             count += 1;
-            size += format::RECORD_HEADER_LEN + p.len();
+            size += format::RECORD_HEADER_LEN + len;
         }
         if count == 0 {
             return Err(Error::EmptyBatch);
@@ -869,8 +899,8 @@ impl Wal {
                 0
             };
             // Lengths were checked against max_record_size <= u32::MAX above.
-            format::put_unsequenced_header(&mut frames, p.len() as u32, kind, flags);
-            frames.extend_from_slice(p);
+            format::put_unsequenced_header(&mut frames, p.total_len() as u32, kind, flags);
+            p.write_to(&mut frames);
         }
         let state = TicketState::new(records_u32);
         self.shared.queue.push(Entry {
@@ -916,6 +946,20 @@ impl Wal {
     /// Like [`append_batch`](Self::append_batch) with a `kind` per record.
     pub fn append_batch_kinds(&self, records: &[(u8, &[u8])]) -> Result<Ticket> {
         self.submit(records.iter().copied(), true)
+    }
+
+    /// Queues one record whose payload is `parts` laid end to end, copied straight into
+    /// the WAL's buffer: a caller whose record interleaves its own header bytes with
+    /// borrowed data (an event's payload) need not assemble it first. The record reads back
+    /// as one payload. Locking and order as for [`append`](Self::append).
+    pub fn append_kind_parts(&self, kind: u8, parts: &[&[u8]]) -> Result<Ticket> {
+        self.submit(std::iter::once((kind, parts)), true)
+    }
+
+    /// Like [`append_kind_parts`](Self::append_kind_parts) but returns
+    /// [`Error::Backpressure`] instead of blocking.
+    pub fn try_append_kind_parts(&self, kind: u8, parts: &[&[u8]]) -> Result<Ticket> {
+        self.submit(std::iter::once((kind, parts)), false)
     }
 
     /// Like [`append`](Self::append) but returns [`Error::Backpressure`] instead of

@@ -31,6 +31,10 @@ pub struct RecordRef<'a> {
     pub kind: u8,
     /// The payload bytes (checksum verified).
     pub payload: &'a [u8],
+    /// The first LSN of the segment the record was read from.
+    pub segment: Lsn,
+    /// Byte offset of the record's header in that segment's file.
+    pub offset: u64,
 }
 
 impl RecordRef<'_> {
@@ -48,6 +52,8 @@ impl RecordRef<'_> {
 struct Found {
     lsn: Lsn,
     kind: u8,
+    segment: Lsn,
+    offset: u64,
     payload: std::ops::Range<usize>,
 }
 
@@ -216,6 +222,8 @@ impl Iter {
             RecordRef {
                 lsn: f.lsn,
                 kind: f.kind,
+                segment: f.segment,
+                offset: f.offset,
                 payload: self
                     .seg
                     .as_ref()
@@ -296,6 +304,8 @@ impl Iter {
                 return Ok(Some(Found {
                     lsn,
                     kind: h.kind,
+                    segment: seg.first_lsn,
+                    offset: seg.pos - h.framed_len() as u64,
                     payload: at..at + h.len as usize,
                 }));
             }

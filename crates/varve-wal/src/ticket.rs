@@ -28,6 +28,10 @@ const FAILED: u8 = 2;
 pub(crate) struct TicketState {
     /// First LSN of the record(s); 0 until sequenced.
     first_lsn: AtomicU64,
+    /// The segment (its first LSN) and byte offset of the first record's header, stored by
+    /// the sequencer before `first_lsn` (whose release store publishes them).
+    segment: AtomicU64,
+    offset: AtomicU64,
     /// Number of records.
     records: u32,
     status: AtomicU8,
@@ -42,6 +46,8 @@ impl TicketState {
     pub(crate) fn new(records: u32) -> Arc<Self> {
         Arc::new(TicketState {
             first_lsn: AtomicU64::new(0),
+            segment: AtomicU64::new(0),
+            offset: AtomicU64::new(0),
             records,
             status: AtomicU8::new(PENDING),
             waited: AtomicBool::new(false),
@@ -64,8 +70,11 @@ impl TicketState {
         self.waited.load(Ordering::Relaxed)
     }
 
-    /// Called by the sequencer when the first record gets its LSN.
-    pub(crate) fn set_lsn(&self, lsn: Lsn) {
+    /// Called by the sequencer when the first record gets its LSN and its place: the
+    /// segment starting at LSN `segment`, at byte `offset` of that file.
+    pub(crate) fn set_lsn(&self, lsn: Lsn, segment: Lsn, offset: u64) {
+        self.segment.store(segment, Ordering::Relaxed);
+        self.offset.store(offset, Ordering::Relaxed);
         self.first_lsn.store(lsn, Ordering::Release);
     }
 
@@ -100,6 +109,21 @@ impl TicketState {
     }
 }
 
+/// Where a record lies in the log: its LSN, the segment holding it (named by the segment's
+/// first LSN, as [`SegmentInfo::first_lsn`](crate::SegmentInfo::first_lsn)) and the byte
+/// offset of its header in that segment's file. Valid until
+/// [`Wal::truncate_before`](crate::Wal::truncate_before) removes the segment (a recycled
+/// file then holds other records: check the LSN of what is read there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RecordLocation {
+    /// The record's LSN.
+    pub lsn: Lsn,
+    /// The first LSN of the segment that holds it.
+    pub segment: Lsn,
+    /// Byte offset of the record's header in the segment file.
+    pub offset: u64,
+}
+
 /// A claim on records handed to the WAL: their LSN, and a way to wait until they are
 /// durable under the WAL's [`SyncMode`](crate::SyncMode).
 #[derive(Debug)]
@@ -131,6 +155,19 @@ impl Ticket {
     /// True once [`wait`](Self::wait) would return without blocking.
     pub fn is_done(&self) -> bool {
         self.state.status.load(Ordering::Acquire) != PENDING
+    }
+
+    /// Like [`wait`](Self::wait), but returns where the (first) record was written as well
+    /// as its LSN: a reader of the segment files (through `Wal::segments`) can then fetch it
+    /// by offset instead of scanning for it. The records of a batch follow it back to back.
+    pub fn wait_location(self) -> Result<RecordLocation> {
+        let state = Arc::clone(&self.state);
+        let lsn = self.wait()?;
+        Ok(RecordLocation {
+            lsn,
+            segment: state.segment.load(Ordering::Relaxed),
+            offset: state.offset.load(Ordering::Relaxed),
+        })
     }
 
     /// Blocks until the records are durable (per the `SyncMode`) and returns the LSN of the
@@ -173,7 +210,7 @@ mod tests {
         assert_eq!((t.lsn(), t.records(), t.is_done()), (None, 3, false));
         let h = std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(20));
-            st.set_lsn(9);
+            st.set_lsn(9, 1, 64);
             st.complete();
         });
         assert_eq!(t.wait().unwrap(), 9);
@@ -188,7 +225,7 @@ mod tests {
         let done = Arc::clone(&st);
         let h = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(30));
-            done.set_lsn(4);
+            done.set_lsn(4, 1, 64);
             done.complete();
         });
         assert_eq!(t.wait().unwrap(), 4);
