@@ -48,9 +48,14 @@ pub(crate) fn body_len(ev: &EventData<'_>, payload: &BodyPayload<'_>) -> usize {
         }
 }
 
-/// Appends an event body. Lengths were validated by the caller (type <= u16, metadata
-/// and inline payload <= u32).
-pub(crate) fn encode_body(out: &mut Vec<u8>, ev: &EventData<'_>, payload: &BodyPayload<'_>) {
+/// Appends an event body up to its inline payload's bytes, and returns those bytes (which
+/// belong right after what was written), if the payload is inline. Lengths were validated
+/// by the caller (type <= u16, metadata and inline payload <= u32).
+fn encode_body_head<'p>(
+    out: &mut Vec<u8>,
+    ev: &EventData<'_>,
+    payload: &BodyPayload<'p>,
+) -> Option<&'p [u8]> {
     let mut flags = 0;
     if ev.id.is_some() {
         flags |= FLAG_ID;
@@ -69,11 +74,12 @@ pub(crate) fn encode_body(out: &mut Vec<u8>, ev: &EventData<'_>, payload: &BodyP
     match payload {
         BodyPayload::Inline(b) => {
             out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-            out.extend_from_slice(b);
+            Some(b)
         }
         BodyPayload::Blob { hash, len } => {
             out.extend_from_slice(&len.to_le_bytes());
             out.extend_from_slice(&hash.0);
+            None
         }
     }
 }
@@ -167,15 +173,24 @@ pub(crate) struct Group {
 /// Builds an append record: encoded outside the sequencer's lock with placeholders for
 /// what only the sequencer knows (first position, stream ids and versions), which it then
 /// patches in place.
-pub(crate) struct AppendRecord {
-    pub(crate) bytes: Vec<u8>,
+///
+/// The record's own bytes (headers, names, types, metadata) are assembled in `bytes`;
+/// inline payloads stay borrowed from the caller and are spliced in only when the WAL
+/// copies the record into its buffer ([`AppendRecord::parts`]): a payload is copied once
+/// on its way to the log.
+pub(crate) struct AppendRecord<'p> {
+    bytes: Vec<u8>,
+    /// Inline payloads and the offset in `bytes` they follow, in order.
+    splices: Vec<(usize, &'p [u8])>,
+    /// Length of the record with the payloads spliced in.
+    len: usize,
     pub(crate) groups: Vec<Group>,
-    /// Byte range of each event's body.
-    pub(crate) events: Vec<(u32, u32)>,
+    events: u32,
 }
 
-impl AppendRecord {
-    /// Starts a record for `events` events in `streams` stream groups, `capacity` bytes.
+impl<'p> AppendRecord<'p> {
+    /// Starts a record for `events` events in `streams` stream groups, `capacity` bytes
+    /// of its own (payloads not counted).
     pub(crate) fn new(timestamp_us: u64, events: u32, streams: u16, capacity: usize) -> Self {
         let mut bytes = Vec::with_capacity(capacity);
         bytes.push(APPEND_FORMAT);
@@ -184,9 +199,11 @@ impl AppendRecord {
         bytes.extend_from_slice(&events.to_le_bytes());
         bytes.extend_from_slice(&streams.to_le_bytes());
         AppendRecord {
+            len: bytes.len(),
             bytes,
+            splices: Vec::new(),
             groups: Vec::with_capacity(streams as usize),
-            events: Vec::with_capacity(events as usize),
+            events: 0,
         }
     }
 
@@ -195,29 +212,40 @@ impl AppendRecord {
         GROUP_HEADER_LEN + name.len()
     }
 
+    /// Length of the whole record, payloads included.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
     /// Starts the group of `stream` with `count` events (their bodies follow).
     pub(crate) fn begin_group(&mut self, stream: &str, count: u32) {
+        let before = self.bytes.len();
         self.bytes.extend_from_slice(&[0u8; 16]);
         self.bytes.extend_from_slice(&count.to_le_bytes());
         self.bytes
             .extend_from_slice(&(stream.len() as u16).to_le_bytes());
         let start = self.bytes.len();
         self.bytes.extend_from_slice(stream.as_bytes());
+        self.len += self.bytes.len() - before;
         self.groups.push(Group {
             stream_id: 0,
             first_version: 0,
             count,
             name: start..self.bytes.len(),
-            first_event: self.events.len() as u32,
+            first_event: self.events,
         });
     }
 
     /// Adds one event body to the current group.
-    pub(crate) fn push_event(&mut self, ev: &EventData<'_>, payload: &BodyPayload<'_>) {
-        let start = self.bytes.len();
-        encode_body(&mut self.bytes, ev, payload);
-        self.events
-            .push((start as u32, (self.bytes.len() - start) as u32));
+    pub(crate) fn push_event(&mut self, ev: &EventData<'_>, payload: &BodyPayload<'p>) {
+        let before = self.bytes.len();
+        let inline = encode_body_head(&mut self.bytes, ev, payload);
+        self.len += self.bytes.len() - before;
+        if let Some(p) = inline.filter(|p| !p.is_empty()) {
+            self.splices.push((self.bytes.len(), p));
+            self.len += p.len();
+        }
+        self.events += 1;
     }
 
     /// Patches what the sequencer assigned.
@@ -232,6 +260,26 @@ impl AppendRecord {
         self.bytes[at + 8..at + 16].copy_from_slice(&first_version.to_le_bytes());
         self.groups[g].stream_id = stream_id;
         self.groups[g].first_version = first_version;
+    }
+
+    /// The record as slices to lay end to end: its own bytes with the payloads in between.
+    pub(crate) fn parts(&self) -> Vec<&[u8]> {
+        let mut parts = Vec::with_capacity(2 * self.splices.len() + 1);
+        let mut from = 0;
+        for &(at, p) in &self.splices {
+            parts.push(&self.bytes[from..at]);
+            parts.push(p);
+            from = at;
+        }
+        parts.push(&self.bytes[from..]);
+        parts
+    }
+
+    /// The whole record in one buffer (tests; the engine hands [`parts`](Self::parts) to
+    /// the WAL).
+    #[cfg(test)]
+    pub(crate) fn to_vec(&self) -> Vec<u8> {
+        self.parts().concat()
     }
 }
 
@@ -420,7 +468,7 @@ pub(crate) fn decode_stream(bytes: &[u8]) -> Option<(u64, u64)> {
 mod tests {
     use super::*;
 
-    fn sample() -> AppendRecord {
+    fn sample() -> AppendRecord<'static> {
         let evs = [
             EventData::new("a", b"one").with_metadata(b"m"),
             EventData::new("bb", b"").with_id([7; 16]),
@@ -446,22 +494,29 @@ mod tests {
     #[test]
     fn append_record_round_trips() {
         let r = sample();
-        let p = parse_append(&r.bytes).expect("parses");
+        let bytes = r.to_vec();
+        assert_eq!(bytes.len(), r.len());
+        let p = parse_append(&bytes).expect("parses");
         assert_eq!(p.first_position, 100);
         assert_eq!(p.timestamp_us, 42);
-        assert_eq!(p.events, r.events);
+        assert_eq!(p.events.len(), 3);
         assert_eq!(p.groups.len(), 2);
         assert_eq!((p.groups[0].stream_id, p.groups[0].first_version), (3, 10));
         assert_eq!((p.groups[1].stream_id, p.groups[1].first_version), (4, 0));
-        assert_eq!(&r.bytes[p.groups[1].name.clone()], b"s2");
+        assert_eq!(&bytes[p.groups[1].name.clone()], b"s2");
         assert_eq!(p.groups[1].first_event, 2);
+        assert_eq!(r.groups[1].first_event, 2);
+        let (s, l) = p.events[0];
+        let b = body_at(&bytes[s as usize..(s + l) as usize]).expect("body");
+        assert_eq!(b.event_type, "a");
+        assert_eq!(b.payload, PayloadRef::Inline(b"one"));
         let (s, l) = p.events[1];
-        let b = body_at(&r.bytes[s as usize..(s + l) as usize]).expect("body");
+        let b = body_at(&bytes[s as usize..(s + l) as usize]).expect("body");
         assert_eq!(b.event_type, "bb");
         assert_eq!(b.id, Some([7; 16]));
         assert_eq!(b.payload, PayloadRef::Inline(b""));
         let (s, l) = p.events[2];
-        let b = body_at(&r.bytes[s as usize..(s + l) as usize]).expect("body");
+        let b = body_at(&bytes[s as usize..(s + l) as usize]).expect("body");
         assert_eq!(b.metadata, b"m");
         assert_eq!(
             b.payload,
@@ -474,16 +529,16 @@ mod tests {
 
     #[test]
     fn every_truncation_and_byte_flip_of_a_record_is_an_error_or_parses_to_the_same_shape() {
-        let r = sample();
-        for cut in 0..r.bytes.len() {
-            assert!(parse_append(&r.bytes[..cut]).is_err(), "cut at {cut}");
+        let bytes = sample().to_vec();
+        for cut in 0..bytes.len() {
+            assert!(parse_append(&bytes[..cut]).is_err(), "cut at {cut}");
         }
-        let mut longer = r.bytes.clone();
+        let mut longer = bytes.clone();
         longer.push(0);
         assert!(parse_append(&longer).is_err());
         // Flips must never panic (the WAL's checksum catches them first in practice).
-        for i in 0..r.bytes.len() {
-            let mut b = r.bytes.clone();
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
             b[i] ^= 0xff;
             let _ = parse_append(&b);
         }
@@ -491,9 +546,9 @@ mod tests {
 
     #[test]
     fn a_value_checks_its_checksum_and_position() {
-        let r = sample();
-        let (s, l) = r.events[0];
-        let body = &r.bytes[s as usize..(s + l) as usize];
+        let bytes = sample().to_vec();
+        let (s, l) = parse_append(&bytes).expect("parses").events[0];
+        let body = &bytes[s as usize..(s + l) as usize];
         let mut v = Vec::new();
         encode_value(&mut v, 7, 3, 10, 42, body);
         let d = decode_value(7, &v).expect("decodes");

@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use heed::{PutFlags, WithoutTls};
+use varve_arena::{Arena, ArenaConfig, CacheConfig, CacheManager, Record};
 use varve_sidecar::{BlobHash, MAX_INLINE_SIZE, Payload, Sidecar, SidecarOptions};
 use varve_wal::Wal;
 
@@ -18,17 +19,25 @@ use crate::codec::{self, AppendRecord, BodyPayload, KIND_APPEND};
 use crate::error::{Error, Result};
 use crate::lmdb::{self, Checkpoint, Dbs};
 use crate::options::Options;
-use crate::tail::{Run, Tail, TailEntry};
+use crate::tail::{Loaded, Run, Tail, TailEntry, entry_from_parsed};
 use crate::types::{
     AppendResult, Direction, EventData, EventView, ExpectedVersion, PayloadRef, RecordedEvent,
 };
+use crate::walsource::WalPages;
 
 /// Names by (store instance, stream id), per thread; see `Core::with_name`.
 type NameCache = std::cell::RefCell<HashMap<(u64, u64), Arc<str>>>;
 
+/// The tail record a thread read last: (store instance, LSN, record).
+type LoadedCache = std::cell::RefCell<Option<(u64, u64, Arc<Loaded>)>>;
+
 thread_local! {
     static NAMES: NameCache = std::cell::RefCell::new(HashMap::new());
+    static LOADED: LoadedCache = const { std::cell::RefCell::new(None) };
 }
+
+/// Largest tail record a thread keeps after reading it (see `Core::load`).
+const LOADED_CACHE_MAX: u64 = 1 << 20;
 
 /// Entries a thread's name cache holds before it starts over.
 const NAME_CACHE_ENTRIES: usize = 4096;
@@ -96,7 +105,7 @@ pub struct RecoveryReport {
     pub wal: varve_wal::RecoveryReport,
     /// LSN of the last record the checkpoint in `events.mdb` had applied.
     pub checkpoint_lsn: u64,
-    /// Append records replayed from the WAL into the in-memory tail.
+    /// Append records replayed from the WAL into the tail index.
     pub replayed_records: u64,
     /// Events in those records.
     pub replayed_events: u64,
@@ -119,8 +128,16 @@ pub struct Stats {
     pub checkpoint_lsn: u64,
     /// Events acknowledged but not yet checkpointed.
     pub checkpoint_lag_events: u64,
-    /// Memory held by the not-yet-checkpointed tail, in bytes.
+    /// Bytes of acknowledged records not yet checkpointed (they are in the WAL; the engine
+    /// holds only an index of them), plus that index's memory. Bounded by
+    /// [`Options::max_tail_bytes`](crate::Options::max_tail_bytes).
     pub tail_bytes: u64,
+    /// Memory the arena's cache of WAL pages holds for reads of the not-yet-checkpointed
+    /// tail. Bounded by [`Options::tail_cache_bytes`](crate::Options::tail_cache_bytes).
+    pub tail_cache_bytes: u64,
+    /// Page lookups in that cache since open (hits and misses): how much of the tail was
+    /// read from the WAL.
+    pub tail_cache_lookups: u64,
     /// The WAL's highest durable LSN.
     pub wal_durable_lsn: u64,
     /// The first LSN the WAL still keeps.
@@ -142,6 +159,10 @@ pub struct Stats {
     /// Why the store is degraded (appends refused), if it is.
     pub degraded: Option<String>,
 }
+
+/// What the sequencer hands back to an appender: its result, its record's LSN, the WAL
+/// ticket to wait on and its tail entry (which gets the record's location once durable).
+type Sequenced = (AppendResult, u64, varve_wal::Ticket, Arc<TailEntry>);
 
 /// A stream's head as the sequencer knows it.
 #[derive(Debug, Clone, Copy)]
@@ -178,7 +199,9 @@ pub(crate) struct Core {
     uid: u64,
     dir: PathBuf,
     opts: Options,
-    wal: Wal,
+    wal: Arc<Wal>,
+    /// Reads of the not-yet-checkpointed tail: the WAL's segments through the arena.
+    cache: CacheManager,
     env: heed::Env<WithoutTls>,
     dbs: Dbs,
     sidecar: Sidecar,
@@ -527,7 +550,7 @@ impl Core {
             // After every segment is gone (deleted, or cut by recovery), numbering still
             // continues above what events.mdb has applied.
             .start_lsn(ck.lsn + 1);
-        let wal = Wal::open(dir.join(WAL_DIR), wal_opts)?;
+        let wal = Arc::new(Wal::open(dir.join(WAL_DIR), wal_opts)?);
 
         let mut report = RecoveryReport {
             wal: wal.recovery_report().clone(),
@@ -543,18 +566,19 @@ impl Core {
             ));
         }
 
-        // Replay the log after the checkpoint into the tail.
+        // Replay the log after the checkpoint into the tail index.
         let mut tail = Tail::default();
         let mut next_position = ck.next_position;
         let mut tail_refs: HashMap<BlobHash, u64> = HashMap::new();
         if durable > ck.lsn {
-            for rec in wal.iter_from(ck.lsn + 1)? {
+            let mut it = wal.iter_from(ck.lsn + 1)?;
+            while let Some(rec) = it.next_ref() {
                 let rec = rec?;
                 let at = |what| Error::corrupted(format!("{} LSN {}", wal_loc(), rec.lsn), what);
                 if rec.kind != KIND_APPEND {
                     return Err(at("unknown record kind"));
                 }
-                let parsed = codec::parse_append(&rec.payload).map_err(at)?;
+                let parsed = codec::parse_append(rec.payload).map_err(at)?;
                 if parsed.first_position != next_position {
                     return Err(at("record does not continue the positions"));
                 }
@@ -583,16 +607,26 @@ impl Core {
                         }
                     }
                 }
-                let lsn = rec.lsn;
-                let entry = TailEntry::from_parsed(lsn, rec.payload, parsed);
-                for i in 0..entry.events.len() {
-                    if let PayloadRef::Blob { hash, .. } = entry.body(i).payload {
+                for &(off, len) in &parsed.events {
+                    let body = rec
+                        .payload
+                        .get(off as usize..(off + len) as usize)
+                        .and_then(|b| codec::body_at(b).ok());
+                    if let Some(b) = body
+                        && let PayloadRef::Blob { hash, .. } = b.payload
+                    {
                         *tail_refs.entry(hash).or_default() += 1;
                     }
                 }
+                let entry = entry_from_parsed(
+                    rec.lsn,
+                    rec.payload.len(),
+                    (rec.segment, rec.offset),
+                    &parsed,
+                );
                 next_position = entry.end();
                 report.replayed_records += 1;
-                report.replayed_events += entry.events.len() as u64;
+                report.replayed_events += u64::from(entry.events);
                 tail.push(Arc::new(entry));
             }
         }
@@ -601,6 +635,12 @@ impl Core {
         report.orphan_blob_refs_released = release_orphan_blobs(&env, &dbs, &sidecar, &tail_refs)?;
 
         let tail_bytes = tail.bytes;
+        let arena = Arena::new(ArenaConfig::with_limits(0, opts.tail_cache_bytes)?);
+        let cache = CacheManager::new(
+            Arc::new(WalPages::new(Arc::clone(&wal))),
+            arena,
+            CacheConfig::default(),
+        )?;
         Ok(Core {
             uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
             dir: dir.to_path_buf(),
@@ -611,6 +651,7 @@ impl Core {
                 heads,
             }),
             wal,
+            cache,
             env,
             dbs,
             sidecar,
@@ -787,103 +828,33 @@ impl Core {
             }
         }
 
-        if rec.bytes.len() > self.opts.max_record_bytes() {
+        if rec.len() > self.opts.max_record_bytes() {
             return Err(Error::CallTooLarge {
-                size: rec.bytes.len(),
+                size: rec.len(),
                 max: self.opts.max_record_bytes(),
             });
         }
         self.wait_for_room()?;
 
-        let (result, lsn, ticket, entry) = {
-            let mut seq = lock(&self.seq);
-            self.check_writable()?;
-            let mut new_streams = 0u64;
-            let next_id = read(&self.catalog).names.len() as u64;
-            let mut assigned = Vec::with_capacity(calls.len());
-            for (stream, expected, _) in calls {
-                let head = seq.heads.get(*stream).copied();
-                let actual = head.and_then(|h| h.next_version.checked_sub(1));
-                if !expected.admits(actual) {
-                    return Err(Error::WrongExpectedVersion {
-                        stream: (*stream).to_owned(),
-                        expected: *expected,
-                        actual,
-                    });
-                }
-                let (id, first_version) = match head {
-                    Some(h) => (h.id, h.next_version),
-                    None => {
-                        new_streams += 1;
-                        (next_id + new_streams - 1, 0)
-                    }
-                };
-                assigned.push((id, first_version));
-            }
-            let first_position = seq.next_position;
-            rec.set_first_position(first_position);
-            for (g, &(id, v)) in assigned.iter().enumerate() {
-                rec.set_group(g, id, v);
-            }
-            let ticket = self
-                .wal
-                .append_kind(KIND_APPEND, &rec.bytes)
-                .map_err(|e| self.wal_failure(e))?;
-            // From here on nothing fails: commit the sequencer's state.
-            let lsn = seq.next_lsn;
-            seq.next_lsn += 1;
-            seq.next_position += total as u64;
-            if new_streams > 0 {
-                let mut cat = write(&self.catalog);
-                for ((stream, _, _), &(id, _)) in calls.iter().zip(&assigned) {
-                    if id >= next_id {
-                        let name: Arc<str> = Arc::from(*stream);
-                        cat.names.push(Arc::clone(&name));
-                        cat.ids.insert(name, id);
-                    }
+        let (result, lsn, ticket, entry) = loop {
+            match self.sequence(calls, &mut rec, total as u64)? {
+                Some(done) => break done,
+                // The WAL's queue is full: wait outside the lock for the flusher to
+                // drain some of it, then sequence again (the heads may have moved).
+                None => {
+                    let next = self.wal.durable_lsn() + 1;
+                    self.wal
+                        .wait_for(next, Duration::from_millis(10))
+                        .map_err(|e| self.wal_failure(e))?;
                 }
             }
-            for ((stream, _, events), &(id, v)) in calls.iter().zip(&assigned) {
-                let next_version = v + events.len() as u64;
-                match seq.heads.get_mut(*stream) {
-                    Some(h) => h.next_version = next_version,
-                    None => {
-                        seq.heads
-                            .insert(Arc::from(*stream), Head { id, next_version });
-                    }
-                }
-            }
-            let (&(_, first_version), &(_, last_first)) = match (assigned.first(), assigned.last())
-            {
-                (Some(a), Some(b)) => (a, b),
-                _ => return Err(Error::EmptyAppend),
-            };
-            let last_count = calls.last().map_or(0, |c| c.2.len() as u64);
-            let result = AppendResult {
-                first_position,
-                last_position: first_position + total as u64 - 1,
-                first_version,
-                last_version: last_first + last_count - 1,
-            };
-            let rec = std::mem::replace(&mut rec, AppendRecord::new(0, 0, 0, 0));
-            let entry = Arc::new(TailEntry {
-                lsn,
-                first_position,
-                timestamp_us: u64::from_le_bytes(rec.bytes[9..17].try_into().unwrap_or([0; 8])),
-                groups: rec.groups,
-                events: rec.events,
-                bytes: rec.bytes,
-            });
-            let cost = entry.cost();
-            write(&self.tail).push(Arc::clone(&entry));
-            self.tail_bytes.fetch_add(cost, Ordering::SeqCst);
-            (result, lsn, ticket, entry)
         };
-        drop(entry);
         blobs.hashes.clear(); // referenced by a queued record now
 
-        match ticket.wait() {
-            Ok(got) if got == lsn => {}
+        match ticket.wait_location() {
+            Ok(loc) if loc.lsn == lsn => {
+                let _ = entry.location.set((loc.segment, loc.offset));
+            }
             Ok(_) => {
                 return Err(self.degrade(Error::corrupted(
                     self.dir.join(WAL_DIR).display().to_string(),
@@ -892,6 +863,7 @@ impl Core {
             }
             Err(e) => return Err(self.wal_failure(e)),
         }
+        drop(entry);
         // Another appender's publish may have covered this record already.
         if self.visible_end.load(Ordering::SeqCst) <= result.last_position {
             self.publish();
@@ -904,11 +876,105 @@ impl Core {
         Ok(result)
     }
 
+    /// The sequencer's critical section: checks the expected versions against the heads,
+    /// assigns positions, stream ids and versions, queues the record with the WAL (a
+    /// memory copy, no I/O) and adds it to the tail index. `None` if the WAL's queue is
+    /// full (nothing was assigned).
+    fn sequence(
+        &self,
+        calls: &[StreamAppend<'_>],
+        rec: &mut AppendRecord<'_>,
+        total: u64,
+    ) -> Result<Option<Sequenced>> {
+        let mut seq = lock(&self.seq);
+        self.check_writable()?;
+        let mut new_streams = 0u64;
+        let next_id = read(&self.catalog).names.len() as u64;
+        let mut assigned = Vec::with_capacity(calls.len());
+        for (stream, expected, _) in calls {
+            let head = seq.heads.get(*stream).copied();
+            let actual = head.and_then(|h| h.next_version.checked_sub(1));
+            if !expected.admits(actual) {
+                return Err(Error::WrongExpectedVersion {
+                    stream: (*stream).to_owned(),
+                    expected: *expected,
+                    actual,
+                });
+            }
+            let (id, first_version) = match head {
+                Some(h) => (h.id, h.next_version),
+                None => {
+                    new_streams += 1;
+                    (next_id + new_streams - 1, 0)
+                }
+            };
+            assigned.push((id, first_version));
+        }
+        let first_position = seq.next_position;
+        rec.set_first_position(first_position);
+        for (g, &(id, v)) in assigned.iter().enumerate() {
+            rec.set_group(g, id, v);
+        }
+        let ticket = match self.wal.try_append_kind_parts(KIND_APPEND, &rec.parts()) {
+            Ok(t) => t,
+            Err(varve_wal::Error::Backpressure) => return Ok(None),
+            Err(e) => return Err(self.wal_failure(e)),
+        };
+        // From here on nothing fails: commit the sequencer's state.
+        let lsn = seq.next_lsn;
+        seq.next_lsn += 1;
+        seq.next_position += total;
+        if new_streams > 0 {
+            let mut cat = write(&self.catalog);
+            for ((stream, _, _), &(id, _)) in calls.iter().zip(&assigned) {
+                if id >= next_id {
+                    let name: Arc<str> = Arc::from(*stream);
+                    cat.names.push(Arc::clone(&name));
+                    cat.ids.insert(name, id);
+                }
+            }
+        }
+        for ((stream, _, events), &(id, v)) in calls.iter().zip(&assigned) {
+            let next_version = v + events.len() as u64;
+            match seq.heads.get_mut(*stream) {
+                Some(h) => h.next_version = next_version,
+                None => {
+                    seq.heads
+                        .insert(Arc::from(*stream), Head { id, next_version });
+                }
+            }
+        }
+        let (&(_, first_version), &(_, last_first)) = match (assigned.first(), assigned.last()) {
+            (Some(a), Some(b)) => (a, b),
+            _ => return Err(Error::EmptyAppend),
+        };
+        let last_count = calls.last().map_or(0, |c| c.2.len() as u64);
+        let result = AppendResult {
+            first_position,
+            last_position: first_position + total - 1,
+            first_version,
+            last_version: last_first + last_count - 1,
+        };
+        let entry = Arc::new(TailEntry {
+            lsn,
+            first_position,
+            events: total as u32,
+            record_len: rec.len() as u64,
+            groups: rec.groups.clone(),
+            location: OnceLock::new(),
+        });
+        let cost = entry.cost();
+        write(&self.tail).push(Arc::clone(&entry));
+        self.tail_bytes.fetch_add(cost, Ordering::SeqCst);
+        Ok(Some((result, lsn, ticket, entry)))
+    }
+
     fn wal_failure(&self, e: varve_wal::Error) -> Error {
         match e {
             e @ (varve_wal::Error::Poisoned(_) | varve_wal::Error::Io(_)) => {
                 let err = self.degrade(Error::Wal(e));
-                write(&self.tail).truncate_invisible();
+                let freed = write(&self.tail).truncate_invisible();
+                self.tail_bytes.fetch_sub(freed, Ordering::SeqCst);
                 err
             }
             e => Error::Wal(e),
@@ -928,7 +994,8 @@ impl Core {
         let mut t = write(&self.tail);
         let mut end = None;
         while let Some(e) = t.entries.get(t.visible) {
-            if e.lsn > durable {
+            // Durable, and its appender has recorded where the WAL put it.
+            if e.lsn > durable || e.location.get().is_none() {
                 break;
             }
             end = Some(e.end());
@@ -1021,25 +1088,53 @@ impl Core {
         Ok(applied)
     }
 
-    /// Writes `entries` to `events.mdb` in one transaction with the checkpoint record.
+    /// Writes `entries` to `events.mdb` in one transaction with the checkpoint record,
+    /// reading their records back from the WAL (sequentially, past the arena: the
+    /// checkpointer reads each record once).
     fn apply(&self, entries: &[Arc<TailEntry>]) -> Result<u64> {
         let dbs = &self.dbs;
+        let Some(first) = entries.first() else {
+            return Ok(0);
+        };
         let mut wtxn = self.env.write_txn()?;
         let mut value = Vec::new();
-        let mut heads: HashMap<u64, (Arc<TailEntry>, usize)> = HashMap::new();
+        let mut heads: HashMap<u64, u64> = HashMap::new();
         let mut refs: HashMap<BlobHash, u64> = HashMap::new();
         let mut applied = 0u64;
+        let mut it = self.wal.iter_from(first.lsn)?;
         for e in entries {
-            for i in 0..e.events.len() {
-                let loc = e.locate(i);
+            let at = |what| {
+                Error::corrupted(
+                    format!("{} LSN {}", self.dir.join(WAL_DIR).display(), e.lsn),
+                    what,
+                )
+            };
+            let rec = match it.next_ref() {
+                Some(r) => r?,
+                None => return Err(at("a durable record is missing from the log")),
+            };
+            if rec.lsn != e.lsn || rec.kind != KIND_APPEND {
+                return Err(at("the log holds another record than the tail expects"));
+            }
+            let parsed = codec::parse_append(rec.payload).map_err(at)?;
+            if parsed.first_position != e.first_position || parsed.events.len() != e.events as usize
+            {
+                return Err(at("the record differs from the one appended"));
+            }
+            for (i, &(off, len)) in parsed.events.iter().enumerate() {
+                let (stream_id, version) = e.locate(i);
                 let position = e.first_position + i as u64;
+                let body = rec
+                    .payload
+                    .get(off as usize..(off + len) as usize)
+                    .ok_or_else(|| at("event body out of the record"))?;
                 codec::encode_value(
                     &mut value,
                     position,
-                    loc.stream_id,
-                    loc.version,
-                    e.timestamp_us,
-                    loc.body,
+                    stream_id,
+                    version,
+                    parsed.timestamp_us,
+                    body,
                 );
                 dbs.events.put_with_flags(
                     &mut wtxn,
@@ -1049,26 +1144,27 @@ impl Core {
                 )?;
                 dbs.stream_index.put(
                     &mut wtxn,
-                    &codec::stream_key(loc.stream_id, loc.version),
+                    &codec::stream_key(stream_id, version),
                     &codec::position_key(position),
                 )?;
-                if let PayloadRef::Blob { hash, .. } = e.body(i).payload {
+                if let Ok(b) = codec::body_at(body)
+                    && let PayloadRef::Blob { hash, .. } = b.payload
+                {
                     *refs.entry(hash).or_default() += 1;
                 }
                 applied += 1;
             }
-            for (g, group) in e.groups.iter().enumerate() {
-                heads.insert(group.stream_id, (Arc::clone(e), g));
+            for group in &e.groups {
+                heads.insert(
+                    group.stream_id,
+                    group.first_version + u64::from(group.count),
+                );
             }
         }
-        for (id, (e, g)) in &heads {
-            let group = &e.groups[*g];
-            let next = group.first_version + u64::from(group.count);
-            dbs.streams.put(
-                &mut wtxn,
-                &e.bytes[group.name.clone()],
-                &codec::encode_stream(*id, next),
-            )?;
+        for (&id, &next) in &heads {
+            let name = self.name_of(id)?;
+            dbs.streams
+                .put(&mut wtxn, name.as_bytes(), &codec::encode_stream(id, next))?;
         }
         for (hash, n) in refs {
             let cur = lmdb::blob_refs(dbs, &wtxn, &hash.0)?;
@@ -1175,14 +1271,86 @@ impl Core {
                 let t = read(&self.tail);
                 t.find(position).map(|i| Arc::clone(&t.entries[i]))
             };
-            if let Some(e) = entry {
+            if let Some(e) = entry
+                && let Some(rec) = self.load(&e)?
+            {
                 let i = (position - e.first_position) as usize;
                 return self
-                    .with_name(e.locate(i).stream_id, |n| f(&tail_view(&e, i, n), n))
+                    .with_name(e.locate(i).0, |n| {
+                        tail_view(&e, &rec, i, n).map(|view| f(&view, n))
+                    })?
                     .map(Some);
             }
             // Checkpointed meanwhile: loop to read it from LMDB.
         }
+    }
+
+    /// The record of visible tail entry `e`, read back from the WAL through the arena (or
+    /// this thread's copy of the record it read last). `None` if the record is no longer in
+    /// the log because a checkpoint applied it meanwhile: the caller reads `events.mdb`.
+    ///
+    /// A read fetches the whole record (one append call), so the first read of one event
+    /// of a large batch copies the batch; reads that follow on the same thread reuse it.
+    fn load(&self, e: &TailEntry) -> Result<Option<Arc<Loaded>>> {
+        let hit = LOADED.with(|c| {
+            c.try_borrow().ok().and_then(|c| match &*c {
+                Some((uid, lsn, rec)) if *uid == self.uid && *lsn == e.lsn => Some(Arc::clone(rec)),
+                _ => None,
+            })
+        });
+        if hit.is_some() {
+            return Ok(hit);
+        }
+        let at = || format!("{} LSN {}", self.dir.join(WAL_DIR).display(), e.lsn);
+        let Some(&(segment, offset)) = e.location.get() else {
+            return Err(Error::corrupted(
+                at(),
+                "a visible tail record has no location",
+            ));
+        };
+        let mut reader = self.cache.reader(segment, offset);
+        reader.expect_sequence(e.lsn);
+        let mut record = Record::default();
+        let read = reader.next_into(&mut record);
+        drop(reader);
+        let checkpointed = || e.end() <= self.checkpointed_end.load(Ordering::SeqCst);
+        match read {
+            Ok(true) => {}
+            Ok(false) | Err(_) if checkpointed() => return Ok(None),
+            Ok(false) => {
+                return Err(Error::corrupted(
+                    at(),
+                    "a durable record is missing from the log",
+                ));
+            }
+            Err(varve_arena::Error::Corrupted { .. }) => {
+                return Err(Error::corrupted(at(), "a durable record fails its checks"));
+            }
+            Err(err) => return Err(err.into()),
+        }
+        if record.header().get(4) != Some(&KIND_APPEND) {
+            return Err(Error::corrupted(
+                at(),
+                "the log holds another record kind there",
+            ));
+        }
+        let parsed =
+            codec::parse_append(record.payload()).map_err(|what| Error::corrupted(at(), what))?;
+        if parsed.first_position != e.first_position || parsed.events.len() != e.events as usize {
+            return Err(Error::corrupted(
+                at(),
+                "the record differs from the one appended",
+            ));
+        }
+        let loaded = Arc::new(Loaded { record, parsed });
+        if e.record_len <= LOADED_CACHE_MAX {
+            LOADED.with(|c| {
+                if let Ok(mut c) = c.try_borrow_mut() {
+                    *c = Some((self.uid, e.lsn, Arc::clone(&loaded)));
+                }
+            });
+        }
+        Ok(Some(loaded))
     }
 
     fn decode<'a>(&self, position: u64, bytes: &'a [u8]) -> Result<codec::Value<'a>> {
@@ -1234,13 +1402,19 @@ impl Core {
                             continue; // checkpointed meanwhile
                         }
                         for e in entries {
+                            if n == limit || p >= end {
+                                return Ok(n);
+                            }
+                            let Some(rec) = self.load(&e)? else {
+                                break; // checkpointed meanwhile: go on from LMDB
+                            };
                             let start = (p - e.first_position) as usize;
-                            for i in start..e.events.len() {
+                            for i in start..e.events as usize {
                                 if n == limit || p >= end {
                                     return Ok(n);
                                 }
-                                let name = self.cached_name(&mut last, e.locate(i).stream_id)?;
-                                f(&tail_view(&e, i, name), name);
+                                let name = self.cached_name(&mut last, e.locate(i).0)?;
+                                f(&tail_view(&e, &rec, i, name)?, name);
                                 p += 1;
                                 n += 1;
                             }
@@ -1264,10 +1438,11 @@ impl Core {
                             t.find(p).map(|i| Arc::clone(&t.entries[i]))
                         };
                         let Some(e) = entry else { continue };
+                        let Some(rec) = self.load(&e)? else { continue };
                         let mut i = (p - e.first_position) as usize;
                         loop {
-                            let name = self.cached_name(&mut last, e.locate(i).stream_id)?;
-                            f(&tail_view(&e, i, name), name);
+                            let name = self.cached_name(&mut last, e.locate(i).0)?;
+                            f(&tail_view(&e, &rec, i, name)?, name);
                             n += 1;
                             if p == 0 {
                                 return Ok(n);
@@ -1408,10 +1583,16 @@ impl Core {
                     Direction::Forward => {
                         for r in &runs {
                             let last = r.first_version() + r.count() - 1;
+                            if v > last {
+                                continue;
+                            }
+                            let Some(rec) = self.load(&r.entry)? else {
+                                break; // checkpointed meanwhile: retry from LMDB
+                            };
                             while n < limit && v <= last && v <= head {
                                 if v >= r.first_version() {
                                     let i = r.index_of(v);
-                                    f(&tail_view(&r.entry, i, &name), &name);
+                                    f(&tail_view(&r.entry, &rec, i, &name)?, &name);
                                     n += 1;
                                 }
                                 v += 1;
@@ -1423,11 +1604,17 @@ impl Core {
                     }
                     Direction::Backward => {
                         for r in runs.iter().rev() {
+                            if v < r.first_version() {
+                                continue;
+                            }
+                            let Some(rec) = self.load(&r.entry)? else {
+                                break; // checkpointed meanwhile: retry from LMDB
+                            };
                             while n < limit && v >= r.first_version() {
                                 let last = r.first_version() + r.count() - 1;
                                 if v <= last {
                                     let i = r.index_of(v);
-                                    f(&tail_view(&r.entry, i, &name), &name);
+                                    f(&tail_view(&r.entry, &rec, i, &name)?, &name);
                                     n += 1;
                                 }
                                 if v == 0 {
@@ -1587,6 +1774,11 @@ impl Core {
             checkpoint_lsn: self.checkpoint_lsn.load(Ordering::SeqCst),
             checkpoint_lag_events: next_position.saturating_sub(checkpointed),
             tail_bytes: self.tail_bytes.load(Ordering::SeqCst),
+            tail_cache_bytes: self.cache.arena().used_bytes(),
+            tail_cache_lookups: {
+                let c = self.cache.stats();
+                c.hits + c.misses
+            },
             wal_durable_lsn: wal.durable_lsn,
             wal_first_lsn: wal.first_lsn,
             wal_bytes,
@@ -1646,19 +1838,25 @@ fn lmdb_view<'a>(position: u64, v: &codec::Value<'a>, name: &'a str) -> EventVie
     }
 }
 
-fn tail_view<'a>(e: &'a TailEntry, i: usize, name: &'a str) -> EventView<'a> {
-    let loc = e.locate(i);
-    let body = e.body(i);
-    EventView {
+/// The view of event `i` of tail entry `e`, whose record is `rec`.
+fn tail_view<'a>(e: &TailEntry, rec: &'a Loaded, i: usize, name: &'a str) -> Result<EventView<'a>> {
+    let (_, version) = e.locate(i);
+    let body = rec.body(i).ok_or_else(|| {
+        Error::corrupted(
+            format!("WAL LSN {}", e.lsn),
+            "a tail record has fewer events than its index",
+        )
+    })?;
+    Ok(EventView {
         position: e.first_position + i as u64,
         stream: name,
-        version: loc.version,
+        version,
         event_type: body.event_type,
         metadata: body.metadata,
         payload: body.payload,
-        timestamp_us: e.timestamp_us,
+        timestamp_us: rec.parsed.timestamp_us,
         id: body.id,
-    }
+    })
 }
 
 /// Releases blobs stored by an append that failed before its record was queued.

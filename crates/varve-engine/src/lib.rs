@@ -35,15 +35,20 @@
 //!
 //! An append validates its input, stores payloads of [`MAX_INLINE_SIZE`] bytes and more in
 //! the blob sidecar (`blobs/blobs.mdb`, content-addressed, deduplicated), encodes the call
-//! as one log record, and then, in one short critical section without I/O, checks the
-//! expected versions against the stream heads held in memory, assigns versions and global
-//! positions and queues the record on the write-ahead log (`wal/`). The WAL's flusher
+//! as one log record (its own bytes; inline payloads stay borrowed from the caller), and
+//! then, in one short critical section without I/O, checks the expected versions against
+//! the stream heads held in memory, assigns versions and global positions and queues the
+//! record on the write-ahead log (`wal/`), which copies it, payloads spliced in, into its
+//! buffer: an inline payload is copied once on its way to the log. The WAL's flusher
 //! writes and syncs records in groups; the append returns once its record is durable. A
 //! background checkpointer applies acknowledged records to LMDB (`events.mdb`) in large
 //! transactions, with the LSN of the last record applied written in the same
-//! transaction, and then drops the log segments it no longer needs. Records acknowledged
-//! but not yet checkpointed are held in memory (at most [`Options::max_tail_bytes`];
-//! appends wait for the checkpointer past that) and served from there.
+//! transaction, and then drops the log segments it no longer needs. Of records
+//! acknowledged but not yet checkpointed (at most [`Options::max_tail_bytes`] of them;
+//! appends wait for the checkpointer past that) the engine keeps only an index in memory:
+//! where each lies in the WAL and which streams it extends. Reads of them fetch the record
+//! from the WAL segments through `varve-arena`'s cache manager, whose memory is bounded by
+//! [`Options::tail_cache_bytes`]; older events come from LMDB read transactions.
 //!
 //! # Durability and visibility
 //!
@@ -86,9 +91,7 @@
 //!
 //! # Not yet
 //!
-//! Subscriptions, durable consumers, snapshots and stream deletion are not built yet. The
-//! not-yet-checkpointed tail is served from the engine's own memory (bounded by
-//! `max_tail_bytes`), not yet through `varve-arena`'s cache manager over the WAL segments.
+//! Subscriptions, durable consumers, snapshots and stream deletion are not built yet.
 
 mod codec;
 mod engine;
@@ -97,6 +100,7 @@ mod lmdb;
 mod options;
 mod tail;
 mod types;
+mod walsource;
 
 pub use engine::{RecoveryReport, Stats, StreamAppend, Varve};
 pub use error::{Error, Result};

@@ -15,6 +15,7 @@ pub struct Options {
     pub(crate) checkpoint_bytes: u64,
     pub(crate) checkpoint_interval: Duration,
     pub(crate) max_tail_bytes: u64,
+    pub(crate) tail_cache_bytes: u64,
     pub(crate) map_size: u64,
     pub(crate) max_stream_name: usize,
     pub(crate) max_event_type: usize,
@@ -31,6 +32,7 @@ impl Default for Options {
             checkpoint_bytes: 16 << 20,
             checkpoint_interval: Duration::from_secs(1),
             max_tail_bytes: 256 << 20,
+            tail_cache_bytes: 64 << 20,
             map_size: 1 << 40,
             max_stream_name: 256,
             max_event_type: 256,
@@ -62,10 +64,19 @@ impl Options {
         self
     }
     /// Appends wait for the checkpointer while more than this many bytes of acknowledged
-    /// records are not yet checkpointed (default 256 MiB): the memory the tail holds.
+    /// records are not yet checkpointed (default 256 MiB): what the WAL holds beyond the
+    /// checkpoint, and so what a reopen replays.
     #[must_use]
     pub fn max_tail_bytes(mut self, bytes: u64) -> Self {
         self.max_tail_bytes = bytes;
+        self
+    }
+    /// Memory for reading not-yet-checkpointed events back from the WAL (default 64 MiB;
+    /// at least 256 KiB, rounded down to 256 KiB): the most `varve-arena`'s cache over the
+    /// WAL segments holds at once, however far the tail grows.
+    #[must_use]
+    pub fn tail_cache_bytes(mut self, bytes: u64) -> Self {
+        self.tail_cache_bytes = bytes;
         self
     }
     /// The largest size `events.mdb` may grow to (LMDB map size; default 1 TiB of address
@@ -149,6 +160,9 @@ impl Options {
         if self.max_tail_bytes < self.checkpoint_bytes {
             return bad("max_tail_bytes", "must be at least checkpoint_bytes");
         }
+        if self.tail_cache_bytes < varve_arena::CHUNK_BYTES {
+            return bad("tail_cache_bytes", "must be at least 256 KiB");
+        }
         if self.wal_segment_size < 1 << 20 || self.wal_segment_size > 1 << 32 {
             return bad("wal_segment_size", "must be 1 MiB..=4 GiB");
         }
@@ -168,6 +182,10 @@ mod tests {
         assert!(Options::default().validate().is_ok());
         let cases: Vec<(Options, &str)> = vec![
             (Options::default().max_stream_name(0), "max_stream_name"),
+            (
+                Options::default().tail_cache_bytes(255 << 10),
+                "tail_cache_bytes",
+            ),
             (Options::default().max_stream_name(65536), "max_stream_name"),
             (Options::default().max_event_type(0), "max_event_type"),
             (Options::default().max_event_type(65536), "max_event_type"),

@@ -1,9 +1,14 @@
-//! The not-yet-checkpointed tail: acknowledged append records kept in memory, in LSN
-//! (= position) order, until the checkpointer has applied them to `events.mdb`. Its size is
-//! bounded by `Options::max_tail_bytes` (appends wait past it).
+//! The not-yet-checkpointed tail: an index of the acknowledged append records the
+//! checkpointer has not yet applied to `events.mdb`, in LSN (= position) order. It holds
+//! where each record lies in the WAL and which streams it extends, never the events'
+//! bytes: those are read back from the WAL segments through `varve-arena`
+//! ([`Loaded`]). The WAL bytes it covers are bounded by `Options::max_tail_bytes`
+//! (appends wait past it).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use varve_arena::Record;
 
 use crate::codec::{Body, Group, ParsedAppend, body_at};
 
@@ -12,62 +17,61 @@ use crate::codec::{Body, Group, ParsedAppend, body_at};
 pub(crate) struct TailEntry {
     pub(crate) lsn: u64,
     pub(crate) first_position: u64,
-    pub(crate) timestamp_us: u64,
-    pub(crate) bytes: Vec<u8>,
+    /// Events in the record.
+    pub(crate) events: u32,
+    /// The record's payload length (its bytes in the WAL, header not counted).
+    pub(crate) record_len: u64,
     pub(crate) groups: Vec<Group>,
-    /// Byte range of each event's body in `bytes`.
-    pub(crate) events: Vec<(u32, u32)>,
-}
-
-/// An event located in a tail entry.
-pub(crate) struct Located<'a> {
-    pub(crate) stream_id: u64,
-    pub(crate) version: u64,
-    pub(crate) body: &'a [u8],
+    /// Where the WAL wrote it: (segment's first LSN, offset of the record's header). Set
+    /// once the record is durable; an entry becomes visible only after.
+    pub(crate) location: OnceLock<(u64, u64)>,
 }
 
 impl TailEntry {
-    pub(crate) fn from_parsed(lsn: u64, bytes: Vec<u8>, p: ParsedAppend) -> Self {
-        TailEntry {
-            lsn,
-            first_position: p.first_position,
-            timestamp_us: p.timestamp_us,
-            bytes,
-            groups: p.groups,
-            events: p.events,
-        }
-    }
-
     /// One past the last position of the entry.
     pub(crate) fn end(&self) -> u64 {
-        self.first_position + self.events.len() as u64
+        self.first_position + u64::from(self.events)
     }
 
-    /// The event with index `i` in this entry.
-    pub(crate) fn locate(&self, i: usize) -> Located<'_> {
-        let g = self.groups.partition_point(|g| g.first_event as usize <= i) - 1;
-        let group = &self.groups[g];
-        let (off, len) = self.events[i];
-        Located {
-            stream_id: group.stream_id,
-            version: group.first_version + (i - group.first_event as usize) as u64,
-            body: &self.bytes[off as usize..(off + len) as usize],
+    /// The stream id and version of event `i` of this entry.
+    pub(crate) fn locate(&self, i: usize) -> (u64, u64) {
+        let g = self
+            .groups
+            .partition_point(|g| g.first_event as usize <= i)
+            .saturating_sub(1);
+        match self.groups.get(g) {
+            Some(group) => (
+                group.stream_id,
+                group.first_version + (i - group.first_event as usize) as u64,
+            ),
+            None => (0, 0), // unreachable: entries have at least one group
         }
     }
 
-    /// The decoded body of event `i` (checked when the entry was built).
-    pub(crate) fn body(&self, i: usize) -> Body<'_> {
-        let loc = self.locate(i);
-        match body_at(loc.body) {
-            Ok(b) => b,
-            // The record was parsed in full before it entered the tail.
-            Err(_) => unreachable!("tail entries hold parsed records"),
-        }
-    }
-
-    /// Memory the entry holds, as the tail counts it.
+    /// What the tail counts for the entry: its WAL bytes and the index's own memory.
     pub(crate) fn cost(&self) -> u64 {
-        (self.bytes.len() + self.events.len() * 8 + self.groups.len() * 48 + 96) as u64
+        self.record_len + (self.groups.len() * 48 + 128) as u64
+    }
+}
+
+/// An entry's record as read back from the WAL, parsed and checked.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub(crate) record: Record,
+    pub(crate) parsed: ParsedAppend,
+}
+
+impl Loaded {
+    /// The record's payload (the append record's bytes).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        self.record.payload()
+    }
+
+    /// The decoded body of event `i` (the record was parsed in full when loaded).
+    pub(crate) fn body(&self, i: usize) -> Option<Body<'_>> {
+        let &(off, len) = self.parsed.events.get(i)?;
+        let bytes = self.bytes().get(off as usize..(off + len) as usize)?;
+        body_at(bytes).ok()
     }
 }
 
@@ -141,12 +145,13 @@ impl Tail {
     }
 
     /// Drops the entries that never became visible (their log write failed).
-    pub(crate) fn truncate_invisible(&mut self) {
+    pub(crate) fn truncate_invisible(&mut self) -> u64 {
+        let mut freed = 0;
         while self.entries.len() > self.visible {
             let Some(e) = self.entries.pop_back() else {
                 break;
             };
-            self.bytes -= e.cost();
+            freed += e.cost();
             for g in &e.groups {
                 if let Some(q) = self.runs.get_mut(&g.stream_id) {
                     q.pop_back();
@@ -156,6 +161,8 @@ impl Tail {
                 }
             }
         }
+        self.bytes -= freed;
+        freed
     }
 
     /// Index of the visible entry holding `position`, if the tail has it.
@@ -173,4 +180,23 @@ impl Tail {
                 .collect()
         })
     }
+}
+
+/// Builds the index entry of a parsed record read back from the WAL at `location`.
+pub(crate) fn entry_from_parsed(
+    lsn: u64,
+    record_len: usize,
+    location: (u64, u64),
+    p: &ParsedAppend,
+) -> TailEntry {
+    let entry = TailEntry {
+        lsn,
+        first_position: p.first_position,
+        events: p.events.len() as u32,
+        record_len: record_len as u64,
+        groups: p.groups.clone(),
+        location: OnceLock::new(),
+    };
+    let _ = entry.location.set(location);
+    entry
 }
