@@ -369,6 +369,10 @@ fn mixes(engine: &dyn Engine, n: u64, ops: usize, pool: &[Vec<u8>]) -> [f64; 3] 
 }
 
 fn main() {
+    peer_mixes();
+    if std::env::var_os("VARVE_BENCH_SLOTTED_PEER_ONLY").is_some() {
+        return;
+    }
     let n: u64 = scaled(4_000, 40_000);
     let reads = scaled(20_000, 200_000);
     let mix_ops = scaled(20_000, 200_000);
@@ -553,5 +557,308 @@ fn dictionary_gain(data: &[Vec<u8>]) {
         dict,
         "lz4 without dictionary",
         plain,
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Mixes against heed (LMDB) at equal flush cadence (issue 16, item 18).
+//
+// qdrant's gridstore, the peer the issue measured from outside, is not published on
+// crates.io; the issue allows an equivalent mix against heed (LMDB 0.9 through heed 0.23),
+// which is used as it ships (default flags: each commit writes its dirty pages and
+// `fdatasync`s data and meta page).
+//
+// One seeded operation list per mix, applied to both stores; one thread; JSON-like
+// values of 900..1150 bytes; 100 000 ids prefilled (ids 0..100 000 in order). Every get
+// is checked against the model (the value's bytes compared in full; each store through
+// its cheapest checked read: Varve's `get_with`, heed's borrowed `get`). Both flush every
+// 10 000 writes and at the end of each mix, inside the timed region: Varve `flush()`,
+// heed a commit of the write transaction holding those writes (its reads of a mix with
+// writes go through that transaction, so they see its own writes, as Varve's do; reads of
+// the pure-get mix go through a read transaction renewed every 10 000 gets). Each mix is
+// cut into slices run alternately on the two stores (so both share the machine's
+// background load); a mix's time is the sum of its slices.
+// ---------------------------------------------------------------------------------------
+
+/// Ids prefilled before the mixes.
+const PEER_IDS: u64 = 100_000;
+/// Writes between two flushes (Varve `flush`, heed commit), for both stores.
+const FLUSH_EVERY: u64 = 10_000;
+/// Slices each mix is cut into, run alternately on the two stores.
+const SLICES: usize = 8;
+const HEED: &str = "heed 0.23 (LMDB), commit every 10k writes";
+
+#[derive(Clone, Copy)]
+enum Op {
+    /// Read `id`, expecting value number `want` (`u32::MAX`: no value).
+    Get(u64, u32),
+    /// Store value number `v` under `id`.
+    Put(u64, u32),
+}
+
+/// A mix: its name and its operation list.
+struct Mix {
+    name: &'static str,
+    ops: Vec<Op>,
+}
+
+/// The values ops refer to by number, and the model of which id holds which.
+struct Model {
+    values: Vec<Vec<u8>>,
+    holds: Vec<u32>,
+}
+
+impl Model {
+    fn new(rng: &mut Rng) -> Model {
+        let mut values = Vec::new();
+        for id in 0..PEER_IDS + 20_000 {
+            let len = 900 + rng.below(251) as usize;
+            values.push(doc(rng, id, len));
+        }
+        Model {
+            values,
+            holds: Vec::new(),
+        }
+    }
+
+    fn pick(&self, rng: &mut Rng) -> u32 {
+        rng.below(self.values.len() as u64) as u32
+    }
+
+    /// Appends to `ops` a put of a random value under `id`, updating the model.
+    fn put(&mut self, rng: &mut Rng, ops: &mut Vec<Op>, id: u64) {
+        let v = self.pick(rng);
+        if id as usize == self.holds.len() {
+            self.holds.push(v);
+        } else {
+            self.holds[id as usize] = v;
+        }
+        ops.push(Op::Put(id, v));
+    }
+
+    fn get(&self, rng: &mut Rng, ops: &mut Vec<Op>) {
+        let id = rng.below(self.holds.len() as u64);
+        ops.push(Op::Get(id, self.holds[id as usize]));
+    }
+}
+
+/// The seeded mixes, in the order they run (each starts from the state the previous left).
+fn build_mixes(model: &mut Model, ops: usize) -> Vec<Mix> {
+    let mut rng = Rng(0x0510_77ED);
+    let mut mixes = Vec::new();
+    let mut prefill = Vec::new();
+    for id in 0..PEER_IDS {
+        let v = id as u32;
+        model.holds.push(v);
+        prefill.push(Op::Put(id, v));
+    }
+    mixes.push(Mix {
+        name: "prefill 100k",
+        ops: prefill,
+    });
+    let mut gets = Vec::new();
+    for _ in 0..ops {
+        model.get(&mut rng, &mut gets);
+    }
+    mixes.push(Mix {
+        name: "pure gets",
+        ops: gets,
+    });
+    for (name, get_pct, insert_pct) in [
+        ("95% reads, 5% updates", 95, 0),
+        ("50% reads, 50% updates", 50, 0),
+        ("80% inserts, 20% reads", 20, 80),
+    ] {
+        let mut list = Vec::with_capacity(ops);
+        for _ in 0..ops {
+            let p = rng.below(100);
+            if p < get_pct {
+                model.get(&mut rng, &mut list);
+            } else if p < get_pct + insert_pct {
+                let id = model.holds.len() as u64;
+                model.put(&mut rng, &mut list, id);
+            } else {
+                let id = rng.below(model.holds.len() as u64);
+                model.put(&mut rng, &mut list, id);
+            }
+        }
+        mixes.push(Mix { name, ops: list });
+    }
+    // Update half: every other prefilled id once, in a seeded order.
+    let mut ids: Vec<u64> = (0..PEER_IDS).step_by(2).collect();
+    for i in (1..ids.len()).rev() {
+        ids.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let mut upd = Vec::with_capacity(ids.len());
+    for id in ids {
+        model.put(&mut rng, &mut upd, id);
+    }
+    mixes.push(Mix {
+        name: "update half",
+        ops: upd,
+    });
+    mixes
+}
+
+/// Varve's side: runs `ops`, flushing every `FLUSH_EVERY` writes (counted across slices).
+fn varve_slice(s: &varve_slotted::Store, model: &Model, ops: &[Op], writes: &mut u64) {
+    for op in ops {
+        match *op {
+            Op::Get(id, want) => {
+                let ok = s
+                    .get_with(id, |v| v == model.values[want as usize].as_slice())
+                    .expect("varve get");
+                assert_eq!(ok, Some(true), "varve: id {id} reads back its value");
+            }
+            Op::Put(id, v) => {
+                s.put(id, &model.values[v as usize]).expect("varve put");
+                *writes += 1;
+                if (*writes).is_multiple_of(FLUSH_EVERY) {
+                    s.flush().expect("varve flush");
+                }
+            }
+        }
+    }
+}
+
+type HeedDb<'e> = heed::Database<'e, heed::types::Bytes, heed::types::Bytes>;
+
+/// heed's side: the same, with writes (and the reads between them) in a write transaction
+/// committed every `FLUSH_EVERY` writes; a mix without writes reads in a read transaction
+/// renewed every `FLUSH_EVERY` gets.
+fn heed_slice<'e>(
+    env: &'e heed::Env<heed::WithoutTls>,
+    db: &HeedDb<'e>,
+    model: &Model,
+    ops: &[Op],
+    writes: &mut u64,
+    wtxn: &mut Option<heed::RwTxn<'e>>,
+    reads_only: bool,
+) {
+    let check = |got: Option<&[u8]>, id: u64, want: u32| {
+        assert!(
+            got == Some(model.values[want as usize].as_slice()),
+            "heed: id {id} reads back its value"
+        );
+    };
+    if reads_only {
+        for chunk in ops.chunks(FLUSH_EVERY as usize) {
+            let rtxn = env.read_txn().expect("heed read txn");
+            for op in chunk {
+                if let Op::Get(id, want) = *op {
+                    check(
+                        db.get(&rtxn, &id.to_be_bytes()).expect("heed get"),
+                        id,
+                        want,
+                    );
+                }
+            }
+        }
+        return;
+    }
+    for op in ops {
+        let txn = match wtxn {
+            Some(t) => t,
+            None => wtxn.insert(env.write_txn().expect("heed write txn")),
+        };
+        match *op {
+            Op::Get(id, want) => check(db.get(txn, &id.to_be_bytes()).expect("heed get"), id, want),
+            Op::Put(id, v) => {
+                db.put(txn, &id.to_be_bytes(), &model.values[v as usize])
+                    .expect("heed put");
+                *writes += 1;
+                if (*writes).is_multiple_of(FLUSH_EVERY)
+                    && let Some(t) = wtxn.take()
+                {
+                    t.commit().expect("heed commit");
+                }
+            }
+        }
+    }
+}
+
+/// Runs every mix on both stores; records ops/s rows and the disk rows.
+fn peer_mixes() {
+    let ops = scaled(50_000, 200_000);
+    let mut model = Model::new(&mut Rng(0x0000_DA7A_5EED));
+    let mixes = build_mixes(&mut model, ops);
+    eprintln!(
+        "slotted vs heed: {PEER_IDS} ids of ~1 KiB, {ops} ops per mix, flush every {FLUSH_EVERY} writes"
+    );
+
+    let vdir = scratch_dir().expect("scratch dir");
+    let store = varve_slotted::Store::create(vdir.path(), varve_slotted::Options::default())
+        .expect("create varve store");
+    let hdir = scratch_dir().expect("scratch dir");
+    let mut eo = heed::EnvOpenOptions::new().read_txn_without_tls();
+    eo.map_size(16 << 30);
+    // SAFETY: a fresh directory used by this bench only; nothing else maps the file.
+    let env = unsafe { eo.open(hdir.path()) }.expect("open heed env");
+    let db: HeedDb<'_> = env
+        .create_databases_and_commit(
+            env.write_txn().expect("heed write txn"),
+            |dbo, wtxn| -> heed::Result<_> {
+                Ok(heed::CommitOrAbort::<_, ()>::Commit(
+                    dbo.create_database(wtxn, None)?,
+                ))
+            },
+        )
+        .expect("heed db")
+        .commit()
+        .expect("heed db created");
+
+    let (mut vw, mut hw) = (0u64, 0u64);
+    let mut wtxn: Option<heed::RwTxn<'_>> = None;
+    for (i, mix) in mixes.iter().enumerate() {
+        let reads_only = mix.ops.iter().all(|o| matches!(o, Op::Get(..)));
+        let slice = mix.ops.len().div_ceil(SLICES);
+        let (mut vt, mut ht) = (Duration::ZERO, Duration::ZERO);
+        for (k, part) in mix.ops.chunks(slice).enumerate() {
+            let last = (k + 1) * slice >= mix.ops.len();
+            // Alternate which store goes first, so neither always follows the other.
+            for who in [(i + k) % 2, (i + k + 1) % 2] {
+                let t = Instant::now();
+                if who == 0 {
+                    varve_slice(&store, &model, part, &mut vw);
+                    if last {
+                        store.flush().expect("varve flush");
+                    }
+                    vt += t.elapsed();
+                } else {
+                    heed_slice(&env, &db, &model, part, &mut hw, &mut wtxn, reads_only);
+                    if last && let Some(t) = wtxn.take() {
+                        t.commit().expect("heed commit");
+                    }
+                    ht += t.elapsed();
+                }
+            }
+        }
+        let n = mix.ops.len();
+        compare(
+            GROUP,
+            &format!("vs heed, {}, 1 thread, flush every 10k writes", mix.name),
+            "ops/s",
+            Better::Higher,
+            per_sec(n, vt),
+            HEED,
+            per_sec(n, ht),
+        );
+        if i == 0 {
+            disk_rows("after prefill", vdir.path(), hdir.path());
+        }
+    }
+    disk_rows("after every mix", vdir.path(), hdir.path());
+    eprintln!("  varve stats {:?}", store.stats().expect("stats"));
+}
+
+fn disk_rows(when: &str, varve: &Path, heed: &Path) {
+    compare(
+        GROUP,
+        &format!("vs heed, disk {when} (allocated)"),
+        "MiB",
+        Better::Lower,
+        allocated(varve) as f64 / 1048576.0,
+        HEED,
+        allocated(heed) as f64 / 1048576.0,
     );
 }
