@@ -714,11 +714,22 @@ fn varve_slice(s: &varve_slotted::Store, model: &Model, ops: &[Op], writes: &mut
                 s.put(id, &model.values[v as usize]).expect("varve put");
                 *writes += 1;
                 if (*writes).is_multiple_of(FLUSH_EVERY) {
+                    let t = Instant::now();
                     s.flush().expect("varve flush");
+                    note_flush(t);
                 }
             }
         }
     }
+}
+
+thread_local! {
+    /// Time spent in flushes (Varve `flush`, heed commit) since it was last taken.
+    static FLUSH_TIME: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
+}
+
+fn note_flush(since: Instant) {
+    FLUSH_TIME.set(FLUSH_TIME.get() + since.elapsed());
 }
 
 type HeedDb<'e> = heed::Database<'e, heed::types::Bytes, heed::types::Bytes>;
@@ -768,14 +779,26 @@ fn heed_slice<'e>(
                     .expect("heed put");
                 *writes += 1;
                 if (*writes).is_multiple_of(FLUSH_EVERY)
-                    && let Some(t) = wtxn.take()
+                    && let Some(txn) = wtxn.take()
                 {
-                    t.commit().expect("heed commit");
+                    let t = Instant::now();
+                    txn.commit().expect("heed commit");
+                    note_flush(t);
                 }
             }
         }
     }
 }
+
+/// The Varve configurations measured against heed: the default (lz4), and values stored
+/// as given.
+const VARVE_CONFIGS: [(&str, varve_slotted::Compression); 2] = [
+    ("", varve_slotted::Compression::Lz4),
+    (
+        ", Varve Compression::None",
+        varve_slotted::Compression::None,
+    ),
+];
 
 /// Runs every mix on both stores; records ops/s rows and the disk rows.
 fn peer_mixes() {
@@ -786,9 +809,18 @@ fn peer_mixes() {
         "slotted vs heed: {PEER_IDS} ids of ~1 KiB, {ops} ops per mix, flush every {FLUSH_EVERY} writes"
     );
 
-    let vdir = scratch_dir().expect("scratch dir");
-    let store = varve_slotted::Store::create(vdir.path(), varve_slotted::Options::default())
-        .expect("create varve store");
+    let mut varve = Vec::new();
+    for (_, c) in VARVE_CONFIGS {
+        let dir = scratch_dir().expect("scratch dir");
+        // The bench flushes every 10k writes, as heed commits: the store's own flush on
+        // retired bytes (a bound for callers that never flush) is off, so both stores sync
+        // at the same cadence.
+        let o = varve_slotted::Options::default()
+            .compression(c)
+            .flush_after_retired_bytes(0);
+        let store = varve_slotted::Store::create(dir.path(), o).expect("create varve store");
+        varve.push((dir, store));
+    }
     let hdir = scratch_dir().expect("scratch dir");
     let mut eo = heed::EnvOpenOptions::new().read_txn_without_tls();
     eo.map_size(16 << 30);
@@ -807,58 +839,101 @@ fn peer_mixes() {
         .commit()
         .expect("heed db created");
 
-    let (mut vw, mut hw) = (0u64, 0u64);
+    let contenders = VARVE_CONFIGS.len() + 1;
+    let mut writes = vec![0u64; contenders];
     let mut wtxn: Option<heed::RwTxn<'_>> = None;
     for (i, mix) in mixes.iter().enumerate() {
         let reads_only = mix.ops.iter().all(|o| matches!(o, Op::Get(..)));
         let slice = mix.ops.len().div_ceil(SLICES);
-        let (mut vt, mut ht) = (Duration::ZERO, Duration::ZERO);
+        let mut times = vec![Duration::ZERO; contenders];
+        let mut flush_times = vec![Duration::ZERO; contenders];
         for (k, part) in mix.ops.chunks(slice).enumerate() {
             let last = (k + 1) * slice >= mix.ops.len();
-            // Alternate which store goes first, so neither always follows the other.
-            for who in [(i + k) % 2, (i + k + 1) % 2] {
+            // Rotate which store goes first, so none always follows the same one.
+            for j in 0..contenders {
+                let who = (i + k + j) % contenders;
                 let t = Instant::now();
-                if who == 0 {
-                    varve_slice(&store, &model, part, &mut vw);
+                if let Some((_, store)) = varve.get(who) {
+                    varve_slice(store, &model, part, &mut writes[who]);
                     if last {
+                        let t = Instant::now();
                         store.flush().expect("varve flush");
+                        note_flush(t);
                     }
-                    vt += t.elapsed();
                 } else {
-                    heed_slice(&env, &db, &model, part, &mut hw, &mut wtxn, reads_only);
-                    if last && let Some(t) = wtxn.take() {
-                        t.commit().expect("heed commit");
+                    heed_slice(
+                        &env,
+                        &db,
+                        &model,
+                        part,
+                        &mut writes[who],
+                        &mut wtxn,
+                        reads_only,
+                    );
+                    if last && let Some(txn) = wtxn.take() {
+                        let t = Instant::now();
+                        txn.commit().expect("heed commit");
+                        note_flush(t);
                     }
-                    ht += t.elapsed();
                 }
+                times[who] += t.elapsed();
+                flush_times[who] += FLUSH_TIME.take();
             }
         }
         let n = mix.ops.len();
-        compare(
-            GROUP,
-            &format!("vs heed, {}, 1 thread, flush every 10k writes", mix.name),
-            "ops/s",
-            Better::Higher,
-            per_sec(n, vt),
-            HEED,
-            per_sec(n, ht),
+        eprintln!(
+            "  {}: time (of which flushing) per store, ms: {}",
+            mix.name,
+            times
+                .iter()
+                .zip(&flush_times)
+                .map(|(t, f)| format!(
+                    "{:.0} ({:.0})",
+                    t.as_secs_f64() * 1e3,
+                    f.as_secs_f64() * 1e3
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
+        let heed_rate = per_sec(n, times[contenders - 1]);
+        for (c, (label, _)) in VARVE_CONFIGS.iter().enumerate() {
+            compare(
+                GROUP,
+                &format!(
+                    "vs heed, {}, 1 thread, flush every 10k writes{label}",
+                    mix.name
+                ),
+                "ops/s",
+                Better::Higher,
+                per_sec(n, times[c]),
+                HEED,
+                heed_rate,
+            );
+        }
         if i == 0 {
-            disk_rows("after prefill", vdir.path(), hdir.path());
+            disk_rows("after prefill", &varve, hdir.path());
         }
     }
-    disk_rows("after every mix", vdir.path(), hdir.path());
-    eprintln!("  varve stats {:?}", store.stats().expect("stats"));
+    disk_rows("after every mix", &varve, hdir.path());
+    for (c, (_, store)) in varve.iter().enumerate() {
+        eprintln!(
+            "  varve {:?} stats {:?}",
+            VARVE_CONFIGS[c].1,
+            store.stats().expect("stats")
+        );
+    }
 }
 
-fn disk_rows(when: &str, varve: &Path, heed: &Path) {
-    compare(
-        GROUP,
-        &format!("vs heed, disk {when} (allocated)"),
-        "MiB",
-        Better::Lower,
-        allocated(varve) as f64 / 1048576.0,
-        HEED,
-        allocated(heed) as f64 / 1048576.0,
-    );
+fn disk_rows(when: &str, varve: &[(tempfile::TempDir, varve_slotted::Store)], heed: &Path) {
+    for (c, (label, _)) in VARVE_CONFIGS.iter().enumerate() {
+        compare(
+            GROUP,
+            &format!("vs heed, disk {when} (allocated){label}"),
+            "MiB",
+            Better::Lower,
+            allocated(varve[c].0.path()) as f64 / 1048576.0,
+            HEED,
+            allocated(heed) as f64 / 1048576.0,
+        );
+    }
 }
