@@ -749,3 +749,47 @@ fn a_version_1_tracker_is_refused_with_a_clear_error() {
     }
     assert_open_fails_unchanged(dir.path());
 }
+
+/// Reads go from the id to the value with the slot entry's fields verified when the value
+/// was written (or on open), and check the value's bytes against its checksum: a slot
+/// entry damaged after that does not change what reads return, the next open finds it,
+/// and damage to the value's own bytes is found by every read.
+#[test]
+fn reads_use_the_slot_fields_verified_on_write_or_open() {
+    for reopened in [false, true] {
+        let dir = scratch();
+        let s = Store::create(dir.path(), opts().compression(Compression::None)).unwrap();
+        s.put(1, &[1u8; 200]).unwrap();
+        s.put(2, &[2u8; 300]).unwrap();
+        s.flush().unwrap();
+        let s = if reopened {
+            drop(s);
+            Store::open(dir.path(), opts().compression(Compression::None)).unwrap()
+        } else {
+            s
+        };
+        let (page, slot) = ptr_of(dir.path(), 2);
+        // Another owner id (valid checksum), written behind the open store's back.
+        forge_entry(dir.path(), page, slot, |e| e[0] ^= 1);
+        assert_eq!(s.get(2).unwrap().unwrap(), vec![2u8; 300], "{reopened}");
+        assert_eq!(
+            s.get_with(2, <[u8]>::to_vec).unwrap().unwrap(),
+            vec![2u8; 300]
+        );
+        let all: Vec<_> = s.iter().map(Result::unwrap).collect();
+        assert_eq!(all, vec![(1, vec![1u8; 200]), (2, vec![2u8; 300])]);
+        // The value's own bytes: found on every read.
+        let at = read_u64(&dir.path().join(PAGE0), 64 + 40 * u64::from(slot) + 8) as u32;
+        flip(&dir.path().join(PAGE0), u64::from(at) + 7);
+        assert!(matches!(s.get(2), Err(Error::Corrupted { .. })));
+        assert!(matches!(
+            s.get_with(2, |_| ()),
+            Err(Error::Corrupted { .. })
+        ));
+        assert_eq!(s.get(1).unwrap().unwrap(), vec![1u8; 200]);
+        drop(s);
+        let s = Store::open(dir.path(), opts()).unwrap();
+        assert_eq!(s.stats().unwrap().corrupt_entries, 1);
+        assert!(matches!(s.get(2), Err(Error::Corrupted { .. })));
+    }
+}
