@@ -75,11 +75,7 @@
 //! # Readers and the writer
 //!
 //! Readers take a read lock on the pointer table for the duration of one read (a lookup,
-//! a checksum and a decompression or a zero-copy callback). The table holds, next to each
-//! pointer, the fields of its slot entry a read needs (container offset, lengths, codec,
-//! dictionary, value checksum), copied when the value was written or its entry verified on
-//! open: a read goes from the id straight to the value's bytes and checks them against
-//! that checksum; it does not read the slot entry again. The writer writes new values
+//! a checksum and a decompression or a zero-copy callback). The writer writes new values
 //! into unreachable space without that lock and takes the write lock only to swap a pointer,
 //! overwrite a fresh value in place, or add/remove a page mapping.
 //!

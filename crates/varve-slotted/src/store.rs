@@ -24,7 +24,7 @@ use crate::format::{
 };
 use crate::mmap::{BLOCK, Map};
 use crate::page::{LiveSlot, PageAlloc, Pages, SlotState};
-use crate::ptrs::{Loc, PtrTable};
+use crate::ptrs::PtrTable;
 use crate::ranges::RangeSet;
 use crate::tracker::Tracker;
 
@@ -71,7 +71,7 @@ pub struct Options {
     pub compression: Compression,
     /// Largest id accepted, at most 2^39 - 1 (the sparse tracker file then spans 8 TiB,
     /// within ext4's file size limit). Ids index a sparse table: memory and disk
-    /// grow with the ids in use (4096 neighbouring ids share a 128 KiB block of memory and
+    /// grow with the ids in use (4096 neighbouring ids share a 32 KiB block of memory and
     /// 256 share a 4 KiB block of the tracker file), not with the largest id, so a single
     /// large id is cheap, but dense ids are the cheapest. Default `u32::MAX`.
     pub max_id: u64,
@@ -357,56 +357,13 @@ fn corrupted(page: u32, slot: u32, what: &'static str) -> Error {
     Error::Corrupted { page, slot, what }
 }
 
-/// The verified stored bytes of `id` (whose pointer is `raw`, 0 for none) and what
-/// decodes them, with its page and slot; `None` when it has no value. Reads go from the
-/// in-memory [`Loc`] straight to the value when it is known (always, except for a pointer
-/// whose slot entry did not verify on open: that one is read and checked again, and fails).
-/// Errors: [`Error::CorruptedEntry`] when its tracker entry was found corrupt on open,
-/// [`Error::Corrupted`] when its bytes fail their checks.
-fn find(sh: &Shared, id: u64, raw: u64, loc: Option<Loc>) -> Result<Option<Found<'_>>> {
-    if raw == 0 {
-        return Ok(None);
+/// The page and slot `id` points to, `None` when it has no value, or
+/// [`Error::CorruptedEntry`] when its tracker entry was found corrupt on open.
+fn pointer_of(sh: &Shared, id: u64) -> Result<Option<(u32, u32)>> {
+    match sh.ptrs.get(id) {
+        0 => Ok(None),
+        p => decode_ptr(p).map(Some).ok_or(Error::CorruptedEntry { id }),
     }
-    let (page, slot) = decode_ptr(raw).ok_or(Error::CorruptedEntry { id })?;
-    let (loc, stored) = match loc {
-        Some(loc) => (loc, locate_known(sh, page, slot, &loc)?),
-        None => {
-            let (s, stored) = locate(sh, id, page, slot)?;
-            (Loc::of(&s), stored)
-        }
-    };
-    Ok(Some(Found {
-        page,
-        slot,
-        loc,
-        stored,
-    }))
-}
-
-/// A value found by [`find`].
-struct Found<'a> {
-    page: u32,
-    slot: u32,
-    loc: Loc,
-    stored: &'a [u8],
-}
-
-/// The stored bytes `loc` names in `page`, checked against its checksum.
-fn locate_known<'a>(sh: &'a Shared, page: u32, slot: u32, loc: &Loc) -> Result<&'a [u8]> {
-    let map = sh
-        .maps
-        .get(page as usize)
-        .and_then(Option::as_ref)
-        .ok_or_else(|| corrupted(page, slot, "pointer to a missing page"))?;
-    // SAFETY: the caller holds the read lock and `loc` is the location of a published
-    // pointer's container (copied from its verified slot entry): the writer overwrites a
-    // published container, and changes its `Loc`, only under the write lock.
-    let stored = unsafe { map.read(u64::from(loc.offset), loc.stored_len as usize) }
-        .ok_or_else(|| corrupted(page, slot, "value past the end of the page"))?;
-    if value_sum(stored) != loc.value_sum {
-        return Err(corrupted(page, slot, "value checksum mismatch"));
-    }
-    Ok(stored)
 }
 
 /// A value encoded for storage.
@@ -482,7 +439,7 @@ fn locate(sh: &Shared, id: u64, page: u32, slot: u32) -> Result<(Slot, &[u8])> {
 }
 
 /// Decodes stored bytes into the value.
-fn decode(sh: &Shared, page: u32, slot: u32, s: &Loc, stored: &[u8]) -> Result<Vec<u8>> {
+fn decode(sh: &Shared, page: u32, slot: u32, s: &Slot, stored: &[u8]) -> Result<Vec<u8>> {
     let mut out = vec![0u8; s.raw_len as usize];
     let n = match s.codec {
         CODEC_RAW if s.raw_len == s.stored_len => {
@@ -569,7 +526,7 @@ impl Store {
                 dict_files.push((id, entry.path()));
             }
         }
-        let (tracker, mut ptrs) = Tracker::open(&dir.join(TRACKER_FILE))?;
+        let (tracker, ptrs) = Tracker::open(&dir.join(TRACKER_FILE))?;
 
         let mut dicts = BTreeMap::new();
         let mut dict_bytes = 0;
@@ -612,7 +569,7 @@ impl Store {
             synced_bytes: 0,
             punched_bytes: 0,
         };
-        rebuild(&mut w, &mut ptrs)?;
+        rebuild(&mut w, &ptrs)?;
         let store = Store {
             dir: dir.to_path_buf(),
             opts,
@@ -706,7 +663,7 @@ impl Store {
             };
             let map = w.map(op)?;
             {
-                let mut g = self.write_shared()?;
+                let _g = self.write_shared()?;
                 // SAFETY: (both writes) the shared write lock is held, so no reader holds a
                 // slice of this published container or slot entry.
                 unsafe {
@@ -716,8 +673,6 @@ impl Store {
                         bytemuck::bytes_of(&SlotEntry::encode(&slot, op, os)),
                     )?;
                 }
-                // Readers find the new bytes (and their checksum) from here on.
-                g.ptrs.set_loc(id, Loc::of(&slot));
             }
             w.pages
                 .with(op, |p| p.update_in_place(os, stored_len, slot.raw_len, cap));
@@ -785,9 +740,7 @@ impl Store {
         w.mark_dirty(page, slot_offset(s), u64::from(SLOT_LEN));
         w.summary_dirty.insert(page);
         {
-            self.write_shared()?
-                .ptrs
-                .set_with_loc(slot.id, encode_ptr(page, s), Loc::of(slot));
+            self.write_shared()?.ptrs.set(slot.id, encode_ptr(page, s));
         }
         w.dirty_ids.push(slot.id);
         Ok(())
@@ -935,11 +888,11 @@ impl Store {
     pub fn get(&self, id: u64) -> Result<Option<Vec<u8>>> {
         self.check_id(id)?;
         let sh = self.read_shared()?;
-        let (raw, loc) = sh.ptrs.get_with_loc(id);
-        let Some(f) = find(&sh, id, raw, loc)? else {
+        let Some((page, slot)) = pointer_of(&sh, id)? else {
             return Ok(None);
         };
-        decode(&sh, f.page, f.slot, &f.loc, f.stored).map(Some)
+        let (s, stored) = locate(&sh, id, page, slot)?;
+        decode(&sh, page, slot, &s, stored).map(Some)
     }
 
     /// Calls `f` with the value of `id` and returns its result, or `None` when there is no
@@ -949,15 +902,14 @@ impl Store {
     pub fn get_with<R>(&self, id: u64, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
         self.check_id(id)?;
         let sh = self.read_shared()?;
-        let (raw, loc) = sh.ptrs.get_with_loc(id);
-        let Some(found) = find(&sh, id, raw, loc)? else {
+        let Some((page, slot)) = pointer_of(&sh, id)? else {
             return Ok(None);
         };
-        let s = &found.loc;
+        let (s, stored) = locate(&sh, id, page, slot)?;
         if s.codec == CODEC_RAW && s.raw_len == s.stored_len {
-            return Ok(Some(f(found.stored)));
+            return Ok(Some(f(stored)));
         }
-        let v = decode(&sh, found.page, found.slot, s, found.stored)?;
+        let v = decode(&sh, page, slot, &s, stored)?;
         Ok(Some(f(&v)))
     }
 
@@ -1266,8 +1218,7 @@ fn open_page(path: &Path, page: u32) -> Result<Map> {
 
 /// Rebuilds the writer's page state from the tracker pointers and the slot entries they
 /// reach; unreadable entries are counted and reserved (their ids read as `Corrupted`).
-/// Every id whose slot verifies gets its [`Loc`] in `ptrs`.
-fn rebuild(w: &mut Writer, ptrs: &mut PtrTable) -> Result<()> {
+fn rebuild(w: &mut Writer, ptrs: &PtrTable) -> Result<()> {
     let mut refs: BTreeMap<u32, Vec<(u32, u64)>> = BTreeMap::new();
     for (id, p) in ptrs.iter() {
         let Some((page, slot)) = decode_ptr(p) else {
@@ -1294,7 +1245,6 @@ fn rebuild(w: &mut Writer, ptrs: &mut PtrTable) -> Result<()> {
         let n = mine.iter().map(|&(s, _)| s + 1).max().unwrap_or(0);
         let dir_end = u64::from(PAGE_HEADER_LEN) + u64::from(SLOT_LEN) * u64::from(n);
         let mut states = vec![SlotState::Free; n as usize];
-        let mut locs = Vec::new();
         // Verified owners claim their slots first; a pointer that does not verify (wrong
         // id, tombstone, bad checksum...) reserves its slot only if no owner claimed it.
         let mut bad = Vec::new();
@@ -1314,7 +1264,6 @@ fn rebuild(w: &mut Writer, ptrs: &mut PtrTable) -> Result<()> {
                 });
             match ok {
                 Some(s) => {
-                    locs.push((slot, id, Loc::of(&s)));
                     states[slot as usize] = SlotState::Live(LiveSlot {
                         id,
                         offset: s.offset,
@@ -1350,12 +1299,6 @@ fn rebuild(w: &mut Writer, ptrs: &mut PtrTable) -> Result<()> {
                 w.corrupt_entries += 1;
             } else {
                 end = off + cap;
-            }
-        }
-        // Slots still live now are the ones readers may go to directly.
-        for (slot, id, loc) in locs {
-            if matches!(states[slot as usize], SlotState::Live(l) if l.id == id) {
-                ptrs.set_loc(id, loc);
             }
         }
         let alloc = PageAlloc::rebuild(size, states)
@@ -1557,16 +1500,15 @@ impl Iterator for Iter<'_> {
             Ok(sh) => sh,
             Err(e) => return Some(Err(e)),
         };
-        let (id, _) = sh.ptrs.next_from(self.next)?;
+        let (id, p) = sh.ptrs.next_from(self.next)?;
         // Ids stay below 2^39, so this never ends an iteration early; it cannot wrap to 0.
         self.next = id.checked_add(1)?;
-        let (raw, loc) = sh.ptrs.get_with_loc(id);
-        // `raw` is not 0 (`next_from` skips ids without a pointer), so `find` gives a value
-        // or an error.
+        let Some((page, slot)) = decode_ptr(p) else {
+            return Some(Err(Error::CorruptedEntry { id }));
+        };
         Some(
-            find(&sh, id, raw, loc)
-                .transpose()?
-                .and_then(|f| decode(&sh, f.page, f.slot, &f.loc, f.stored))
+            locate(&sh, id, page, slot)
+                .and_then(|(s, stored)| decode(&sh, page, slot, &s, stored))
                 .map(|v| (id, v)),
         )
     }
