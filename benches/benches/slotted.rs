@@ -1,5 +1,14 @@
-//! Slotted-store benchmarks: Varve's `varve-slotted` against RocksDB (feature `rocksdb`)
-//! or, without it, an in-memory `HashMap` baseline, in the same run.
+//! Slotted-store benchmarks, two parts.
+//!
+//! 1. Against heed (LMDB) at equal flush cadence (issue 16 item 18; see `peer_mixes`): one
+//!    seeded operation list per mix (prefill 100k, pure gets, 95% reads, 50% updates,
+//!    80% inserts, update half), ~1 KiB JSON-like values, every get checked, both stores
+//!    syncing every 10k writes; rows `vs heed, ...` give ops/s and allocated disk, for
+//!    Varve's default (lz4) and for `Compression::None`. qdrant's gridstore, the peer the
+//!    issue measured from outside, is not published on crates.io. Set
+//!    `VARVE_BENCH_SLOTTED_PEER_ONLY=1` to run only this part.
+//! 2. Varve's `varve-slotted` against RocksDB (feature `rocksdb`) or, without it, an
+//!    in-memory `HashMap` baseline, in the same run, described below.
 //!
 //! Data: seeded JSON-like documents of 100 B to 10 KiB (log-uniform sizes), keyed by dense
 //! ids. Phases, single-threaded unless said: load (put), get, update half, delete; get with
