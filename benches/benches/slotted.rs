@@ -1,5 +1,14 @@
-//! Slotted-store benchmarks: Varve's `varve-slotted` against RocksDB (feature `rocksdb`)
-//! or, without it, an in-memory `HashMap` baseline, in the same run.
+//! Slotted-store benchmarks, two parts.
+//!
+//! 1. Against heed (LMDB) at equal flush cadence (issue 16 item 18; see `peer_mixes`): one
+//!    seeded operation list per mix (prefill 100k, pure gets, 95% reads, 50% updates,
+//!    80% inserts, update half), ~1 KiB JSON-like values, every get checked, both stores
+//!    syncing every 10k writes; rows `vs heed, ...` give ops/s and allocated disk, for
+//!    Varve's default (lz4) and for `Compression::None`. qdrant's gridstore, the peer the
+//!    issue measured from outside, is not published on crates.io. Set
+//!    `VARVE_BENCH_SLOTTED_PEER_ONLY=1` to run only this part.
+//! 2. Varve's `varve-slotted` against RocksDB (feature `rocksdb`) or, without it, an
+//!    in-memory `HashMap` baseline, in the same run, described below.
 //!
 //! Data: seeded JSON-like documents of 100 B to 10 KiB (log-uniform sizes), keyed by dense
 //! ids. Phases, single-threaded unless said: load (put), get, update half, delete; get with
@@ -369,6 +378,10 @@ fn mixes(engine: &dyn Engine, n: u64, ops: usize, pool: &[Vec<u8>]) -> [f64; 3] 
 }
 
 fn main() {
+    peer_mixes();
+    if std::env::var_os("VARVE_BENCH_SLOTTED_PEER_ONLY").is_some() {
+        return;
+    }
     let n: u64 = scaled(4_000, 40_000);
     let reads = scaled(20_000, 200_000);
     let mix_ops = scaled(20_000, 200_000);
@@ -554,4 +567,382 @@ fn dictionary_gain(data: &[Vec<u8>]) {
         "lz4 without dictionary",
         plain,
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Mixes against heed (LMDB) at equal flush cadence (issue 16, item 18).
+//
+// qdrant's gridstore, the peer the issue measured from outside, is not published on
+// crates.io; the issue allows an equivalent mix against heed (LMDB 0.9 through heed 0.23),
+// which is used as it ships (default flags: each commit writes its dirty pages and
+// `fdatasync`s data and meta page).
+//
+// One seeded operation list per mix, applied to both stores; one thread; JSON-like
+// values of 900..1150 bytes; 100 000 ids prefilled (ids 0..100 000 in order). Every get
+// is checked against the model (the value's bytes compared in full; each store through
+// its cheapest checked read: Varve's `get_with`, heed's borrowed `get`). Both flush every
+// 10 000 writes and at the end of each mix, inside the timed region: Varve `flush()`,
+// heed a commit of the write transaction holding those writes (its reads of a mix with
+// writes go through that transaction, so they see its own writes, as Varve's do; reads of
+// the pure-get mix go through a read transaction renewed every 10 000 gets). Each mix is
+// cut into slices run alternately on the two stores (so both share the machine's
+// background load); a mix's time is the sum of its slices.
+// ---------------------------------------------------------------------------------------
+
+/// Ids prefilled before the mixes.
+const PEER_IDS: u64 = 100_000;
+/// Writes between two flushes (Varve `flush`, heed commit), for both stores.
+const FLUSH_EVERY: u64 = 10_000;
+/// Slices each mix is cut into, run alternately on the two stores.
+const SLICES: usize = 8;
+const HEED: &str = "heed 0.23 (LMDB), commit every 10k writes";
+
+#[derive(Clone, Copy)]
+enum Op {
+    /// Read `id`, expecting value number `want` (`u32::MAX`: no value).
+    Get(u64, u32),
+    /// Store value number `v` under `id`.
+    Put(u64, u32),
+}
+
+/// A mix: its name and its operation list.
+struct Mix {
+    name: &'static str,
+    ops: Vec<Op>,
+}
+
+/// The values ops refer to by number, and the model of which id holds which.
+struct Model {
+    values: Vec<Vec<u8>>,
+    holds: Vec<u32>,
+}
+
+impl Model {
+    fn new(rng: &mut Rng) -> Model {
+        let mut values = Vec::new();
+        for id in 0..PEER_IDS + 20_000 {
+            let len = 900 + rng.below(251) as usize;
+            values.push(doc(rng, id, len));
+        }
+        Model {
+            values,
+            holds: Vec::new(),
+        }
+    }
+
+    fn pick(&self, rng: &mut Rng) -> u32 {
+        rng.below(self.values.len() as u64) as u32
+    }
+
+    /// Appends to `ops` a put of a random value under `id`, updating the model.
+    fn put(&mut self, rng: &mut Rng, ops: &mut Vec<Op>, id: u64) {
+        let v = self.pick(rng);
+        if id as usize == self.holds.len() {
+            self.holds.push(v);
+        } else {
+            self.holds[id as usize] = v;
+        }
+        ops.push(Op::Put(id, v));
+    }
+
+    fn get(&self, rng: &mut Rng, ops: &mut Vec<Op>) {
+        let id = rng.below(self.holds.len() as u64);
+        ops.push(Op::Get(id, self.holds[id as usize]));
+    }
+}
+
+/// The seeded mixes, in the order they run (each starts from the state the previous left).
+fn build_mixes(model: &mut Model, ops: usize) -> Vec<Mix> {
+    let mut rng = Rng(0x0510_77ED);
+    let mut mixes = Vec::new();
+    let mut prefill = Vec::new();
+    for id in 0..PEER_IDS {
+        let v = id as u32;
+        model.holds.push(v);
+        prefill.push(Op::Put(id, v));
+    }
+    mixes.push(Mix {
+        name: "prefill 100k",
+        ops: prefill,
+    });
+    let mut gets = Vec::new();
+    for _ in 0..ops {
+        model.get(&mut rng, &mut gets);
+    }
+    mixes.push(Mix {
+        name: "pure gets",
+        ops: gets,
+    });
+    for (name, get_pct, insert_pct) in [
+        ("95% reads, 5% updates", 95, 0),
+        ("50% reads, 50% updates", 50, 0),
+        ("80% inserts, 20% reads", 20, 80),
+    ] {
+        let mut list = Vec::with_capacity(ops);
+        for _ in 0..ops {
+            let p = rng.below(100);
+            if p < get_pct {
+                model.get(&mut rng, &mut list);
+            } else if p < get_pct + insert_pct {
+                let id = model.holds.len() as u64;
+                model.put(&mut rng, &mut list, id);
+            } else {
+                let id = rng.below(model.holds.len() as u64);
+                model.put(&mut rng, &mut list, id);
+            }
+        }
+        mixes.push(Mix { name, ops: list });
+    }
+    // Update half: every other prefilled id once, in a seeded order.
+    let mut ids: Vec<u64> = (0..PEER_IDS).step_by(2).collect();
+    for i in (1..ids.len()).rev() {
+        ids.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let mut upd = Vec::with_capacity(ids.len());
+    for id in ids {
+        model.put(&mut rng, &mut upd, id);
+    }
+    mixes.push(Mix {
+        name: "update half",
+        ops: upd,
+    });
+    mixes
+}
+
+/// Varve's side: runs `ops`, flushing every `FLUSH_EVERY` writes (counted across slices).
+fn varve_slice(s: &varve_slotted::Store, model: &Model, ops: &[Op], writes: &mut u64) {
+    for op in ops {
+        match *op {
+            Op::Get(id, want) => {
+                let ok = s
+                    .get_with(id, |v| v == model.values[want as usize].as_slice())
+                    .expect("varve get");
+                assert_eq!(ok, Some(true), "varve: id {id} reads back its value");
+            }
+            Op::Put(id, v) => {
+                s.put(id, &model.values[v as usize]).expect("varve put");
+                *writes += 1;
+                if (*writes).is_multiple_of(FLUSH_EVERY) {
+                    let t = Instant::now();
+                    s.flush().expect("varve flush");
+                    note_flush(t);
+                }
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Time spent in flushes (Varve `flush`, heed commit) since it was last taken.
+    static FLUSH_TIME: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
+}
+
+fn note_flush(since: Instant) {
+    FLUSH_TIME.set(FLUSH_TIME.get() + since.elapsed());
+}
+
+type HeedDb<'e> = heed::Database<'e, heed::types::Bytes, heed::types::Bytes>;
+
+/// heed's side: the same, with writes (and the reads between them) in a write transaction
+/// committed every `FLUSH_EVERY` writes; a mix without writes reads in a read transaction
+/// renewed every `FLUSH_EVERY` gets.
+fn heed_slice<'e>(
+    env: &'e heed::Env<heed::WithoutTls>,
+    db: &HeedDb<'e>,
+    model: &Model,
+    ops: &[Op],
+    writes: &mut u64,
+    wtxn: &mut Option<heed::RwTxn<'e>>,
+    reads_only: bool,
+) {
+    let check = |got: Option<&[u8]>, id: u64, want: u32| {
+        assert!(
+            got == Some(model.values[want as usize].as_slice()),
+            "heed: id {id} reads back its value"
+        );
+    };
+    if reads_only {
+        for chunk in ops.chunks(FLUSH_EVERY as usize) {
+            let rtxn = env.read_txn().expect("heed read txn");
+            for op in chunk {
+                if let Op::Get(id, want) = *op {
+                    check(
+                        db.get(&rtxn, &id.to_be_bytes()).expect("heed get"),
+                        id,
+                        want,
+                    );
+                }
+            }
+        }
+        return;
+    }
+    for op in ops {
+        let txn = match wtxn {
+            Some(t) => t,
+            None => wtxn.insert(env.write_txn().expect("heed write txn")),
+        };
+        match *op {
+            Op::Get(id, want) => check(db.get(txn, &id.to_be_bytes()).expect("heed get"), id, want),
+            Op::Put(id, v) => {
+                db.put(txn, &id.to_be_bytes(), &model.values[v as usize])
+                    .expect("heed put");
+                *writes += 1;
+                if (*writes).is_multiple_of(FLUSH_EVERY)
+                    && let Some(txn) = wtxn.take()
+                {
+                    let t = Instant::now();
+                    txn.commit().expect("heed commit");
+                    note_flush(t);
+                }
+            }
+        }
+    }
+}
+
+/// The Varve configurations measured against heed: the default (lz4), and values stored
+/// as given.
+const VARVE_CONFIGS: [(&str, varve_slotted::Compression); 2] = [
+    ("", varve_slotted::Compression::Lz4),
+    (
+        ", Varve Compression::None",
+        varve_slotted::Compression::None,
+    ),
+];
+
+/// Runs every mix on both stores; records ops/s rows and the disk rows.
+fn peer_mixes() {
+    let ops = scaled(50_000, 200_000);
+    let mut model = Model::new(&mut Rng(0x0000_DA7A_5EED));
+    let mixes = build_mixes(&mut model, ops);
+    eprintln!(
+        "slotted vs heed: {PEER_IDS} ids of ~1 KiB, {ops} ops per mix, flush every {FLUSH_EVERY} writes"
+    );
+
+    let mut varve = Vec::new();
+    for (_, c) in VARVE_CONFIGS {
+        let dir = scratch_dir().expect("scratch dir");
+        // The bench flushes every 10k writes, as heed commits: the store's own flush on
+        // retired bytes (a bound for callers that never flush) is off, so both stores sync
+        // at the same cadence.
+        let o = varve_slotted::Options::default()
+            .compression(c)
+            .flush_after_retired_bytes(0);
+        let store = varve_slotted::Store::create(dir.path(), o).expect("create varve store");
+        varve.push((dir, store));
+    }
+    let hdir = scratch_dir().expect("scratch dir");
+    let mut eo = heed::EnvOpenOptions::new().read_txn_without_tls();
+    eo.map_size(16 << 30);
+    // SAFETY: a fresh directory used by this bench only; nothing else maps the file.
+    let env = unsafe { eo.open(hdir.path()) }.expect("open heed env");
+    let db: HeedDb<'_> = env
+        .create_databases_and_commit(
+            env.write_txn().expect("heed write txn"),
+            |dbo, wtxn| -> heed::Result<_> {
+                Ok(heed::CommitOrAbort::<_, ()>::Commit(
+                    dbo.create_database(wtxn, None)?,
+                ))
+            },
+        )
+        .expect("heed db")
+        .commit()
+        .expect("heed db created");
+
+    let contenders = VARVE_CONFIGS.len() + 1;
+    let mut writes = vec![0u64; contenders];
+    let mut wtxn: Option<heed::RwTxn<'_>> = None;
+    for (i, mix) in mixes.iter().enumerate() {
+        let reads_only = mix.ops.iter().all(|o| matches!(o, Op::Get(..)));
+        let slice = mix.ops.len().div_ceil(SLICES);
+        let mut times = vec![Duration::ZERO; contenders];
+        let mut flush_times = vec![Duration::ZERO; contenders];
+        for (k, part) in mix.ops.chunks(slice).enumerate() {
+            let last = (k + 1) * slice >= mix.ops.len();
+            // Rotate which store goes first, so none always follows the same one.
+            for j in 0..contenders {
+                let who = (i + k + j) % contenders;
+                let t = Instant::now();
+                if let Some((_, store)) = varve.get(who) {
+                    varve_slice(store, &model, part, &mut writes[who]);
+                    if last {
+                        let t = Instant::now();
+                        store.flush().expect("varve flush");
+                        note_flush(t);
+                    }
+                } else {
+                    heed_slice(
+                        &env,
+                        &db,
+                        &model,
+                        part,
+                        &mut writes[who],
+                        &mut wtxn,
+                        reads_only,
+                    );
+                    if last && let Some(txn) = wtxn.take() {
+                        let t = Instant::now();
+                        txn.commit().expect("heed commit");
+                        note_flush(t);
+                    }
+                }
+                times[who] += t.elapsed();
+                flush_times[who] += FLUSH_TIME.take();
+            }
+        }
+        let n = mix.ops.len();
+        eprintln!(
+            "  {}: time (of which flushing) per store, ms: {}",
+            mix.name,
+            times
+                .iter()
+                .zip(&flush_times)
+                .map(|(t, f)| format!(
+                    "{:.0} ({:.0})",
+                    t.as_secs_f64() * 1e3,
+                    f.as_secs_f64() * 1e3
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let heed_rate = per_sec(n, times[contenders - 1]);
+        for (c, (label, _)) in VARVE_CONFIGS.iter().enumerate() {
+            compare(
+                GROUP,
+                &format!(
+                    "vs heed, {}, 1 thread, flush every 10k writes{label}",
+                    mix.name
+                ),
+                "ops/s",
+                Better::Higher,
+                per_sec(n, times[c]),
+                HEED,
+                heed_rate,
+            );
+        }
+        if i == 0 {
+            disk_rows("after prefill", &varve, hdir.path());
+        }
+    }
+    disk_rows("after every mix", &varve, hdir.path());
+    for (c, (_, store)) in varve.iter().enumerate() {
+        eprintln!(
+            "  varve {:?} stats {:?}",
+            VARVE_CONFIGS[c].1,
+            store.stats().expect("stats")
+        );
+    }
+}
+
+fn disk_rows(when: &str, varve: &[(tempfile::TempDir, varve_slotted::Store)], heed: &Path) {
+    for (c, (label, _)) in VARVE_CONFIGS.iter().enumerate() {
+        compare(
+            GROUP,
+            &format!("vs heed, disk {when} (allocated){label}"),
+            "MiB",
+            Better::Lower,
+            allocated(varve[c].0.path()) as f64 / 1048576.0,
+            HEED,
+            allocated(heed) as f64 / 1048576.0,
+        );
+    }
 }
