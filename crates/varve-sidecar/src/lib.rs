@@ -105,6 +105,7 @@
 
 mod error;
 mod format;
+mod hot;
 mod mapping;
 mod options;
 mod os;
