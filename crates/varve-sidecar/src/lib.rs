@@ -103,6 +103,7 @@
 //! All `unsafe` is in the private `os` module (opening and resizing the environment,
 //! memory advice on the map).
 
+mod digest;
 mod error;
 mod format;
 mod hot;

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::{Advice, fadvise};
-use xxhash_rust::xxh3::Xxh3;
 
+use crate::digest::Incremental;
 use crate::error::{Error, Result};
 use crate::format::{
     BLOB_HEADER_LEN, BLOB_HEADER_V1_LEN, BlobHeader, LMDB_PAGE_HEADER, check_overflow_header,
@@ -108,10 +108,12 @@ fn read_ahead_range(run: &RunRead, pos: u64) -> Option<(u64, u64)> {
 }
 
 /// Hashes the content of one digest chunk (file range `from..to`) as it arrives in a read
-/// buffer, so the chunk is checked as soon as its last piece lands.
+/// buffer (the chunk's bytes stay in place while it arrives), so the chunk is checked as
+/// soon as its last piece lands.
 struct ChunkHasher {
-    hasher: Xxh3,
-    /// File offset up to which the chunk has been hashed.
+    hasher: Incremental,
+    from: u64,
+    /// File offset up to which the chunk has been seen.
     done: u64,
     to: u64,
 }
@@ -119,7 +121,8 @@ struct ChunkHasher {
 impl ChunkHasher {
     fn new() -> ChunkHasher {
         ChunkHasher {
-            hasher: Xxh3::new(),
+            hasher: Incremental::new(),
+            from: 0,
             done: 0,
             to: 0,
         }
@@ -127,26 +130,38 @@ impl ChunkHasher {
 
     /// Starts the chunk `from..to`.
     fn start(&mut self, from: u64, to: u64) {
-        self.hasher.reset();
+        self.hasher = Incremental::new();
+        self.from = from;
         self.done = from;
         self.to = to;
+    }
+
+    /// The part of the chunk that the buffer holding `window` has.
+    fn held<'b>(&self, buf: &'b [u8], window: &Window) -> Option<&'b [u8]> {
+        let upto = self.to.min(window.hi);
+        let lo = usize::try_from(self.from.checked_sub(window.lo)?).ok()?;
+        let hi = usize::try_from(upto.checked_sub(window.lo)?).ok()?;
+        buf.get(lo..hi.max(lo))
     }
 
     /// Hashes what the buffer holding `window` has of the chunk beyond what was hashed.
     fn catch_up(&mut self, buf: &[u8], window: &Window) -> Option<()> {
         let upto = self.to.min(window.hi);
         if upto > self.done {
-            let lo = usize::try_from(self.done.checked_sub(window.lo)?).ok()?;
-            let hi = usize::try_from(upto - window.lo).ok()?;
-            self.hasher.update(buf.get(lo..hi)?);
+            let held = self.held(buf, window)?;
+            self.hasher.advance(held);
             self.done = upto;
         }
         Some(())
     }
 
-    /// The chunk's xxh3-128, once all of it was hashed.
-    fn digest(&self) -> Option<u128> {
-        (self.done == self.to).then(|| self.hasher.digest128())
+    /// The chunk's xxh3-128, once all of it is in the buffer holding `window`.
+    fn digest(&mut self, buf: &[u8], window: &Window) -> Option<u128> {
+        if self.done != self.to {
+            return None;
+        }
+        let whole = self.held(buf, window)?;
+        Some(self.hasher.finish(whole))
     }
 }
 
@@ -352,7 +367,7 @@ impl FileReader {
             track(&mut hasher, buf.as_ref(), &window)?;
             if verify
                 && hasher
-                    .digest()
+                    .digest(buf.as_ref(), &window)
                     .and_then(|d| table_digest(&table, i).map(|t| t == d))
                     != Some(true)
             {
