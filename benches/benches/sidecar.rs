@@ -39,6 +39,24 @@
 //! slow (one fault per page after the advised window). Hence the default read path:
 //! `pread` with `FADV_RANDOM`, `FADV_WILLNEED` two chunks ahead, `FADV_DONTNEED` behind.
 //!
+//! # Cold reads against plain `pread` (issue 16 item 11)
+//!
+//! Measured from outside at 0.61-0.80x of plain `pread` for 4 MiB blobs. `perf` (call
+//! graphs and context-switch samples of a loop of cold 4 MiB reads) showed: every blob
+//! started with a wait for a 2 MiB read-ahead request (the first page's `pread` waited for
+//! the whole first `POSIX_FADV_WILLNEED` bio: 118 waits in 128 blob reads); the reader's
+//! CPU was 330-370 µs per MiB against plain `pread`'s 125-140, about half of it in
+//! xxhash-rust's SSE2 XXH3 (about 5.5 GB/s here) and most of the rest page-cache work on
+//! 4 KiB folios (`POSIX_FADV_WILLNEED` allocates one folio per page where the kernel's own
+//! read-ahead of plain `pread` uses large folios, and `POSIX_FADV_DONTNEED` frees them
+//! again). Changes: the first piece of a run is requested on its own (the first wait is
+//! for a small request: 14 waits in 128 reads), pieces of 256 KiB with a 2 MiB window
+//! topped up in steps of at least 1 MiB, each digest chunk hashed as its pieces land, and
+//! the XXH3 long-input loop in AVX2 with a prefetch one page ahead (the loop stalled on
+//! loads at page boundaries). What is left is the page-cache work on 4 KiB folios and the
+//! wait for each blob's first piece (plain `pread` over back-to-back blobs reads ahead
+//! across blob boundaries; a blob read cannot).
+//!
 //! Earlier figures of the acceptance test (`tests/page_cache.rs`, format version 1, before
 //! the 10 ms sampler): drop-behind grew RSS by 4.1 MiB (the then one-blob verify buffer)
 //! and kept at most 0.1 MiB of `blobs.mdb` cached from cold; from a fully cached file it

@@ -8,10 +8,12 @@ use crate::error::{Error, Result};
 pub enum CachePolicy {
     /// The default: read the blob's file pages with `pread` on a separate read-only file
     /// descriptor (with `POSIX_FADV_RANDOM`, so the kernel reads exactly the requested
-    /// ranges), start the next chunk with `POSIX_FADV_WILLNEED` while the current one is
-    /// processed, and drop every chunk with `POSIX_FADV_DONTNEED` once it has been handed
-    /// on. Page-cache residency stays within about two chunks plus the read-ahead window;
-    /// RSS within the read buffer. Where no file offset can be derived for a blob (see the
+    /// ranges), in pieces of [`SidecarOptions::read_chunk`], keep a read-ahead window of
+    /// 2 MiB requested with `POSIX_FADV_WILLNEED` ahead of the piece being read, and drop
+    /// every piece with `POSIX_FADV_DONTNEED` once it is in the read buffer. Page-cache
+    /// residency stays within about two pieces plus the read-ahead window; RSS within the
+    /// read buffer (one digest chunk). With [`SidecarOptions::hot_budget`], recently read
+    /// blobs stay cached within that budget. Where no file offset can be derived for a blob (see the
     /// crate docs), it is read through LMDB's map and only its RSS is given back.
     DropBehind,
     /// Read with `O_DIRECT`, bypassing the page cache entirely (falls back to

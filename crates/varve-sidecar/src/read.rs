@@ -689,6 +689,32 @@ mod tests {
         assert_eq!((w.lo, w.hi), (2 * 4096, 4 * 4096));
     }
 
+    /// The window is topped up only when at least half of it is missing (large requests),
+    /// or to finish the run; never past the run, never behind what was requested.
+    #[test]
+    fn read_ahead_keeps_the_window_in_large_steps() {
+        const MIB: u64 = 1 << 20;
+        let mut run = RunRead::new(0, 10 * MIB, false);
+        // Nothing requested yet: the whole window.
+        assert_eq!(read_ahead_range(&run, 0), Some((0, 2 * MIB)));
+        run.requested = 2 * MIB;
+        // Half a piece read: less than half the window is missing.
+        assert_eq!(read_ahead_range(&run, MIB / 4), None);
+        // Exactly half of it missing: topped up to pos + window.
+        assert_eq!(read_ahead_range(&run, MIB), Some((2 * MIB, 3 * MIB)));
+        // A position past what was requested starts there.
+        assert_eq!(read_ahead_range(&run, 5 * MIB), Some((5 * MIB, 7 * MIB)));
+        // Near the end: a short remainder is still asked for, up to the end only.
+        run.requested = 9 * MIB + MIB / 2;
+        assert_eq!(
+            read_ahead_range(&run, 9 * MIB),
+            Some((9 * MIB + MIB / 2, 10 * MIB))
+        );
+        run.requested = 10 * MIB;
+        assert_eq!(read_ahead_range(&run, 9 * MIB), None);
+        assert_eq!(read_ahead_range(&run, 10 * MIB), None);
+    }
+
     #[test]
     fn aligned_buffers_are_aligned() {
         for len in [1, 4096, 10_000] {
