@@ -90,8 +90,9 @@
 //! checked; larger ones are read twice (the first pass checks the SHA-256 and notes a digest
 //! per read chunk, the second hands out only chunks that still match).
 //!
-//! [`CachePolicy::Direct`] reads with `O_DIRECT` instead (no page cache at all, no
-//! read-ahead overlap; falls back to drop-behind where the filesystem refuses it).
+//! [`CachePolicy::Direct`] reads with `O_DIRECT` instead (no page cache at all; a helper
+//! thread reads the next digest chunk while the current one is checked; falls back to
+//! drop-behind where the filesystem refuses it).
 //! [`CachePolicy::Keep`] hands out slices of LMDB's map (zero-copy, with `MADV_WILLNEED`
 //! ahead because LMDB's map is opened with `MDB_NORDAHEAD`, i.e. `MADV_RANDOM`), each
 //! verified chunk straight from the map.

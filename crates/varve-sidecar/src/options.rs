@@ -19,7 +19,9 @@ pub enum CachePolicy {
     /// Read with `O_DIRECT`, bypassing the page cache entirely (falls back to
     /// [`CachePolicy::DropBehind`] where the filesystem refuses `O_DIRECT`). Nothing of
     /// the blob enters the page cache, but a blob that happens to be cached is read from
-    /// the device again and there is no read-ahead overlap.
+    /// the device again. A blob of two or more digest chunks is read with a helper thread
+    /// that reads the next chunk while the current one is checked and handed out (about
+    /// three chunks of memory).
     Direct,
     /// No cache advice (the "advice off" mode): hand out slices of LMDB's memory map
     /// directly (zero-copy) after `MADV_WILLNEED`; pages stay in the page cache and in the

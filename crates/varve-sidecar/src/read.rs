@@ -6,6 +6,7 @@ use std::num::NonZeroU64;
 use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 
 use rustix::fs::{Advice, fadvise};
 
@@ -179,6 +180,69 @@ impl WholeBlob {
     }
 }
 
+/// A helper thread that reads file ranges into buffers it is handed (the `O_DIRECT`
+/// path's read-ahead): one request in flight while the caller works on the last answer.
+struct Pipe {
+    requests: mpsc::SyncSender<Request>,
+    answers: mpsc::Receiver<Result<AlignedBuf>>,
+}
+
+/// Read `lo..hi` of the file into `buf` at `lo - from` (the buffer's first byte stands for
+/// file offset `from`).
+struct Request {
+    from: u64,
+    lo: u64,
+    hi: u64,
+    buf: AlignedBuf,
+}
+
+impl Pipe {
+    /// Starts the helper in `scope`; it stops when the `Pipe` is dropped.
+    fn start<'scope>(
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        reader: &'scope FileReader,
+        hash: &'scope BlobHash,
+    ) -> Pipe {
+        let (requests, todo) = mpsc::sync_channel::<Request>(1);
+        let (done, answers) = mpsc::sync_channel(1);
+        scope.spawn(move || {
+            for mut r in todo {
+                let at = usize::try_from(r.lo - r.from).unwrap_or(usize::MAX);
+                let len = usize::try_from(r.hi - r.lo).unwrap_or(usize::MAX);
+                let out = match r.buf.as_mut().get_mut(at..).and_then(|b| b.get_mut(..len)) {
+                    Some(dst) => reader.read_chunk(hash, dst, r.lo).map(|()| r.buf),
+                    None => Err(Error::Corrupted {
+                        hash: *hash,
+                        what: "blob chunk does not fit the read buffer",
+                    }),
+                };
+                if done.send(out).is_err() {
+                    break; // the reader gave up
+                }
+            }
+        });
+        Pipe { requests, answers }
+    }
+
+    /// Asks for the range `(from, lo, hi)` (see [`Request`]) into `buf`.
+    fn request(&mut self, (from, lo, hi): (u64, u64, u64), buf: AlignedBuf) -> Result<()> {
+        self.requests
+            .send(Request { from, lo, hi, buf })
+            .map_err(|_| helper_gone())
+    }
+
+    /// The buffer of the last request, filled.
+    fn receive(&mut self) -> Result<AlignedBuf> {
+        self.answers.recv().map_err(|_| helper_gone())?
+    }
+}
+
+fn helper_gone() -> Error {
+    Error::Io(std::io::Error::other(
+        "the read-ahead thread of an O_DIRECT read stopped",
+    ))
+}
+
 /// Read-only descriptors on `blobs.mdb` for the read path.
 pub(crate) struct FileReader {
     /// Buffered descriptor with `POSIX_FADV_RANDOM`: the kernel reads exactly the ranges
@@ -324,65 +388,110 @@ impl FileReader {
             }
             Ok(())
         };
-        hasher.start(content, (content + head.chunk).min(content_end));
-        self.fill(
-            hash,
-            &mut buf,
-            &mut window,
-            start,
-            first_hi,
-            &mut run,
-            io as u64,
-            &mut |b, w| track(&mut hasher, b, w),
-        )?;
-        let at = |x: u64| (x - start) as usize;
-        let table = {
-            let b = buf.as_ref();
-            let fixed = b
-                .get(LMDB_PAGE_HEADER..)
-                .ok_or(bad("blob header truncated"))?;
-            let table = b
-                .get(at(start + (LMDB_PAGE_HEADER + BLOB_HEADER_LEN) as u64)..at(content))
-                .ok_or(bad("blob digest table truncated"))?;
-            head.check_table(hash, fixed, table).map_err(bad)?;
-            table.to_vec()
-        };
-        for i in 0..head.chunks() {
-            let a = content + i * head.chunk;
-            let b = (a + head.chunk).min(content_end);
-            if i > 0 {
-                hasher.start(a, b);
-                self.fill(
-                    hash,
-                    &mut buf,
-                    &mut window,
-                    a / ps * ps,
-                    ceil(b),
-                    &mut run,
-                    io as u64,
-                    &mut |bb, w| track(&mut hasher, bb, w),
-                )?;
+        // With O_DIRECT nothing is read ahead by the kernel: a helper thread reads the
+        // next chunk while this one is checked and handed out (chunks of at least two
+        // pages, so that each read starts on a page of its own).
+        let piped = self.is_direct() && head.chunks() >= 2 && head.chunk >= 2 * ps;
+        std::thread::scope(|scope| -> Result<()> {
+            let mut pipe = piped.then(|| Pipe::start(scope, self, hash));
+            let spare = piped.then(|| AlignedBuf::new(cap, self.page_size));
+            // The file range chunk `i` (> 0) needs: from the page holding its first byte;
+            // read from `lo` (the page after what the chunk before it needed) to `hi`.
+            let span = |i: u64| {
+                let a = content + i * head.chunk;
+                let b = (a + head.chunk).min(content_end);
+                (a / ps * ps, ceil(a), ceil(b))
+            };
+            if let (Some(p), Some(b)) = (&mut pipe, spare) {
+                p.request(span(1), b)?;
             }
-            // What the fill did not see (a chunk already held whole).
-            track(&mut hasher, buf.as_ref(), &window)?;
-            if verify
-                && hasher
-                    .digest(buf.as_ref(), &window)
-                    .and_then(|d| table_digest(&table, i).map(|t| t == d))
-                    != Some(true)
-            {
-                return Err(Error::CorruptedChunk {
-                    hash: *hash,
-                    offset: i * head.chunk,
-                    len: b - a,
-                });
+            hasher.start(content, (content + head.chunk).min(content_end));
+            self.fill(
+                hash,
+                &mut buf,
+                &mut window,
+                start,
+                first_hi,
+                &mut run,
+                io as u64,
+                &mut |b, w| track(&mut hasher, b, w),
+            )?;
+            let at = |x: u64| (x - start) as usize;
+            let table = {
+                let b = buf.as_ref();
+                let fixed = b
+                    .get(LMDB_PAGE_HEADER..)
+                    .ok_or(bad("blob header truncated"))?;
+                let table = b
+                    .get(at(start + (LMDB_PAGE_HEADER + BLOB_HEADER_LEN) as u64)..at(content))
+                    .ok_or(bad("blob digest table truncated"))?;
+                head.check_table(hash, fixed, table).map_err(bad)?;
+                table.to_vec()
+            };
+            for i in 0..head.chunks() {
+                let a = content + i * head.chunk;
+                let b = (a + head.chunk).min(content_end);
+                if i > 0 {
+                    hasher.start(a, b);
+                    match &mut pipe {
+                        None => self.fill(
+                            hash,
+                            &mut buf,
+                            &mut window,
+                            a / ps * ps,
+                            ceil(b),
+                            &mut run,
+                            io as u64,
+                            &mut |bb, w| track(&mut hasher, bb, w),
+                        )?,
+                        Some(p) => {
+                            let (from, lo, hi) = span(i);
+                            let mut next = p.receive()?;
+                            // The page this chunk shares with the one before it.
+                            let shared = buf
+                                .as_ref()
+                                .get(
+                                    usize::try_from(from.saturating_sub(window.lo))
+                                        .unwrap_or(usize::MAX)
+                                        ..usize::try_from(lo.saturating_sub(window.lo))
+                                            .unwrap_or(usize::MAX),
+                                )
+                                .ok_or(bad("blob chunk outside the read buffer"))?;
+                            next.as_mut()
+                                .get_mut(..shared.len())
+                                .ok_or(bad("blob chunk outside the read buffer"))?
+                                .copy_from_slice(shared);
+                            let done = std::mem::replace(&mut buf, next);
+                            window = Window { lo: from, hi };
+                            if i + 1 < head.chunks() {
+                                p.request(span(i + 1), done)?;
+                            }
+                        }
+                    }
+                }
+                // What the fill did not see (a chunk already held whole, or read by the
+                // helper).
+                track(&mut hasher, buf.as_ref(), &window)?;
+                if verify
+                    && hasher
+                        .digest(buf.as_ref(), &window)
+                        .and_then(|d| table_digest(&table, i).map(|t| t == d))
+                        != Some(true)
+                {
+                    return Err(Error::CorruptedChunk {
+                        hash: *hash,
+                        offset: i * head.chunk,
+                        len: b - a,
+                    });
+                }
+                let bytes = buf
+                    .as_ref()
+                    .get((a - window.lo) as usize..(b - window.lo) as usize)
+                    .ok_or(bad("blob chunk outside the read buffer"))?;
+                f(bytes)?;
             }
-            let bytes = buf
-                .as_ref()
-                .get((a - window.lo) as usize..(b - window.lo) as usize)
-                .ok_or(bad("blob chunk outside the read buffer"))?;
-            f(bytes)?;
-        }
+            Ok(())
+        })?;
         self.drop_run(&run)
     }
 

@@ -971,7 +971,9 @@ impl Sidecar {
             Admit::Admitted(evicted) => {
                 drop(set);
                 for (gone, e) in evicted {
-                    let record = self.blobs.get(txn, &gone.0)?;
+                    // Out of the set already: its pages go even if its record cannot be
+                    // looked up (then only from the page cache).
+                    let record = self.blobs.get(txn, &gone.0).ok().flatten();
                     self.drop_hot(record, &e)?;
                 }
                 HotRead::Load
