@@ -79,16 +79,16 @@ impl Incremental {
         if !self.simd {
             return; // the whole input is hashed by `finish`
         }
-        let upto = prefix.len().saturating_sub(1) / STRIPE; // stripes ending before the last byte
-        if upto > self.stripes {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `simd` is only set when the CPU has AVX2 (`avx2()`); the stripes
-            // `self.stripes..upto` lie inside `prefix` (`upto * 64 <= prefix.len() - 1`).
-            unsafe {
-                avx2::accumulate(&mut self.acc, prefix, self.stripes, upto)
-            };
-            self.stripes = upto;
-        }
+        // Stripes ending before the last byte (prefixes only grow: never fewer than before).
+        let upto = (prefix.len().saturating_sub(1) / STRIPE).max(self.stripes);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `simd` is only set when the CPU has AVX2 (`avx2()`); the stripes
+        // `self.stripes..upto` lie inside `prefix` (`upto * 64 <= prefix.len() - 1`; an
+        // empty range reads nothing).
+        unsafe {
+            avx2::accumulate(&mut self.acc, prefix, self.stripes, upto)
+        };
+        self.stripes = upto;
     }
 
     /// The digest of `input` (the whole input, of which earlier `advance` calls saw
@@ -108,7 +108,7 @@ impl Incremental {
         let len = input.len() as u64;
         let low = merge(&acc, 11, len.wrapping_mul(PRIME64_1));
         let high = merge(&acc, SECRET.len() - 64 - 11, !len.wrapping_mul(PRIME64_2));
-        u128::from(low) | (u128::from(high) << 64)
+        (u128::from(high) << 64) + u128::from(low)
     }
 }
 
