@@ -1494,16 +1494,29 @@ mod tests {
                     })
                 })
                 .collect();
+            let mut early = false;
             while sc.group_state().queue.len() < n {
+                // A call that ended without queueing (it failed or panicked) never will:
+                // hand off (the others would wait for ever) and fail below.
+                if handles
+                    .iter()
+                    .any(std::thread::ScopedJoinHandle::is_finished)
+                {
+                    early = true;
+                    break;
+                }
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
             // Nothing was committed while they waited.
-            assert_eq!(sc.commits.load(Ordering::Relaxed), before);
+            let committed = sc.commits.load(Ordering::Relaxed) - before;
             sc.hand_off();
-            handles
+            let results = handles
                 .into_iter()
                 .map(|h| h.join().unwrap())
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            assert!(!early, "a store call ended before it queued");
+            assert_eq!(committed, 0);
+            results
         });
         assert!(!sc.group_state().leading);
         assert!(sc.group_state().queue.is_empty());
