@@ -934,8 +934,11 @@ impl Sidecar {
                 }
                 HotRead::Load => f(Blob::File(loc, true)),
             };
-            self.hot_done(hash, record, outcome.is_ok())?;
-            return outcome;
+            let done = self.hot_done(hash, record, outcome.is_ok());
+            // A failed read reports its own error, not the advice's after it.
+            let read = outcome?;
+            done?;
+            return Ok(read);
         }
         let head = BlobHeader::decode(hash, record)
             .map_err(|what| Error::Corrupted { hash: *hash, what })?;
