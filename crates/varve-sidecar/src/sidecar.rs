@@ -924,7 +924,7 @@ impl Sidecar {
                 run_start,
                 record_len: record.len() as u64,
             };
-            let run_len = (LMDB_PAGE_HEADER + record.len()).next_multiple_of(self.page_size) as u64;
+            let run_len = self.run_len(record);
             let outcome = match self.hot_lookup(&txn, hash, run_start, run_len)? {
                 HotRead::Off => return f(Blob::File(loc, false)),
                 HotRead::Hit => {
@@ -1013,7 +1013,7 @@ impl Sidecar {
         let run_start = self.run_start(record)?;
         let e = entry.or(run_start.map(|run_start| HotBlob {
             run_start,
-            run_len: (LMDB_PAGE_HEADER + record.len()).next_multiple_of(self.page_size) as u64,
+            run_len: self.run_len(record),
             ready: true,
         }));
         match e {
@@ -1059,6 +1059,12 @@ impl Sidecar {
             h.lock().unwrap_or_else(PoisonError::into_inner).used()
         })
     }
+    /// Length of the overflow run holding `record` (LMDB's page header and the record, in
+    /// whole pages).
+    fn run_len(&self, record: &[u8]) -> u64 {
+        (LMDB_PAGE_HEADER + record.len()).next_multiple_of(self.page_size) as u64
+    }
+
     /// File offset of the overflow run holding `record` (a value in LMDB's map, from a live
     /// read transaction), found without reading the record's bytes. `None` if the record is
     /// not page-aligned as an overflow value is, or no mapping of our file holds it.
@@ -1879,6 +1885,54 @@ mod tests {
         assert!(sc.read(&Payload::BlobRef(hashes[2])).unwrap() == blobs[2]);
         assert!(sc.read(&Payload::BlobRef(hashes[0])).unwrap() == blobs[0]);
         assert_eq!((cached(0), cached(1), cached(2)), (run, 0, run));
+    }
+
+    /// A hot entry whose blob now lies elsewhere in the file (deleted and stored again by
+    /// another process) is read from its new place and kept there; its old range is
+    /// dropped, and the next read is a hit at the new place.
+    #[test]
+    fn a_hot_blob_found_at_another_place_is_kept_at_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = pattern(500_000, 64);
+        let hash = BlobHash::of(&blob);
+        let sc = Sidecar::open(dir.path(), hot_opts(4 << 20)).unwrap();
+        sc.store(&pattern(3 << 20, 1)).unwrap(); // see the first hot test
+        let p = sc.store(&blob).unwrap();
+        assert!(sc.read(&p).unwrap() == blob);
+        let (start, len) = run_of(&sc, &hash);
+        // Pretend the entry was made for a run one page further on.
+        let old = start + sc.page_size as u64;
+        sc.hot
+            .as_ref()
+            .unwrap()
+            .lock()
+            .unwrap()
+            .get_mut(&hash)
+            .unwrap()
+            .run_start = old;
+        // Pages of the pretended old place, cached by an ordinary read of the file.
+        let f = File::open(sc.path()).unwrap();
+        let mut b = vec![0u8; len as usize];
+        f.read_exact_at(&mut b, old).unwrap();
+        assert_eq!(
+            resident(sc.path(), (start + len, sc.page_size as u64)),
+            4096
+        );
+        assert!(sc.read(&p).unwrap() == blob);
+        let entry_start = {
+            let mut set = sc.hot.as_ref().unwrap().lock().unwrap();
+            let e = set.get_mut(&hash).unwrap();
+            (e.run_start, e.run_len, e.ready)
+        };
+        assert_eq!(entry_start, (start, len, true));
+        assert_eq!(sc.hot_bytes(), len);
+        // The page past the real run (only in the old range) was dropped.
+        assert_eq!(resident(sc.path(), (start + len, sc.page_size as u64)), 0);
+        let txn = sc.read_txn().unwrap();
+        assert!(matches!(
+            sc.hot_lookup(&txn, &hash, start, len).unwrap(),
+            HotRead::Hit
+        ));
     }
 
     /// A zero budget is the old behaviour: nothing read stays in the page cache; a blob
