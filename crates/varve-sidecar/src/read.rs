@@ -147,12 +147,11 @@ impl ChunkHasher {
 
     /// Hashes what the buffer holding `window` has of the chunk beyond what was hashed.
     fn catch_up(&mut self, buf: &[u8], window: &Window) -> Option<()> {
-        let upto = self.to.min(window.hi);
-        if upto > self.done {
-            let held = self.held(buf, window)?;
-            self.hasher.advance(held);
-            self.done = upto;
-        }
+        // What is held only grows while a chunk arrives; hashing a prefix seen before
+        // adds nothing.
+        let held = self.held(buf, window)?;
+        self.hasher.advance(held);
+        self.done = self.done.max(self.to.min(window.hi));
         Some(())
     }
 
