@@ -388,9 +388,10 @@ impl FileReader {
             Ok(())
         };
         // With O_DIRECT nothing is read ahead by the kernel: a helper thread reads the
-        // next chunk while this one is checked and handed out (chunks of at least two
-        // pages, so that each read starts on a page of its own).
-        let piped = self.is_direct() && head.chunks() >= 2 && head.chunk >= 2 * ps;
+        // next chunk while this one is checked and handed out. Each read starts at the
+        // page after the last one read (the page two chunks share is copied over; a chunk
+        // inside that page reads nothing).
+        let piped = self.is_direct() && head.chunks() >= 2;
         std::thread::scope(|scope| -> Result<()> {
             let mut pipe = piped.then(|| Pipe::start(scope, self, hash));
             let spare = piped.then(|| AlignedBuf::new(cap, self.page_size));
