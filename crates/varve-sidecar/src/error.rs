@@ -96,6 +96,15 @@ pub enum Error {
         max_map_size: u64,
     },
 
+    /// Options handed to `Sidecar::open` contradict each other; nothing was created.
+    #[error("invalid sidecar option {what}: {why}")]
+    InvalidOptions {
+        /// The option at fault.
+        what: &'static str,
+        /// Why it is refused.
+        why: &'static str,
+    },
+
     /// An earlier commit failed with an I/O error (for example a failed fsync). The store
     /// refuses further writes until it is reopened, because a failed fsync cannot be
     /// retried safely; reads keep working.

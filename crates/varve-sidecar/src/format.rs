@@ -9,7 +9,7 @@
 //!   blob's overflow pages.
 
 use sha2::{Digest as _, Sha256};
-use xxhash_rust::xxh3::{Xxh3, xxh3_64, xxh3_128};
+use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 use crate::payload::BlobHash;
 
@@ -60,7 +60,7 @@ const MAX_DIGEST_CHUNK: u64 = 64 << 20;
 
 /// The digest of one content chunk.
 pub(crate) fn chunk_digest(chunk: &[u8]) -> u128 {
-    xxh3_128(chunk)
+    crate::digest::xxh3_128_of(chunk)
 }
 
 /// Where things lie in a blob record, from its (checked) fixed header.
@@ -451,7 +451,10 @@ mod tests {
         let body = &rec[h.content_at as usize..];
         for (i, c) in body.chunks(DIGEST_CHUNK as usize).enumerate() {
             assert_eq!(table_digest(table, i as u64), Some(chunk_digest(c)));
-            assert_eq!(&table[i * 16..i * 16 + 16], &xxh3_128(c).to_le_bytes());
+            assert_eq!(
+                &table[i * 16..i * 16 + 16],
+                &xxhash_rust::xxh3::xxh3_128(c).to_le_bytes()
+            );
         }
         assert_eq!(table_digest(table, 3), None);
         // Every header and table byte is covered (content is covered by the digests).

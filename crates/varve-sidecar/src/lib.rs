@@ -55,15 +55,18 @@
 //!    until the next map resize. The value is not touched through the map.
 //! 2. The overflow run (LMDB page header, blob header, digest table, content) is read with
 //!    `pread` on a separate read-only descriptor that carries `POSIX_FADV_RANDOM`, so the
-//!    kernel reads exactly the ranges asked for; `POSIX_FADV_WILLNEED` starts the next two
-//!    read chunks ([`SidecarOptions::read_chunk`], 1 MiB) while the current one is
-//!    consumed; each read is dropped with `POSIX_FADV_DONTNEED` as soon as it is in the
-//!    buffer, together with the 2 MiB before it, and the run's 2 MiB-aligned neighbourhood
-//!    is dropped at the end (a large folio left by an earlier buffered read or write can
-//!    straddle a boundary, and `POSIX_FADV_DONTNEED` skips folios that stick out of its
-//!    range). Pages this process has mapped (the B-tree pages LMDB reads through its map)
-//!    are never dropped. Page-cache residency of the file stays within about two read
-//!    chunks plus the read-ahead window, RSS within one digest chunk.
+//!    kernel reads exactly the ranges asked for, in pieces of
+//!    [`SidecarOptions::read_chunk`] (256 KiB). `POSIX_FADV_WILLNEED` asks for the first
+//!    piece on its own (a small request, so the read starts while the rest is on its way),
+//!    then keeps a read-ahead window of 2 MiB ahead of the piece being read (topped up in
+//!    steps of at least 1 MiB, so the device gets large requests); each piece is dropped
+//!    with `POSIX_FADV_DONTNEED` as soon as it is in the buffer, together with the 2 MiB
+//!    of the run before it, and the run's 2 MiB-aligned neighbourhood is dropped at the end
+//!    (a large folio left by an earlier buffered read or write can straddle a boundary, and
+//!    `POSIX_FADV_DONTNEED` skips folios that stick out of its range). Pages this process
+//!    has mapped (the B-tree pages LMDB reads through its map) are never dropped.
+//!    Page-cache residency of the file stays within about two pieces plus the read-ahead
+//!    window (2.5 MiB), RSS within one digest chunk.
 //! 3. The first page's LMDB page header must name the page the offset was derived for, and
 //!    the blob header must match the hash and length: a wrong offset is an error, never
 //!    wrong data.
@@ -75,7 +78,8 @@
 //! stay in the page cache until the kernel reclaims them.
 //!
 //! **Integrity.** With [`SidecarOptions::verify_on_read`] (default on) the blob is read once,
-//! one digest chunk (1 MiB) at a time into a private buffer, and each chunk is handed to the
+//! one digest chunk (1 MiB) at a time into a private buffer (each chunk hashed piece by
+//! piece as its pieces land), and each chunk is handed to the
 //! caller only after its xxh3-128 matched the digest stored with the blob: at any blob size,
 //! with about one chunk of memory, and bytes that change on disk while the blob is read
 //! never reach the caller. A bad chunk is [`Error::CorruptedChunk`] naming its range; the
@@ -86,11 +90,24 @@
 //! checked; larger ones are read twice (the first pass checks the SHA-256 and notes a digest
 //! per read chunk, the second hands out only chunks that still match).
 //!
-//! [`CachePolicy::Direct`] reads with `O_DIRECT` instead (no page cache at all, no
-//! read-ahead overlap; falls back to drop-behind where the filesystem refuses it).
+//! [`CachePolicy::Direct`] reads with `O_DIRECT` instead (no page cache at all; a helper
+//! thread reads the next digest chunk while the current one is checked; falls back to
+//! drop-behind where the filesystem refuses it).
 //! [`CachePolicy::Keep`] hands out slices of LMDB's map (zero-copy, with `MADV_WILLNEED`
 //! ahead because LMDB's map is opened with `MDB_NORDAHEAD`, i.e. `MADV_RANDOM`), each
 //! verified chunk straight from the map.
+//!
+//! **Hot blobs.** With [`SidecarOptions::hot_budget`] (default 0: off) blobs that fit the
+//! budget stay in the page cache after they are read: the set is chosen by SIEVE (a blob
+//! read again is marked and survives the next sweep of the eviction hand), room is made
+//! before a new blob is read, and a blob leaving the set is dropped from this process's
+//! mappings (`MADV_DONTNEED`) and from the page cache (`POSIX_FADV_DONTNEED` on exactly its
+//! run). A kept blob is read through LMDB's map (its pages mapped with
+//! `MADV_POPULATE_READ` when it was admitted), still verified chunk by chunk; a chunk that
+//! fails takes the blob out of the set. [`Sidecar::hot_bytes`] says how much is kept.
+//!
+//! Chunk digests are XXH3-128; on x86-64 CPUs with AVX2 (checked at run time) their
+//! long-input loop runs in AVX2, elsewhere `xxhash-rust` computes them.
 //!
 //! Measurements of these choices (the read-advice matrix, throughput against plain `pread`
 //! and heed, residency) live with the bench, `benches/benches/sidecar.rs`.
@@ -101,10 +118,12 @@
 //! (x86-64 and arm64 with 4 KiB pages).
 //!
 //! All `unsafe` is in the private `os` module (opening and resizing the environment,
-//! memory advice on the map).
+//! memory advice on the map) and in the AVX2 loop of the private `digest` module.
 
+mod digest;
 mod error;
 mod format;
+mod hot;
 mod mapping;
 mod options;
 mod os;

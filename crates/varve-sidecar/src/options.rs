@@ -1,21 +1,27 @@
 //! `SidecarOptions` and the read-path `CachePolicy`.
 
+use crate::error::{Error, Result};
+
 /// How reads of blobs treat the page cache and the process's memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CachePolicy {
     /// The default: read the blob's file pages with `pread` on a separate read-only file
     /// descriptor (with `POSIX_FADV_RANDOM`, so the kernel reads exactly the requested
-    /// ranges), start the next chunk with `POSIX_FADV_WILLNEED` while the current one is
-    /// processed, and drop every chunk with `POSIX_FADV_DONTNEED` once it has been handed
-    /// on. Page-cache residency stays within about two chunks plus the read-ahead window;
-    /// RSS within the read buffer. Where no file offset can be derived for a blob (see the
+    /// ranges), in pieces of [`SidecarOptions::read_chunk`], keep a read-ahead window of
+    /// 2 MiB requested with `POSIX_FADV_WILLNEED` ahead of the piece being read, and drop
+    /// every piece with `POSIX_FADV_DONTNEED` once it is in the read buffer. Page-cache
+    /// residency stays within about two pieces plus the read-ahead window; RSS within the
+    /// read buffer (one digest chunk). With [`SidecarOptions::hot_budget`], recently read
+    /// blobs stay cached within that budget. Where no file offset can be derived for a blob (see the
     /// crate docs), it is read through LMDB's map and only its RSS is given back.
     DropBehind,
     /// Read with `O_DIRECT`, bypassing the page cache entirely (falls back to
     /// [`CachePolicy::DropBehind`] where the filesystem refuses `O_DIRECT`). Nothing of
     /// the blob enters the page cache, but a blob that happens to be cached is read from
-    /// the device again and there is no read-ahead overlap.
+    /// the device again. A blob of two or more digest chunks is read with a helper thread
+    /// that reads the next chunk while the current one is checked and handed out (about
+    /// three chunks of memory).
     Direct,
     /// No cache advice (the "advice off" mode): hand out slices of LMDB's memory map
     /// directly (zero-copy) after `MADV_WILLNEED`; pages stay in the page cache and in the
@@ -47,11 +53,45 @@ pub struct SidecarOptions {
     /// written; larger ones are read twice (the first pass verifies and notes a digest of
     /// every read chunk, the second hands out chunks that still match). Default 16 MiB.
     pub verify_buffer: usize,
-    /// Chunk size of streaming reads (rounded up to the page size). Default 1 MiB.
+    /// Size of the pieces a blob is read from the file in (rounded up to the page size):
+    /// each piece is read with one `pread` and dropped from the page cache right after.
+    /// Default 256 KiB. Page-cache residency of a read stays within about two pieces plus
+    /// the read-ahead window (2 MiB). With [`CachePolicy::Direct`] pieces are at least
+    /// 1 MiB (each is a synchronous device request).
     pub read_chunk: usize,
     /// Let concurrent `store`/`store_many` calls share one LMDB write transaction and
     /// commit (default true). Off, every call commits (and syncs) on its own.
     pub group_commit: bool,
+    /// Bytes of recently read blobs kept in the page cache (default 0: none, every read
+    /// drops what it read). A blob whose overflow run (whole pages) fits the budget is
+    /// kept after it is read; the blobs kept are chosen by SIEVE (a blob read again is
+    /// marked and survives the next sweep), and a blob that leaves the set is dropped from
+    /// the page cache (`POSIX_FADV_DONTNEED`, after `MADV_DONTNEED` on its pages in the
+    /// map) before the blob that replaces it is read. A blob read again while kept is read
+    /// through LMDB's map, at page-cache speed, still verified chunk by chunk. The page
+    /// cache then holds at most the budget of kept blobs (plus the read window of reads
+    /// that drop behind); the pages count in this process's RSS while kept. Not with
+    /// [`CachePolicy::Keep`] (which keeps everything) or [`CachePolicy::Direct`] (which
+    /// reads around the page cache): `Sidecar::open` refuses those with
+    /// `Error::InvalidOptions`.
+    pub hot_budget: u64,
+}
+
+impl SidecarOptions {
+    /// Checks that the options do not contradict each other.
+    ///
+    /// # Errors
+    /// `Error::InvalidOptions` naming the option.
+    pub fn validate(&self) -> Result<()> {
+        if self.hot_budget > 0 && self.cache_policy != CachePolicy::DropBehind {
+            return Err(Error::InvalidOptions {
+                what: "hot_budget",
+                why: "a hot set needs CachePolicy::DropBehind (Keep keeps every blob, \
+                      Direct reads around the page cache)",
+            });
+        }
+        Ok(())
+    }
 }
 
 impl Default for SidecarOptions {
@@ -63,8 +103,9 @@ impl Default for SidecarOptions {
             cache_policy: CachePolicy::DropBehind,
             verify_on_read: true,
             verify_buffer: 16 << 20,
-            read_chunk: 1 << 20,
+            read_chunk: 256 << 10,
             group_commit: true,
+            hot_budget: 0,
         }
     }
 }

@@ -77,6 +77,26 @@ pub(crate) fn drop_mapped(bytes: &[u8], page_size: usize) -> std::io::Result<()>
     Ok(())
 }
 
+/// `MADV_POPULATE_READ` on the pages of LMDB's map that hold `bytes`: maps them into this
+/// process (reading what is not in the page cache), so later reads take no page faults.
+pub(crate) fn populate_mapped(bytes: &[u8], page_size: usize) -> std::io::Result<()> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    let (start, end) = page_bounds(bytes, page_size);
+    // SAFETY: MADV_POPULATE_READ only faults the file pages behind the range into this
+    // process's page tables, read-only, as reading them would; it never changes memory
+    // contents. The range is the whole pages holding `bytes`, inside LMDB's map.
+    unsafe {
+        rustix::mm::madvise(
+            start as *mut c_void,
+            end - start,
+            rustix::mm::Advice::LinuxPopulateRead,
+        )
+    }?;
+    Ok(())
+}
+
 /// `MADV_WILLNEED` on the pages of LMDB's map that hold `bytes` (asynchronous read-ahead).
 pub(crate) fn will_need_mapped(bytes: &[u8], page_size: usize) -> std::io::Result<()> {
     if bytes.is_empty() {

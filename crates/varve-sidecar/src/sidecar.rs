@@ -19,11 +19,12 @@ use crate::format::{
     BLOB_HEADER_LEN, BLOB_VERSION, BlobHeader, FORMAT_KEY, FORMAT_VERSION, FORMAT_VERSION_V1,
     FormatRecord, LMDB_PAGE_HEADER, RefRecord, chunk_digest, table_digest,
 };
+use crate::hot::{Admit, Sieve};
 use crate::mapping::MapLocator;
 use crate::options::{CachePolicy, SidecarOptions};
 use crate::os;
 use crate::payload::{BlobHash, Payload, routes_to_sidecar};
-use crate::read::{FileReader, Located, READ_AHEAD_CHUNKS};
+use crate::read::{FileReader, Located, READ_AHEAD};
 
 /// A read transaction and the gate guard it runs under (fields drop in order: the
 /// transaction ends before the guard is released).
@@ -40,13 +41,37 @@ impl<'s> std::ops::Deref for ReadTxn<'s> {
     }
 }
 
-/// A blob found in a read transaction.
+/// A blob found in a read transaction, and whether its pages stay in the page cache
+/// after the read (a hot blob).
 enum Blob<'t> {
     /// Its record in LMDB's map, with the header (and digest table) already checked.
-    Mapped(BlobHeader, &'t [u8]),
+    Mapped(BlobHeader, &'t [u8], bool),
     /// Where its record lies in the file.
-    File(Located),
+    File(Located, bool),
 }
+
+/// A blob in the hot set: where its overflow run lies in the file, and whether its pages
+/// have been read in (and mapped) since it was admitted.
+#[derive(Debug)]
+struct HotBlob {
+    run_start: u64,
+    run_len: u64,
+    ready: bool,
+}
+
+/// How a read treats the hot set.
+enum HotRead {
+    /// No hot set, or a blob larger than its budget: read and drop behind.
+    Off,
+    /// A hot blob whose pages are in: read through the map, nothing dropped.
+    Hit,
+    /// A blob admitted now (or still being read in by another call): read from the file,
+    /// nothing dropped.
+    Load,
+}
+
+/// Smallest piece an `O_DIRECT` read asks for (each is a synchronous device request).
+const DIRECT_MIN_IO: usize = 1 << 20;
 
 /// One blob of a `store_many` call, hashed and with its record prefix (header and chunk
 /// digests) built outside any lock.
@@ -166,6 +191,8 @@ pub struct Sidecar {
     refs: Db,
     reader: FileReader,
     locator: MapLocator,
+    /// Recently read blobs kept in the page cache (`None` with a zero budget).
+    hot: Option<Mutex<Sieve<BlobHash, HotBlob>>>,
     page_size: usize,
     options: SidecarOptions,
     poisoned: AtomicBool,
@@ -196,10 +223,12 @@ impl Sidecar {
     /// rewritten to version 2 (its blobs stay readable).
     ///
     /// # Errors
-    /// `Error::Lmdb(heed::Error::EnvAlreadyOpened)` if this process has it open already;
-    /// `Error::UnknownVersion` / `Error::CorruptedMeta` for a store this build cannot read;
-    /// I/O and LMDB errors.
+    /// `Error::InvalidOptions` for options that contradict each other (checked before
+    /// anything is created); `Error::Lmdb(heed::Error::EnvAlreadyOpened)` if this process
+    /// has it open already; `Error::UnknownVersion` / `Error::CorruptedMeta` for a store
+    /// this build cannot read; I/O and LMDB errors.
     pub fn open(dir: impl AsRef<Path>, options: SidecarOptions) -> Result<Sidecar> {
+        options.validate()?;
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir)?;
         let path = dir.join(BLOBS_FILE);
@@ -263,6 +292,7 @@ impl Sidecar {
             refs,
             reader,
             locator,
+            hot: (options.hot_budget > 0).then(|| Mutex::new(Sieve::new(options.hot_budget))),
             page_size,
             options,
             poisoned: AtomicBool::new(false),
@@ -546,6 +576,7 @@ impl Sidecar {
                 .map_err(|what| Error::Corrupted { hash: *hash, what })?;
             rec.count -= 1;
             if rec.count == 0 {
+                self.forget_hot(hash, self.blobs.get(txn, &hash.0)?)?;
                 self.refs.delete(txn, &hash.0)?;
                 self.blobs.delete(txn, &hash.0)?;
             } else {
@@ -679,17 +710,17 @@ impl Sidecar {
     fn read_blob_to<W: Write + ?Sized>(&self, hash: &BlobHash, out: &mut W) -> Result<u64> {
         let verify = self.options.verify_on_read;
         self.with_blob(hash, |blob| {
-            let loc = match blob {
-                Blob::Mapped(head, record) => {
-                    return self.read_mapped(hash, &head, record, |c| Ok(out.write_all(c)?));
+            let (loc, keep) = match blob {
+                Blob::Mapped(head, record, keep) => {
+                    return self.read_mapped(hash, &head, record, keep, |c| Ok(out.write_all(c)?));
                 }
-                Blob::File(loc) => loc,
+                Blob::File(loc, keep) => (loc, keep),
             };
-            let (head, first) = self.reader.open_record(hash, &loc, self.chunk())?;
+            let (head, first, run) = self.reader.open_record(hash, &loc, self.io(), keep)?;
             if head.version == BLOB_VERSION {
                 // One pass: each chunk checked against its stored digest, then written.
                 self.reader
-                    .stream_v2(hash, &loc, &head, &first, self.chunk(), verify, |c| {
+                    .stream_v2(hash, &head, &first, run, self.io(), verify, |c| {
                         Ok(out.write_all(c)?)
                     })?;
                 return Ok(head.len);
@@ -698,23 +729,23 @@ impl Sidecar {
             let len = head.len;
             if !verify {
                 self.reader
-                    .stream_v1(hash, &loc, self.chunk(), |c| Ok(out.write_all(c)?))?;
+                    .stream_v1(hash, &loc, self.io(), keep, |c| Ok(out.write_all(c)?))?;
             } else if len <= self.options.verify_buffer as u64 {
                 // One pass: the whole blob into a private buffer, verified, then written.
                 let mut hasher = Sha256::new();
                 let whole = self
                     .reader
-                    .read_whole_v1(hash, &loc, self.chunk(), |c| hasher.update(c))?;
+                    .read_whole_v1(hash, &loc, self.io(), keep, |c| hasher.update(c))?;
                 if BlobHash(hasher.finalize().into()) != *hash {
                     return Err(corrupted_content(hash));
                 }
                 out.write_all(whole.content())?;
             } else {
                 // Two passes: the first checks the SHA-256 and notes a digest of every
-                // chunk; the second hands out each chunk only if it still has that digest.
+                // piece; the second hands out each piece only if it still has that digest.
                 let mut hasher = Sha256::new();
                 let mut digests = Vec::new();
-                self.reader.stream_v1(hash, &loc, self.chunk(), |c| {
+                self.reader.stream_v1(hash, &loc, self.io(), keep, |c| {
                     hasher.update(c);
                     digests.push(chunk_digest(c));
                     Ok(())
@@ -724,7 +755,7 @@ impl Sidecar {
                 }
                 let mut i = 0;
                 let mut offset = 0u64;
-                self.reader.stream_v1(hash, &loc, self.chunk(), |c| {
+                self.reader.stream_v1(hash, &loc, self.io(), keep, |c| {
                     if digests.get(i) != Some(&chunk_digest(c)) {
                         return Err(Error::CorruptedChunk {
                             hash: *hash,
@@ -751,27 +782,28 @@ impl Sidecar {
                 Ok(())
             };
             match blob {
-                Blob::Mapped(head, record) => {
+                Blob::Mapped(head, record, keep) => {
                     buf.reserve_exact(usize::try_from(head.len).unwrap_or(0));
-                    self.read_mapped(hash, &head, record, |c| append(&mut buf, c))?;
+                    self.read_mapped(hash, &head, record, keep, |c| append(&mut buf, c))?;
                 }
-                Blob::File(loc) => {
-                    let (head, first) = self.reader.open_record(hash, &loc, self.chunk())?;
+                Blob::File(loc, keep) => {
+                    let (head, first, run) =
+                        self.reader.open_record(hash, &loc, self.io(), keep)?;
                     // The length was checked against LMDB's value length.
                     buf.reserve_exact(usize::try_from(head.len).unwrap_or(0));
                     if head.version == BLOB_VERSION {
                         self.reader.stream_v2(
                             hash,
-                            &loc,
                             &head,
                             &first,
-                            self.chunk(),
+                            run,
+                            self.io(),
                             verify,
                             |c| append(&mut buf, c),
                         )?;
                     } else {
                         self.reader
-                            .stream_v1(hash, &loc, self.chunk(), |c| append(&mut buf, c))?;
+                            .stream_v1(hash, &loc, self.io(), keep, |c| append(&mut buf, c))?;
                         if verify {
                             check_hash(hash, &buf)?;
                         }
@@ -782,15 +814,17 @@ impl Sidecar {
         })
     }
 
-    /// Reads a blob straight from the map (policy `Keep`, or a value whose file offset
-    /// could not be established): `record` is the whole record, `head` its checked header.
-    /// A version-2 blob goes out chunk by chunk, each after its digest matched; a
-    /// version-1 blob is hashed whole before it goes out.
+    /// Reads a blob straight from the map (policy `Keep`, a hot blob, or a value whose file
+    /// offset could not be established): `record` is the whole record, `head` its checked
+    /// header. A version-2 blob goes out chunk by chunk, each after its digest matched; a
+    /// version-1 blob is hashed whole before it goes out. Unless `keep` (or the policy is
+    /// `Keep`), the pages leave this process's RSS afterwards.
     fn read_mapped(
         &self,
         hash: &BlobHash,
         head: &BlobHeader,
         record: &[u8],
+        keep: bool,
         mut sink: impl FnMut(&[u8]) -> Result<()>,
     ) -> Result<u64> {
         let bad = |what| Error::Corrupted { hash: *hash, what };
@@ -803,11 +837,10 @@ impl Sidecar {
             BLOB_VERSION => usize::try_from(head.chunk).unwrap_or(usize::MAX),
             _ => self.chunk(),
         };
+        let window = usize::try_from(READ_AHEAD).unwrap_or(usize::MAX);
         let ahead = |i: usize| {
             let from = i.saturating_add(1).saturating_mul(chunk).min(content.len());
-            let to = from
-                .saturating_add((READ_AHEAD_CHUNKS as usize).saturating_mul(chunk))
-                .min(content.len());
+            let to = from.saturating_add(window.max(chunk)).min(content.len());
             os::will_need_mapped(content.get(from..to).unwrap_or_default(), self.page_size)
         };
         os::will_need_mapped(
@@ -846,10 +879,21 @@ impl Sidecar {
                 sink(c)?;
             }
         }
-        if self.options.cache_policy != CachePolicy::Keep {
+        if !keep && self.options.cache_policy != CachePolicy::Keep {
             os::drop_mapped(content, self.page_size)?;
         }
         Ok(content.len() as u64)
+    }
+
+    /// Size of the pieces a file read asks for: the configured read chunk (at least a
+    /// page); with `O_DIRECT`, where each piece is a synchronous device request with
+    /// nothing read ahead, at least [`DIRECT_MIN_IO`].
+    fn io(&self) -> usize {
+        if self.reader.is_direct() {
+            self.chunk().max(DIRECT_MIN_IO)
+        } else {
+            self.chunk()
+        }
     }
 
     fn chunk(&self) -> usize {
@@ -860,8 +904,13 @@ impl Sidecar {
     }
 
     /// Runs `f` with blob `hash` inside one read transaction: located in the file (the
-    /// map is not touched), or, under `Keep` or when no file offset can be found, as the
-    /// content in LMDB's map after its header has been checked.
+    /// map is not touched), or, under `Keep`, for a hot blob whose pages are in, or when no
+    /// file offset can be found, as the content in LMDB's map after its header has been
+    /// checked. With a hot set ([`SidecarOptions::hot_budget`]) the blob is looked up in
+    /// it first: a hit is read through the map with nothing dropped; a blob admitted now
+    /// (evicting others first, so the set stays within its budget) is read from the file
+    /// with nothing dropped, then its pages are mapped for the next hit; a blob that left
+    /// the set while it was read is dropped afterwards.
     fn with_blob<R>(&self, hash: &BlobHash, f: impl FnOnce(Blob<'_>) -> Result<R>) -> Result<R> {
         let txn = self.read_txn()?;
         let record = self
@@ -871,14 +920,149 @@ impl Sidecar {
         if self.options.cache_policy != CachePolicy::Keep
             && let Some(run_start) = self.run_start(record)?
         {
-            return f(Blob::File(Located {
+            let loc = Located {
                 run_start,
                 record_len: record.len() as u64,
-            }));
+            };
+            let run_len = self.run_len(record);
+            let outcome = match self.hot_lookup(&txn, hash, run_start, run_len)? {
+                HotRead::Off => return f(Blob::File(loc, false)),
+                HotRead::Hit => {
+                    let head = BlobHeader::decode(hash, record)
+                        .map_err(|what| Error::Corrupted { hash: *hash, what });
+                    head.and_then(|head| f(Blob::Mapped(head, record, true)))
+                }
+                HotRead::Load => f(Blob::File(loc, true)),
+            };
+            let done = self.hot_done(hash, record, outcome.is_ok());
+            // A failed read reports its own error, not the advice's after it.
+            let read = outcome?;
+            done?;
+            return Ok(read);
         }
         let head = BlobHeader::decode(hash, record)
             .map_err(|what| Error::Corrupted { hash: *hash, what })?;
-        f(Blob::Mapped(head, record))
+        f(Blob::Mapped(head, record, false))
+    }
+
+    /// How a blob found at `run_start..run_start + run_len` is read with respect to the
+    /// hot set (in the read transaction `txn`, which evicted entries are looked up in).
+    fn hot_lookup(
+        &self,
+        txn: &heed::RoTxn<'_, WithoutTls>,
+        hash: &BlobHash,
+        run_start: u64,
+        run_len: u64,
+    ) -> Result<HotRead> {
+        let Some(hot) = &self.hot else {
+            return Ok(HotRead::Off);
+        };
+        let mut set = hot.lock().unwrap_or_else(PoisonError::into_inner);
+        let moved = match set.hit(hash) {
+            Some(e) if e.run_start == run_start && e.run_len == run_len => {
+                return Ok(if e.ready { HotRead::Hit } else { HotRead::Load });
+            }
+            Some(_) => set.remove(hash),
+            None => None,
+        };
+        let entry = HotBlob {
+            run_start,
+            run_len,
+            ready: false,
+        };
+        let read = match set.admit(*hash, run_len, entry) {
+            Admit::Admitted(evicted) => {
+                drop(set);
+                for (gone, e) in evicted {
+                    // Out of the set already: its pages go even if its record cannot be
+                    // looked up (then only from the page cache).
+                    let record = self.blobs.get(txn, &gone.0).ok().flatten();
+                    self.drop_hot(record, &e)?;
+                }
+                HotRead::Load
+            }
+            Admit::Present => HotRead::Load,
+            Admit::TooLarge => HotRead::Off,
+        };
+        if let Some(old) = moved {
+            // The same blob at another place (deleted and stored again): its old pages.
+            self.reader.drop_range(old.run_start, old.run_len)?;
+        }
+        Ok(read)
+    }
+
+    /// After a read that kept its pages (a hot blob): maps the pages of a blob that was
+    /// just read in (so the next hit reads them without a page fault each), or drops
+    /// them when the blob left the hot set meanwhile or the read failed.
+    fn hot_done(&self, hash: &BlobHash, record: &[u8], ok: bool) -> Result<()> {
+        let Some(hot) = &self.hot else {
+            return Ok(());
+        };
+        let mut set = hot.lock().unwrap_or_else(PoisonError::into_inner);
+        if ok && let Some(e) = set.get_mut(hash) {
+            if !e.ready {
+                e.ready = true;
+                drop(set);
+                // Advice only: without it the next hit faults the pages in one by one.
+                let _ = os::populate_mapped(record, self.page_size);
+            }
+            return Ok(());
+        }
+        let entry = set.remove(hash);
+        drop(set);
+        let run_start = self.run_start(record)?;
+        let e = entry.or(run_start.map(|run_start| HotBlob {
+            run_start,
+            run_len: self.run_len(record),
+            ready: true,
+        }));
+        match e {
+            Some(e) => self.drop_hot(Some(record), &e),
+            None => Ok(()),
+        }
+    }
+
+    /// Drops a blob that left the hot set: its pages leave this process's mappings (when
+    /// `record`, its value in a live transaction, lies in LMDB's map of our file), then the
+    /// page cache (exactly its run: its neighbours may be hot).
+    fn drop_hot(&self, record: Option<&[u8]>, e: &HotBlob) -> Result<()> {
+        if let Some(record) = record
+            && self.run_start(record)?.is_some()
+        {
+            os::drop_mapped(record, self.page_size)?;
+        }
+        self.reader.drop_range(e.run_start, e.run_len)
+    }
+
+    /// Takes a blob that is being deleted out of the hot set and drops its pages (`record`
+    /// is its value, read in the deleting transaction before the delete).
+    fn forget_hot(&self, hash: &BlobHash, record: Option<&[u8]>) -> Result<()> {
+        let Some(hot) = &self.hot else {
+            return Ok(());
+        };
+        let entry = hot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(hash);
+        match entry {
+            Some(e) => self.drop_hot(record, &e),
+            None => Ok(()),
+        }
+    }
+
+    /// Bytes of blobs held in the page cache by the hot set ([`SidecarOptions::hot_budget`]):
+    /// the sum of their overflow runs (whole pages), at most the budget; 0 without a hot
+    /// set.
+    #[must_use]
+    pub fn hot_bytes(&self) -> u64 {
+        self.hot.as_ref().map_or(0, |h| {
+            h.lock().unwrap_or_else(PoisonError::into_inner).used()
+        })
+    }
+    /// Length of the overflow run holding `record` (LMDB's page header and the record, in
+    /// whole pages).
+    fn run_len(&self, record: &[u8]) -> u64 {
+        (LMDB_PAGE_HEADER + record.len()).next_multiple_of(self.page_size) as u64
     }
 
     /// File offset of the overflow run holding `record` (a value in LMDB's map, from a live
@@ -1071,7 +1255,7 @@ mod tests {
             let before = rss();
             let mut sum = 0u64;
             let n = sc
-                .read_mapped(&hash, &head, record, |c| {
+                .read_mapped(&hash, &head, record, false, |c| {
                     sum += c.iter().step_by(4096).map(|&b| u64::from(b)).sum::<u64>();
                     Ok(())
                 })
@@ -1270,6 +1454,7 @@ mod tests {
                 SidecarOptions {
                     verify_buffer: 64 << 10,
                     cache_policy: policy,
+                    read_chunk: 1 << 20,
                     ..SidecarOptions::default()
                 },
             )
@@ -1318,16 +1503,29 @@ mod tests {
                     })
                 })
                 .collect();
+            let mut early = false;
             while sc.group_state().queue.len() < n {
+                // A call that ended without queueing (it failed or panicked) never will:
+                // hand off (the others would wait for ever) and fail below.
+                if handles
+                    .iter()
+                    .any(std::thread::ScopedJoinHandle::is_finished)
+                {
+                    early = true;
+                    break;
+                }
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
             // Nothing was committed while they waited.
-            assert_eq!(sc.commits.load(Ordering::Relaxed), before);
+            let committed = sc.commits.load(Ordering::Relaxed) - before;
             sc.hand_off();
-            handles
+            let results = handles
                 .into_iter()
                 .map(|h| h.join().unwrap())
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            assert!(!early, "a store call ended before it queued");
+            assert_eq!(committed, 0);
+            results
         });
         assert!(!sc.group_state().leading);
         assert!(sc.group_state().queue.is_empty());
@@ -1581,5 +1779,338 @@ mod tests {
                 .unwrap();
             assert!(on_disk == record, "record of {} bytes", b.len());
         }
+    }
+
+    /// The file range of blob `hash`'s overflow run (whole pages).
+    fn run_of(sc: &Sidecar, hash: &BlobHash) -> (u64, u64) {
+        let txn = sc.read_txn().unwrap();
+        let record = sc.blobs.get(&txn, &hash.0).unwrap().unwrap();
+        let start = sc.run_start(record).unwrap().unwrap();
+        let len = (LMDB_PAGE_HEADER + record.len()).next_multiple_of(sc.page_size) as u64;
+        (start, len)
+    }
+
+    /// Bytes of `path`'s range `start..start + len` (page aligned) in the page cache.
+    fn resident(path: &Path, (start, len): (u64, u64)) -> u64 {
+        use std::os::fd::AsRawFd as _;
+        let f = File::open(path).unwrap();
+        let ps = rustix::param::page_size();
+        // SAFETY: a fresh read-only shared mapping of `len` bytes of an open file at a
+        // page-aligned offset; never dereferenced (mincore only reports page-cache state)
+        // and unmapped below.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len as usize,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                start as libc::off_t,
+            )
+        };
+        assert_ne!(addr, libc::MAP_FAILED);
+        let mut vec = vec![0u8; (len as usize).div_ceil(ps)];
+        // SAFETY: `addr..addr + len` is the mapping made above; one byte per page.
+        let rc = unsafe { libc::mincore(addr, len as usize, vec.as_mut_ptr()) };
+        // SAFETY: unmapping exactly the mapping made above.
+        unsafe { libc::munmap(addr, len as usize) };
+        assert_eq!(rc, 0);
+        vec.iter().filter(|&&b| b & 1 == 1).count() as u64 * ps as u64
+    }
+
+    /// Drops the whole file from the page cache (pages mapped by LMDB stay).
+    fn drop_file(path: &Path) {
+        let f = File::open(path).unwrap();
+        f.sync_all().unwrap();
+        rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    }
+
+    fn hot_opts(budget: u64) -> SidecarOptions {
+        SidecarOptions {
+            hot_budget: budget,
+            ..SidecarOptions::default()
+        }
+    }
+
+    /// Blobs read are kept while they fit the budget; a blob read again is marked
+    /// (SIEVE's visited bit) and survives the sweep that makes room for a new one; the
+    /// blob evicted leaves the page cache, the others stay whole.
+    #[test]
+    fn hot_blobs_stay_resident_and_evicted_ones_leave_the_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs: Vec<Vec<u8>> = (0..3).map(|i| pattern(1 << 20, 50 + 2 * i)).collect();
+        let hashes: Vec<BlobHash> = blobs.iter().map(|b| BlobHash::of(b)).collect();
+        let run = {
+            let sc = Sidecar::open(dir.path(), SidecarOptions::default()).unwrap();
+            // The first pages after LMDB's meta pages can share a large folio with them
+            // (left by the writes that created the file), which stays cached while LMDB
+            // maps the meta pages: a filler blob takes that place.
+            sc.store(&pattern(3 << 20, 1)).unwrap();
+            for b in &blobs {
+                sc.store(b).unwrap();
+            }
+            run_of(&sc, &hashes[0]).1
+        };
+        let sc = Sidecar::open(dir.path(), hot_opts(2 * run)).unwrap();
+        drop_file(sc.path());
+        let ranges: Vec<(u64, u64)> = hashes.iter().map(|h| run_of(&sc, h)).collect();
+        let path = sc.path().to_path_buf();
+        let cached = |i: usize| resident(&path, ranges[i]);
+        assert_eq!((cached(0), cached(1), cached(2)), (0, 0, 0));
+        let read = |i: usize| {
+            let mut out = Vec::new();
+            sc.read_to(&Payload::BlobRef(hashes[i]), &mut out).unwrap();
+            assert!(out == blobs[i], "blob {i}");
+        };
+        read(0);
+        assert_eq!((cached(0), sc.hot_bytes()), (run, run));
+        read(1);
+        assert_eq!((cached(0), cached(1), sc.hot_bytes()), (run, run, 2 * run));
+        // Blob 0 is read again (a hit): visited. Blob 2 needs room: the hand passes 0
+        // (clearing its bit) and evicts 1.
+        read(0);
+        read(2);
+        assert_eq!(
+            (cached(0), cached(1), cached(2), sc.hot_bytes()),
+            (run, 0, run, 2 * run)
+        );
+        // Now 0 is not visited any more and the hand (past the newest entry) wraps to the
+        // tail: blob 1 comes back in place of 0.
+        read(1);
+        assert_eq!(
+            (cached(0), cached(1), cached(2), sc.hot_bytes()),
+            (0, run, run, 2 * run)
+        );
+        // `read` takes the same path.
+        assert!(sc.read(&Payload::BlobRef(hashes[2])).unwrap() == blobs[2]);
+        assert!(sc.read(&Payload::BlobRef(hashes[0])).unwrap() == blobs[0]);
+        assert_eq!((cached(0), cached(1), cached(2)), (run, 0, run));
+    }
+
+    /// A hot entry whose blob now lies elsewhere in the file (deleted and stored again by
+    /// another process) is read from its new place and kept there; its old range is
+    /// dropped, and the next read is a hit at the new place.
+    #[test]
+    fn a_hot_blob_found_at_another_place_is_kept_at_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = pattern(500_000, 64);
+        let hash = BlobHash::of(&blob);
+        let sc = Sidecar::open(dir.path(), hot_opts(4 << 20)).unwrap();
+        sc.store(&pattern(3 << 20, 1)).unwrap(); // see the first hot test
+        let p = sc.store(&blob).unwrap();
+        assert!(sc.read(&p).unwrap() == blob);
+        let (start, len) = run_of(&sc, &hash);
+        // Pretend the entry was made for a run one page further on.
+        let old = start + sc.page_size as u64;
+        sc.hot
+            .as_ref()
+            .unwrap()
+            .lock()
+            .unwrap()
+            .get_mut(&hash)
+            .unwrap()
+            .run_start = old;
+        // Pages of the pretended old place, cached by an ordinary read of the file.
+        let f = File::open(sc.path()).unwrap();
+        let mut b = vec![0u8; len as usize];
+        f.read_exact_at(&mut b, old).unwrap();
+        assert_eq!(
+            resident(sc.path(), (start + len, sc.page_size as u64)),
+            4096
+        );
+        assert!(sc.read(&p).unwrap() == blob);
+        let entry_start = {
+            let mut set = sc.hot.as_ref().unwrap().lock().unwrap();
+            let e = set.get_mut(&hash).unwrap();
+            (e.run_start, e.run_len, e.ready)
+        };
+        assert_eq!(entry_start, (start, len, true));
+        assert_eq!(sc.hot_bytes(), len);
+        // The page past the real run (only in the old range) was dropped.
+        assert_eq!(resident(sc.path(), (start + len, sc.page_size as u64)), 0);
+        let txn = sc.read_txn().unwrap();
+        assert!(matches!(
+            sc.hot_lookup(&txn, &hash, start, len).unwrap(),
+            HotRead::Hit
+        ));
+    }
+
+    /// A zero budget is the old behaviour: nothing read stays in the page cache; a blob
+    /// whose run is larger than the budget is not kept either.
+    #[test]
+    fn zero_budget_or_a_blob_larger_than_the_budget_keeps_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = pattern(1 << 20, 60);
+        let small = pattern(100_000, 61);
+        let (hb, hs) = (BlobHash::of(&big), BlobHash::of(&small));
+        let run_small = {
+            let sc = Sidecar::open(dir.path(), SidecarOptions::default()).unwrap();
+            sc.store(&pattern(3 << 20, 1)).unwrap(); // see the test above
+            sc.store(&big).unwrap();
+            sc.store(&small).unwrap();
+            run_of(&sc, &hs).1
+        };
+        for budget in [0, run_small] {
+            let sc = Sidecar::open(dir.path(), hot_opts(budget)).unwrap();
+            assert_eq!(sc.hot.is_some(), budget > 0);
+            drop_file(sc.path());
+            for _ in 0..2 {
+                assert!(sc.read(&Payload::BlobRef(hb)).unwrap() == big);
+                assert_eq!(resident(sc.path(), run_of(&sc, &hb)), 0, "budget {budget}");
+            }
+            assert!(sc.read(&Payload::BlobRef(hs)).unwrap() == small);
+            let kept = if budget > 0 { run_small } else { 0 };
+            assert_eq!(
+                resident(sc.path(), run_of(&sc, &hs)),
+                kept,
+                "budget {budget}"
+            );
+            assert_eq!(sc.hot_bytes(), kept);
+        }
+    }
+
+    /// A hit is still verified: bytes of a hot blob changed in the file (and so in the
+    /// page cache) are caught, and the blob leaves the hot set.
+    #[test]
+    fn a_hot_blob_changed_in_the_file_is_caught_and_leaves_the_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = pattern(600_000, 62);
+        let hash = BlobHash::of(&blob);
+        let sc = Sidecar::open(dir.path(), hot_opts(4 << 20)).unwrap();
+        let p = sc.store(&blob).unwrap();
+        assert!(sc.read(&p).unwrap() == blob); // admitted
+        assert!(sc.read(&p).unwrap() == blob); // a hit, through the map
+        assert!(matches!(
+            sc.hot_lookup(
+                &sc.read_txn().unwrap(),
+                &hash,
+                run_of(&sc, &hash).0,
+                run_of(&sc, &hash).1
+            )
+            .unwrap(),
+            HotRead::Hit
+        ));
+        let image = std::fs::read(sc.path()).unwrap();
+        let at = image.windows(64).position(|w| w == &blob[..64]).unwrap() as u64 + 500_000;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(sc.path())
+            .unwrap();
+        let flip = || {
+            let mut b = [0u8];
+            f.read_exact_at(&mut b, at).unwrap();
+            f.write_all_at(&[b[0] ^ 4], at).unwrap();
+        };
+        flip();
+        let mut sink = Checking::<fn()> {
+            want: &blob,
+            got: 0,
+            wrong: 0,
+            on_first: None,
+        };
+        match sc.read_to(&p, &mut sink) {
+            Err(Error::CorruptedChunk { offset, .. }) => assert_eq!(offset, 0),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!((sink.got, sink.wrong), (0, 0));
+        assert_eq!(sc.hot_bytes(), 0);
+        flip();
+        assert!(sc.read(&p).unwrap() == blob);
+        assert_eq!(sc.hot_bytes(), run_of(&sc, &hash).1);
+    }
+
+    /// Releasing a hot blob takes it out of the set and its pages out of the page cache.
+    #[test]
+    fn releasing_a_hot_blob_drops_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = pattern(700_000, 63);
+        let hash = BlobHash::of(&blob);
+        let sc = Sidecar::open(dir.path(), hot_opts(4 << 20)).unwrap();
+        let p = sc.store(&blob).unwrap();
+        sc.store(&blob).unwrap(); // two references
+        let range = run_of(&sc, &hash);
+        drop_file(sc.path());
+        assert!(sc.read(&p).unwrap() == blob);
+        assert!(sc.read(&p).unwrap() == blob);
+        assert_eq!(resident(sc.path(), range), range.1);
+        assert_eq!(sc.release(&hash).unwrap(), 1);
+        assert_eq!(
+            (sc.hot_bytes(), resident(sc.path(), range)),
+            (range.1, range.1)
+        );
+        assert_eq!(sc.release(&hash).unwrap(), 0);
+        assert_eq!(sc.hot_bytes(), 0);
+        // LMDB may reuse a few of the freed pages at once (for its free list); the rest of
+        // the run left the page cache.
+        let left = resident(sc.path(), range);
+        assert!(
+            left <= 16 * 4096,
+            "{left} bytes of the released blob cached"
+        );
+        assert!(matches!(sc.read(&p), Err(Error::MissingBlob(_))));
+    }
+
+    /// A hot set needs the drop-behind policy: other policies are refused before anything
+    /// is created.
+    #[test]
+    fn hot_budget_with_another_policy_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for policy in [CachePolicy::Keep, CachePolicy::Direct] {
+            let sub = dir.path().join(format!("{policy:?}"));
+            let opts = SidecarOptions {
+                cache_policy: policy,
+                hot_budget: 1,
+                ..SidecarOptions::default()
+            };
+            match Sidecar::open(&sub, opts) {
+                Err(Error::InvalidOptions { what, .. }) => assert_eq!(what, "hot_budget"),
+                other => panic!("{policy:?}: {other:?}"),
+            }
+            assert!(!sub.exists());
+            let opts = SidecarOptions {
+                cache_policy: policy,
+                ..SidecarOptions::default()
+            };
+            assert!(opts.validate().is_ok());
+        }
+        assert!(hot_opts(1).validate().is_ok());
+    }
+
+    /// Threads reading a working set larger than the budget: every read is right, and
+    /// once they are done the page cache holds no more than the hot set, which fits the
+    /// budget.
+    #[test]
+    fn concurrent_reads_keep_the_hot_set_within_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs: Vec<Vec<u8>> = (0..8).map(|i| pattern(300_000, 70 + 2 * i)).collect();
+        let sc = Sidecar::open(dir.path(), hot_opts(1 << 20)).unwrap();
+        let payloads: Vec<Payload> = blobs.iter().map(|b| sc.store(b).unwrap()).collect();
+        drop_file(sc.path());
+        let file_len = std::fs::metadata(sc.path()).unwrap().len();
+        let before = resident(sc.path(), (0, file_len));
+        std::thread::scope(|scope| {
+            for t in 0..4usize {
+                let (sc, blobs, payloads) = (&sc, &blobs, &payloads);
+                scope.spawn(move || {
+                    for i in 0..24usize {
+                        // Skewed: blobs 0 and 1 every other read.
+                        let k = if i % 2 == 0 {
+                            i / 2 % 2
+                        } else {
+                            (i * 7 + t) % 8
+                        };
+                        assert!(sc.read(&payloads[k]).unwrap() == blobs[k]);
+                    }
+                });
+            }
+        });
+        let hot = sc.hot_bytes();
+        assert!(hot > 0 && hot <= 1 << 20, "hot {hot}");
+        let after = resident(sc.path(), (0, file_len));
+        assert!(
+            after <= before + hot,
+            "cached {after}, before {before}, hot {hot}"
+        );
     }
 }

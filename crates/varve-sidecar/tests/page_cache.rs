@@ -35,10 +35,10 @@ fn blobs() -> usize {
 }
 /// "A few blob sizes" (RSS, and what the advice-off run must exceed).
 const BOUND: u64 = 4 * BLOB as u64;
-/// The read path's chunk and its read-ahead window (`READ_AHEAD_CHUNKS` chunks).
-const CHUNK: u64 = 1 << 20;
-const AHEAD: u64 = 2 * CHUNK;
-/// Page-cache residency allowed above what was cached before the reads: two read chunks
+/// The read path's piece (`SidecarOptions::read_chunk`) and its read-ahead window.
+const CHUNK: u64 = 256 << 10;
+const AHEAD: u64 = 2 << 20;
+/// Page-cache residency allowed above what was cached before the reads: two read pieces
 /// (the one being read and the previous one, which is dropped right after) plus the
 /// read-ahead window.
 const RESIDENT_BOUND: u64 = 2 * CHUNK + AHEAD;
@@ -394,7 +394,7 @@ fn streaming_a_large_blob_keeps_only_a_few_chunks_cached() {
         .store(&big)
         .unwrap();
     drop(big);
-    // Verified and unverified streaming: 1 MiB chunks, two read ahead, dropped behind.
+    // Verified and unverified streaming: 256 KiB pieces, 2 MiB read ahead, dropped behind.
     for verify_on_read in [true, false] {
         let sc = Sidecar::open(
             dir.path(),
@@ -417,4 +417,77 @@ fn streaming_a_large_blob_keeps_only_a_few_chunks_cached() {
             "verify {verify_on_read}: {peak} bytes cached mid-read (before {before})"
         );
     }
+}
+
+/// With a hot set, the page cache holds the kept blobs (at most the budget) plus the
+/// window of the read in progress, sampled every 10 ms from another thread while a skewed
+/// mix of blobs (a few read again and again, the rest once) is read; the blobs read again
+/// stay cached, so their reads find them there.
+#[test]
+fn hot_set_residency_stays_within_its_budget() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    const SMALL: usize = 1 << 20;
+    let mut base = vec![0u8; SMALL];
+    for (i, w) in base.chunks_exact_mut(8).enumerate() {
+        w.copy_from_slice(&(i as u64 ^ 0xABCD).wrapping_mul(31).to_le_bytes());
+    }
+    let blobs: Vec<Vec<u8>> = (1..=24).map(|n| blob(&base, n)).collect();
+    let payloads: Vec<Payload> = {
+        let sc = Sidecar::open(dir.path(), SidecarOptions::default()).unwrap();
+        let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
+        sc.store_many(&refs).unwrap()
+    };
+    let budget: u64 = 4 << 20; // room for three of the 1 MiB blobs (runs are a bit larger)
+    let sc = Sidecar::open(
+        dir.path(),
+        SidecarOptions {
+            hot_budget: budget,
+            ..SidecarOptions::default()
+        },
+    )
+    .unwrap();
+    drop_cache(sc.path());
+    let before = cached(sc.path());
+    let sampler = Sampler::start(sc.path());
+    let mut sink = Count::default();
+    for round in 0..3 {
+        for (i, p) in payloads.iter().enumerate() {
+            // Blobs 0..3 between every other read.
+            sc.read_to(&payloads[i % 3], &mut sink).unwrap();
+            if round == 0 {
+                sc.read_to(p, &mut sink).unwrap();
+            }
+        }
+    }
+    let (peak, _, samples) = sampler.finish();
+    let after = cached(sc.path());
+    let hot = sc.hot_bytes();
+    println!(
+        "hot set: {samples} samples, peak {peak} bytes cached (before {before}), \
+         after {after}, hot {hot}, budget {budget}"
+    );
+    assert!(samples >= 2);
+    assert!(hot <= budget && hot >= 3 * SMALL as u64, "hot {hot}");
+    assert!(
+        peak.saturating_sub(before) <= budget + RESIDENT_BOUND,
+        "{peak} bytes cached mid-read (before {before})"
+    );
+    assert!(
+        after.saturating_sub(before) <= hot,
+        "{after} cached after (before {before})"
+    );
+    // The three blobs read again and again stay cached (`before` counts LMDB's mapped
+    // pages, and cold B-tree pages that the reads may have dropped).
+    assert!(after >= 3 * SMALL as u64, "{after}");
+    // The same reads with a zero budget keep nothing.
+    drop(sc);
+    let sc = Sidecar::open(dir.path(), SidecarOptions::default()).unwrap();
+    drop_cache(sc.path());
+    let before = cached(sc.path());
+    for p in payloads.iter().take(6) {
+        sc.read_to(p, &mut sink).unwrap();
+        sc.read_to(&payloads[0], &mut sink).unwrap();
+    }
+    assert!(cached(sc.path()).saturating_sub(before) < SMALL as u64);
 }
