@@ -635,7 +635,11 @@ impl Core {
         report.orphan_blob_refs_released = release_orphan_blobs(&env, &dbs, &sidecar, &tail_refs)?;
 
         let tail_bytes = tail.bytes;
-        let arena = Arena::new(ArenaConfig::with_limits(0, opts.tail_cache_bytes)?);
+        // Emptied chunks up to a quarter of the budget stay mapped: a read of the record
+        // just appended replaces the partial page that held the log's end, and with no
+        // floor each such read unmapped one chunk and mapped another.
+        let keep = (opts.tail_cache_bytes / 4).max(varve_arena::CHUNK_BYTES);
+        let arena = Arena::new(ArenaConfig::with_limits(keep, opts.tail_cache_bytes)?);
         let cache = CacheManager::new(
             Arc::new(WalPages::new(Arc::clone(&wal))),
             arena,

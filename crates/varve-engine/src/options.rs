@@ -73,7 +73,8 @@ impl Options {
     }
     /// Memory for reading not-yet-checkpointed events back from the WAL (default 64 MiB;
     /// at least 256 KiB, rounded down to 256 KiB): the most `varve-arena`'s cache over the
-    /// WAL segments holds at once, however far the tail grows.
+    /// WAL segments holds at once, however far the tail grows. Up to a quarter of it stays
+    /// mapped while unused, so that reads do not map and unmap memory over and over.
     #[must_use]
     pub fn tail_cache_bytes(mut self, bytes: u64) -> Self {
         self.tail_cache_bytes = bytes;

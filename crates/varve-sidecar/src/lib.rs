@@ -4,7 +4,7 @@
 //! event; a payload of 2048 bytes or more is stored here, under its SHA-256, and the event
 //! keeps a 33-byte [`Payload::BlobRef`]. Blobs live in their own LMDB environment,
 //! `blobs.mdb`, so their pages never share a file or a memory map with the event B-tree,
-//! and they are read back without filling the page cache or the process's RSS.
+//! and large ones are read back without filling the page cache or the process's RSS.
 //!
 //! ```
 //! use varve_sidecar::{Payload, Sidecar, SidecarOptions};
@@ -96,6 +96,15 @@
 //! [`CachePolicy::Keep`] hands out slices of LMDB's map (zero-copy, with `MADV_WILLNEED`
 //! ahead because LMDB's map is opened with `MDB_NORDAHEAD`, i.e. `MADV_RANDOM`), each
 //! verified chunk straight from the map.
+//!
+//! **Small blobs.** A blob of at most [`SidecarOptions::small_blob_max`] bytes (64 KiB)
+//! is read and written like any LMDB value under every policy: read through the map
+//! (verified), with no cache advice after a read or a write, so its pages stay cached, as
+//! the B-tree's do, until the kernel reclaims them. For such a blob the advice costs more
+//! than the I/O it saves: a `POSIX_FADV_DONTNEED` that meets a page it cannot drop (one
+//! that LMDB, or the kernel's fault-around next to a B-tree page, mapped, or one in a large
+//! folio with such a page) drains the page lists of every CPU, and a dropped blob is a
+//! device read the next time.
 //!
 //! **Hot blobs.** With [`SidecarOptions::hot_budget`] (default 0: off) blobs that fit the
 //! budget stay in the page cache after they are read: the set is chosen by SIEVE (a blob

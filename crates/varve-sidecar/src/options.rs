@@ -2,7 +2,8 @@
 
 use crate::error::{Error, Result};
 
-/// How reads of blobs treat the page cache and the process's memory.
+/// How reads of blobs treat the page cache and the process's memory. Blobs of at most
+/// [`SidecarOptions::small_blob_max`] bytes are read like any LMDB value under every policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CachePolicy {
@@ -75,6 +76,17 @@ pub struct SidecarOptions {
     /// reads around the page cache): `Sidecar::open` refuses those with
     /// `Error::InvalidOptions`.
     pub hot_budget: u64,
+    /// Blobs of at most this many bytes (default 64 KiB; version-1 blobs up to 24 bytes
+    /// more) are read and written like any LMDB value, whatever the [`CachePolicy`]: read
+    /// through LMDB's map (verified as every blob is), and neither read nor write gives
+    /// cache advice, so their pages stay in the page cache (and, once read, in this
+    /// process's RSS as shared file pages) until the kernel reclaims them, as the event
+    /// B-tree's pages do. Advice costs more than such a blob's I/O: each
+    /// `POSIX_FADV_DONTNEED` that meets a page it cannot drop drains every CPU's page
+    /// lists, and a dropped small blob is a device read the next time. The hot set
+    /// ([`SidecarOptions::hot_budget`]) holds only larger blobs. 0: the policy applies to
+    /// every blob.
+    pub small_blob_max: u64,
 }
 
 impl SidecarOptions {
@@ -106,6 +118,7 @@ impl Default for SidecarOptions {
             read_chunk: 256 << 10,
             group_commit: true,
             hot_budget: 0,
+            small_blob_max: 64 << 10,
         }
     }
 }

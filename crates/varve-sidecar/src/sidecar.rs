@@ -16,8 +16,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    BLOB_HEADER_LEN, BLOB_VERSION, BlobHeader, FORMAT_KEY, FORMAT_VERSION, FORMAT_VERSION_V1,
-    FormatRecord, LMDB_PAGE_HEADER, RefRecord, chunk_digest, table_digest,
+    BLOB_HEADER_LEN, BLOB_VERSION, BlobHeader, DIGEST_LEN, FORMAT_KEY, FORMAT_VERSION,
+    FORMAT_VERSION_V1, FormatRecord, LMDB_PAGE_HEADER, RefRecord, chunk_digest, table_digest,
 };
 use crate::hot::{Admit, Sieve};
 use crate::mapping::MapLocator;
@@ -517,6 +517,9 @@ impl Sidecar {
             let Some(record) = self.blobs.get(&txn, &hash.0)? else {
                 continue;
             };
+            if self.is_small(record) {
+                continue;
+            }
             if let Some(start) = self.run_start(record)? {
                 let end = start + (LMDB_PAGE_HEADER + record.len()) as u64;
                 let (s, e) = span.unwrap_or((start, end));
@@ -904,7 +907,8 @@ impl Sidecar {
     }
 
     /// Runs `f` with blob `hash` inside one read transaction: located in the file (the
-    /// map is not touched), or, under `Keep`, for a hot blob whose pages are in, or when no
+    /// map is not touched), or, under `Keep`, for a small blob
+    /// ([`SidecarOptions::small_blob_max`]), for a hot blob whose pages are in, or when no
     /// file offset can be found, as the content in LMDB's map after its header has been
     /// checked. With a hot set ([`SidecarOptions::hot_budget`]) the blob is looked up in
     /// it first: a hit is read through the map with nothing dropped; a blob admitted now
@@ -918,6 +922,7 @@ impl Sidecar {
             .get(&txn, &hash.0)?
             .ok_or(Error::MissingBlob(*hash))?;
         if self.options.cache_policy != CachePolicy::Keep
+            && !self.is_small(record)
             && let Some(run_start) = self.run_start(record)?
         {
             let loc = Located {
@@ -942,7 +947,9 @@ impl Sidecar {
         }
         let head = BlobHeader::decode(hash, record)
             .map_err(|what| Error::Corrupted { hash: *hash, what })?;
-        f(Blob::Mapped(head, record, false))
+        // A small blob stays mapped (no advice); otherwise this is `Keep`, or a blob with
+        // no file offset, whose pages leave the RSS after the read.
+        f(Blob::Mapped(head, record, self.is_small(record)))
     }
 
     /// How a blob found at `run_start..run_start + run_len` is read with respect to the
@@ -1061,6 +1068,16 @@ impl Sidecar {
     }
     /// Length of the overflow run holding `record` (LMDB's page header and the record, in
     /// whole pages).
+    /// Whether the blob stored as `record` is read and written without cache advice
+    /// ([`SidecarOptions::small_blob_max`]): its content, behind a version-2 header with
+    /// one digest (a version-1 header is shorter), is at most that long. Decided from the
+    /// record's length alone, so the blob's pages are not touched to decide it.
+    fn is_small(&self, record: &[u8]) -> bool {
+        // With 0 no blob qualifies: every record is longer than its header.
+        let header = (BLOB_HEADER_LEN + DIGEST_LEN) as u64;
+        record.len() as u64 <= self.options.small_blob_max.saturating_add(header)
+    }
+
     fn run_len(&self, record: &[u8]) -> u64 {
         (LMDB_PAGE_HEADER + record.len()).next_multiple_of(self.page_size) as u64
     }
@@ -1816,6 +1833,56 @@ mod tests {
         unsafe { libc::munmap(addr, len as usize) };
         assert_eq!(rc, 0);
         vec.iter().filter(|&&b| b & 1 == 1).count() as u64 * ps as u64
+    }
+
+    /// A blob of at most `small_blob_max` bytes is written and read with no cache advice
+    /// (its pages stay cached after the store, and after a read through the map); one byte
+    /// more, or with the option off, the policy applies (nothing of it is cached after a
+    /// read). The kernel maps the cached neighbours of a faulting page ("fault-around") and
+    /// never drops mapped pages, so the blob is placed between two large blobs, away from
+    /// the meta and B-tree pages LMDB maps, and read in a freshly opened store.
+    #[test]
+    fn small_blobs_get_no_cache_advice() {
+        for policy in [CachePolicy::DropBehind, CachePolicy::Direct] {
+            for (small_max, len, small) in [
+                (64 << 10, 64 << 10, true),
+                (64 << 10, (64 << 10) + 1, false),
+                (8 << 10, 8 << 10, true),
+                (8 << 10, (8 << 10) + 1, false),
+                (0, 4096, false),
+            ] {
+                let dir = tempfile::tempdir().unwrap();
+                let opts = SidecarOptions {
+                    cache_policy: policy,
+                    small_blob_max: small_max,
+                    ..SidecarOptions::default()
+                };
+                let case = format!("{policy:?}, small_blob_max {small_max}, {len} B");
+                let data = pattern(len, len as u64);
+                let (hash, run) = {
+                    let sc = Sidecar::open(dir.path(), opts.clone()).unwrap();
+                    // Large blobs around it keep the blob away from the pages LMDB maps
+                    // (meta and B-tree pages), whose neighbours the kernel maps too.
+                    sc.store(&pattern(4 << 20, 1)).unwrap();
+                    let Payload::BlobRef(hash) = sc.store(&data).unwrap() else {
+                        panic!("a {len}-byte payload is a blob");
+                    };
+                    let run = run_of(&sc, &hash);
+                    if small {
+                        assert_eq!(resident(sc.path(), run), run.1, "{case}: after store");
+                    }
+                    sc.store(&pattern(4 << 20, 2)).unwrap();
+                    (hash, run)
+                };
+                let sc = Sidecar::open(dir.path(), opts).unwrap();
+                // Opening reads the file's head with read-ahead: drop what is not mapped.
+                drop_file(sc.path());
+                assert_eq!(resident(sc.path(), run), 0, "{case}: dropped");
+                assert!(sc.read(&Payload::BlobRef(hash)).unwrap() == data, "{case}");
+                let read = resident(sc.path(), run);
+                assert_eq!(read, if small { run.1 } else { 0 }, "{case}: after read");
+            }
+        }
     }
 
     /// Drops the whole file from the page cache (pages mapped by LMDB stay).
