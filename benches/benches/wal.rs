@@ -259,8 +259,40 @@ fn peer_rows(w: &str, peer: &str, v: (f64, &mut Samples), o: (f64, &mut Samples)
     }
 }
 
+/// `VARVE_WAL_PEER_ONLY=1`: run only the fresh-log rows of 1 KiB durable appends against
+/// okaywal (1, 16 and 64 threads), for before/after probes of the append path.
+fn peer_only() -> bool {
+    std::env::var_os("VARVE_WAL_PEER_ONLY").is_some_and(|v| v != "0")
+}
+
+/// Only the 1 KiB fresh-log rows against okaywal (see [`peer_only`]).
+fn peer_only_rows(budget: Duration) -> Res<()> {
+    for threads in [1usize, 16, 64] {
+        let rec = vec![0x3Cu8; 1024];
+        let (d1, d2) = (scratch_dir()?, scratch_dir()?);
+        let wal = Wal::open(d1.path(), Options::default())?;
+        let log = okaywal::WriteAheadLog::recover(d2.path(), NoCheckpoint)?;
+        let varve = || -> Res<()> {
+            wal.append(&rec)?.wait()?;
+            Ok(())
+        };
+        let okay = || okaywal_append(&log, &rec);
+        let mut r = interleaved(threads, budget, &[&varve, &okay])?;
+        let (o_ops, mut o) = r.pop().ok_or("missing")?;
+        let (v_ops, mut v) = r.pop().ok_or("missing")?;
+        log.shutdown()?;
+        drop(wal);
+        let w = format!("{threads} threads, 1024 B durable appends");
+        okaywal_rows(&w, (v_ops, &mut v), (o_ops, &mut o));
+    }
+    Ok(())
+}
+
 fn main() -> Res<()> {
     let budget = Duration::from_millis(scaled(600, 3_000));
+    if peer_only() {
+        return peer_only_rows(budget);
+    }
 
     // The disk's own limits.
     let dir = scratch_dir()?;

@@ -79,34 +79,19 @@ pub(crate) struct Ahead {
 
 /// How far ahead of a small group the flusher writes zeros. On ext4 and XFS a sync after
 /// writing into preallocated-but-unwritten blocks must also commit the extent conversion
-/// (a metadata write: 1.7-2.3x the cost of a plain data sync on the reference VM);
-/// writing zeros ahead once per this many bytes makes the syncs of the small groups that
-/// follow plain data syncs.
-///
-/// The group that writes the zeros pays for them in its sync, so this is also the size of
-/// the stall: 1 MiB stalled that group (and the one queued behind it) for 0.6-0.8 ms, above
-/// a p99 of concurrent writers; 256 KiB stalls for about 0.3 ms. Measured on 2 vCPUs with
-/// 16 and 64 writers of 1 and 4 KiB records, 256 KiB gave 1.5-3.5x lower p99 than 1 MiB at
-/// the same throughput; 128 KiB (groups of 32 KiB then pay their own conversion) lost
-/// throughput, and 4 MiB or more made the stalls several milliseconds long.
+/// (a metadata write); writing zeros ahead once per this many bytes makes the syncs of the
+/// small groups that follow plain data syncs. The group that writes the zeros pays for
+/// them in its sync, so this is also the size of that stall. The measurements that chose
+/// it are in the project's `docs/wal-tuning.md`.
 pub(crate) const ZERO_AHEAD: u64 = 256 << 10;
 
 /// Groups smaller than this write zeros ahead when they enter unwritten space; larger ones
-/// pay the extent conversion in their own sync.
-///
-/// Sixteen writers of 4 KiB records make groups of about 64 KiB. With the bound at 64 KiB
-/// those groups paid a conversion in every sync: 43-50k durable appends/s on a fresh log
-/// (no better than never zeroing, 46-49k), against 54-60k with the bound at 128 KiB (3 s
-/// probes, alternating, four rounds). At 64 writers (groups of 67 KiB with 1 KiB records,
-/// 260 KiB with 4 KiB ones) the two bounds were within the run-to-run swing, and zeroing
-/// ahead of every group lost at 4 KiB (72-79k against 72-100k).
+/// pay the extent conversion in their own sync (`docs/wal-tuning.md`).
 pub(crate) const ZERO_AHEAD_BELOW: usize = 128 << 10;
 
 /// How far ahead a lone writer's group writes zeros (a group of one ticket after a group
-/// of at most one). Its stall delays only that writer, so fewer, longer stalls are better
-/// for it: with 4 KiB records, one append in 256 instead of one in 64. Measured with 4 KiB
-/// records, the lone writer's p99 went from 0.39-0.49x to 0.71-0.91x (three runs) of raw
-/// appends into a pre-zeroed file.
+/// of at most one). Its stall delays only that writer, so fewer, longer stalls are chosen
+/// for it (`docs/wal-tuning.md`).
 pub(crate) const ZERO_AHEAD_ALONE: u64 = 1 << 20;
 
 /// A group waits for returning writers at most the last sync's duration divided by this.
@@ -114,17 +99,9 @@ pub(crate) const ZERO_AHEAD_ALONE: u64 = 1 << 20;
 /// Without waiting, writers on a busy log split into two cohorts that alternate: one
 /// cohort's group syncs while the other's writers come back, so each group holds about
 /// half of them. Waiting for the returning cohort merges the two, which pays when the
-/// writers come back faster than a sync takes. Measured on 2 vCPUs (an 80-300 µs
-/// `fdatasync`), 1 KiB records, 3 s runs: 16 writers, no wait 57-65k durable appends/s
-/// (8 records per group), a wait bounded by the whole sync 56-83k (15.6 per group), by a
-/// half 76-88k, by a third 91-97k, by a quarter 75-89k. With 64 writers, whose cohorts
-/// take longer to come back, a bound of the whole sync lost throughput (157-160k against
-/// 175-215k without waiting); with a third, three runs gave 154-172k against 172-203k
-/// without waiting, inside this machine's run-to-run swing, and the benchmark's 64-writer
-/// rows against okaywal stayed where they were without waiting. In a later 16-writer set
-/// with slower syncs (160 µs without waiting), the wait made groups of about 15 but
-/// throughput no better (48-54k against 46-51k): the flusher's `sched_yield` among 16
-/// yielding waiters can overshoot the bound.
+/// writers come back faster than a sync takes; waiting too long costs throughput when
+/// they come back slower. The measurements that chose a third are in the project's
+/// `docs/wal-tuning.md`.
 pub(crate) const GROW_SHARE_OF_SYNC: u32 = 3;
 
 /// What the group buffer shrinks to after a group that made it grow past four times the

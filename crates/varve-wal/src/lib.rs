@@ -54,8 +54,7 @@
 //! nothing is zeroed ahead and no sync pays an extent conversion, and the disk writes each
 //! log byte once. Behind a full group ([`Options::group_bytes`]) with more queued, the
 //! flusher encodes the next group while the full one syncs, and writes it after that sync
-//! returned; a pipelined producer's 1 KiB records went from 0.45-0.69x to 0.59-0.85x of
-//! raw 1 MiB write+`fdatasync` bandwidth (64-512 MiB runs, alternating). A write or sync failure poisons the WAL for good:
+//! returned. A write or sync failure poisons the WAL for good:
 //! the group's tickets, everything queued and every later append fail with
 //! [`Error::Poisoned`]; nothing retries an `fsync` whose failure may have dropped pages.
 //!
@@ -210,16 +209,11 @@ impl Options {
     /// it had tickets being waited on ([`Ticket::wait`]), while they keep arriving (a 200 µs pause ends the wait), and never
     /// longer than a third of the last `fdatasync` nor this interval. A lone writer's next
     /// record completes its group at once, so it adds no latency on an idle disk. The
-    /// other modes never wait: their groups are only writes.
+    /// other modes never wait: their groups are only writes. Why groups wait, and the
+    /// measurements behind the third, are in the project's `docs/wal-tuning.md`.
     ///
-    /// Without the wait, writers on a busy log split into two cohorts that take turns, one
-    /// syncing while the other comes back, and each group holds about half of them.
-    /// Measured on 2 vCPUs with 1 KiB records and 16 writer threads: 57-65k durable
-    /// appends/s without it (8 records per group), 91-97k with it; in a later set, with
-    /// slower syncs, 46-51k without and 48-54k with it (about 15 per group): the wait
-    /// pays when the writers come back in well under a sync. The interval
-    /// only matters on disks whose syncs take longer than 30 ms; `Duration::ZERO` turns
-    /// the wait off.
+    /// The interval only matters on disks whose syncs take longer than 30 ms;
+    /// `Duration::ZERO` turns the wait off.
     pub fn group_interval(mut self, d: Duration) -> Self {
         self.group_interval = d;
         self
@@ -251,13 +245,12 @@ impl Options {
     /// are not durable yet, before it parks the thread (default 500 µs, about two
     /// `fdatasync`s of a quiet virtual disk).
     ///
-    /// A parked waiter costs the flusher a futex wake-up and itself two context switches;
-    /// on a virtual machine that is tens of microseconds per ticket, all of it on the path
-    /// of the next group. A waiter still yielding sees its completion without either.
-    /// Measured on 2 vCPUs with 1 KiB records, against parking at once: 1.2-1.4x the
-    /// durable appends per second at 16 and 64 threads. The price is CPU: a waiting thread
-    /// runs (giving way to any other runnable thread) for up to this long per wait, so a
-    /// lone writer keeps about one core busy while its syncs run.
+    /// A parked waiter costs the flusher a futex wake-up and itself two context switches,
+    /// all of it on the path of the next group; a waiter still yielding sees its
+    /// completion without either. The price is CPU: a waiting thread runs (giving way to
+    /// any other runnable thread) for up to this long per wait, so a lone writer keeps
+    /// about one core busy while its syncs run. The measurements behind the default are in
+    /// the project's `docs/wal-tuning.md`.
     ///
     /// The flusher does the same after each group: it yields for up to this long for the
     /// next append before it parks, so a writer that appends again right after its ticket

@@ -3,11 +3,9 @@
 //! The flusher completes a ticket with one store and, only if the owner is parked, one
 //! unpark. The owner yields the CPU for up to
 //! [`Options::wait_yield`](crate::Options::wait_yield), then registers its thread and
-//! parks. It never busy-spins: a durable completion is at least one sync away, and on
-//! 2 vCPUs (a VM) 200 `PAUSE` iterations per wait before yielding cut 64 writer threads'
-//! throughput in half (126-144k against 268-285k durable 1 KiB appends/s; 10 or 50
-//! iterations made no difference against none). Both sides put a
-//! `SeqCst` fence between their store and their load, so either the owner sees the
+//! parks. It never busy-spins: a durable completion is at least one sync away, and
+//! spinning took the CPU from the threads it waits for (`docs/wal-tuning.md`). Both sides
+//! put a `SeqCst` fence between their store and their load, so either the owner sees the
 //! completion or the flusher sees the registered thread (no lost wake-up).
 
 use std::io;

@@ -755,6 +755,11 @@ fn group_sizes(plan: &Plan, from: usize) -> Vec<u64> {
 fn a_group_waits_for_the_previous_groups_writers_to_come_back() {
     let d = tempfile::tempdir().unwrap();
     let (wal, plan, at, queued) = growth_setup(d.path(), 10_000, 150, 4);
+    // The four queued behind `first` are in the next group (sequenced) before `first`'s
+    // writer comes back, so only the returning-writer count can keep that group open.
+    while queued.iter().any(|t| t.lsn().is_none()) {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     // `first`'s writer appends again: its record joins the four queued behind `first`
     // (the group of `first` had one ticket, and none of the four count as its returns).
     let back = wal.try_append(&[2u8; 100]).unwrap();
