@@ -1,0 +1,15 @@
+//! Progress bars on standard error (drawn only when it is a terminal).
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// A bar counting to `total` with a message.
+pub fn bar(total: u64, msg: &'static str) -> ProgressBar {
+    let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} ({eta} left)",
+    ) {
+        b.set_style(style);
+    }
+    b.set_message(msg);
+    b
+}

@@ -1,0 +1,314 @@
+//! Runs the built `varve` binary against stores the tests build (through the engine) and
+//! damage.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use varve_engine::{EventData, ExpectedVersion, Options, Varve};
+
+/// A temporary directory on the real disk (under the target dir), not tmpfs.
+fn tempdir() -> tempfile::TempDir {
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(&base).unwrap();
+    tempfile::tempdir_in(base).unwrap()
+}
+
+/// Options that never checkpoint on their own (tests decide with `close`/`drop`).
+fn no_checkpoints() -> Options {
+    Options::default()
+        .checkpoint_interval(Duration::from_secs(3600))
+        .checkpoint_bytes(1 << 30)
+        .max_tail_bytes(1 << 30)
+        .wal_segment_size(8 << 20)
+}
+
+/// The commands that take only a store directory (the others are run on their own).
+const COMMANDS: &[&str] = &["stat", "dump"];
+
+fn varve(args: &[&str]) -> Output {
+    varve_in(args, None)
+}
+
+fn varve_in(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_varve"));
+    cmd.args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    if let Some(input) = stdin {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(input).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn p(dir: &Path) -> &str {
+    dir.to_str().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited, not killed")
+}
+
+fn json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\nstderr: {}", stdout(o), stderr(o)))
+}
+
+/// A store with 3 streams, 10 small events, one 100 KiB blob referenced twice (dedup) and
+/// one 3000-byte blob; `checkpointed` closes it (everything in events.mdb), else it is
+/// dropped with all events in the WAL only.
+fn build_store(dir: &Path, checkpointed: bool) -> Vec<u8> {
+    let db = Varve::open(dir, no_checkpoints()).unwrap();
+    for i in 0..10u32 {
+        let payload = format!("{{\"n\": {i}}}");
+        db.append(
+            &format!("s{}", i % 3),
+            ExpectedVersion::Any,
+            &[EventData::new("small", payload.as_bytes())],
+        )
+        .unwrap();
+    }
+    let big = big_payload();
+    db.append(
+        "blobs",
+        ExpectedVersion::NoStream,
+        &[EventData::new("big", &big)],
+    )
+    .unwrap();
+    db.append(
+        "blobs",
+        ExpectedVersion::Exact(0),
+        &[EventData::new("big", &big)],
+    )
+    .unwrap();
+    db.append(
+        "blobs",
+        ExpectedVersion::Exact(1),
+        &[EventData::new("mid", &[0xffu8; 3000]).with_metadata(b"m1")],
+    )
+    .unwrap();
+    if checkpointed {
+        db.close().unwrap();
+    } else {
+        drop(db);
+    }
+    big
+}
+
+fn big_payload() -> Vec<u8> {
+    (0..100 * 1024u32)
+        .map(|i| b"blob-content-marker-"[(i % 20) as usize])
+        .collect()
+}
+
+#[test]
+fn stat_reports_counts_as_text_and_json() {
+    let d = tempdir();
+    build_store(d.path(), true);
+    let o = varve(&["stat", p(d.path()), "--json", "--scan"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let j = json(&o);
+    assert_eq!(j["events"], 13);
+    assert_eq!(j["positions"], serde_json::json!([0, 12]));
+    assert_eq!(j["streams"], 4);
+    assert_eq!(j["checkpoint"]["checkpointed_events"], 13);
+    assert_eq!(j["checkpoint"]["lag_events"], 0);
+    assert_eq!(j["blobs"]["count"], 2);
+    assert_eq!(j["blobs"]["bytes"], 100 * 1024 + 3000);
+    assert_eq!(j["blobs"]["references"], 3);
+    assert_eq!(j["blobs"]["distinct_referenced"], 2);
+    assert_eq!(j["blobs"]["referenced_bytes"], 2 * 100 * 1024 + 3000);
+    let ratio = j["blobs"]["dedup_ratio"].as_f64().unwrap();
+    assert!(
+        (ratio - (2.0 * 102_400.0 + 3000.0) / 105_400.0).abs() < 1e-9,
+        "{ratio}"
+    );
+    let files: Vec<&str> = j["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert!(files.contains(&"events.mdb"), "{files:?}");
+    assert!(files.iter().any(|f| f.starts_with("wal/")), "{files:?}");
+    assert!(files.iter().any(|f| f.starts_with("blobs/")), "{files:?}");
+
+    // The same store with the events still in the WAL: the lag shows.
+    let d2 = tempdir();
+    build_store(d2.path(), false);
+    let j = json(&varve(&["stat", p(d2.path()), "--json"]));
+    assert_eq!(j["events"], 13);
+    assert_eq!(j["checkpoint"]["lag_events"], 13);
+    assert_eq!(j["checkpoint"]["checkpointed_events"], 0);
+    assert_eq!(j["recovery"]["replayed_events"], 13);
+    assert!(j["wal"]["segments"].as_u64().unwrap() >= 1);
+    assert!(j["blobs"]["dedup_ratio"].is_null(), "no --scan: no ratio");
+
+    let o = varve(&["stat", p(d.path())]);
+    assert_eq!(code(&o), 0);
+    let text = stdout(&o);
+    assert!(
+        text.contains("events       13 (positions 0..=12)"),
+        "{text}"
+    );
+    assert!(text.contains("streams      4"), "{text}");
+    assert!(text.contains("events.mdb"), "{text}");
+}
+
+#[test]
+fn a_missing_directory_or_one_without_a_store_is_exit_3_and_creates_nothing() {
+    let d = tempdir();
+    let missing = d.path().join("nope");
+    for cmd in COMMANDS {
+        let o = varve(&[cmd, p(&missing)]);
+        assert_eq!(code(&o), 3, "{cmd}: {}", stderr(&o));
+        assert!(stderr(&o).contains("no such directory"), "{}", stderr(&o));
+        assert!(!missing.exists(), "{cmd} created the directory");
+    }
+    let empty = d.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    for cmd in COMMANDS {
+        let o = varve(&[cmd, p(&empty)]);
+        assert_eq!(code(&o), 3, "{cmd}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("holds no Varve store"),
+            "{}",
+            stderr(&o)
+        );
+        assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0, "{cmd} wrote");
+    }
+}
+
+#[test]
+fn a_store_open_elsewhere_is_exit_4_with_the_locked_message() {
+    let d = tempdir();
+    build_store(d.path(), true);
+    let held = Varve::open(d.path(), no_checkpoints()).unwrap();
+    for cmd in COMMANDS {
+        let o = varve(&[cmd, p(d.path())]);
+        assert_eq!(code(&o), 4, "{cmd}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains("is locked by another open store"), "{err}");
+        assert!(err.contains("stop the other process"), "{err}");
+        assert!(err.contains("--wait-lock"), "{err}");
+    }
+    // --wait-lock waits: released after 300 ms, the command then runs.
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        drop(held);
+    });
+    let o = varve(&["--wait-lock", "20", "stat", p(d.path()), "--json"]);
+    releaser.join().unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(json(&o)["events"], 13);
+}
+
+fn dump_json(dir: &Path, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["dump", p(dir), "--json"];
+    args.extend_from_slice(extra);
+    let o = varve(&args);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn dump_prints_events_in_order_with_filters_and_blob_references() {
+    let d = tempdir();
+    let big = build_store(d.path(), false);
+    let all = dump_json(d.path(), &[]);
+    assert_eq!(all.len(), 13);
+    for (i, e) in all.iter().enumerate() {
+        assert_eq!(e["position"], i as u64);
+    }
+    assert_eq!(all[4]["stream"], "s1");
+    assert_eq!(all[4]["version"], 1);
+    assert_eq!(all[4]["type"], "small");
+    assert_eq!(all[4]["payload"]["utf8"], "{\"n\": 4}");
+    // Large payloads by reference (size + hash) unless --payloads.
+    assert_eq!(all[10]["payload"]["blob"]["len"], big.len() as u64);
+    let hash = all[10]["payload"]["blob"]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(hash.len(), 64);
+    assert_eq!(all[11]["payload"]["blob"]["sha256"], hash.as_str(), "dedup");
+    assert_eq!(all[12]["payload"]["blob"]["len"], 3000);
+    assert_eq!(all[12]["metadata"]["utf8"], "m1");
+
+    let with = dump_json(d.path(), &["--payloads", "--from", "10", "--limit", "3"]);
+    assert_eq!(with.len(), 3);
+    assert_eq!(with[0]["position"], 10);
+    assert_eq!(
+        with[0]["payload"]["utf8"].as_str().unwrap().as_bytes(),
+        &big[..]
+    );
+    // Not UTF-8: hex.
+    assert_eq!(with[2]["payload"]["hex"], "ff".repeat(3000));
+
+    let s2 = dump_json(d.path(), &["--stream", "s2", "--from", "1"]);
+    let got: Vec<(u64, u64)> = s2
+        .iter()
+        .map(|e| {
+            (
+                e["position"].as_u64().unwrap(),
+                e["version"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, vec![(5, 1), (8, 2)]);
+
+    // More events than one read batch, limit across batches.
+    let big_store = tempdir();
+    {
+        let db = Varve::open(big_store.path(), no_checkpoints()).unwrap();
+        let evs: Vec<Vec<u8>> = (0..2500u32).map(|i| i.to_string().into_bytes()).collect();
+        let data: Vec<EventData<'_>> = evs.iter().map(|b| EventData::new("n", b)).collect();
+        db.append("many", ExpectedVersion::Any, &data).unwrap();
+    }
+    let many = dump_json(big_store.path(), &["--from", "3", "--limit", "2100"]);
+    assert_eq!(many.len(), 2100);
+    assert_eq!(many[0]["payload"]["utf8"], "3");
+    assert_eq!(many[2099]["position"], 2102);
+    assert_eq!(
+        dump_json(big_store.path(), &["--stream", "many"]).len(),
+        2500
+    );
+
+    // Text lines.
+    let o = varve(&["dump", p(d.path()), "--limit", "1"]);
+    assert_eq!(code(&o), 0);
+    let line = stdout(&o);
+    assert!(line.starts_with("0 s0@0 small "), "{line}");
+    assert!(line.trim_end().ends_with(r#""{\"n\": 0}""#), "{line}");
+    let o = varve(&["dump", p(d.path()), "--from", "10", "--limit", "1"]);
+    assert!(stdout(&o).contains(&format!("blob:sha256:{hash}:{}", big.len())));
+
+    // A stream that does not exist.
+    let o = varve(&["dump", p(d.path()), "--stream", "nope"]);
+    assert_eq!(code(&o), 7, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("stream \"nope\" not found"),
+        "{}",
+        stderr(&o)
+    );
+}
