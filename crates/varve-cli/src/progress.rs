@@ -13,3 +13,15 @@ pub fn bar(total: u64, msg: &'static str) -> ProgressBar {
     b.set_message(msg);
     b
 }
+
+/// A bar counting bytes to `total`.
+pub fn byte_bar(total: u64, msg: &'static str) -> ProgressBar {
+    let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)",
+    ) {
+        b.set_style(style);
+    }
+    b.set_message(msg);
+    b
+}

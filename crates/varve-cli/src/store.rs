@@ -60,17 +60,24 @@ pub fn inspect_options() -> Options {
 
 /// Opens the store in `dir` with `opts`, retrying for up to `wait_lock` while another
 /// process holds it.
-pub fn open(dir: &Path, opts: Options, wait_lock: Duration) -> Result<Varve, CliError> {
+///
+/// # Errors
+/// The engine's error for the last attempt.
+pub fn open_engine(dir: &Path, opts: Options, wait_lock: Duration) -> Result<Varve, Error> {
     let deadline = Instant::now() + wait_lock;
     loop {
         match Varve::open(dir, opts.clone()) {
-            Ok(db) => return Ok(db),
             Err(Error::Locked(_)) if Instant::now() < deadline => {
                 std::thread::sleep(LOCK_RETRY);
             }
-            Err(e) => return Err(CliError::engine(&e, dir)),
+            other => return other,
         }
     }
+}
+
+/// [`open_engine`], its error made the user's.
+pub fn open(dir: &Path, opts: Options, wait_lock: Duration) -> Result<Varve, CliError> {
+    open_engine(dir, opts, wait_lock).map_err(|e| CliError::engine(&e, dir))
 }
 
 /// [`preflight`], then [`open`] with [`inspect_options`].

@@ -26,7 +26,7 @@ fn no_checkpoints() -> Options {
 }
 
 /// The commands that take only a store directory (the others are run on their own).
-const COMMANDS: &[&str] = &["stat", "dump"];
+const COMMANDS: &[&str] = &["stat", "dump", "check"];
 
 fn varve(args: &[&str]) -> Output {
     varve_in(args, None)
@@ -45,7 +45,10 @@ fn varve_in(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut child = cmd.spawn().unwrap();
     if let Some(input) = stdin {
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(input).unwrap();
+        // A command that fails before reading its input closes the pipe.
+        if let Err(e) = child.stdin.take().unwrap().write_all(input) {
+            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+        }
     }
     child.wait_with_output().unwrap()
 }
@@ -311,4 +314,312 @@ fn dump_prints_events_in_order_with_filters_and_blob_references() {
         "{}",
         stderr(&o)
     );
+}
+
+#[test]
+fn append_writes_durably_checks_the_expected_version_and_prints_the_result() {
+    let d = tempdir();
+    let store = d.path().join("new");
+    // No store and no --create: refused, nothing created.
+    let o = varve_in(&["append", p(&store), "s", "t"], Some(b"x"));
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(!store.exists());
+
+    let o = varve_in(
+        &[
+            "append",
+            p(&store),
+            "s",
+            "created",
+            "--create",
+            "--expected",
+            "no-stream",
+            "--json",
+        ],
+        Some(b"{\"a\": 1}"),
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let j = json(&o);
+    assert_eq!(
+        (j["first_position"].as_u64(), j["first_version"].as_u64()),
+        (Some(0), Some(0))
+    );
+    // --create made a store with the engine's defaults (64 MiB WAL segments, whose
+    // recovery a debug build reads slowly, about 1 s); the rest of the test appends to a
+    // store made with small segments.
+    let created = Varve::open(&store, no_checkpoints()).unwrap();
+    assert_eq!(created.stream_version("s").unwrap(), Some(0));
+    drop(created);
+    let store = d.path().join("small");
+    Varve::open(&store, no_checkpoints())
+        .unwrap()
+        .close()
+        .unwrap();
+    let o = varve_in(
+        &[
+            "append",
+            p(&store),
+            "s",
+            "created",
+            "--expected",
+            "no-stream",
+        ],
+        Some(b"{\"a\": 1}"),
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o).trim(),
+        "appended at position 0 (stream s version 0)"
+    );
+    let o = varve_in(
+        &[
+            "append",
+            p(&store),
+            "s",
+            "paid",
+            "--expected",
+            "0",
+            "--metadata",
+            "m",
+        ],
+        Some(&[0xff, 0x00]),
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o).trim(),
+        "appended at position 1 (stream s version 1)"
+    );
+    // A wrong expectation: exit 7, the actual version named, nothing written.
+    for exp in ["no-stream", "0", "5"] {
+        let o = varve_in(
+            &["append", p(&store), "s", "late", "--expected", exp],
+            Some(b"z"),
+        );
+        assert_eq!(code(&o), 7, "{exp}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("wrong expected version"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(stderr(&o).contains("actual Some(1)"), "{}", stderr(&o));
+    }
+    let o = varve_in(
+        &["append", p(&store), "other", "t", "--expected", "exists"],
+        Some(b""),
+    );
+    assert_eq!(code(&o), 7, "{}", stderr(&o));
+    // A bad --expected is a usage error.
+    let o = varve_in(
+        &["append", p(&store), "s", "t", "--expected", "soon"],
+        Some(b""),
+    );
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    // An invalid stream name is refused by the engine.
+    let o = varve_in(&["append", p(&store), "", "t"], Some(b""));
+    assert_eq!(code(&o), 7, "{}", stderr(&o));
+    assert!(stderr(&o).contains("invalid stream name"), "{}", stderr(&o));
+
+    // A large payload goes to the sidecar.
+    let big = big_payload();
+    let o = varve_in(
+        &["append", p(&store), "s", "big", "--expected", "1"],
+        Some(&big),
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+
+    let db = Varve::open(&store, no_checkpoints()).unwrap();
+    let got = db
+        .read_all(0, varve_engine::Direction::Forward, 100)
+        .unwrap();
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[0].event_type, "created");
+    assert_eq!(db.read_payload(&got[0]).unwrap(), b"{\"a\": 1}");
+    assert_eq!(got[1].event_type, "paid");
+    assert_eq!(got[1].metadata, b"m");
+    assert_eq!(db.read_payload(&got[1]).unwrap(), [0xff, 0x00]);
+    assert!(matches!(
+        got[2].payload,
+        varve_engine::EventPayload::Blob { len, .. } if len == big.len() as u64
+    ));
+    assert_eq!(db.read_payload(&got[2]).unwrap(), big);
+    // close() checkpointed: nothing waits in the WAL.
+    assert_eq!(db.stats().unwrap().checkpoint_lag_events, 0);
+}
+
+/// Flips one bit in the middle of the first occurrence of `needle` in `path`; returns the
+/// offset of the flipped byte.
+fn flip_first(path: &Path, needle: &[u8]) -> usize {
+    let mut bytes = std::fs::read(path).unwrap();
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("marker on disk")
+        + needle.len() / 2;
+    bytes[at] ^= 0x20;
+    std::fs::write(path, bytes).unwrap();
+    at
+}
+
+fn wal_segment(dir: &Path) -> PathBuf {
+    let mut v: Vec<_> = std::fs::read_dir(dir.join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
+    v.sort();
+    v.pop().unwrap()
+}
+
+fn check_json(dir: &Path) -> (i32, Value) {
+    let o = varve(&["check", p(dir), "--json"]);
+    (code(&o), json(&o))
+}
+
+#[test]
+fn check_passes_a_clean_store_in_the_wal_and_in_events_mdb() {
+    for checkpointed in [false, true] {
+        let d = tempdir();
+        build_store(d.path(), checkpointed);
+        let (c, j) = check_json(d.path());
+        assert_eq!(c, 0, "{j}");
+        assert_eq!(j["ok"], true);
+        assert_eq!(j["events"], 13);
+        assert_eq!(j["streams"], 4);
+        assert_eq!(j["blobs"], 2);
+        assert_eq!(j["blob_bytes"], 100 * 1024 + 3000);
+        assert_eq!(j["problems"].as_array().unwrap().len(), 0);
+        let o = varve(&["check", p(d.path())]);
+        assert_eq!(code(&o), 0);
+        let text = stdout(&o);
+        assert!(text.contains("13 events in 4 streams; 2 blobs"), "{text}");
+        assert!(text.contains("OK: no problem found"), "{text}");
+        assert!(text.contains("not read-only"), "{text}");
+    }
+}
+
+#[test]
+fn check_names_the_wal_segment_and_offset_of_a_flipped_byte_and_leaves_it() {
+    let d = tempdir();
+    build_store(d.path(), false);
+    let seg = wal_segment(d.path());
+    let at = flip_first(&seg, b"{\"n\": 3}");
+    let damaged = std::fs::read(&seg).unwrap();
+    let (c, j) = check_json(d.path());
+    assert_eq!(c, 1, "{j}");
+    assert_eq!(j["ok"], false);
+    let problems = j["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{j}");
+    let place = problems[0]["where"].as_str().unwrap();
+    assert!(place.contains(seg.to_str().unwrap()), "{place}");
+    // The offset named is that of the damaged record: at or before the flipped byte.
+    let offset: usize = place
+        .rsplit("at offset ")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| panic!("{place}"));
+    assert!(offset <= at && at - offset < 256, "{offset} vs {at}");
+    assert_eq!(
+        std::fs::read(&seg).unwrap(),
+        damaged,
+        "check changed the segment"
+    );
+    // The other commands stop with the corrupted exit code and point to `varve check`.
+    let o = varve(&["dump", p(d.path())]);
+    assert_eq!(code(&o), 6, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("varve check {}", p(d.path()))),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains(seg.to_str().unwrap()), "{}", stderr(&o));
+}
+
+#[test]
+fn check_names_the_position_of_a_damaged_event_in_events_mdb_and_checks_the_rest() {
+    let d = tempdir();
+    build_store(d.path(), true);
+    flip_first(&d.path().join("events.mdb"), b"{\"n\": 3}");
+    let (c, j) = check_json(d.path());
+    assert_eq!(c, 1, "{j}");
+    let problems = j["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{j}");
+    let place = problems[0]["where"].as_str().unwrap();
+    assert!(place.starts_with("position 3,"), "{place}");
+    assert!(place.contains("events.mdb"), "{place}");
+    // Every other event and both blobs were still checked.
+    assert_eq!(j["events"], 12);
+    assert_eq!(j["blobs"], 2);
+    // dump prints up to the damage, then stops with exit 6.
+    let o = varve(&["dump", p(d.path())]);
+    assert_eq!(code(&o), 6, "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o).lines().count(),
+        0,
+        "the first batch holds the damage"
+    );
+    let o = varve(&["dump", p(d.path()), "--limit", "3", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = varve(&["stat", p(d.path()), "--scan"]);
+    assert_eq!(code(&o), 6, "{}", stderr(&o));
+    assert!(stderr(&o).contains("varve check"), "{}", stderr(&o));
+}
+
+#[test]
+fn check_names_a_damaged_blob_its_position_and_file() {
+    let d = tempdir();
+    let big = build_store(d.path(), true);
+    let blobs = d.path().join("blobs").join("blobs.mdb");
+    flip_first(&blobs, &big[50_000..50_040]);
+    let (c, j) = check_json(d.path());
+    assert_eq!(c, 1, "{j}");
+    let problems = j["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{j}");
+    let place = problems[0]["where"].as_str().unwrap();
+    assert!(place.contains("blob of position 10"), "{place}");
+    assert!(place.contains(blobs.to_str().unwrap()), "{place}");
+    let hash = varve_engine::BlobHash::of(&big).to_string();
+    assert!(place.contains(&hash), "{place}");
+    assert_eq!(j["events"], 13, "every event was still read");
+    assert_eq!(j["blobs"], 1, "the other blob verified");
+    // dump without --payloads does not read blobs; with it, it stops at the damage.
+    assert_eq!(code(&varve(&["dump", p(d.path())])), 0);
+    let o = varve(&["dump", p(d.path()), "--payloads"]);
+    assert_eq!(code(&o), 6, "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 10, "the events before the blob");
+}
+
+#[test]
+fn a_newer_format_version_is_exit_5_for_every_command() {
+    let d = tempdir();
+    build_store(d.path(), true);
+    {
+        let mut opts = heed::EnvOpenOptions::new();
+        opts.max_dbs(8);
+        // SAFETY: NO_SUB_DIR names the file; the store is closed, nothing else maps it.
+        unsafe { opts.flags(heed::EnvFlags::NO_SUB_DIR) };
+        // SAFETY: no other process or handle has events.mdb open.
+        let env = unsafe { opts.open(d.path().join("events.mdb")) }.unwrap();
+        let wtxn = env.write_txn().unwrap();
+        let meta = env
+            .create_databases_and_commit(wtxn, |dbo, wtxn| -> heed::Result<_> {
+                let db = dbo.create_database::<heed::types::Bytes, heed::types::Bytes>(
+                    wtxn,
+                    Some("meta"),
+                )?;
+                Ok(heed::CommitOrAbort::<_, ()>::Commit(db))
+            })
+            .unwrap()
+            .commit()
+            .unwrap();
+        let mut wtxn = env.write_txn().unwrap();
+        meta.put(&mut wtxn, b"format", &2u32.to_le_bytes()).unwrap();
+        wtxn.commit().unwrap();
+    }
+    for cmd in COMMANDS {
+        let o = varve(&[cmd, p(d.path())]);
+        assert_eq!(code(&o), 5, "{cmd}: {}", stderr(&o));
+        assert!(stderr(&o).contains("format version 2"), "{}", stderr(&o));
+        assert!(stderr(&o).contains("newer Varve"), "{}", stderr(&o));
+    }
 }
