@@ -638,6 +638,30 @@ mod tests {
     }
 
     #[test]
+    fn an_unreadable_event_explains_the_version_jump_after_it() {
+        let mut a = Audit::default();
+        a.observe(&ev(0, "a", 0));
+        a.unreadable(1, Problem::new("bad", "position 1"));
+        a.observe(&ev(2, "a", 2));
+        assert_eq!(a.problems.len(), 1, "{:?}", a.problems);
+        assert_eq!(a.next_position, 3);
+        // Two versions skipped cannot be explained by one unreadable event.
+        a.observe(&ev(3, "a", 5));
+        assert_eq!(a.problems.len(), 2, "{:?}", a.problems);
+    }
+
+    #[test]
+    fn a_head_that_is_not_the_last_event_is_named() {
+        let evs = [ev(0, "a", 0), ev(1, "a", 1)];
+        for head in [Some(0), Some(2), None] {
+            let p = audit(&evs, &stats(2, 1, 0, 0), &[("a", head)]);
+            assert_eq!(p.len(), 1, "{head:?}: {p:?}");
+            assert_eq!(p[0].location, "stream \"a\"");
+            assert!(p[0].what.contains("last event read has version 1"), "{p:?}");
+        }
+    }
+
+    #[test]
     fn a_stream_index_that_lists_other_positions_is_named() {
         let evs = [ev(0, "a", 0), ev(1, "a", 1)];
         let st = stats(2, 1, 0, 0);
