@@ -12,6 +12,7 @@ mod progress;
 mod show;
 mod stat;
 mod store;
+mod tail;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -126,6 +127,36 @@ enum Command {
         json: bool,
     },
 
+    /// Follows new events as they arrive, printed as by dump, until Ctrl-C (or --limit).
+    ///
+    /// There are no subscriptions yet and a store is open in one process at a time: tail
+    /// opens the store for each poll (recovery reads its WAL), reads what is new and
+    /// closes it again, then sleeps --interval-ms. While another process keeps the store
+    /// open, tail waits and says so; other varve commands run during a poll may need
+    /// --wait-lock.
+    Tail {
+        /// The store's directory.
+        dir: PathBuf,
+        /// Only the events of this stream.
+        #[arg(long)]
+        stream: Option<String>,
+        /// Only events whose type starts with T.
+        #[arg(long, value_name = "T")]
+        type_prefix: Option<String>,
+        /// Start at global position P (default: only events appended after tail started).
+        #[arg(long, value_name = "P")]
+        from: Option<u64>,
+        /// Exit after printing N events.
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
+        /// One JSON object per line (JSON Lines).
+        #[arg(long)]
+        json: bool,
+        /// Milliseconds to sleep between polls.
+        #[arg(long, value_name = "MS", default_value_t = 250)]
+        interval_ms: u64,
+    },
+
     /// Appends one event whose payload is read from standard input (durably: returns
     /// after fdatasync), prints where it went and closes the store.
     Append {
@@ -189,6 +220,26 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         } else {
             ExitCode::from(1)
         }),
+        Command::Tail {
+            dir,
+            stream,
+            type_prefix,
+            from,
+            limit,
+            json,
+            interval_ms,
+        } => {
+            let args = tail::TailArgs {
+                stream,
+                type_prefix,
+                from,
+                limit,
+                json,
+                interval: Duration::from_millis(interval_ms),
+            };
+            tail::run(&dir, &args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Append {
             dir,
             stream,

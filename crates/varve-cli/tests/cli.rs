@@ -623,3 +623,93 @@ fn a_newer_format_version_is_exit_5_for_every_command() {
         assert!(stderr(&o).contains("newer Varve"), "{}", stderr(&o));
     }
 }
+
+/// Waits up to 30 s for `child` to exit; kills it and fails the test otherwise.
+fn wait_exit(mut child: std::process::Child) -> Output {
+    for _ in 0..3000 {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    panic!("tail did not exit: {:?}", child.wait_with_output().unwrap());
+}
+
+#[test]
+fn tail_follows_new_events_with_filters_and_waits_out_a_lock() {
+    let d = tempdir();
+    {
+        let db = Varve::open(d.path(), no_checkpoints()).unwrap();
+        db.append("a", ExpectedVersion::Any, &[EventData::new("x.0", b"old")])
+            .unwrap();
+        db.close().unwrap();
+    }
+    let held = Varve::open(d.path(), no_checkpoints()).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_varve"))
+        .args([
+            "tail",
+            p(d.path()),
+            "--from",
+            "1",
+            "--stream",
+            "a",
+            "--type-prefix",
+            "x.",
+            "--limit",
+            "2",
+            "--json",
+            "--interval-ms",
+            "20",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While the test holds the store, tail says it waits.
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    assert!(
+        line.contains("is locked by another process; tail waits"),
+        "{line}"
+    );
+    drop(held);
+    for (stream, ty, payload) in [
+        ("b", "x.1", "not this stream"),
+        ("a", "y.1", "not this type"),
+        ("a", "x.2", "first"),
+        ("a", "x.3", "second"),
+        ("a", "x.4", "after the limit"),
+    ] {
+        let o = varve_in(
+            &["--wait-lock", "20", "append", p(d.path()), stream, ty],
+            Some(payload.as_bytes()),
+        );
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+    }
+    let o = wait_exit(child);
+    assert!(o.status.success(), "{o:?}");
+    let got: Vec<Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let payloads: Vec<&str> = got
+        .iter()
+        .map(|e| e["payload"]["utf8"].as_str().unwrap())
+        .collect();
+    assert_eq!(payloads, ["first", "second"]);
+    assert_eq!(got[0]["position"], 3);
+    // Polling opened and closed the store many times: still one WAL segment.
+    let segments = std::fs::read_dir(d.path().join("wal"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "wal")
+        })
+        .count();
+    assert_eq!(segments, 1);
+}
