@@ -5,6 +5,7 @@
 //! command may run while another process has the store open (see `store`).
 
 mod append;
+mod bench;
 mod check;
 mod dump;
 mod error;
@@ -157,6 +158,22 @@ enum Command {
         interval_ms: u64,
     },
 
+    /// A short probe of the disk DIR is on: durable appends (each fdatasynced before it
+    /// returns), then reads. Runs in a new store in DIR/varve-bench-PID, removed afterwards.
+    Bench {
+        /// An existing directory on the disk to probe.
+        dir: PathBuf,
+        /// Seconds of appends (the reads take as long again).
+        #[arg(long, value_name = "SECS", default_value = "2", value_parser = parse_secs)]
+        seconds: Duration,
+        /// Payload bytes per event.
+        #[arg(long, value_name = "BYTES", default_value_t = 256)]
+        payload_size: usize,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+
     /// Appends one event whose payload is read from standard input (durably: returns
     /// after fdatasync), prints where it went and closes the store.
     Append {
@@ -238,6 +255,15 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 interval: Duration::from_millis(interval_ms),
             };
             tail::run(&dir, &args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            dir,
+            seconds,
+            payload_size,
+            json,
+        } => {
+            bench::run(&dir, seconds, payload_size, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Append {

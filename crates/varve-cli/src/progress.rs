@@ -25,3 +25,14 @@ pub fn byte_bar(total: u64, msg: &'static str) -> ProgressBar {
     b.set_message(msg);
     b
 }
+
+/// A spinner for work whose length is counted in time.
+pub fn spinner(msg: String) -> ProgressBar {
+    let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}]") {
+        b.set_style(style);
+    }
+    b.set_message(msg);
+    b.enable_steady_tick(std::time::Duration::from_millis(100));
+    b
+}

@@ -713,3 +713,39 @@ fn tail_follows_new_events_with_filters_and_waits_out_a_lock() {
         .count();
     assert_eq!(segments, 1);
 }
+
+#[test]
+fn bench_probes_the_disk_in_a_scratch_store_and_removes_it() {
+    let d = tempdir();
+    std::fs::write(d.path().join("keep.txt"), b"mine").unwrap();
+    let o = varve(&[
+        "bench",
+        p(d.path()),
+        "--seconds",
+        "0.3",
+        "--payload-size",
+        "100",
+        "--json",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let j = json(&o);
+    assert!(j["appends"].as_u64().unwrap() >= 1, "{j}");
+    assert_eq!(j["payload_bytes"], 100);
+    let p50 = j["append_p50_us"].as_f64().unwrap();
+    let p99 = j["append_p99_us"].as_f64().unwrap();
+    let max = j["append_max_us"].as_f64().unwrap();
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{j}");
+    assert!(j["appends_per_sec"].as_f64().unwrap() > 0.0, "{j}");
+    assert!(j["seq_reads_per_sec"].as_f64().unwrap() > 0.0, "{j}");
+    assert!(j["random_reads_per_sec"].as_f64().unwrap() > 0.0, "{j}");
+    // Only the user's own file is left.
+    let left: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("keep.txt")]);
+    assert_eq!(std::fs::read(d.path().join("keep.txt")).unwrap(), b"mine");
+
+    let o = varve(&["bench", p(&d.path().join("missing"))]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+}
