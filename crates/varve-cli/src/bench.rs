@@ -198,6 +198,20 @@ mod tests {
     }
 
     #[test]
+    fn the_random_positions_are_xorshift64() {
+        let mut s = 1;
+        let got: Vec<u64> = (0..3).map(|_| next_random(&mut s)).collect();
+        assert_eq!(
+            got,
+            [
+                1_082_269_761,
+                1_152_992_998_833_853_505,
+                11_177_516_664_432_764_457
+            ]
+        );
+    }
+
+    #[test]
     fn the_random_positions_spread() {
         let mut s = 1;
         let hits: std::collections::HashSet<u64> =

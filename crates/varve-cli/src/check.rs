@@ -97,8 +97,6 @@ pub struct BlobSeen {
     pub first_position: u64,
     /// Stream of that event.
     pub stream: Arc<str>,
-    /// References.
-    pub refs: u64,
 }
 
 /// Folds a position into a stream's position digest (FNV-1a style, order-sensitive).
@@ -143,16 +141,17 @@ impl Audit {
         self.events += 1;
         let unreadable = self.unreadable;
         let s = self.streams.entry(Arc::clone(&e.stream)).or_default();
-        // A jump no larger than the events that could not be read is explained by them.
-        let explained = e.version > s.count && e.version - s.count <= unreadable;
-        if e.version != s.count && !explained {
-            self.problems.push(Problem::new(
+        match e.version.checked_sub(s.count) {
+            // The next version (a jump of 0), or a jump no larger than the events that
+            // could not be read, which explain it.
+            Some(jump) if jump <= unreadable => {}
+            _ => self.problems.push(Problem::new(
                 format!(
                     "version {} follows {} events of the stream (versions must run 0, 1, 2, ...)",
                     e.version, s.count
                 ),
                 format!("position {} (stream {:?})", e.position, &*e.stream),
-            ));
+            )),
         }
         s.count = e.version + 1;
         s.last_version = e.version;
@@ -162,9 +161,7 @@ impl Audit {
                 len,
                 first_position: e.position,
                 stream: Arc::clone(&e.stream),
-                refs: 0,
             });
-            b.refs += 1;
             if b.len != len {
                 self.problems.push(Problem::new(
                     format!(
@@ -220,10 +217,16 @@ impl Audit {
         for name in names {
             let s = &self.streams[name];
             let at = format!("stream {:?}", &**name);
-            match head(name) {
+            let head = head(name);
+            // A head past the last event read by no more than the unreadable events is
+            // explained by them (the stream's last events could not be read).
+            let explained = matches!(
+                head,
+                Ok(Some(h)) if h.checked_sub(s.last_version).is_some_and(|d| d <= self.unreadable)
+            );
+            match head {
                 Err(p) => self.problems.push(p),
-                Ok(h) if h == Some(s.last_version) => {}
-                Ok(Some(h)) if h > s.last_version && h - s.last_version <= self.unreadable => {}
+                _ if explained => {}
                 Ok(h) => self.problems.push(Problem::new(
                     format!(
                         "head is version {} but its last event read has version {}",
@@ -645,6 +648,7 @@ mod tests {
         a.observe(&ev(2, "a", 2));
         assert_eq!(a.problems.len(), 1, "{:?}", a.problems);
         assert_eq!(a.next_position, 3);
+        assert_eq!((a.events, a.unreadable), (2, 1));
         // Two versions skipped cannot be explained by one unreadable event.
         a.observe(&ev(3, "a", 5));
         assert_eq!(a.problems.len(), 2, "{:?}", a.problems);
@@ -658,6 +662,18 @@ mod tests {
             assert_eq!(p.len(), 1, "{head:?}: {p:?}");
             assert_eq!(p[0].location, "stream \"a\"");
             assert!(p[0].what.contains("last event read has version 1"), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn an_unreadable_last_event_explains_a_head_one_past_the_last_read() {
+        for (head, problems) in [(Some(2), 1), (Some(3), 2), (Some(1), 1)] {
+            let mut a = Audit::default();
+            a.observe(&ev(0, "a", 0));
+            a.observe(&ev(1, "a", 1));
+            a.unreadable(2, Problem::new("bad", "position 2"));
+            a.finish(&stats(3, 1, 0, 0), |_| Ok(head), |_| Ok((0, 0)));
+            assert_eq!(a.problems.len(), problems, "{head:?}: {:?}", a.problems);
         }
     }
 
@@ -681,6 +697,9 @@ mod tests {
                 a.problems
             );
         }
+        // Pinned values: FNV-1a style, xor then multiply.
+        assert_eq!(digest_step(3, 1), 2 * 0x0100_0000_01b3);
+        assert_eq!(digest_step(0, 5), 5 * 0x0100_0000_01b3);
         // The digest depends on the order of the positions.
         assert_ne!(
             digest_step(digest_step(0, 0), 1),
@@ -719,6 +738,11 @@ mod tests {
         assert!(p[0].what.contains("holds 1 blobs of 100 bytes"), "{p:?}");
         let p = audit(&evs, &stats(3, 1, 2, 151), &[]);
         assert_eq!(p.len(), 1, "same count, other bytes: {p:?}");
+        assert!(
+            p[0].what
+                .starts_with("the sidecar holds 2 blobs of 151 bytes"),
+            "{p:?}"
+        );
         let evs = [blob(0, 1, 100), blob(1, 1, 99)];
         let p = audit(&evs, &stats(2, 1, 1, 100), &[]);
         assert_eq!(p.len(), 1, "{p:?}");
