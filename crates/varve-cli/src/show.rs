@@ -164,6 +164,8 @@ mod tests {
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(bytes(3 << 20), "3.0 MiB");
         assert_eq!(bytes(5 << 30), "5.0 GiB");
+        // The largest unit is PiB.
+        assert_eq!(bytes(u64::MAX), "16384.0 PiB");
     }
 
     #[test]
