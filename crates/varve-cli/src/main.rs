@@ -79,8 +79,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// What a store holds: events, streams, checkpoint and its lag, WAL segments, blobs,
-    /// file sizes.
+    /// What a store holds: events, streams, checkpoint lag, WAL, blobs, file sizes
     Stat {
         /// The store's directory.
         dir: PathBuf,
@@ -93,9 +92,11 @@ enum Command {
         scan: bool,
     },
 
-    /// Events in order, one per line: position, stream@version, type, time, payload
-    /// (quoted UTF-8 when valid, hex:... otherwise; payloads of 2048 bytes and more, which
-    /// live in the blob sidecar, as blob:sha256:HASH:LEN unless --payloads).
+    /// Events in order, one per line (or JSON Lines)
+    ///
+    /// Each line: position, stream@version, type, time, payload (quoted UTF-8 when valid,
+    /// hex:... otherwise; payloads of 2048 bytes and more, which live in the blob sidecar,
+    /// as blob:sha256:HASH:LEN unless --payloads), then meta= and id= when present.
     Dump {
         /// The store's directory.
         dir: PathBuf,
@@ -116,9 +117,7 @@ enum Command {
         payloads: bool,
     },
 
-    /// Verifies every checksum the engine lets it reach and cross-references the store.
-    /// Exit 0: clean; 1: problems, listed with where (file and offset, position, stream
-    /// or blob).
+    /// Verifies checksums and cross-references; exit 1 lists each problem and where
     #[command(long_about = CHECK_ABOUT)]
     Check {
         /// The store's directory.
@@ -128,7 +127,7 @@ enum Command {
         json: bool,
     },
 
-    /// Follows new events as they arrive, printed as by dump, until Ctrl-C (or --limit).
+    /// Follows new events as they arrive, printed as by dump, until Ctrl-C
     ///
     /// There are no subscriptions yet and a store is open in one process at a time: tail
     /// opens the store for each poll (recovery reads its WAL), reads what is new and
@@ -158,8 +157,11 @@ enum Command {
         interval_ms: u64,
     },
 
-    /// A short probe of the disk DIR is on: durable appends (each fdatasynced before it
-    /// returns), then reads. Runs in a new store in DIR/varve-bench-PID, removed afterwards.
+    /// A few seconds of durable appends and reads on the disk DIR is on
+    ///
+    /// One writer appends one event per call, each fdatasynced before it returns, then
+    /// the events are read in order and at random positions. Runs in a new store in
+    /// DIR/varve-bench-PID, removed afterwards.
     Bench {
         /// An existing directory on the disk to probe.
         dir: PathBuf,
@@ -174,8 +176,9 @@ enum Command {
         json: bool,
     },
 
-    /// Appends one event whose payload is read from standard input (durably: returns
-    /// after fdatasync), prints where it went and closes the store.
+    /// Appends one event read from standard input, durably, and prints where it went
+    ///
+    /// The append returns after fdatasync; the store is then closed (which checkpoints).
     Append {
         /// The store's directory.
         dir: PathBuf,

@@ -28,12 +28,29 @@ fn no_checkpoints() -> Options {
 /// The commands that take only a store directory (the others are run on their own).
 const COMMANDS: &[&str] = &["stat", "dump", "check"];
 
+/// Opens `dir` in the test process. Another test's child process may hold the store's
+/// lock for a moment (a fork inherits the lock file's descriptor until its exec), so a
+/// `Locked` is retried for a few seconds.
+fn open_store(dir: &Path) -> Varve {
+    for _ in 0..500 {
+        match Varve::open(dir, no_checkpoints()) {
+            Err(varve_engine::Error::Locked(_)) => std::thread::sleep(Duration::from_millis(10)),
+            other => return other.unwrap(),
+        }
+    }
+    panic!("{} stayed locked", dir.display());
+}
+
 fn varve(args: &[&str]) -> Output {
     varve_in(args, None)
 }
 
 fn varve_in(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_varve"));
+    // As in `open_store`: a fork in another test may hold a store's lock for a moment.
+    if !args.contains(&"--wait-lock") {
+        cmd.args(["--wait-lock", "5"]);
+    }
     cmd.args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -78,7 +95,7 @@ fn json(o: &Output) -> Value {
 /// one 3000-byte blob; `checkpointed` closes it (everything in events.mdb), else it is
 /// dropped with all events in the WAL only.
 fn build_store(dir: &Path, checkpointed: bool) -> Vec<u8> {
-    let db = Varve::open(dir, no_checkpoints()).unwrap();
+    let db = open_store(dir);
     for i in 0..10u32 {
         let payload = format!("{{\"n\": {i}}}");
         db.append(
@@ -203,9 +220,9 @@ fn a_missing_directory_or_one_without_a_store_is_exit_3_and_creates_nothing() {
 fn a_store_open_elsewhere_is_exit_4_with_the_locked_message() {
     let d = tempdir();
     build_store(d.path(), true);
-    let held = Varve::open(d.path(), no_checkpoints()).unwrap();
+    let held = open_store(d.path());
     for cmd in COMMANDS {
-        let o = varve(&[cmd, p(d.path())]);
+        let o = varve(&["--wait-lock", "0", cmd, p(d.path())]);
         assert_eq!(code(&o), 4, "{cmd}: {}", stderr(&o));
         let err = stderr(&o);
         assert!(err.contains("is locked by another open store"), "{err}");
@@ -283,7 +300,7 @@ fn dump_prints_events_in_order_with_filters_and_blob_references() {
     // More events than one read batch, limit across batches.
     let big_store = tempdir();
     {
-        let db = Varve::open(big_store.path(), no_checkpoints()).unwrap();
+        let db = open_store(big_store.path());
         let evs: Vec<Vec<u8>> = (0..2500u32).map(|i| i.to_string().into_bytes()).collect();
         let data: Vec<EventData<'_>> = evs.iter().map(|b| EventData::new("n", b)).collect();
         db.append("many", ExpectedVersion::Any, &data).unwrap();
@@ -347,14 +364,11 @@ fn append_writes_durably_checks_the_expected_version_and_prints_the_result() {
     // --create made a store with the engine's defaults (64 MiB WAL segments, whose
     // recovery a debug build reads slowly, about 1 s); the rest of the test appends to a
     // store made with small segments.
-    let created = Varve::open(&store, no_checkpoints()).unwrap();
+    let created = open_store(&store);
     assert_eq!(created.stream_version("s").unwrap(), Some(0));
     drop(created);
     let store = d.path().join("small");
-    Varve::open(&store, no_checkpoints())
-        .unwrap()
-        .close()
-        .unwrap();
+    open_store(&store).close().unwrap();
     let o = varve_in(
         &[
             "append",
@@ -427,7 +441,7 @@ fn append_writes_durably_checks_the_expected_version_and_prints_the_result() {
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
 
-    let db = Varve::open(&store, no_checkpoints()).unwrap();
+    let db = open_store(&store);
     let got = db
         .read_all(0, varve_engine::Direction::Forward, 100)
         .unwrap();
@@ -640,12 +654,12 @@ fn wait_exit(mut child: std::process::Child) -> Output {
 fn tail_follows_new_events_with_filters_and_waits_out_a_lock() {
     let d = tempdir();
     {
-        let db = Varve::open(d.path(), no_checkpoints()).unwrap();
+        let db = open_store(d.path());
         db.append("a", ExpectedVersion::Any, &[EventData::new("x.0", b"old")])
             .unwrap();
         db.close().unwrap();
     }
-    let held = Varve::open(d.path(), no_checkpoints()).unwrap();
+    let held = open_store(d.path());
     let mut child = Command::new(env!("CARGO_BIN_EXE_varve"))
         .args([
             "tail",
