@@ -5,10 +5,10 @@ use std::fs::File;
 use std::io::Write;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use heed::{PutFlags, WithoutTls};
 use varve_arena::{Arena, ArenaConfig, CacheConfig, CacheManager, Record};
@@ -227,6 +227,10 @@ pub(crate) struct Core {
     signal_cv: Condvar,
     room: Mutex<()>,
     room_cv: Condvar,
+    /// Subscribers blocked until `visible_end` moves (see [`Core::wait_visible`]).
+    watchers: AtomicUsize,
+    watch: Mutex<()>,
+    watch_cv: Condvar,
     report: RecoveryReport,
     _lock: File,
 }
@@ -262,6 +266,17 @@ impl std::fmt::Debug for Varve {
     }
 }
 
+/// How [`Core::wait_visible`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Waited {
+    /// More events are visible.
+    Moved,
+    /// The store was closed or degraded: no more events will come.
+    Ended,
+    /// The deadline passed.
+    TimedOut,
+}
+
 /// A call of `append_multi`: a stream, what it expects, its events.
 pub type StreamAppend<'a> = (&'a str, ExpectedVersion, &'a [EventData<'a>]);
 
@@ -290,7 +305,7 @@ impl Varve {
         })
     }
 
-    fn core(&self) -> &Core {
+    pub(crate) fn core(&self) -> &Core {
         &self.inner.core
     }
 
@@ -491,6 +506,7 @@ impl Varve {
     pub fn close(self) -> Result<()> {
         let core = &self.inner.core;
         core.closed.store(true, Ordering::SeqCst);
+        core.wake_watchers();
         core.stop_checkpointer(&self.inner.checkpointer);
         if core.degraded.get().is_some() {
             Err(core.degraded_error())
@@ -675,12 +691,22 @@ impl Core {
             signal_cv: Condvar::new(),
             room: Mutex::new(()),
             room_cv: Condvar::new(),
+            watchers: AtomicUsize::new(0),
+            watch: Mutex::new(()),
+            watch_cv: Condvar::new(),
             report,
             _lock: lock_file,
         })
     }
 
-    fn degraded_error(&self) -> Error {
+    /// One past the last position readers may see.
+    pub(crate) fn visible_end(&self) -> u64 {
+        self.visible_end.load(Ordering::SeqCst)
+    }
+
+    /// [`Error::Degraded`] with its cause, or [`Error::Closed`] if the store is not
+    /// degraded.
+    pub(crate) fn degraded_error(&self) -> Error {
         match self.degraded.get() {
             Some(cause) => Error::Degraded {
                 cause: Arc::clone(cause),
@@ -693,6 +719,7 @@ impl Core {
     fn degrade(&self, cause: Error) -> Error {
         let _ = self.degraded.set(Arc::new(cause));
         self.room_cv.notify_all();
+        self.wake_watchers();
         self.degraded_error()
     }
 
@@ -1007,7 +1034,53 @@ impl Core {
         }
         if let Some(end) = end {
             self.visible_end.store(end, Ordering::SeqCst);
+            drop(t);
+            self.wake_watchers();
         }
+    }
+
+    /// Wakes the subscribers waiting in [`wait_visible`](Self::wait_visible). Cheap when
+    /// there are none: one atomic load, no lock, no system call.
+    fn wake_watchers(&self) {
+        // SeqCst pairs with `wait_visible`: either the waiter's load of `visible_end` sees
+        // the new value, or this load sees the waiter counted and takes `watch`, which the
+        // waiter holds from its check until it sleeps: no wake-up is lost.
+        if self.watchers.load(Ordering::SeqCst) > 0 {
+            drop(lock(&self.watch));
+            self.watch_cv.notify_all();
+        }
+    }
+
+    /// Blocks until `visible_end` passes `seen_end`, the store is closed or degraded (no
+    /// event will come), or `deadline` passes.
+    pub(crate) fn wait_visible(&self, seen_end: u64, deadline: Option<Instant>) -> Waited {
+        self.watchers.fetch_add(1, Ordering::SeqCst);
+        let mut g = lock(&self.watch);
+        let out = loop {
+            if self.visible_end.load(Ordering::SeqCst) > seen_end {
+                break Waited::Moved;
+            }
+            if self.closed.load(Ordering::SeqCst) || self.degraded.get().is_some() {
+                break Waited::Ended;
+            }
+            let cv = &self.watch_cv;
+            g = match deadline {
+                None => cv
+                    .wait(g)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+                Some(d) => {
+                    let Some(left) = d.checked_duration_since(Instant::now()) else {
+                        break Waited::TimedOut;
+                    };
+                    cv.wait_timeout(g, left)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0
+                }
+            };
+        };
+        drop(g);
+        self.watchers.fetch_sub(1, Ordering::SeqCst);
+        out
     }
 
     fn wait_for_room(&self) -> Result<()> {
@@ -1366,7 +1439,7 @@ impl Core {
         })
     }
 
-    fn scan_all(
+    pub(crate) fn scan_all(
         &self,
         from: u64,
         direction: Direction,
@@ -1548,7 +1621,7 @@ impl Core {
         }
     }
 
-    fn scan_stream(
+    pub(crate) fn scan_stream(
         &self,
         stream: &str,
         direction: Direction,
@@ -1816,7 +1889,7 @@ fn version_of_key(key: &[u8]) -> Result<u64> {
 }
 
 /// An owned copy of a view, sharing the stream's name.
-fn owned(v: &EventView<'_>, name: &Arc<str>) -> RecordedEvent {
+pub(crate) fn owned(v: &EventView<'_>, name: &Arc<str>) -> RecordedEvent {
     RecordedEvent {
         position: v.position,
         stream: Arc::clone(name),

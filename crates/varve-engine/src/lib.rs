@@ -89,15 +89,42 @@
 //! KiB; a payload up to 64 MiB; one call up to 128 MiB, and its log record (the call
 //! without its large payloads) up to half a WAL segment (32 MiB).
 //!
+//! # Subscriptions
+//!
+//! [`Varve::subscribe_all`] (from the start, the end or after a position, with a
+//! [`Filter`] on event-type prefix, stream prefix or a predicate) and
+//! [`Varve::subscribe_stream`] give a [`Subscription`]: one pull loop that first reads what
+//! is stored and then waits for new events, in position (version) order with no gap and
+//! no duplicate, never before an event is acknowledged. The store keeps no queue per
+//! subscriber: a subscriber that stops pulling only falls behind, and a subscription holds
+//! at most one batch of events ([`Subscription::with_batch`]).
+//!
+//! ```
+//! use varve_engine::{EventData, ExpectedVersion, Filter, Options, SubscribeFrom, Varve};
+//! # fn main() -> varve_engine::Result<()> {
+//! # let dir = tempfile::tempdir()?;
+//! let db = Varve::open(dir.path(), Options::default())?;
+//! let mut orders = db.subscribe_all(SubscribeFrom::Start, Filter::all().stream_prefix("order-"));
+//! db.append("order-1", ExpectedVersion::Any, &[EventData::new("created", b"{}")])?;
+//! db.append("user-9", ExpectedVersion::Any, &[EventData::new("renamed", b"{}")])?;
+//! let e = orders.next().expect("open store")?; // blocks until an event passes the filter
+//! assert_eq!((e.position, &*e.stream), (0, "order-1"));
+//! assert!(orders.try_next()?.is_none());
+//! assert_eq!(orders.position(), 2); // past the filtered-out event
+//! # Ok(()) }
+//! ```
+//!
 //! # Not yet
 //!
-//! Subscriptions, durable consumers, snapshots and stream deletion are not built yet.
+//! Durable consumers (cursors saved in the store), snapshots, stream deletion and an async
+//! subscription API are not built yet.
 
 mod codec;
 mod engine;
 mod error;
 mod lmdb;
 mod options;
+mod subscribe;
 mod tail;
 mod types;
 mod walsource;
@@ -105,6 +132,7 @@ mod walsource;
 pub use engine::{RecoveryReport, Stats, StreamAppend, Varve};
 pub use error::{Error, Result};
 pub use options::{Options, SyncMode};
+pub use subscribe::{DEFAULT_SUBSCRIPTION_BATCH, Filter, SubscribeFrom, Subscription};
 pub use types::{
     AppendResult, BlobHash, Direction, EventData, EventPayload, EventView, ExpectedVersion,
     PayloadRef, RecordedEvent,

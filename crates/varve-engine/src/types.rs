@@ -128,6 +128,20 @@ impl EventPayload {
     }
 }
 
+impl EventPayload {
+    /// A borrowed form.
+    #[must_use]
+    pub fn as_ref(&self) -> PayloadRef<'_> {
+        match self {
+            EventPayload::Inline(b) => PayloadRef::Inline(b),
+            EventPayload::Blob { hash, len } => PayloadRef::Blob {
+                hash: *hash,
+                len: *len,
+            },
+        }
+    }
+}
+
 /// A borrowed payload, as [`EventView`] shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PayloadRef<'a> {
@@ -143,6 +157,21 @@ pub enum PayloadRef<'a> {
 }
 
 impl PayloadRef<'_> {
+    /// The payload's length in bytes.
+    #[must_use]
+    pub fn len(&self) -> u64 {
+        match self {
+            PayloadRef::Inline(b) => b.len() as u64,
+            PayloadRef::Blob { len, .. } => *len,
+        }
+    }
+
+    /// Whether the payload is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// An owned copy.
     #[must_use]
     pub fn to_owned(self) -> EventPayload {
@@ -172,6 +201,24 @@ pub struct RecordedEvent {
     pub timestamp_us: u64,
     /// The caller's id, if one was given.
     pub id: Option<[u8; 16]>,
+}
+
+impl RecordedEvent {
+    /// A borrowed view of this event (for example to test it with a
+    /// [`Filter`](crate::Filter)).
+    #[must_use]
+    pub fn as_view(&self) -> EventView<'_> {
+        EventView {
+            position: self.position,
+            stream: &self.stream,
+            version: self.version,
+            event_type: &self.event_type,
+            metadata: &self.metadata,
+            payload: self.payload.as_ref(),
+            timestamp_us: self.timestamp_us,
+            id: self.id,
+        }
+    }
 }
 
 /// An event borrowed from the store's memory (LMDB's map or the log tail), for hot loops
