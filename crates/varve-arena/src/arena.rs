@@ -357,6 +357,12 @@ fn check_request(class: PageClass, pages: usize) -> Result<()> {
     Ok(())
 }
 
+/// The pool's current chunk, if it holds no live block.
+fn empty_current(pool: &Pool) -> Option<usize> {
+    pool.current
+        .filter(|a| pool.chunks.get(a).is_some_and(|slot| slot.live_pages == 0))
+}
+
 /// Unmaps chunk `addr` of pool `pool` (already removed from `current`/`idle` lists).
 fn release(st: &mut State, pool: usize, addr: usize) {
     if st.pools[pool].chunks.remove(&addr).is_some() {
@@ -404,11 +410,17 @@ impl Inner {
                 continue;
             }
             if st.held_chunks >= self.max_chunks {
-                // Make room by unmapping an idle chunk of the other class, if it has one.
+                // Make room by unmapping an idle chunk of the other class, if it has one, or
+                // its current chunk if that holds no block (an emptied current chunk stays
+                // mapped at or below `min`, and would otherwise keep this class out).
                 let other = 1 - ci;
-                match st.pools[other].idle.pop() {
-                    Some(addr) => release(st, other, addr),
-                    None => return Ok(None),
+                if let Some(addr) = st.pools[other].idle.pop() {
+                    release(st, other, addr);
+                } else if let Some(addr) = empty_current(&st.pools[other]) {
+                    st.pools[other].current = None;
+                    release(st, other, addr);
+                } else {
+                    return Ok(None);
                 }
             }
             let raw = RawChunk::map()?;

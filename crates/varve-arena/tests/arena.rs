@@ -224,13 +224,42 @@ fn idle_chunks_above_min_are_compacted_or_given_to_the_other_class() {
     let extra = a.try_alloc(PageClass::Large, 64).unwrap();
     assert_eq!((a.stats().small.chunks, a.stats().large.chunks), (1, 3));
     assert_eq!(a.stats().chunks_released, 1);
-    // Nothing idle now (the empty small chunk is its class's current chunk).
+    // Nothing idle now (the small class keeps its emptied current chunk).
     assert_eq!(a.compact(), 0);
     drop(extra); // above min: this emptied chunk goes back at once
     assert_eq!(a.stats().held_bytes, 3 * CHUNK_BYTES);
     drop(l); // one chunk per free, down to min
     assert_eq!(a.stats().held_bytes, 2 * CHUNK_BYTES);
     assert_eq!(a.compact(), 0, "nothing above min left to return");
+}
+
+#[test]
+fn an_empty_current_chunk_of_one_class_gives_way_to_the_other_at_max() {
+    // min = max = one chunk: the emptied small chunk stays mapped as its class's current
+    // chunk, and must still give way to a large allocation.
+    let a = arena(1, 1);
+    drop(a.try_alloc(PageClass::Small, 8).unwrap());
+    assert_eq!(
+        (a.stats().small.chunks, a.stats().held_bytes),
+        (1, CHUNK_BYTES)
+    );
+    let l = a.try_alloc(PageClass::Large, 4).unwrap();
+    assert_eq!((a.stats().small.chunks, a.stats().large.chunks), (0, 1));
+    assert_eq!(a.stats().chunks_released, 1);
+    // A current chunk that still holds a block is not taken: the small class waits.
+    match a.try_alloc(PageClass::Small, 1) {
+        Err(Error::Exhausted {
+            class: PageClass::Small,
+            pages: 1,
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(a.stats().large.chunks, 1);
+    drop(l);
+    // Now empty, the large chunk gives way in turn.
+    let s = a.try_alloc(PageClass::Small, 1).unwrap();
+    assert_eq!((a.stats().small.chunks, a.stats().large.chunks), (1, 0));
+    drop(s);
 }
 
 #[test]
