@@ -627,13 +627,13 @@ fn a_newer_format_version_is_exit_5_for_every_command() {
             .commit()
             .unwrap();
         let mut wtxn = env.write_txn().unwrap();
-        meta.put(&mut wtxn, b"format", &2u32.to_le_bytes()).unwrap();
+        meta.put(&mut wtxn, b"format", &3u32.to_le_bytes()).unwrap();
         wtxn.commit().unwrap();
     }
     for cmd in COMMANDS {
         let o = varve(&[cmd, p(d.path())]);
         assert_eq!(code(&o), 5, "{cmd}: {}", stderr(&o));
-        assert!(stderr(&o).contains("format version 2"), "{}", stderr(&o));
+        assert!(stderr(&o).contains("format version 3"), "{}", stderr(&o));
         assert!(stderr(&o).contains("newer Varve"), "{}", stderr(&o));
     }
 }

@@ -11,6 +11,10 @@ use crate::types::{EventData, PayloadRef};
 
 /// WAL record kind of an append (one record per `append`/`append_multi` call).
 pub(crate) const KIND_APPEND: u8 = 1;
+/// WAL record kind of a consumer's cursor (`Consumer::commit` / `Consumer::reset`).
+pub(crate) const KIND_CONSUMER: u8 = 2;
+/// Format byte at the start of a consumer record.
+const CONSUMER_FORMAT: u8 = 1;
 /// Format byte at the start of an append record.
 const APPEND_FORMAT: u8 = 1;
 /// Format byte at the start of an event value in `events.mdb`.
@@ -464,6 +468,40 @@ pub(crate) fn decode_stream(bytes: &[u8]) -> Option<(u64, u64)> {
     Some((u64::from_le_bytes(id), u64::from_le_bytes(next)))
 }
 
+/// The WAL record of a consumer's cursor: format byte, position (u64 LE), name (UTF-8).
+pub(crate) fn encode_consumer(name: &str, position: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(9 + name.len());
+    v.push(CONSUMER_FORMAT);
+    v.extend_from_slice(&position.to_le_bytes());
+    v.extend_from_slice(name.as_bytes());
+    v
+}
+
+/// Decodes [`encode_consumer`]'s bytes: the consumer's name and position.
+pub(crate) fn parse_consumer(b: &[u8]) -> Result<(&str, u64), &'static str> {
+    let (&format, rest) = b.split_first().ok_or("empty consumer record")?;
+    if format != CONSUMER_FORMAT {
+        return Err("unknown consumer record format");
+    }
+    let position = le_u64(rest).ok_or("consumer record too short")?;
+    let name = std::str::from_utf8(&rest[8..]).map_err(|_| "consumer name is not UTF-8")?;
+    if name.is_empty() {
+        return Err("consumer record without a name");
+    }
+    Ok((name, position))
+}
+
+/// A consumer's position as stored in `events.mdb` (`consumers`: name -> u64 LE).
+pub(crate) fn decode_consumer_position(b: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(b).ok().map(u64::from_le_bytes)
+}
+
+fn le_u64(b: &[u8]) -> Option<u64> {
+    b.get(..8)
+        .and_then(|w| <[u8; 8]>::try_from(w).ok())
+        .map(u64::from_le_bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -573,5 +611,23 @@ mod tests {
         assert_eq!(be_u64(&[1, 2]), None);
         assert_eq!(decode_stream(&encode_stream(5, 9)), Some((5, 9)));
         assert_eq!(decode_stream(&[0; 15]), None);
+    }
+
+    #[test]
+    fn consumer_records_round_trip_and_bad_ones_are_refused() {
+        let b = encode_consumer("projector", 0x0102_0304_0506_0708);
+        assert_eq!(parse_consumer(&b), Ok(("projector", 0x0102_0304_0506_0708)));
+        assert_eq!(b.len(), 1 + 8 + 9);
+        assert!(parse_consumer(&[]).is_err());
+        assert!(parse_consumer(&b[..8]).is_err(), "short position");
+        assert!(parse_consumer(&b[..9]).is_err(), "no name");
+        let mut other = b.clone();
+        other[0] = 9;
+        assert!(parse_consumer(&other).is_err(), "unknown format");
+        let mut bad = b.clone();
+        bad.push(0xff);
+        assert!(parse_consumer(&bad).is_err(), "name not UTF-8");
+        assert_eq!(decode_consumer_position(&7u64.to_le_bytes()), Some(7));
+        assert_eq!(decode_consumer_position(&[1, 2, 3]), None);
     }
 }

@@ -15,7 +15,7 @@ use varve_arena::{Arena, ArenaConfig, CacheConfig, CacheManager, Record};
 use varve_sidecar::{BlobHash, MAX_INLINE_SIZE, Payload, Sidecar, SidecarOptions};
 use varve_wal::Wal;
 
-use crate::codec::{self, AppendRecord, BodyPayload, KIND_APPEND};
+use crate::codec::{self, AppendRecord, BodyPayload, KIND_APPEND, KIND_CONSUMER};
 use crate::error::{Error, Result};
 use crate::lmdb::{self, Checkpoint, Dbs};
 use crate::options::Options;
@@ -105,7 +105,7 @@ pub struct RecoveryReport {
     pub wal: varve_wal::RecoveryReport,
     /// LSN of the last record the checkpoint in `events.mdb` had applied.
     pub checkpoint_lsn: u64,
-    /// Append records replayed from the WAL into the tail index.
+    /// Records replayed from the WAL: appends (into the tail index) and consumer commits.
     pub replayed_records: u64,
     /// Events in those records.
     pub replayed_events: u64,
@@ -180,6 +180,15 @@ struct Seq {
     heads: HashMap<Arc<str>, Head>,
 }
 
+/// Consumers' cursors: the latest position of each, and the commits the checkpointer has
+/// not yet written to `events.mdb`.
+#[derive(Debug, Default)]
+struct Consumers {
+    positions: HashMap<Arc<str>, u64>,
+    /// (LSN, consumer, position) in LSN order.
+    pending: Vec<(u64, Arc<str>, u64)>,
+}
+
 /// Stream names by id and ids by name, for readers.
 #[derive(Debug, Default)]
 struct Catalog {
@@ -206,6 +215,8 @@ pub(crate) struct Core {
     dbs: Dbs,
     sidecar: Sidecar,
     seq: Mutex<Seq>,
+    /// Taken inside `seq` by a consumer commit; alone by readers and the checkpointer.
+    consumers: Mutex<Consumers>,
     catalog: RwLock<Catalog>,
     tail: RwLock<Tail>,
     /// One past the last position readers may see (durable and published in order).
@@ -526,6 +537,7 @@ impl Core {
         // Stream catalog and heads from the last checkpoint.
         let mut catalog = Catalog::default();
         let mut heads = HashMap::new();
+        let mut consumers = Consumers::default();
         {
             let rtxn = env.read_txn()?;
             let n = usize::try_from(ck.next_stream_id)
@@ -545,6 +557,13 @@ impl Core {
                 }
                 heads.insert(Arc::clone(&name), Head { id, next_version });
                 catalog.ids.insert(name, id);
+            }
+            for item in dbs.consumers.iter(&rtxn)? {
+                let (name, v) = item?;
+                let bad = || Error::corrupted(lmdb::location(dir), "bad consumer record");
+                let name = std::str::from_utf8(name).map_err(|_| bad())?;
+                let position = codec::decode_consumer_position(v).ok_or_else(bad)?;
+                consumers.positions.insert(Arc::from(name), position);
             }
             catalog.names = names
                 .into_iter()
@@ -591,6 +610,17 @@ impl Core {
             while let Some(rec) = it.next_ref() {
                 let rec = rec?;
                 let at = |what| Error::corrupted(format!("{} LSN {}", wal_loc(), rec.lsn), what);
+                if rec.kind == KIND_CONSUMER {
+                    let (name, position) = codec::parse_consumer(rec.payload).map_err(at)?;
+                    if position > next_position {
+                        return Err(at("consumer position past the end of the log"));
+                    }
+                    let name: Arc<str> = Arc::from(name);
+                    consumers.positions.insert(Arc::clone(&name), position);
+                    consumers.pending.push((rec.lsn, name, position));
+                    report.replayed_records += 1;
+                    continue;
+                }
                 if rec.kind != KIND_APPEND {
                     return Err(at("unknown record kind"));
                 }
@@ -653,8 +683,11 @@ impl Core {
         let tail_bytes = tail.bytes;
         // Emptied chunks up to a quarter of the budget stay mapped: a read of the record
         // just appended replaces the partial page that held the log's end, and with no
-        // floor each such read unmapped one chunk and mapped another.
-        let keep = (opts.tail_cache_bytes / 4).max(varve_arena::CHUNK_BYTES);
+        // floor each such read unmapped one chunk and mapped another. Whole chunks only, so
+        // a budget under 1 MiB keeps none: with the floor at the whole budget (one chunk),
+        // reads in tests/tail_reads.rs failed with `Exhausted` now and then.
+        let chunk = varve_arena::CHUNK_BYTES;
+        let keep = opts.tail_cache_bytes / 4 / chunk * chunk;
         let arena = Arena::new(ArenaConfig::with_limits(keep, opts.tail_cache_bytes)?);
         let cache = CacheManager::new(
             Arc::new(WalPages::new(Arc::clone(&wal))),
@@ -675,6 +708,7 @@ impl Core {
             env,
             dbs,
             sidecar,
+            consumers: Mutex::new(consumers),
             catalog: RwLock::new(catalog),
             tail: RwLock::new(tail),
             visible_end: AtomicU64::new(next_position),
@@ -697,6 +731,11 @@ impl Core {
             report,
             _lock: lock_file,
         })
+    }
+
+    /// The longest stream (and consumer) name allowed.
+    pub(crate) fn max_stream_name(&self) -> usize {
+        self.opts.max_stream_name
     }
 
     /// One past the last position readers may see.
@@ -1000,6 +1039,80 @@ impl Core {
         Ok(Some((result, lsn, ticket, entry)))
     }
 
+    /// The committed position of consumer `name` (0 if it never committed).
+    pub(crate) fn consumer_position(&self, name: &str) -> u64 {
+        lock(&self.consumers)
+            .positions
+            .get(name)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Every consumer and its position, sorted by name.
+    pub(crate) fn consumer_positions(&self) -> Vec<(Arc<str>, u64)> {
+        let mut v: Vec<_> = lock(&self.consumers)
+            .positions
+            .iter()
+            .map(|(n, &p)| (Arc::clone(n), p))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Moves consumer `name` to `position` through the WAL (its own record kind) and waits
+    /// until that record is durable. `forward_only`: refuse a position below the current.
+    pub(crate) fn move_consumer(
+        &self,
+        name: &Arc<str>,
+        position: u64,
+        forward_only: bool,
+    ) -> Result<()> {
+        self.check_writable()?;
+        let record = codec::encode_consumer(name, position);
+        let (lsn, ticket) = loop {
+            let mut seq = lock(&self.seq);
+            let mut c = lock(&self.consumers);
+            if position > self.visible_end() {
+                return Err(Error::InvalidPosition {
+                    position,
+                    why: "past the last visible event",
+                });
+            }
+            let current = c.positions.get(name).copied().unwrap_or(0);
+            if forward_only && position < current {
+                return Err(Error::InvalidPosition {
+                    position,
+                    why: "behind the consumer's committed position (reset moves it back)",
+                });
+            }
+            match self.wal.try_append_kind(KIND_CONSUMER, &record) {
+                Ok(ticket) => {
+                    let lsn = seq.next_lsn;
+                    seq.next_lsn += 1;
+                    c.positions.insert(Arc::clone(name), position);
+                    c.pending.push((lsn, Arc::clone(name), position));
+                    break (lsn, ticket);
+                }
+                Err(varve_wal::Error::Backpressure) => {
+                    drop((c, seq));
+                    let next = self.wal.durable_lsn() + 1;
+                    self.wal
+                        .wait_for(next, Duration::from_millis(10))
+                        .map_err(|e| self.wal_failure(e))?;
+                }
+                Err(e) => return Err(self.wal_failure(e)),
+            }
+        };
+        match ticket.wait() {
+            Ok(got) if got == lsn => Ok(()),
+            Ok(_) => Err(self.degrade(Error::corrupted(
+                self.dir.join(WAL_DIR).display().to_string(),
+                "the log assigned an LSN out of the sequencer's order",
+            ))),
+            Err(e) => Err(self.wal_failure(e)),
+        }
+    }
+
     fn wal_failure(&self, e: varve_wal::Error) -> Error {
         match e {
             e @ (varve_wal::Error::Poisoned(_) | varve_wal::Error::Io(_)) => {
@@ -1144,18 +1257,39 @@ impl Core {
         let _g = lock(&self.ckpt_lock);
         self.ckpt_requested.store(false, Ordering::SeqCst);
         self.publish();
-        let entries: Vec<Arc<TailEntry>> = {
+        // Every record below `next_lsn` is in the tail index or among the consumers'
+        // pending commits (both are filled inside the sequencer's section), so everything
+        // at or below `bound` is durable and in one of the two lists; a record past a
+        // not-yet-visible append must wait for it (the checkpoint LSN covers a prefix).
+        let next_lsn = lock(&self.seq).next_lsn;
+        let durable = self.wal.durable_lsn();
+        let (entries, first_hidden): (Vec<Arc<TailEntry>>, Option<u64>) = {
             let t = read(&self.tail);
-            t.entries.iter().take(t.visible).cloned().collect()
+            let visible = t.entries.iter().take(t.visible).cloned().collect();
+            (visible, t.entries.get(t.visible).map(|e| e.lsn))
         };
-        let Some(last) = entries.last() else {
-            return Ok(0);
+        let bound = (next_lsn - 1)
+            .min(durable)
+            .min(first_hidden.map_or(u64::MAX, |l| l - 1));
+        let commits: Vec<(u64, Arc<str>, u64)> = lock(&self.consumers)
+            .pending
+            .iter()
+            .take_while(|c| c.0 <= bound)
+            .cloned()
+            .collect();
+        let last_lsn = match (entries.last(), commits.last()) {
+            (None, None) => return Ok(0),
+            (e, c) => e.map_or(0, |e| e.lsn).max(c.map_or(0, |c| c.0)),
         };
-        let applied = self.apply(&entries).map_err(|e| self.degrade(e))?;
-        let (last_lsn, end) = (last.lsn, last.end());
-        self.checkpointed_end.store(end, Ordering::SeqCst);
+        let applied = self
+            .apply(&entries, &commits)
+            .map_err(|e| self.degrade(e))?;
+        if let Some(last) = entries.last() {
+            self.checkpointed_end.store(last.end(), Ordering::SeqCst);
+        }
         self.checkpoint_lsn.store(last_lsn, Ordering::SeqCst);
         let freed = write(&self.tail).pop(entries.len());
+        lock(&self.consumers).pending.drain(..commits.len());
         self.tail_bytes.fetch_sub(freed, Ordering::SeqCst);
         self.room_cv.notify_all();
         self.checkpoints.fetch_add(1, Ordering::Relaxed);
@@ -1168,17 +1302,14 @@ impl Core {
     /// Writes `entries` to `events.mdb` in one transaction with the checkpoint record,
     /// reading their records back from the WAL (sequentially, past the arena: the
     /// checkpointer reads each record once).
-    fn apply(&self, entries: &[Arc<TailEntry>]) -> Result<u64> {
+    fn apply(&self, entries: &[Arc<TailEntry>], commits: &[(u64, Arc<str>, u64)]) -> Result<u64> {
         let dbs = &self.dbs;
-        let Some(first) = entries.first() else {
-            return Ok(0);
-        };
         let mut wtxn = self.env.write_txn()?;
         let mut value = Vec::new();
         let mut heads: HashMap<u64, u64> = HashMap::new();
         let mut refs: HashMap<BlobHash, u64> = HashMap::new();
         let mut applied = 0u64;
-        let mut it = self.wal.iter_from(first.lsn)?;
+        let mut it = None;
         for e in entries {
             let at = |what| {
                 Error::corrupted(
@@ -1186,9 +1317,22 @@ impl Core {
                     what,
                 )
             };
-            let rec = match it.next_ref() {
-                Some(r) => r?,
-                None => return Err(at("a durable record is missing from the log")),
+            let it = match &mut it {
+                Some(it) => it,
+                slot @ None => slot.insert(self.wal.iter_from(e.lsn)?),
+            };
+            // Consumer records between appends are written from `commits` below.
+            let rec = loop {
+                match it.next_ref() {
+                    Some(r) => {
+                        let r = r?;
+                        if r.kind == KIND_CONSUMER && r.lsn < e.lsn {
+                            continue;
+                        }
+                        break r;
+                    }
+                    None => return Err(at("a durable record is missing from the log")),
+                }
             };
             if rec.lsn != e.lsn || rec.kind != KIND_APPEND {
                 return Err(at("the log holds another record than the tail expects"));
@@ -1248,8 +1392,17 @@ impl Core {
             dbs.blob_refs
                 .put(&mut wtxn, &hash.0, &(cur + n).to_le_bytes())?;
         }
-        let last = entries.last().map_or(0, |e| e.lsn);
-        let next_position = entries.last().map_or(0, |e| e.end());
+        for (_, name, position) in commits {
+            dbs.consumers
+                .put(&mut wtxn, name.as_bytes(), &position.to_le_bytes())?;
+        }
+        let last = entries
+            .last()
+            .map_or(0, |e| e.lsn)
+            .max(commits.last().map_or(0, |c| c.0));
+        let next_position = entries
+            .last()
+            .map_or(self.checkpointed_end.load(Ordering::SeqCst), |e| e.end());
         // Only streams whose first event is applied here or earlier: the catalog also holds
         // streams that exist only in the tail.
         let next_stream_id = heads

@@ -46,7 +46,7 @@ pub enum Error {
     },
 
     /// The store on disk was written by a format version this build does not read.
-    #[error("events.mdb has format version {found}; this build reads version {supported}")]
+    #[error("events.mdb has format version {found}; this build reads versions up to {supported}")]
     UnsupportedVersion {
         /// The version found.
         found: u32,
@@ -88,6 +88,20 @@ pub enum Error {
     #[error("invalid stream name: {why}")]
     InvalidStreamName {
         /// What is wrong.
+        why: &'static str,
+    },
+    /// A consumer name is empty, too long or contains a NUL byte.
+    #[error("invalid consumer name: {why}")]
+    InvalidConsumerName {
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// A consumer was asked to move to a position it may not take; nothing was written.
+    #[error("invalid consumer position {position}: {why}")]
+    InvalidPosition {
+        /// The position asked for.
+        position: u64,
+        /// What is wrong with it.
         why: &'static str,
     },
     /// An event type is empty or too long; nothing was written.

@@ -114,12 +114,19 @@
 //! # Ok(()) }
 //! ```
 //!
+//! A [`Consumer`] ([`Varve::consumer`]) is a named cursor saved in the store:
+//! [`Consumer::commit`] goes through the write-ahead log and is durable when it returns, the
+//! checkpointer stores it in `events.mdb`, and [`Consumer::subscribe`] resumes from it.
+//! Delivery is at least once: after a crash, events from the last acknowledged commit on
+//! come again, none before it.
+//!
 //! # Not yet
 //!
-//! Durable consumers (cursors saved in the store), snapshots, stream deletion and an async
-//! subscription API are not built yet.
+//! Snapshots, stream deletion and retention, and an async subscription API are not built
+//! yet.
 
 mod codec;
+mod consumer;
 mod engine;
 mod error;
 mod lmdb;
@@ -129,6 +136,7 @@ mod tail;
 mod types;
 mod walsource;
 
+pub use consumer::Consumer;
 pub use engine::{RecoveryReport, Stats, StreamAppend, Varve};
 pub use error::{Error, Result};
 pub use options::{Options, SyncMode};

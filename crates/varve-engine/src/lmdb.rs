@@ -11,8 +11,12 @@ pub(crate) type Db = Database<'static, Bytes, Bytes>;
 
 /// File name of the environment inside the store directory.
 pub(crate) const EVENTS_FILE: &str = "events.mdb";
-/// The format version this build reads and writes.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes. Version 2 added consumer cursors (the
+/// `consumers` database and their WAL record kind); a version 1 store is upgraded on open
+/// (it holds neither), and a build that reads only version 1 then refuses it cleanly.
+pub(crate) const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build opens (and upgrades).
+const OLDEST_FORMAT_VERSION: u32 = 1;
 
 const FORMAT_KEY: &[u8] = b"format";
 const CHECKPOINT_KEY: &[u8] = b"checkpoint";
@@ -29,6 +33,8 @@ pub(crate) struct Dbs {
     pub(crate) stream_index: Db,
     /// blob SHA-256 -> number of checkpointed events that reference it (u64 LE).
     pub(crate) blob_refs: Db,
+    /// consumer name -> its committed position (u64 LE).
+    pub(crate) consumers: Db,
 }
 
 /// What the last checkpoint applied, written in its own transaction.
@@ -98,10 +104,11 @@ pub(crate) fn open(dir: &Path, map_size: u64) -> Result<(heed::Env<WithoutTls>, 
             dbo.create_database::<Bytes, Bytes>(wtxn, Some("streams"))?,
             dbo.create_database::<Bytes, Bytes>(wtxn, Some("stream_index"))?,
             dbo.create_database::<Bytes, Bytes>(wtxn, Some("blob_refs"))?,
+            dbo.create_database::<Bytes, Bytes>(wtxn, Some("consumers"))?,
         );
         Ok(CommitOrAbort::<_, ()>::Commit(dbs))
     })?;
-    let Some((meta, events, streams, stream_index, blob_refs)) = opened.commit() else {
+    let Some((meta, events, streams, stream_index, blob_refs, consumers)) = opened.commit() else {
         return Err(Error::corrupted(
             location(dir),
             "could not create the named databases",
@@ -113,6 +120,7 @@ pub(crate) fn open(dir: &Path, map_size: u64) -> Result<(heed::Env<WithoutTls>, 
         streams,
         stream_index,
         blob_refs,
+        consumers,
     };
     let mut wtxn = env.write_txn()?;
     match dbs.meta.get(&wtxn, FORMAT_KEY)? {
@@ -120,11 +128,15 @@ pub(crate) fn open(dir: &Path, map_size: u64) -> Result<(heed::Env<WithoutTls>, 
             let found = <[u8; 4]>::try_from(v)
                 .map(u32::from_le_bytes)
                 .map_err(|_| Error::corrupted(location(dir), "format record is not 4 bytes"))?;
-            if found != FORMAT_VERSION {
+            if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&found) {
                 return Err(Error::UnsupportedVersion {
                     found,
                     supported: FORMAT_VERSION,
                 });
+            }
+            if found < FORMAT_VERSION {
+                dbs.meta
+                    .put(&mut wtxn, FORMAT_KEY, &FORMAT_VERSION.to_le_bytes())?;
             }
         }
         None => {

@@ -5,7 +5,9 @@
 //! checkpoint and between a blob's store and its log write), reopens, and checks:
 //! every acknowledged event is present and byte-identical, positions are gapless, every
 //! multi-append is whole, the blob count equals the blobs still referenced, and numbering
-//! continues. `VARVE_CRASH_ROUNDS=N` runs N rounds (default 50).
+//! continues. A consumer thread in the child follows the log and commits its cursor; after
+//! each reopen the cursor is at or past the last commit acknowledged and within the log.
+//! `VARVE_CRASH_ROUNDS=N` runs N rounds (default 50).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -16,12 +18,13 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use varve_engine::{Direction, EventData, EventPayload, ExpectedVersion, Options, Varve};
+use varve_engine::{Direction, EventData, EventPayload, ExpectedVersion, Filter, Options, Varve};
 
 const CHILD_DIR: &str = "VARVE_ENGINE_CRASH_CHILD_DIR";
 const CHILD_ACKS: &str = "VARVE_ENGINE_CRASH_CHILD_ACKS";
 const CHILD_ROUND: &str = "VARVE_ENGINE_CRASH_CHILD_ROUND";
 const THREADS: u32 = 16;
+const CONSUMER: &str = "crash-consumer";
 
 fn opts() -> Options {
     Options::default()
@@ -105,6 +108,26 @@ fn crash_child() {
     let out = Mutex::new(std::fs::File::create(&acks).unwrap());
     writeln!(out.lock().unwrap(), "ready").unwrap();
     std::thread::scope(|s| {
+        {
+            let db = db.clone();
+            let out = &out;
+            s.spawn(move || {
+                let consumer = db.consumer(CONSUMER).unwrap();
+                let mut sub = consumer.subscribe(Filter::all());
+                for n in 1u64.. {
+                    if sub
+                        .next_timeout(Duration::from_millis(20))
+                        .unwrap()
+                        .is_some()
+                        && n % 7 == 0
+                    {
+                        let p = sub.position();
+                        consumer.commit(p).unwrap();
+                        writeln!(out.lock().unwrap(), "c {p}").unwrap();
+                    }
+                }
+            });
+        }
         for thread in 0..THREADS {
             let db = db.clone();
             let out = &out;
@@ -239,6 +262,8 @@ fn sigkill_at_random_moments_loses_no_acknowledged_event() {
     let exe = std::env::current_exe().unwrap();
     let mut rng = Instant::now().elapsed().as_nanos() as u64 ^ 0x9E37_79B9_7F4A_7C15;
     let mut acked: HashMap<u64, Id> = HashMap::new();
+    let mut committed = 0u64;
+    let mut commits = 0u64;
     for round in 0..rounds {
         let _ = std::fs::remove_file(&acks);
         let mut child = Command::new(&exe)
@@ -273,6 +298,13 @@ fn sigkill_at_random_moments_loses_no_acknowledged_event() {
         let text = std::fs::read_to_string(&acks).unwrap_or_default();
         let complete = text.rfind('\n').map_or("", |i| &text[..=i]);
         for line in complete.lines().filter(|l| *l != "ready") {
+            if let Some(p) = line.strip_prefix("c ") {
+                let p: u64 = p.parse().unwrap();
+                assert!(p >= committed, "consumer commits move forward");
+                committed = p;
+                commits += 1;
+                continue;
+            }
             let f: Vec<u64> = line.split(' ').map(|x| x.parse().unwrap()).collect();
             let (round, thread, seq, n, first) =
                 (f[0] as u32, f[1] as u32, f[2] as u32, f[3] as u8, f[4]);
@@ -300,6 +332,15 @@ fn sigkill_at_random_moments_loses_no_acknowledged_event() {
         } else {
             db.stats().unwrap().next_position
         };
+        let cursor = db.consumer(CONSUMER).unwrap().position();
+        assert!(
+            cursor >= committed,
+            "consumer cursor {cursor} lost the acknowledged commit {committed}"
+        );
+        assert!(
+            cursor <= next,
+            "consumer cursor {cursor} past the log's end {next}"
+        );
         // Numbering continues after the crash.
         let r = db
             .append(
@@ -313,7 +354,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_event() {
     }
     assert!(!acked.is_empty());
     eprintln!(
-        "{rounds} rounds, {} acknowledged events checked",
+        "{rounds} rounds, {} acknowledged events and {commits} consumer commits checked",
         acked.len()
     );
 }
