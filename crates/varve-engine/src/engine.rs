@@ -138,6 +138,11 @@ pub struct Stats {
     /// Page lookups in that cache since open (hits and misses): how much of the tail was
     /// read from the WAL.
     pub tail_cache_lookups: u64,
+    /// Of those lookups, the ones the cache served without reading the WAL (prefetched
+    /// pages included).
+    pub tail_cache_hits: u64,
+    /// Consumers that committed a position.
+    pub consumers: u64,
     /// The WAL's highest durable LSN.
     pub wal_durable_lsn: u64,
     /// The first LSN the WAL still keeps.
@@ -1997,6 +2002,7 @@ impl Core {
             .values()
             .filter(|h| h.next_version > 0)
             .count() as u64;
+        let cache = self.cache.stats();
         Ok(Stats {
             next_position,
             streams,
@@ -2005,10 +2011,9 @@ impl Core {
             checkpoint_lag_events: next_position.saturating_sub(checkpointed),
             tail_bytes: self.tail_bytes.load(Ordering::SeqCst),
             tail_cache_bytes: self.cache.arena().used_bytes(),
-            tail_cache_lookups: {
-                let c = self.cache.stats();
-                c.hits + c.misses
-            },
+            tail_cache_lookups: cache.hits + cache.misses,
+            tail_cache_hits: cache.hits,
+            consumers: lock(&self.consumers).positions.len() as u64,
             wal_durable_lsn: wal.durable_lsn,
             wal_first_lsn: wal.first_lsn,
             wal_bytes,

@@ -51,6 +51,7 @@ fn a_commit_survives_a_reopen_from_the_wal_and_from_a_checkpoint() {
     let mut sub = c.subscribe(Filter::all());
     assert_eq!(sub.try_next().unwrap().unwrap().position, 7);
     assert_eq!(db.consumers(), vec![("proj".into(), 7)]);
+    assert_eq!(db.stats().unwrap().consumers, 1);
 }
 
 #[test]

@@ -101,6 +101,14 @@ fn tail_reads_come_from_the_wal_through_a_bounded_arena() {
         "the tail was read through the arena ({} page lookups)",
         st.tail_cache_lookups
     );
+    // Reads run page after page, so most lookups hit a page read (or prefetched) before;
+    // each miss is a WAL read.
+    assert!(
+        st.tail_cache_hits > 0 && st.tail_cache_hits < st.tail_cache_lookups,
+        "hits {} of {} lookups",
+        st.tail_cache_hits,
+        st.tail_cache_lookups
+    );
     assert!(
         peak <= cache,
         "the arena held {peak} bytes, over its {cache}"
