@@ -54,6 +54,12 @@ const LOCK_FILE: &str = "LOCK";
 const WAL_DIR: &str = "wal";
 /// Subdirectory of the blob sidecar.
 const BLOBS_DIR: &str = "blobs";
+/// Subdirectory of the snapshots' slotted store.
+const SNAPSHOTS_DIR: &str = "snapshots";
+/// Format byte at the start of a stored snapshot (then the version, u64 LE, then the bytes).
+const SNAPSHOT_FORMAT: u8 = 1;
+/// Bytes a stored snapshot adds before the caller's.
+const SNAPSHOT_HEADER: usize = 1 + 8;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -219,6 +225,10 @@ pub(crate) struct Core {
     env: heed::Env<WithoutTls>,
     dbs: Dbs,
     sidecar: Sidecar,
+    /// Stream snapshots: the slotted store, keyed by stream id.
+    snapshots: varve_slotted::Store,
+    /// Serializes `put_snapshot`'s compare-and-put.
+    snapshot_lock: Mutex<()>,
     seq: Mutex<Seq>,
     /// Taken inside `seq` by a consumer commit; alone by readers and the checkpointer.
     consumers: Mutex<Consumers>,
@@ -298,7 +308,8 @@ pub type StreamAppend<'a> = (&'a str, ExpectedVersion, &'a [EventData<'a>]);
 
 impl Varve {
     /// Opens (creating if needed) the store in `dir` and recovers it: the same path after a
-    /// clean close and after a crash. Layout: `dir/wal/`, `dir/events.mdb`, `dir/blobs/`.
+    /// clean close and after a crash. Layout: `dir/wal/`, `dir/events.mdb`, `dir/blobs/`,
+    /// `dir/snapshots/`.
     ///
     /// `events.mdb` and `blobs/blobs.mdb` are memory-mapped: nothing but this library may
     /// write them while the store is open.
@@ -581,6 +592,12 @@ impl Core {
         }
 
         let sidecar = Sidecar::open(dir.join(BLOBS_DIR), SidecarOptions::default())?;
+        let snapshots = varve_slotted::Store::open_or_create(
+            dir.join(SNAPSHOTS_DIR),
+            varve_slotted::Options::default()
+                .min_page_size(1 << 20)
+                .max_value_size(opts.max_snapshot_bytes as u32 + SNAPSHOT_HEADER as u32),
+        )?;
         let max_record = opts.max_record_bytes();
         let wal_opts = varve_wal::Options::default()
             .sync_mode(opts.sync_mode)
@@ -713,6 +730,8 @@ impl Core {
             env,
             dbs,
             sidecar,
+            snapshots,
+            snapshot_lock: Mutex::new(()),
             consumers: Mutex::new(consumers),
             catalog: RwLock::new(catalog),
             tail: RwLock::new(tail),
@@ -1042,6 +1061,78 @@ impl Core {
         write(&self.tail).push(Arc::clone(&entry));
         self.tail_bytes.fetch_add(cost, Ordering::SeqCst);
         Ok(Some((result, lsn, ticket, entry)))
+    }
+
+    /// Stores `bytes` as the snapshot of `stream` at `version` unless one of a later version
+    /// is stored; flushed before it returns. Returns whether it became the latest.
+    pub(crate) fn put_snapshot(&self, stream: &str, version: u64, bytes: &[u8]) -> Result<bool> {
+        if bytes.len() > self.opts.max_snapshot_bytes {
+            return Err(Error::SnapshotTooLarge {
+                size: bytes.len(),
+                max: self.opts.max_snapshot_bytes,
+            });
+        }
+        let not_found = || Error::StreamNotFound {
+            stream: stream.to_owned(),
+        };
+        let id = read(&self.catalog)
+            .ids
+            .get(stream)
+            .copied()
+            .ok_or_else(not_found)?;
+        let head = self.visible_head(id)?.ok_or_else(not_found)?;
+        if version > head {
+            return Err(Error::VersionNotFound {
+                stream: stream.to_owned(),
+                version,
+                last: head,
+            });
+        }
+        let _g = lock(&self.snapshot_lock);
+        if let Some((stored, _)) = self.snapshot_of(id, |_| ())?
+            && stored > version
+        {
+            return Ok(false);
+        }
+        let mut value = Vec::with_capacity(SNAPSHOT_HEADER + bytes.len());
+        value.push(SNAPSHOT_FORMAT);
+        value.extend_from_slice(&version.to_le_bytes());
+        value.extend_from_slice(bytes);
+        self.snapshots.put(id, &value)?;
+        self.snapshots.flush()?;
+        Ok(true)
+    }
+
+    /// The stored snapshot of stream `id`: its version and `f` of its bytes.
+    pub(crate) fn snapshot_of<R>(
+        &self,
+        id: u64,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<(u64, R)>> {
+        let got = self.snapshots.get_with(id, |v| -> Result<(u64, R)> {
+            let bad = || {
+                Error::corrupted(
+                    format!("{} id {id}", self.dir.join(SNAPSHOTS_DIR).display()),
+                    "bad snapshot header",
+                )
+            };
+            let (&format, rest) = v.split_first().ok_or_else(bad)?;
+            if format != SNAPSHOT_FORMAT || rest.len() < 8 {
+                return Err(bad());
+            }
+            let (version, bytes) = rest.split_at(8);
+            let version = u64::from_le_bytes(version.try_into().map_err(|_| bad())?);
+            Ok((version, f(bytes)))
+        })?;
+        got.transpose()
+    }
+
+    /// The latest snapshot of `stream`, if it has one.
+    pub(crate) fn latest_snapshot(&self, stream: &str) -> Result<Option<(u64, Vec<u8>)>> {
+        let Some(id) = read(&self.catalog).ids.get(stream).copied() else {
+            return Ok(None);
+        };
+        self.snapshot_of(id, <[u8]>::to_vec)
     }
 
     /// The committed position of consumer `name` (0 if it never committed).

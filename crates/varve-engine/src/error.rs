@@ -90,6 +90,24 @@ pub enum Error {
         /// What is wrong.
         why: &'static str,
     },
+    /// A snapshot names a version its stream does not have yet; nothing was written.
+    #[error("stream {stream:?} has no version {version} (its last is {last})")]
+    VersionNotFound {
+        /// The stream name.
+        stream: String,
+        /// The version asked for.
+        version: u64,
+        /// The stream's last version.
+        last: u64,
+    },
+    /// A snapshot is larger than `Options::max_snapshot_bytes`; nothing was written.
+    #[error("snapshot of {size} bytes exceeds the maximum of {max} bytes")]
+    SnapshotTooLarge {
+        /// Size asked for.
+        size: usize,
+        /// The configured maximum.
+        max: usize,
+    },
     /// A consumer name is empty, too long or contains a NUL byte.
     #[error("invalid consumer name: {why}")]
     InvalidConsumerName {

@@ -120,10 +120,16 @@
 //! Delivery is at least once: after a crash, events from the last acknowledged commit on
 //! come again, none before it.
 //!
+//! # Snapshots
+//!
+//! [`Varve::put_snapshot`] keeps a stream's state at a version (the highest version
+//! wins) in the slotted payload store under `snapshots/`, flushed before it returns;
+//! [`Varve::latest_snapshot`] reads it back, so a reader replays only the events after it.
+//!
 //! # Not yet
 //!
-//! Snapshots, stream deletion and retention, and an async subscription API are not built
-//! yet.
+//! Stream deletion and retention (so snapshots do not yet go away with their stream), and
+//! an async subscription API are not built yet.
 
 mod codec;
 mod consumer;
@@ -131,6 +137,7 @@ mod engine;
 mod error;
 mod lmdb;
 mod options;
+mod snapshot;
 mod subscribe;
 mod tail;
 mod types;

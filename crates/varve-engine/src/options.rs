@@ -22,6 +22,7 @@ pub struct Options {
     pub(crate) max_metadata_bytes: usize,
     pub(crate) max_payload_bytes: usize,
     pub(crate) max_call_bytes: usize,
+    pub(crate) max_snapshot_bytes: usize,
     pub(crate) wal_segment_size: u64,
 }
 
@@ -39,6 +40,7 @@ impl Default for Options {
             max_metadata_bytes: 64 << 10,
             max_payload_bytes: 64 << 20,
             max_call_bytes: 128 << 20,
+            max_snapshot_bytes: 64 << 20,
             wal_segment_size: 64 << 20,
         }
     }
@@ -121,6 +123,14 @@ impl Options {
         self
     }
 
+    /// Largest snapshot ([`Varve::put_snapshot`](crate::Varve::put_snapshot); default 64
+    /// MiB, at most 512 MiB).
+    #[must_use]
+    pub fn max_snapshot_bytes(mut self, bytes: usize) -> Self {
+        self.max_snapshot_bytes = bytes;
+        self
+    }
+
     /// Size of each WAL segment file (default 64 MiB, 1 MiB..=4 GiB). One call's log
     /// record (the call without its large payloads, which go to the sidecar) must fit in
     /// half a segment.
@@ -151,6 +161,9 @@ impl Options {
         }
         if self.max_call_bytes == 0 || self.max_call_bytes > 1 << 30 {
             return bad("max_call_bytes", "must be 1 B..=1 GiB");
+        }
+        if self.max_snapshot_bytes > 512 << 20 {
+            return bad("max_snapshot_bytes", "must be at most 512 MiB");
         }
         if self.checkpoint_bytes == 0 {
             return bad("checkpoint_bytes", "must be positive");
@@ -213,6 +226,10 @@ mod tests {
                 "max_tail_bytes",
             ),
             (Options::default().map_size(1000), "map_size"),
+            (
+                Options::default().max_snapshot_bytes((512 << 20) + 1),
+                "max_snapshot_bytes",
+            ),
             (
                 Options::default().wal_segment_size(1000),
                 "wal_segment_size",

@@ -7,6 +7,8 @@
 //! multi-append is whole, the blob count equals the blobs still referenced, and numbering
 //! continues. A consumer thread in the child follows the log and commits its cursor; after
 //! each reopen the cursor is at or past the last commit acknowledged and within the log.
+//! A snapshot thread snapshots stream `t0`; the latest snapshot after a reopen is at or
+//! past the last one acknowledged, byte for byte.
 //! `VARVE_CRASH_ROUNDS=N` runs N rounds (default 50).
 #![allow(clippy::unwrap_used)]
 
@@ -32,6 +34,12 @@ fn opts() -> Options {
         .checkpoint_bytes(16 << 10)
         .max_tail_bytes(4 << 20)
         .wal_segment_size(2 << 20)
+}
+
+/// The snapshot bytes of version `v` of `t0` (sizes from 10 B to about 200 KiB).
+fn snapshot(v: u64) -> Vec<u8> {
+    let len = 10 + (v.wrapping_mul(7919) % 200_000) as usize;
+    (0..len).map(|i| (i as u64 ^ v) as u8).collect()
 }
 
 /// Identity of one event, carried in its first 16 bytes; the rest derives from it.
@@ -125,6 +133,20 @@ fn crash_child() {
                         consumer.commit(p).unwrap();
                         writeln!(out.lock().unwrap(), "c {p}").unwrap();
                     }
+                }
+            });
+        }
+        {
+            let db = db.clone();
+            let out = &out;
+            s.spawn(move || {
+                loop {
+                    if let Some(v) = db.stream_version("t0").unwrap()
+                        && db.put_snapshot("t0", v, &snapshot(v)).unwrap()
+                    {
+                        writeln!(out.lock().unwrap(), "s {v}").unwrap();
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
                 }
             });
         }
@@ -264,6 +286,8 @@ fn sigkill_at_random_moments_loses_no_acknowledged_event() {
     let mut acked: HashMap<u64, Id> = HashMap::new();
     let mut committed = 0u64;
     let mut commits = 0u64;
+    let mut snapshotted: Option<u64> = None;
+    let mut snapshots = 0u64;
     for round in 0..rounds {
         let _ = std::fs::remove_file(&acks);
         let mut child = Command::new(&exe)
@@ -298,6 +322,13 @@ fn sigkill_at_random_moments_loses_no_acknowledged_event() {
         let text = std::fs::read_to_string(&acks).unwrap_or_default();
         let complete = text.rfind('\n').map_or("", |i| &text[..=i]);
         for line in complete.lines().filter(|l| *l != "ready") {
+            if let Some(v) = line.strip_prefix("s ") {
+                let v: u64 = v.parse().unwrap();
+                assert!(snapshotted.is_none_or(|s| v >= s), "snapshots move forward");
+                snapshotted = Some(v);
+                snapshots += 1;
+                continue;
+            }
             if let Some(p) = line.strip_prefix("c ") {
                 let p: u64 = p.parse().unwrap();
                 assert!(p >= committed, "consumer commits move forward");
@@ -341,6 +372,14 @@ fn sigkill_at_random_moments_loses_no_acknowledged_event() {
             cursor <= next,
             "consumer cursor {cursor} past the log's end {next}"
         );
+        if let Some(acked) = snapshotted {
+            let (v, bytes) = db.latest_snapshot("t0").unwrap().expect("a snapshot");
+            assert!(
+                v >= acked,
+                "snapshot {v} older than the acknowledged {acked}"
+            );
+            assert_eq!(bytes, snapshot(v), "snapshot of version {v}");
+        }
         // Numbering continues after the crash.
         let r = db
             .append(
@@ -354,7 +393,8 @@ fn sigkill_at_random_moments_loses_no_acknowledged_event() {
     }
     assert!(!acked.is_empty());
     eprintln!(
-        "{rounds} rounds, {} acknowledged events and {commits} consumer commits checked",
+        "{rounds} rounds, {} acknowledged events, {commits} consumer commits and {snapshots} \
+         snapshots checked",
         acked.len()
     );
 }
