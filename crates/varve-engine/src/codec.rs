@@ -15,6 +15,12 @@ pub(crate) const KIND_APPEND: u8 = 1;
 pub(crate) const KIND_CONSUMER: u8 = 2;
 /// Format byte at the start of a consumer record.
 const CONSUMER_FORMAT: u8 = 1;
+/// WAL record kind of a stream deletion or truncation (`delete_stream`, `truncate_before`).
+pub(crate) const KIND_STREAM_META: u8 = 3;
+/// Format byte at the start of a stream meta record.
+const STREAM_META_FORMAT: u8 = 1;
+/// Flag of a stream meta record and value: the stream is tombstoned.
+const META_TOMBSTONE: u8 = 1;
 /// Format byte at the start of an append record.
 const APPEND_FORMAT: u8 = 1;
 /// Format byte at the start of an event value in `events.mdb`.
@@ -491,6 +497,63 @@ pub(crate) fn parse_consumer(b: &[u8]) -> Result<(&str, u64), &'static str> {
     Ok((name, position))
 }
 
+/// What a stream's deletion state says: versions below `hidden_before` are gone; a
+/// tombstoned stream is gone whole and takes no more events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct StreamMeta {
+    pub(crate) hidden_before: u64,
+    pub(crate) tombstone: bool,
+}
+
+impl StreamMeta {
+    /// Whether version `v` of the stream is hidden.
+    pub(crate) fn hides(&self, v: u64) -> bool {
+        self.tombstone || v < self.hidden_before
+    }
+
+    /// The `stream_meta` value: hidden_before (u64 LE), flags.
+    pub(crate) fn encode(&self) -> [u8; 9] {
+        let mut v = [0u8; 9];
+        v[..8].copy_from_slice(&self.hidden_before.to_le_bytes());
+        v[8] = if self.tombstone { META_TOMBSTONE } else { 0 };
+        v
+    }
+
+    pub(crate) fn decode(b: &[u8]) -> Option<StreamMeta> {
+        let a: &[u8; 9] = b.try_into().ok()?;
+        if a[8] & !META_TOMBSTONE != 0 {
+            return None;
+        }
+        Some(StreamMeta {
+            hidden_before: le_u64(&a[..8])?,
+            tombstone: a[8] == META_TOMBSTONE,
+        })
+    }
+}
+
+/// The WAL record of a stream deletion: format, stream id (u64 LE), then the
+/// [`StreamMeta`] value.
+pub(crate) fn encode_stream_meta(stream_id: u64, meta: StreamMeta) -> [u8; 18] {
+    let mut v = [0u8; 18];
+    v[0] = STREAM_META_FORMAT;
+    v[1..9].copy_from_slice(&stream_id.to_le_bytes());
+    v[9..].copy_from_slice(&meta.encode());
+    v
+}
+
+/// Decodes [`encode_stream_meta`]'s bytes.
+pub(crate) fn parse_stream_meta(b: &[u8]) -> Result<(u64, StreamMeta), &'static str> {
+    if b.len() != 18 {
+        return Err("stream meta record is not 18 bytes");
+    }
+    if b[0] != STREAM_META_FORMAT {
+        return Err("unknown stream meta record format");
+    }
+    let id = le_u64(&b[1..9]).ok_or("stream meta record too short")?;
+    let meta = StreamMeta::decode(&b[9..]).ok_or("bad stream meta flags")?;
+    Ok((id, meta))
+}
+
 /// A consumer's position as stored in `events.mdb` (`consumers`: name -> u64 LE).
 pub(crate) fn decode_consumer_position(b: &[u8]) -> Option<u64> {
     <[u8; 8]>::try_from(b).ok().map(u64::from_le_bytes)
@@ -629,5 +692,42 @@ mod tests {
         assert!(parse_consumer(&bad).is_err(), "name not UTF-8");
         assert_eq!(decode_consumer_position(&7u64.to_le_bytes()), Some(7));
         assert_eq!(decode_consumer_position(&[1, 2, 3]), None);
+    }
+
+    #[test]
+    fn stream_meta_records_round_trip_and_bad_ones_are_refused() {
+        for meta in [
+            StreamMeta {
+                hidden_before: 0x0102_0304_0506_0708,
+                tombstone: false,
+            },
+            StreamMeta {
+                hidden_before: 9,
+                tombstone: true,
+            },
+        ] {
+            let b = encode_stream_meta(77, meta);
+            assert_eq!(parse_stream_meta(&b), Ok((77, meta)));
+            assert_eq!(StreamMeta::decode(&meta.encode()), Some(meta));
+        }
+        let b = encode_stream_meta(1, StreamMeta::default());
+        assert!(parse_stream_meta(&b[..17]).is_err());
+        let mut other = b;
+        other[0] = 2;
+        assert!(parse_stream_meta(&other).is_err());
+        let mut flags = b;
+        flags[17] = 2;
+        assert!(parse_stream_meta(&flags).is_err());
+        assert_eq!(StreamMeta::decode(&[0; 8]), None);
+        let m = StreamMeta {
+            hidden_before: 3,
+            tombstone: false,
+        };
+        assert!(m.hides(2) && !m.hides(3));
+        let t = StreamMeta {
+            hidden_before: 3,
+            tombstone: true,
+        };
+        assert!(t.hides(3) && t.hides(100));
     }
 }

@@ -15,7 +15,9 @@ use varve_arena::{Arena, ArenaConfig, CacheConfig, CacheManager, Record};
 use varve_sidecar::{BlobHash, MAX_INLINE_SIZE, Payload, Sidecar, SidecarOptions};
 use varve_wal::Wal;
 
-use crate::codec::{self, AppendRecord, BodyPayload, KIND_APPEND, KIND_CONSUMER};
+use crate::codec::{
+    self, AppendRecord, BodyPayload, KIND_APPEND, KIND_CONSUMER, KIND_STREAM_META, StreamMeta,
+};
 use crate::error::{Error, Result};
 use crate::lmdb::{self, Checkpoint, Dbs};
 use crate::options::Options;
@@ -56,6 +58,22 @@ const WAL_DIR: &str = "wal";
 const BLOBS_DIR: &str = "blobs";
 /// Subdirectory of the snapshots' slotted store.
 const SNAPSHOTS_DIR: &str = "snapshots";
+/// Removes the snapshot of stream `id` if `meta` hides its version.
+fn drop_hidden_snapshot(snapshots: &varve_slotted::Store, id: u64, meta: StreamMeta) -> Result<()> {
+    let stored = snapshots.get_with(id, |v| {
+        v.get(1..9)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_le_bytes)
+    })?;
+    if let Some(version) = stored
+        && version.is_none_or(|v| meta.hides(v))
+    {
+        snapshots.delete(id)?;
+        snapshots.flush()?;
+    }
+    Ok(())
+}
+
 /// Format byte at the start of a stored snapshot (then the version, u64 LE, then the bytes).
 const SNAPSHOT_FORMAT: u8 = 1;
 /// Bytes a stored snapshot adds before the caller's.
@@ -181,6 +199,16 @@ struct Head {
     id: u64,
     /// Number of events in the stream (the next version).
     next_version: u64,
+    /// What was deleted of it.
+    meta: StreamMeta,
+}
+
+impl Head {
+    /// The version of its last visible event, for expected-version checks: `None` if it
+    /// has none (never had, or soft-deleted since its last event).
+    fn visible_last(&self) -> Option<u64> {
+        (self.next_version > self.meta.hidden_before).then(|| self.next_version - 1)
+    }
 }
 
 /// State only the sequencer's critical section touches.
@@ -232,6 +260,12 @@ pub(crate) struct Core {
     seq: Mutex<Seq>,
     /// Taken inside `seq` by a consumer commit; alone by readers and the checkpointer.
     consumers: Mutex<Consumers>,
+    /// What readers must hide: the deletion state of each stream that has one (published
+    /// once its record is durable). Replaced whole on a change; readers clone the `Arc`.
+    hidden: RwLock<Arc<HashMap<u64, StreamMeta>>>,
+    /// Deletions the checkpointer has not applied yet: (LSN, stream id, new state), in LSN
+    /// order. Pushed inside `seq`.
+    meta_pending: Mutex<Vec<(u64, u64, StreamMeta)>>,
     catalog: RwLock<Catalog>,
     tail: RwLock<Tail>,
     /// One past the last position readers may see (durable and published in order).
@@ -426,7 +460,7 @@ impl Varve {
         limit: usize,
         mut f: impl FnMut(&EventView<'_>),
     ) -> Result<usize> {
-        self.core().scan_all(from, direction, limit, |v, _| f(v))
+        Ok(self.core().scan_all(from, direction, limit, |v, _| f(v))?.0)
     }
 
     /// Up to `limit` events of `stream` from version `from` (inclusive) in `direction`.
@@ -471,6 +505,7 @@ impl Varve {
         let Some(id) = read(&self.core().catalog).ids.get(stream).copied() else {
             return Ok(None);
         };
+        self.core().check_not_tombstoned(stream, id)?;
         self.core().visible_head(id)
     }
 
@@ -571,7 +606,14 @@ impl Core {
                 if slot.replace(Arc::clone(&name)).is_some() {
                     return Err(bad());
                 }
-                heads.insert(Arc::clone(&name), Head { id, next_version });
+                heads.insert(
+                    Arc::clone(&name),
+                    Head {
+                        id,
+                        next_version,
+                        meta: StreamMeta::default(),
+                    },
+                );
                 catalog.ids.insert(name, id);
             }
             for item in dbs.consumers.iter(&rtxn)? {
@@ -591,6 +633,23 @@ impl Core {
                 .collect::<Result<_>>()?;
         }
 
+        let mut hidden: HashMap<u64, StreamMeta> = HashMap::new();
+        {
+            let rtxn = env.read_txn()?;
+            for item in dbs.stream_meta.iter(&rtxn)? {
+                let (k, v) = item?;
+                let bad = || Error::corrupted(lmdb::location(dir), "bad stream meta record");
+                let id = codec::be_u64(k).ok_or_else(bad)?;
+                let meta = StreamMeta::decode(v).ok_or_else(bad)?;
+                let name = usize::try_from(id)
+                    .ok()
+                    .and_then(|i| catalog.names.get(i))
+                    .ok_or_else(bad)?;
+                heads.get_mut(name).ok_or_else(bad)?.meta = meta;
+                hidden.insert(id, meta);
+            }
+        }
+        let mut meta_pending = Vec::new();
         let sidecar = Sidecar::open(dir.join(BLOBS_DIR), SidecarOptions::default())?;
         let snapshots = varve_slotted::Store::open_or_create(
             dir.join(SNAPSHOTS_DIR),
@@ -643,6 +702,25 @@ impl Core {
                     report.replayed_records += 1;
                     continue;
                 }
+                if rec.kind == KIND_STREAM_META {
+                    let (id, meta) = codec::parse_stream_meta(rec.payload).map_err(at)?;
+                    let name = usize::try_from(id)
+                        .ok()
+                        .and_then(|i| catalog.names.get(i))
+                        .ok_or_else(|| at("stream meta record of an unknown stream"))?;
+                    let head = heads
+                        .get_mut(name)
+                        .ok_or_else(|| at("stream meta record of an unknown stream"))?;
+                    if meta.hidden_before > head.next_version {
+                        return Err(at("stream meta record past the stream's head"));
+                    }
+                    head.meta = meta;
+                    hidden.insert(id, meta);
+                    meta_pending.push((rec.lsn, id, meta));
+                    drop_hidden_snapshot(&snapshots, id, meta)?;
+                    report.replayed_records += 1;
+                    continue;
+                }
                 if rec.kind != KIND_APPEND {
                     return Err(at("unknown record kind"));
                 }
@@ -670,6 +748,7 @@ impl Core {
                                 Head {
                                     id: g.stream_id,
                                     next_version: u64::from(g.count),
+                                    meta: StreamMeta::default(),
                                 },
                             );
                         }
@@ -733,6 +812,8 @@ impl Core {
             snapshots,
             snapshot_lock: Mutex::new(()),
             consumers: Mutex::new(consumers),
+            hidden: RwLock::new(Arc::new(hidden)),
+            meta_pending: Mutex::new(meta_pending),
             catalog: RwLock::new(catalog),
             tail: RwLock::new(tail),
             visible_end: AtomicU64::new(next_position),
@@ -987,7 +1068,12 @@ impl Core {
         let mut assigned = Vec::with_capacity(calls.len());
         for (stream, expected, _) in calls {
             let head = seq.heads.get(*stream).copied();
-            let actual = head.and_then(|h| h.next_version.checked_sub(1));
+            if head.is_some_and(|h| h.meta.tombstone) {
+                return Err(Error::StreamDeleted {
+                    stream: (*stream).to_owned(),
+                });
+            }
+            let actual = head.and_then(|h| h.visible_last());
             if !expected.admits(actual) {
                 return Err(Error::WrongExpectedVersion {
                     stream: (*stream).to_owned(),
@@ -1033,8 +1119,14 @@ impl Core {
             match seq.heads.get_mut(*stream) {
                 Some(h) => h.next_version = next_version,
                 None => {
-                    seq.heads
-                        .insert(Arc::from(*stream), Head { id, next_version });
+                    seq.heads.insert(
+                        Arc::from(*stream),
+                        Head {
+                            id,
+                            next_version,
+                            meta: StreamMeta::default(),
+                        },
+                    );
                 }
             }
         }
@@ -1080,8 +1172,10 @@ impl Core {
             .get(stream)
             .copied()
             .ok_or_else(not_found)?;
+        self.check_not_tombstoned(stream, id)?;
         let head = self.visible_head(id)?.ok_or_else(not_found)?;
-        if version > head {
+        let floor = self.hidden().get(&id).map_or(0, |m| m.hidden_before);
+        if version > head || version < floor {
             return Err(Error::VersionNotFound {
                 stream: stream.to_owned(),
                 version,
@@ -1132,7 +1226,95 @@ impl Core {
         let Some(id) = read(&self.catalog).ids.get(stream).copied() else {
             return Ok(None);
         };
-        self.snapshot_of(id, <[u8]>::to_vec)
+        self.check_not_tombstoned(stream, id)?;
+        let meta = self.hidden().get(&id).copied().unwrap_or_default();
+        Ok(self
+            .snapshot_of(id, <[u8]>::to_vec)?
+            .filter(|(v, _)| !meta.hides(*v)))
+    }
+
+    /// Changes what is deleted of `stream`: `change` gets its head and returns the new state
+    /// (`None`: nothing to do). The record goes through the WAL (kind 3); readers hide the
+    /// events once it is durable, the checkpointer removes them from `events.mdb` and
+    /// releases their blobs.
+    pub(crate) fn change_stream(
+        &self,
+        stream: &str,
+        change: impl Fn(u64, Option<u64>, StreamMeta) -> Result<Option<StreamMeta>>,
+    ) -> Result<()> {
+        self.check_writable()?;
+        let (lsn, id, meta, ticket) = loop {
+            let mut seq = lock(&self.seq);
+            let Some(head) = seq.heads.get(stream).copied() else {
+                return Err(Error::StreamNotFound {
+                    stream: stream.to_owned(),
+                });
+            };
+            if head.meta.tombstone {
+                return Err(Error::StreamDeleted {
+                    stream: stream.to_owned(),
+                });
+            }
+            let Some(meta) = change(head.next_version, head.visible_last(), head.meta)? else {
+                return Ok(());
+            };
+            let record = codec::encode_stream_meta(head.id, meta);
+            match self.wal.try_append_kind(KIND_STREAM_META, &record) {
+                Ok(ticket) => {
+                    let lsn = seq.next_lsn;
+                    seq.next_lsn += 1;
+                    if let Some(h) = seq.heads.get_mut(stream) {
+                        h.meta = meta;
+                    }
+                    lock(&self.meta_pending).push((lsn, head.id, meta));
+                    break (lsn, head.id, meta, ticket);
+                }
+                Err(varve_wal::Error::Backpressure) => {
+                    drop(seq);
+                    let next = self.wal.durable_lsn() + 1;
+                    self.wal
+                        .wait_for(next, Duration::from_millis(10))
+                        .map_err(|e| self.wal_failure(e))?;
+                }
+                Err(e) => return Err(self.wal_failure(e)),
+            }
+        };
+        match ticket.wait() {
+            Ok(got) if got == lsn => {}
+            Ok(_) => {
+                return Err(self.degrade(Error::corrupted(
+                    self.dir.join(WAL_DIR).display().to_string(),
+                    "the log assigned an LSN out of the sequencer's order",
+                )));
+            }
+            Err(e) => return Err(self.wal_failure(e)),
+        }
+        {
+            let mut h = write(&self.hidden);
+            let mut map = HashMap::clone(&h);
+            // Changes only ever hide more; two racing ones may publish out of order.
+            let e = map.entry(id).or_default();
+            e.hidden_before = e.hidden_before.max(meta.hidden_before);
+            e.tombstone |= meta.tombstone;
+            *h = Arc::new(map);
+        }
+        let _g = lock(&self.snapshot_lock);
+        drop_hidden_snapshot(&self.snapshots, id, meta)
+    }
+
+    /// [`Error::StreamDeleted`] if stream `id` is tombstoned.
+    fn check_not_tombstoned(&self, stream: &str, id: u64) -> Result<()> {
+        if self.hidden().get(&id).is_some_and(|m| m.tombstone) {
+            return Err(Error::StreamDeleted {
+                stream: stream.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The deletion state readers see now.
+    fn hidden(&self) -> Arc<HashMap<u64, StreamMeta>> {
+        Arc::clone(&read(&self.hidden))
     }
 
     /// The committed position of consumer `name` (0 if it never committed).
@@ -1353,10 +1535,11 @@ impl Core {
         let _g = lock(&self.ckpt_lock);
         self.ckpt_requested.store(false, Ordering::SeqCst);
         self.publish();
-        // Every record below `next_lsn` is in the tail index or among the consumers'
-        // pending commits (both are filled inside the sequencer's section), so everything
-        // at or below `bound` is durable and in one of the two lists; a record past a
-        // not-yet-visible append must wait for it (the checkpoint LSN covers a prefix).
+        // Every record below `next_lsn` is in the tail index, among the consumers' pending
+        // commits or among the pending stream deletions (all filled inside the sequencer's
+        // section), so everything at or below `bound` is durable and in one of the lists; a
+        // record past a not-yet-visible append must wait for it (the checkpoint LSN covers
+        // a prefix of the log).
         let next_lsn = lock(&self.seq).next_lsn;
         let durable = self.wal.durable_lsn();
         let (entries, first_hidden): (Vec<Arc<TailEntry>>, Option<u64>) = {
@@ -1373,13 +1556,29 @@ impl Core {
             .take_while(|c| c.0 <= bound)
             .cloned()
             .collect();
-        let last_lsn = match (entries.last(), commits.last()) {
-            (None, None) => return Ok(0),
-            (e, c) => e.map_or(0, |e| e.lsn).max(c.map_or(0, |c| c.0)),
+        let metas: Vec<(u64, u64, StreamMeta)> = lock(&self.meta_pending)
+            .iter()
+            .take_while(|m| m.0 <= bound)
+            .copied()
+            .collect();
+        let last_lsn = match (entries.last(), commits.last(), metas.last()) {
+            (None, None, None) => return Ok(0),
+            (e, c, m) => e
+                .map_or(0, |e| e.lsn)
+                .max(c.map_or(0, |c| c.0))
+                .max(m.map_or(0, |m| m.0)),
         };
-        let applied = self
-            .apply(&entries, &commits)
+        let (applied, released) = self
+            .apply(&entries, &commits, &metas)
             .map_err(|e| self.degrade(e))?;
+        lock(&self.meta_pending).drain(..metas.len());
+        // After the commit: a crash before these releases leaves blob references that no
+        // event holds, which the next open releases.
+        for hash in &released {
+            self.sidecar
+                .release(hash)
+                .map_err(|e| self.degrade(e.into()))?;
+        }
         if let Some(last) = entries.last() {
             self.checkpointed_end.store(last.end(), Ordering::SeqCst);
         }
@@ -1398,7 +1597,14 @@ impl Core {
     /// Writes `entries` to `events.mdb` in one transaction with the checkpoint record,
     /// reading their records back from the WAL (sequentially, past the arena: the
     /// checkpointer reads each record once).
-    fn apply(&self, entries: &[Arc<TailEntry>], commits: &[(u64, Arc<str>, u64)]) -> Result<u64> {
+    /// Returns the events applied and one blob hash per blob reference the deletions
+    /// removed (to release from the sidecar once the transaction is committed).
+    fn apply(
+        &self,
+        entries: &[Arc<TailEntry>],
+        commits: &[(u64, Arc<str>, u64)],
+        metas: &[(u64, u64, StreamMeta)],
+    ) -> Result<(u64, Vec<BlobHash>)> {
         let dbs = &self.dbs;
         let mut wtxn = self.env.write_txn()?;
         let mut value = Vec::new();
@@ -1417,12 +1623,13 @@ impl Core {
                 Some(it) => it,
                 slot @ None => slot.insert(self.wal.iter_from(e.lsn)?),
             };
-            // Consumer records between appends are written from `commits` below.
+            // Consumer and deletion records between appends are applied from `commits`
+            // and `metas` below.
             let rec = loop {
                 match it.next_ref() {
                     Some(r) => {
                         let r = r?;
-                        if r.kind == KIND_CONSUMER && r.lsn < e.lsn {
+                        if matches!(r.kind, KIND_CONSUMER | KIND_STREAM_META) && r.lsn < e.lsn {
                             continue;
                         }
                         break r;
@@ -1492,10 +1699,12 @@ impl Core {
             dbs.consumers
                 .put(&mut wtxn, name.as_bytes(), &position.to_le_bytes())?;
         }
+        let released = self.apply_deletions(&mut wtxn, metas)?;
         let last = entries
             .last()
             .map_or(0, |e| e.lsn)
-            .max(commits.last().map_or(0, |c| c.0));
+            .max(commits.last().map_or(0, |c| c.0))
+            .max(metas.last().map_or(0, |m| m.0));
         let next_position = entries
             .last()
             .map_or(self.checkpointed_end.load(Ordering::SeqCst), |e| e.end());
@@ -1518,7 +1727,85 @@ impl Core {
         failpoint("after_checkpoint_commit");
         self.ck_next_stream_id
             .store(next_stream_id, Ordering::SeqCst);
-        Ok(applied)
+        Ok((applied, released))
+    }
+
+    /// Removes from `events.mdb` (in `wtxn`) the events each deletion in `metas` hides
+    /// (their events, stream index entries and blob references) and stores the streams'
+    /// deletion states. Returns one hash per blob reference removed.
+    fn apply_deletions(
+        &self,
+        wtxn: &mut heed::RwTxn<'_>,
+        metas: &[(u64, u64, StreamMeta)],
+    ) -> Result<Vec<BlobHash>> {
+        let dbs = &self.dbs;
+        let mut dropped: HashMap<BlobHash, u64> = HashMap::new();
+        for &(lsn, id, meta) in metas {
+            let at = |what| {
+                Error::corrupted(
+                    format!("{} (stream id {id}, LSN {lsn})", lmdb::location(&self.dir)),
+                    what,
+                )
+            };
+            let key = id.to_be_bytes();
+            let old = match dbs.stream_meta.get(wtxn, &key)? {
+                Some(v) => StreamMeta::decode(v).ok_or_else(|| at("bad stream meta record"))?,
+                None => StreamMeta::default(),
+            };
+            let lo = codec::stream_key(id, old.hidden_before);
+            let hi = codec::stream_key(
+                id,
+                if meta.tombstone {
+                    u64::MAX
+                } else {
+                    meta.hidden_before
+                },
+            );
+            let range = (Bound::Included(&lo[..]), Bound::Excluded(&hi[..]));
+            let mut doomed = Vec::new();
+            if !old.tombstone {
+                for item in dbs.stream_index.range(wtxn, &range)? {
+                    let (k, p) = item?;
+                    let position = codec::be_u64(p).ok_or_else(|| at("bad stream index entry"))?;
+                    doomed.push((codec::stream_key(id, version_of_key(k)?), position));
+                }
+                // With a tombstone the last version (u64::MAX) is excluded by the range; no
+                // stream reaches it.
+            }
+            for (k, position) in doomed {
+                let pk = codec::position_key(position);
+                if let Some(v) = dbs.events.get(wtxn, &pk)? {
+                    let value = self.decode(position, v)?;
+                    if let PayloadRef::Blob { hash, .. } = value.body.payload {
+                        *dropped.entry(hash).or_default() += 1;
+                    }
+                }
+                dbs.events.delete(wtxn, &pk)?;
+                dbs.stream_index.delete(wtxn, &k)?;
+            }
+            let merged = StreamMeta {
+                hidden_before: old.hidden_before.max(meta.hidden_before),
+                tombstone: old.tombstone || meta.tombstone,
+            };
+            dbs.stream_meta.put(wtxn, &key, &merged.encode())?;
+        }
+        let mut released = Vec::new();
+        for (hash, n) in dropped {
+            let cur = lmdb::blob_refs(dbs, wtxn, &hash.0)?;
+            let left = cur.checked_sub(n).ok_or_else(|| {
+                Error::corrupted(
+                    lmdb::location(&self.dir),
+                    "a deleted event's blob has fewer references than events",
+                )
+            })?;
+            if left == 0 {
+                dbs.blob_refs.delete(wtxn, &hash.0)?;
+            } else {
+                dbs.blob_refs.put(wtxn, &hash.0, &left.to_le_bytes())?;
+            }
+            released.extend(std::iter::repeat_n(hash, n as usize));
+        }
+        Ok(released)
     }
 
     /// Calls `f` with the name of stream `stream_id`, from this thread's cache of names when
@@ -1579,16 +1866,21 @@ impl Core {
         if position >= self.visible_end.load(Ordering::SeqCst) {
             return Ok(None);
         }
+        let hidden = self.hidden();
+        let hides = |id: u64, v: u64| hidden.get(&id).is_some_and(|m| m.hides(v));
         loop {
             if position < self.checkpointed_end.load(Ordering::SeqCst) {
                 let rtxn = self.env.read_txn()?;
                 let Some(v) = self.dbs.events.get(&rtxn, &codec::position_key(position))? else {
-                    return Err(Error::corrupted(
-                        format!("{} position {position}", lmdb::location(&self.dir)),
-                        "a checkpointed event is missing",
-                    ));
+                    if !hidden.is_empty() {
+                        return Ok(None); // a deleted event (without deletions: damage)
+                    }
+                    return Err(self.missing(position));
                 };
                 let value = self.decode(position, v)?;
+                if hides(value.stream_id, value.version) {
+                    return Ok(None);
+                }
                 return self
                     .with_name(value.stream_id, |n| f(&lmdb_view(position, &value, n), n))
                     .map(Some);
@@ -1601,10 +1893,12 @@ impl Core {
                 && let Some(rec) = self.load(&e)?
             {
                 let i = (position - e.first_position) as usize;
+                let (id, v) = e.locate(i);
+                if hides(id, v) {
+                    return Ok(None);
+                }
                 return self
-                    .with_name(e.locate(i).0, |n| {
-                        tail_view(&e, &rec, i, n).map(|view| f(&view, n))
-                    })?
+                    .with_name(id, |n| tail_view(&e, &rec, i, n).map(|view| f(&view, n)))?
                     .map(Some);
             }
             // Checkpointed meanwhile: loop to read it from LMDB.
@@ -1688,14 +1982,21 @@ impl Core {
         })
     }
 
+    /// Visits up to `limit` visible events from `from` in `direction`, skipping events a
+    /// deletion hides. Returns the events visited and, going forward, the position after
+    /// the last one looked at (hidden ones included).
     pub(crate) fn scan_all(
         &self,
         from: u64,
         direction: Direction,
         limit: usize,
         mut f: impl FnMut(&EventView<'_>, &Arc<str>),
-    ) -> Result<usize> {
+    ) -> Result<(usize, u64)> {
         let end = self.visible_end.load(Ordering::SeqCst);
+        let hidden = self.hidden();
+        // Deleted events leave holes in `events.mdb`; without any deletion a hole is damage.
+        let holes = !hidden.is_empty();
+        let shown = |id: u64, v: u64| hidden.get(&id).is_none_or(|m| !m.hides(v));
         let mut n = 0;
         // Consecutive events are often of one stream: its name is looked up once.
         let mut last: Option<(u64, Arc<str>)> = None;
@@ -1712,15 +2013,24 @@ impl Core {
                         let range = (Bound::Included(&lo[..]), Bound::Excluded(&hi[..]));
                         for item in self.dbs.events.range(&rtxn, &range)? {
                             let (k, v) = item?;
-                            self.visit_value(p, k, v, &mut last, &mut f)?;
+                            match codec::be_u64(k) {
+                                Some(at) if at == p => {}
+                                Some(at) if holes && at > p => p = at,
+                                _ => return Err(self.missing(p)),
+                            }
+                            if self.visit_value(p, v, &shown, &mut last, &mut f)? {
+                                n += 1;
+                            }
                             p += 1;
-                            n += 1;
                             if n == limit {
                                 break;
                             }
                         }
                         if n < limit && p < stop {
-                            return Err(self.missing(p));
+                            if !holes {
+                                return Err(self.missing(p));
+                            }
+                            p = stop;
                         }
                     } else {
                         let entries = self.tail_from(p, end);
@@ -1729,7 +2039,7 @@ impl Core {
                         }
                         for e in entries {
                             if n == limit || p >= end {
-                                return Ok(n);
+                                return Ok((n, p));
                             }
                             let Some(rec) = self.load(&e)? else {
                                 break; // checkpointed meanwhile: go on from LMDB
@@ -1737,20 +2047,24 @@ impl Core {
                             let start = (p - e.first_position) as usize;
                             for i in start..e.events as usize {
                                 if n == limit || p >= end {
-                                    return Ok(n);
+                                    return Ok((n, p));
                                 }
-                                let name = self.cached_name(&mut last, e.locate(i).0)?;
-                                f(&tail_view(&e, &rec, i, name)?, name);
+                                let (id, v) = e.locate(i);
+                                if shown(id, v) {
+                                    let name = self.cached_name(&mut last, id)?;
+                                    f(&tail_view(&e, &rec, i, name)?, name);
+                                    n += 1;
+                                }
                                 p += 1;
-                                n += 1;
                             }
                         }
                     }
                 }
+                Ok((n, p))
             }
             Direction::Backward => {
                 if end == 0 {
-                    return Ok(0);
+                    return Ok((0, 0));
                 }
                 let mut p = from.min(end - 1);
                 loop {
@@ -1767,11 +2081,14 @@ impl Core {
                         let Some(rec) = self.load(&e)? else { continue };
                         let mut i = (p - e.first_position) as usize;
                         loop {
-                            let name = self.cached_name(&mut last, e.locate(i).0)?;
-                            f(&tail_view(&e, &rec, i, name)?, name);
-                            n += 1;
+                            let (id, v) = e.locate(i);
+                            if shown(id, v) {
+                                let name = self.cached_name(&mut last, id)?;
+                                f(&tail_view(&e, &rec, i, name)?, name);
+                                n += 1;
+                            }
                             if p == 0 {
-                                return Ok(n);
+                                return Ok((n, 0));
                             }
                             p -= 1;
                             if n == limit || i == 0 {
@@ -1785,38 +2102,47 @@ impl Core {
                         let range = (Bound::Unbounded, Bound::Included(&hi[..]));
                         for item in self.dbs.events.rev_range(&rtxn, &range)? {
                             let (k, v) = item?;
-                            self.visit_value(p, k, v, &mut last, &mut f)?;
-                            n += 1;
+                            match codec::be_u64(k) {
+                                Some(at) if at == p => {}
+                                Some(at) if holes && at < p => p = at,
+                                _ => return Err(self.missing(p)),
+                            }
+                            if self.visit_value(p, v, &shown, &mut last, &mut f)? {
+                                n += 1;
+                            }
                             if p == 0 || n == limit {
-                                return Ok(n);
+                                return Ok((n, p));
                             }
                             p -= 1;
+                        }
+                        if holes {
+                            return Ok((n, 0));
                         }
                         return Err(self.missing(p));
                     }
                 }
+                Ok((n, p))
             }
         }
-        Ok(n)
     }
 
-    /// Hands the `events` entry `key -> bytes` to `f` if it is the event at `position`
-    /// (a scan expects it there), checked and decoded.
+    /// Decodes the `events` value of `position` and hands it to `f` unless `shown` says a
+    /// deletion hides it. Returns whether `f` got it.
     fn visit_value(
         &self,
         position: u64,
-        key: &[u8],
         bytes: &[u8],
+        shown: &impl Fn(u64, u64) -> bool,
         last: &mut Option<(u64, Arc<str>)>,
         f: &mut impl FnMut(&EventView<'_>, &Arc<str>),
-    ) -> Result<()> {
-        if codec::be_u64(key) != Some(position) {
-            return Err(self.missing(position));
-        }
+    ) -> Result<bool> {
         let value = self.decode(position, bytes)?;
+        if !shown(value.stream_id, value.version) {
+            return Ok(false);
+        }
         let name = self.cached_name(last, value.stream_id)?;
         f(&lmdb_view(position, &value, name), name);
-        Ok(())
+        Ok(true)
     }
 
     fn missing(&self, position: u64) -> Error {
@@ -1843,6 +2169,13 @@ impl Core {
 
     /// Version of the last visible event of stream `id`.
     fn visible_head(&self, id: u64) -> Result<Option<u64>> {
+        let meta = self.hidden().get(&id).copied().unwrap_or_default();
+        Ok(self.last_version(id)?.filter(|&v| !meta.hides(v)))
+    }
+
+    /// Version of the last event of stream `id` that is visible or hidden by a deletion not
+    /// yet checkpointed.
+    fn last_version(&self, id: u64) -> Result<Option<u64>> {
         let end = self.visible_end.load(Ordering::SeqCst);
         let runs = read(&self.tail).visible_runs(id, end);
         if let Some(r) = runs.last() {
@@ -1883,6 +2216,12 @@ impl Core {
                 stream: stream.to_owned(),
             });
         };
+        let meta = self.hidden().get(&id).copied().unwrap_or_default();
+        if meta.tombstone {
+            return Err(Error::StreamDeleted {
+                stream: stream.to_owned(),
+            });
+        }
         let Some(head) = self.visible_head(id)? else {
             return Err(Error::StreamNotFound {
                 stream: stream.to_owned(),
@@ -1890,10 +2229,15 @@ impl Core {
         };
         let name = self.name_of(id)?;
         let mut n = 0;
+        // Versions below `floor` were deleted (truncated or soft-deleted).
+        let floor = meta.hidden_before;
         let mut v = match direction {
-            Direction::Forward => from,
+            Direction::Forward => from.max(floor),
             Direction::Backward => from.min(head),
         };
+        if v < floor {
+            return Ok(0);
+        }
         let mut stuck = 0;
         while n < limit {
             match direction {
@@ -1943,7 +2287,7 @@ impl Core {
                                     f(&tail_view(&r.entry, &rec, i, &name)?, &name);
                                     n += 1;
                                 }
-                                if v == 0 {
+                                if v == floor {
                                     return Ok(n);
                                 }
                                 v -= 1;
@@ -2010,14 +2354,14 @@ impl Core {
                         }
                     }
                     Direction::Backward => {
-                        let lo = codec::stream_key(id, 0);
+                        let lo = codec::stream_key(id, floor);
                         let hi = codec::stream_key(id, v);
                         let range = (Bound::Included(&lo[..]), Bound::Included(&hi[..]));
                         for item in self.dbs.stream_index.rev_range(&rtxn, &range)? {
                             let (k, p) = item?;
                             self.visit_indexed(&rtxn, stream, &name, v, k, p, &mut f)?;
                             n += 1;
-                            if v == 0 {
+                            if v == floor {
                                 return Ok(n);
                             }
                             v -= 1;

@@ -71,6 +71,13 @@ pub enum Error {
         stream: String,
     },
 
+    /// The stream was deleted with a tombstone: no operation on its name succeeds again.
+    #[error("stream {stream:?} is deleted (tombstoned)")]
+    StreamDeleted {
+        /// The stream name.
+        stream: String,
+    },
+
     /// The stream's version is not what the append expected; nothing was written.
     #[error(
         "wrong expected version on stream {stream:?}: expected {expected:?}, actual {actual:?}"
@@ -90,7 +97,8 @@ pub enum Error {
         /// What is wrong.
         why: &'static str,
     },
-    /// A snapshot names a version its stream does not have yet; nothing was written.
+    /// A snapshot or truncation names a version its stream does not have (past its last
+    /// event, or removed); nothing was written.
     #[error("stream {stream:?} has no version {version} (its last is {last})")]
     VersionNotFound {
         /// The stream name.

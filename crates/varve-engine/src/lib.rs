@@ -126,13 +126,26 @@
 //! wins) in the slotted payload store under `snapshots/`, flushed before it returns;
 //! [`Varve::latest_snapshot`] reads it back, so a reader replays only the events after it.
 //!
+//! # Deletion and retention
+//!
+//! [`Varve::delete_stream`] with [`DeleteMode::Soft`] hides a stream (reads give
+//! [`Error::StreamNotFound`], [`Varve::read_all`] and subscriptions skip its events, and an
+//! `Any`/`NoStream` append starts it again at the old last version + 1); with
+//! [`DeleteMode::Tombstone`] every later operation on the name gives
+//! [`Error::StreamDeleted`]. [`Varve::truncate_before`] removes a stream's events below a
+//! version and keeps its head. Each goes through the write-ahead log and is durable when it
+//! returns; a stream's snapshot goes with the versions it describes. The checkpointer then
+//! removes the events from `events.mdb` in its transaction and, once that is committed,
+//! releases the blobs no remaining event refers to. Global positions are never reused: a
+//! deleted event leaves a gap that [`Varve::get`] answers with `None`.
+//!
 //! # Not yet
 //!
-//! Stream deletion and retention (so snapshots do not yet go away with their stream), and
-//! an async subscription API are not built yet.
+//! An async subscription API is not built yet.
 
 mod codec;
 mod consumer;
+mod delete;
 mod engine;
 mod error;
 mod lmdb;
@@ -144,6 +157,7 @@ mod types;
 mod walsource;
 
 pub use consumer::Consumer;
+pub use delete::DeleteMode;
 pub use engine::{RecoveryReport, Stats, StreamAppend, Varve};
 pub use error::{Error, Result};
 pub use options::{Options, SyncMode};

@@ -11,9 +11,10 @@ pub(crate) type Db = Database<'static, Bytes, Bytes>;
 
 /// File name of the environment inside the store directory.
 pub(crate) const EVENTS_FILE: &str = "events.mdb";
-/// The format version this build writes. Version 2 added consumer cursors (the
-/// `consumers` database and their WAL record kind); a version 1 store is upgraded on open
-/// (it holds neither), and a build that reads only version 1 then refuses it cleanly.
+/// The format version this build writes. Version 2 added consumer cursors and stream
+/// deletion (the `consumers` and `stream_meta` databases and their WAL record kinds); a
+/// version 1 store is upgraded on open (it holds none of them), and a build that reads only
+/// version 1 then refuses it cleanly.
 pub(crate) const FORMAT_VERSION: u32 = 2;
 /// The oldest format version this build opens (and upgrades).
 const OLDEST_FORMAT_VERSION: u32 = 1;
@@ -35,6 +36,9 @@ pub(crate) struct Dbs {
     pub(crate) blob_refs: Db,
     /// consumer name -> its committed position (u64 LE).
     pub(crate) consumers: Db,
+    /// stream id (u64 BE) -> its deletion state (`codec::StreamMeta`); only streams that
+    /// were deleted or truncated have one.
+    pub(crate) stream_meta: Db,
 }
 
 /// What the last checkpoint applied, written in its own transaction.
@@ -105,10 +109,13 @@ pub(crate) fn open(dir: &Path, map_size: u64) -> Result<(heed::Env<WithoutTls>, 
             dbo.create_database::<Bytes, Bytes>(wtxn, Some("stream_index"))?,
             dbo.create_database::<Bytes, Bytes>(wtxn, Some("blob_refs"))?,
             dbo.create_database::<Bytes, Bytes>(wtxn, Some("consumers"))?,
+            dbo.create_database::<Bytes, Bytes>(wtxn, Some("stream_meta"))?,
         );
         Ok(CommitOrAbort::<_, ()>::Commit(dbs))
     })?;
-    let Some((meta, events, streams, stream_index, blob_refs, consumers)) = opened.commit() else {
+    let Some((meta, events, streams, stream_index, blob_refs, consumers, stream_meta)) =
+        opened.commit()
+    else {
         return Err(Error::corrupted(
             location(dir),
             "could not create the named databases",
@@ -121,6 +128,7 @@ pub(crate) fn open(dir: &Path, map_size: u64) -> Result<(heed::Env<WithoutTls>, 
         stream_index,
         blob_refs,
         consumers,
+        stream_meta,
     };
     let mut wtxn = env.write_txn()?;
     match dbs.meta.get(&wtxn, FORMAT_KEY)? {

@@ -276,28 +276,36 @@ impl Subscription {
     fn fill(&mut self) -> Result<bool> {
         let core = self.db.core();
         let buf = &mut self.buf;
-        let n = match &self.source {
+        let next = match &self.source {
             Source::All(filter) => {
                 if self.cursor >= core.visible_end() {
                     return Ok(false);
                 }
-                core.scan_all(self.cursor, Direction::Forward, self.batch, |v, name| {
-                    if filter.matches(v) {
-                        buf.push_back(owned(v, name));
-                    }
-                })?
+                let (_, next) =
+                    core.scan_all(self.cursor, Direction::Forward, self.batch, |v, name| {
+                        if filter.matches(v) {
+                            buf.push_back(owned(v, name));
+                        }
+                    })?;
+                next
             }
             Source::Stream(name) => {
-                match core.scan_stream(name, Direction::Forward, self.cursor, self.batch, |v, n| {
-                    buf.push_back(owned(v, n));
-                }) {
-                    Ok(n) => n,
-                    Err(Error::StreamNotFound { .. }) => 0,
+                let scanned =
+                    core.scan_stream(name, Direction::Forward, self.cursor, self.batch, |v, n| {
+                        buf.push_back(owned(v, n));
+                    });
+                match scanned {
+                    // A truncation may have moved the stream's first version past the
+                    // cursor: go on from the last event delivered.
+                    Ok(0) => self.cursor,
+                    Ok(_) => buf.back().map_or(self.cursor, |e| e.version + 1),
+                    Err(Error::StreamNotFound { .. }) => self.cursor,
                     Err(e) => return Err(e),
                 }
             }
         };
-        self.cursor += n as u64;
-        Ok(n > 0)
+        let moved = next > self.cursor;
+        self.cursor = next;
+        Ok(moved)
     }
 }
