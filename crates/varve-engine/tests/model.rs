@@ -1,5 +1,6 @@
-//! A model test: random appends (every expected-version kind), multi-appends, reads,
-//! checkpoints and reopens against an in-memory model of the log.
+//! A model test: random appends (every expected-version kind), multi-appends, reads, soft
+//! deletes, tombstones, truncations, snapshots, consumer commits, checkpoints and reopens
+//! against an in-memory model of the log.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -8,7 +9,7 @@ use std::collections::HashMap;
 
 use common::*;
 use proptest::prelude::*;
-use varve_engine::{Direction, Error, EventData, ExpectedVersion, Varve};
+use varve_engine::{DeleteMode, Direction, Error, EventData, ExpectedVersion, Varve};
 
 #[derive(Debug, Clone)]
 enum Expect {
@@ -45,6 +46,24 @@ enum Op {
         back: bool,
         limit: usize,
     },
+    Delete {
+        stream: u8,
+        expect: Expect,
+        tombstone: bool,
+    },
+    Truncate {
+        stream: u8,
+        version: u64,
+    },
+    Snapshot {
+        stream: u8,
+        version: u64,
+    },
+    Commit {
+        consumer: u8,
+        position: u64,
+        reset: bool,
+    },
     Checkpoint,
     Reopen,
 }
@@ -69,6 +88,10 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0u8..4, 0u8..4, expect(), expect(), sizes()).prop_map(|(a, b, ea, eb, sizes)| Op::Multi { a, b, ea, eb, sizes }),
         2 => (0u64..40, any::<bool>(), 1usize..50).prop_map(|(from, back, limit)| Op::ReadAll { from, back, limit }),
         2 => (0u8..4, 0u64..10, any::<bool>(), 1usize..20).prop_map(|(stream, from, back, limit)| Op::ReadStream { stream, from, back, limit }),
+        1 => (0u8..4, expect(), prop_oneof![4 => Just(false), 1 => Just(true)]).prop_map(|(stream, expect, tombstone)| Op::Delete { stream, expect, tombstone }),
+        1 => (0u8..4, 0u64..8).prop_map(|(stream, version)| Op::Truncate { stream, version }),
+        1 => (0u8..4, 0u64..8).prop_map(|(stream, version)| Op::Snapshot { stream, version }),
+        1 => (0u8..2, 0u64..40, any::<bool>()).prop_map(|(consumer, position, reset)| Op::Commit { consumer, position, reset }),
         1 => Just(Op::Checkpoint),
         1 => Just(Op::Reopen),
     ]
@@ -79,11 +102,41 @@ struct Model {
     /// (stream, version, payload) by position.
     log: Vec<(String, u64, Vec<u8>)>,
     heads: HashMap<String, u64>,
+    /// Deletion state: (versions below this are gone, tombstoned).
+    metas: HashMap<String, (u64, bool)>,
+    snapshots: HashMap<String, (u64, Vec<u8>)>,
+    consumers: HashMap<String, u64>,
 }
 
 impl Model {
+    fn meta(&self, s: &str) -> (u64, bool) {
+        self.metas.get(s).copied().unwrap_or((0, false))
+    }
+    fn tombstoned(&self, s: &str) -> bool {
+        self.meta(s).1
+    }
+    fn hides(&self, s: &str, v: u64) -> bool {
+        let (hb, t) = self.meta(s);
+        t || v < hb
+    }
+    /// The stream's last visible version (what expectations see).
     fn actual(&self, s: &str) -> Option<u64> {
-        self.heads.get(s).map(|n| n - 1)
+        let hb = self.meta(s).0;
+        self.heads.get(s).filter(|&&n| n > hb).map(|n| n - 1)
+    }
+    fn visible(&self) -> Vec<u64> {
+        (0..self.log.len() as u64)
+            .filter(|&p| {
+                let (s, v, _) = &self.log[p as usize];
+                !self.hides(s, *v)
+            })
+            .collect()
+    }
+    fn snapshot(&self, s: &str) -> Option<(u64, Vec<u8>)> {
+        self.snapshots
+            .get(s)
+            .filter(|(v, _)| !self.hides(s, *v))
+            .cloned()
     }
     fn resolve(&self, s: &str, e: &Expect) -> ExpectedVersion {
         match e {
@@ -137,10 +190,12 @@ fn run(ops: Vec<Op>) {
                 let evs: Vec<EventData<'_>> = ps.iter().map(|p| ev(p)).collect();
                 let r = db.append(&s, ex, &evs);
                 let actual = m.actual(&s);
-                if ex.admits(actual) {
+                if m.tombstoned(&s) {
+                    assert!(matches!(r, Err(Error::StreamDeleted { .. })), "{r:?}");
+                } else if ex.admits(actual) {
                     let r = r.unwrap();
                     assert_eq!(r.first_position, m.log.len() as u64);
-                    assert_eq!(r.first_version, actual.map_or(0, |a| a + 1));
+                    assert_eq!(r.first_version, m.heads.get(&s).copied().unwrap_or(0));
                     m.push(&s, &ps);
                     assert_eq!(r.last_position, m.log.len() as u64 - 1);
                 } else {
@@ -162,9 +217,20 @@ fn run(ops: Vec<Op>) {
                 let ps = payloads(step, &sizes);
                 let evs: Vec<EventData<'_>> = ps.iter().map(|p| ev(p)).collect();
                 let r = db.append_multi(&[(&sa, xa, &evs), (&sb, xb, &evs[..1])]);
+                let first_bad = [(&sa, xa), (&sb, xb)].into_iter().find_map(|(s, x)| {
+                    if m.tombstoned(s) {
+                        Some(true)
+                    } else if !x.admits(m.actual(s)) {
+                        Some(false)
+                    } else {
+                        None
+                    }
+                });
                 if a == b {
                     assert!(matches!(r, Err(Error::DuplicateStream { .. })), "{r:?}");
-                } else if xa.admits(m.actual(&sa)) && xb.admits(m.actual(&sb)) {
+                } else if first_bad == Some(true) {
+                    assert!(matches!(r, Err(Error::StreamDeleted { .. })), "{r:?}");
+                } else if first_bad.is_none() {
                     let r = r.unwrap();
                     assert_eq!(r.first_position, m.log.len() as u64);
                     m.push(&sa, &ps);
@@ -184,15 +250,22 @@ fn run(ops: Vec<Op>) {
                     Direction::Forward
                 };
                 let got = db.read_all(from, dir, limit).unwrap();
-                let n = m.log.len() as u64;
+                let visible = m.visible();
                 let want: Vec<u64> = if back {
-                    if n == 0 {
-                        vec![]
-                    } else {
-                        (0..=from.min(n - 1)).rev().take(limit).collect()
-                    }
+                    visible
+                        .iter()
+                        .rev()
+                        .filter(|&&p| p <= from)
+                        .take(limit)
+                        .copied()
+                        .collect()
                 } else {
-                    (from..n).take(limit).collect()
+                    visible
+                        .iter()
+                        .filter(|&&p| p >= from)
+                        .take(limit)
+                        .copied()
+                        .collect()
                 };
                 assert_eq!(got.iter().map(|e| e.position).collect::<Vec<_>>(), want);
                 for e in &got {
@@ -212,14 +285,21 @@ fn run(ops: Vec<Op>) {
                     Direction::Forward
                 };
                 let r = db.read_stream(&s, dir, from, limit);
+                let hb = m.meta(&s).0;
                 match m.heads.get(&s) {
+                    _ if m.tombstoned(&s) => {
+                        assert!(matches!(r, Err(Error::StreamDeleted { .. })), "{r:?}");
+                    }
                     None => assert!(matches!(r, Err(Error::StreamNotFound { .. })), "{r:?}"),
+                    Some(_) if m.actual(&s).is_none() => {
+                        assert!(matches!(r, Err(Error::StreamNotFound { .. })), "{r:?}");
+                    }
                     Some(&count) => {
                         let got = r.unwrap();
                         let want: Vec<u64> = if back {
-                            (0..=from.min(count - 1)).rev().take(limit).collect()
+                            (hb..=from.min(count - 1)).rev().take(limit).collect()
                         } else {
-                            (from..count).take(limit).collect()
+                            (from.max(hb)..count).take(limit).collect()
                         };
                         assert_eq!(got.iter().map(|e| e.version).collect::<Vec<_>>(), want);
                         for e in &got {
@@ -227,6 +307,102 @@ fn run(ops: Vec<Op>) {
                             check_event(&db, &m, e);
                         }
                     }
+                }
+            }
+            Op::Delete {
+                stream,
+                expect,
+                tombstone,
+            } => {
+                let s = format!("s{stream}");
+                let ex = m.resolve(&s, &expect);
+                let mode = if tombstone {
+                    DeleteMode::Tombstone
+                } else {
+                    DeleteMode::Soft
+                };
+                let r = db.delete_stream(&s, ex, mode);
+                let actual = m.actual(&s);
+                if !m.heads.contains_key(&s) {
+                    assert!(matches!(r, Err(Error::StreamNotFound { .. })), "{r:?}");
+                } else if m.tombstoned(&s) {
+                    assert!(matches!(r, Err(Error::StreamDeleted { .. })), "{r:?}");
+                } else if !ex.admits(actual) {
+                    assert!(
+                        matches!(r, Err(Error::WrongExpectedVersion { .. })),
+                        "{r:?}"
+                    );
+                } else if actual.is_none() && !tombstone {
+                    assert!(matches!(r, Err(Error::StreamNotFound { .. })), "{r:?}");
+                } else {
+                    r.unwrap();
+                    m.metas.insert(s.clone(), (m.heads[&s], tombstone));
+                }
+            }
+            Op::Truncate { stream, version } => {
+                let s = format!("s{stream}");
+                let r = db.truncate_before(&s, version);
+                match m.heads.get(&s).copied() {
+                    None => assert!(matches!(r, Err(Error::StreamNotFound { .. })), "{r:?}"),
+                    Some(_) if m.tombstoned(&s) => {
+                        assert!(matches!(r, Err(Error::StreamDeleted { .. })), "{r:?}");
+                    }
+                    Some(count) if version > count => {
+                        assert!(matches!(r, Err(Error::VersionNotFound { .. })), "{r:?}");
+                    }
+                    Some(_) => {
+                        r.unwrap();
+                        let e = m.metas.entry(s).or_insert((0, false));
+                        e.0 = e.0.max(version);
+                    }
+                }
+            }
+            Op::Snapshot { stream, version } => {
+                let s = format!("s{stream}");
+                let bytes = payloads(step, &[(step * 37) % 3000])
+                    .pop()
+                    .unwrap_or_default();
+                let r = db.put_snapshot(&s, version, &bytes);
+                let (hb, _) = m.meta(&s);
+                if m.tombstoned(&s) {
+                    assert!(matches!(r, Err(Error::StreamDeleted { .. })), "{r:?}");
+                } else if m.actual(&s).is_none() {
+                    assert!(matches!(r, Err(Error::StreamNotFound { .. })), "{r:?}");
+                } else if m.actual(&s).is_some_and(|a| version > a) || version < hb {
+                    assert!(matches!(r, Err(Error::VersionNotFound { .. })), "{r:?}");
+                } else {
+                    let newer = m.snapshot(&s).is_some_and(|(v, _)| v > version);
+                    assert_eq!(r.unwrap(), !newer);
+                    if !newer {
+                        m.snapshots.insert(s.clone(), (version, bytes));
+                    }
+                }
+                let got = db.latest_snapshot(&s);
+                if m.tombstoned(&s) {
+                    assert!(matches!(got, Err(Error::StreamDeleted { .. })), "{got:?}");
+                } else {
+                    assert_eq!(got.unwrap(), m.snapshot(&s));
+                }
+            }
+            Op::Commit {
+                consumer,
+                position,
+                reset,
+            } => {
+                let name = format!("c{consumer}");
+                let c = db.consumer(&name).unwrap();
+                let cur = m.consumers.get(&name).copied().unwrap_or(0);
+                assert_eq!(c.position(), cur);
+                let r = if reset {
+                    c.reset(position)
+                } else {
+                    c.commit(position)
+                };
+                if position > m.log.len() as u64 || (!reset && position < cur) {
+                    assert!(matches!(r, Err(Error::InvalidPosition { .. })), "{r:?}");
+                } else {
+                    r.unwrap();
+                    m.consumers.insert(name, position);
                 }
             }
             Op::Checkpoint => {
@@ -244,10 +420,23 @@ fn run(ops: Vec<Op>) {
         }
     }
     let got = all(&db);
-    assert_eq!(got.len(), m.log.len());
+    assert_eq!(
+        got.iter().map(|e| e.position).collect::<Vec<_>>(),
+        m.visible()
+    );
     for e in &got {
         check_event(&db, &m, e);
     }
+    for (name, &p) in &m.consumers {
+        assert_eq!(db.consumer(name).unwrap().position(), p);
+    }
+    for s in m.snapshots.keys() {
+        if !m.tombstoned(s) {
+            assert_eq!(db.latest_snapshot(s).unwrap(), m.snapshot(s));
+        }
+    }
+    // Blobs of deleted events are released once the deletion is checkpointed.
+    db.checkpoint().unwrap();
     let blobs: std::collections::HashSet<_> = got
         .iter()
         .filter_map(|e| match e.payload {
