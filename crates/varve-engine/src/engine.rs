@@ -291,6 +291,9 @@ pub(crate) struct Core {
     watchers: AtomicUsize,
     watch: Mutex<()>,
     watch_cv: Condvar,
+    /// Async subscribers waiting for `visible_end` to move (each also counted in
+    /// `watchers`).
+    wakers: Mutex<Vec<std::task::Waker>>,
     report: RecoveryReport,
     _lock: File,
 }
@@ -833,6 +836,7 @@ impl Core {
             watchers: AtomicUsize::new(0),
             watch: Mutex::new(()),
             watch_cv: Condvar::new(),
+            wakers: Mutex::new(Vec::new()),
             report,
             _lock: lock_file,
         })
@@ -1439,6 +1443,28 @@ impl Core {
         if self.watchers.load(Ordering::SeqCst) > 0 {
             drop(lock(&self.watch));
             self.watch_cv.notify_all();
+            let wakers = std::mem::take(&mut *lock(&self.wakers));
+            self.watchers.fetch_sub(wakers.len(), Ordering::SeqCst);
+            for w in wakers {
+                w.wake();
+            }
+        }
+    }
+
+    /// Registers `waker` to be woken when `visible_end` passes `seen_end` (or the store
+    /// ends), then checks: `Moved` or `Ended` if that already happened (the registration
+    /// stays: one spurious wake-up later), `TimedOut` if the caller must wait.
+    #[cfg(feature = "async")]
+    pub(crate) fn register_waker(&self, seen_end: u64, waker: &std::task::Waker) -> Waited {
+        // The same handshake as `wait_visible`: count, register, then check.
+        self.watchers.fetch_add(1, Ordering::SeqCst);
+        lock(&self.wakers).push(waker.clone());
+        if self.visible_end.load(Ordering::SeqCst) > seen_end {
+            Waited::Moved
+        } else if self.closed.load(Ordering::SeqCst) || self.degraded.get().is_some() {
+            Waited::Ended
+        } else {
+            Waited::TimedOut
         }
     }
 

@@ -97,7 +97,8 @@
 //! is stored and then waits for new events, in position (version) order with no gap and
 //! no duplicate, never before an event is acknowledged. The store keeps no queue per
 //! subscriber: a subscriber that stops pulling only falls behind, and a subscription holds
-//! at most one batch of events ([`Subscription::with_batch`]).
+//! at most one batch of events ([`Subscription::with_batch`]). With the `async` feature a
+//! subscription is also an async stream (see "Cargo features" below).
 //!
 //! ```
 //! use varve_engine::{EventData, ExpectedVersion, Filter, Options, SubscribeFrom, Varve};
@@ -139,9 +140,11 @@
 //! releases the blobs no remaining event refers to. Global positions are never reused: a
 //! deleted event leaves a gap that [`Varve::get`] answers with `None`.
 //!
-//! # Not yet
+//! # Cargo features
 //!
-//! An async subscription API is not built yet.
+//! - `async`: `Subscription::into_stream` turns a subscription into a
+//!   `futures_core::Stream` whose `poll_next` never blocks (the store wakes the task when
+//!   events are published). It adds `futures-core` and no runtime.
 
 mod codec;
 mod consumer;
@@ -161,6 +164,8 @@ pub use delete::DeleteMode;
 pub use engine::{RecoveryReport, Stats, StreamAppend, Varve};
 pub use error::{Error, Result};
 pub use options::{Options, SyncMode};
+#[cfg(feature = "async")]
+pub use subscribe::SubscriptionStream;
 pub use subscribe::{DEFAULT_SUBSCRIPTION_BATCH, Filter, SubscribeFrom, Subscription};
 pub use types::{
     AppendResult, BlobHash, Direction, EventData, EventPayload, EventView, ExpectedVersion,

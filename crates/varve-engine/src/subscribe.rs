@@ -309,3 +309,71 @@ impl Subscription {
         Ok(moved)
     }
 }
+
+/// A [`Subscription`] as an async [`Stream`](futures_core::Stream) (cargo feature `async`):
+/// `poll_next` never blocks; when nothing is visible it registers the task's waker with the
+/// store, which wakes it when the next events are published. No runtime is needed or
+/// assumed. Made by [`Subscription::into_stream`].
+#[cfg(feature = "async")]
+#[derive(Debug)]
+pub struct SubscriptionStream {
+    sub: Subscription,
+}
+
+#[cfg(feature = "async")]
+impl Subscription {
+    /// This subscription as an async stream (cargo feature `async`).
+    #[must_use]
+    pub fn into_stream(self) -> SubscriptionStream {
+        SubscriptionStream { sub: self }
+    }
+}
+
+#[cfg(feature = "async")]
+impl SubscriptionStream {
+    /// Where the subscription stands (see [`Subscription::position`]).
+    #[must_use]
+    pub fn position(&self) -> u64 {
+        self.sub.position()
+    }
+}
+
+/// Items as the blocking iterator gives them: the stream ends (`None`) once the store was
+/// closed and every visible event was delivered.
+#[cfg(feature = "async")]
+impl futures_core::Stream for SubscriptionStream {
+    type Item = Result<RecordedEvent>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let sub = &mut self.get_mut().sub;
+        loop {
+            if let Some(e) = sub.buf.pop_front() {
+                return Poll::Ready(Some(Ok(e)));
+            }
+            let seen = sub.db.core().visible_end();
+            match sub.fill() {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => return Poll::Ready(Some(Err(e))),
+            }
+            match sub.db.core().register_waker(seen, cx.waker()) {
+                Waited::Moved => {}
+                Waited::TimedOut => return Poll::Pending,
+                Waited::Ended => match sub.fill() {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return match sub.db.core().degraded_error() {
+                            Error::Closed => Poll::Ready(None),
+                            e => Poll::Ready(Some(Err(e))),
+                        };
+                    }
+                    Err(e) => return Poll::Ready(Some(Err(e))),
+                },
+            }
+        }
+    }
+}
