@@ -8,7 +8,10 @@
 //! continues. A consumer thread in the child follows the log and commits its cursor; after
 //! each reopen the cursor is at or past the last commit acknowledged and within the log.
 //! A snapshot thread snapshots stream `t0`; the latest snapshot after a reopen is at or
-//! past the last one acknowledged, byte for byte.
+//! past the last one acknowledged, byte for byte. A deleter thread appends blob events to
+//! stream `d` and soft-deletes it now and then; after a reopen no event it deleted (by an
+//! acknowledged delete) is visible, and after a checkpoint the sidecar holds exactly the
+//! blobs visible events refer to.
 //! `VARVE_CRASH_ROUNDS=N` runs N rounds (default 50).
 #![allow(clippy::unwrap_used)]
 
@@ -40,6 +43,14 @@ fn opts() -> Options {
 fn snapshot(v: u64) -> Vec<u8> {
     let len = 10 + (v.wrapping_mul(7919) % 200_000) as usize;
     (0..len).map(|i| (i as u64 ^ v) as u8).collect()
+}
+
+/// Payload of the deleter's events: a stamp, then bytes derived from it (a blob: >= 2 KiB).
+fn d_payload(stamp: u64) -> Vec<u8> {
+    let len = 2048 + (stamp % 2000) as usize;
+    let mut v = stamp.to_le_bytes().to_vec();
+    v.extend((8..len).map(|i| (stamp.wrapping_mul(31) as usize + i) as u8));
+    v
 }
 
 /// Identity of one event, carried in its first 16 bytes; the rest derives from it.
@@ -150,6 +161,32 @@ fn crash_child() {
                 }
             });
         }
+        {
+            let db = db.clone();
+            let out = &out;
+            s.spawn(move || {
+                for k in 0u64.. {
+                    let stamp = (u64::from(round) << 32) | k;
+                    let r = db
+                        .append(
+                            "d",
+                            ExpectedVersion::Any,
+                            &[EventData::new("del", &d_payload(stamp))],
+                        )
+                        .unwrap();
+                    if k % 2 == 1 {
+                        let v = r.last_version;
+                        db.delete_stream(
+                            "d",
+                            ExpectedVersion::Exact(v),
+                            varve_engine::DeleteMode::Soft,
+                        )
+                        .unwrap();
+                        writeln!(out.lock().unwrap(), "d {v}").unwrap();
+                    }
+                }
+            });
+        }
         for thread in 0..THREADS {
             let db = db.clone();
             let out = &out;
@@ -212,13 +249,36 @@ fn stream_of(id: Id) -> String {
 }
 
 /// Checks the whole store against the acknowledgements; returns the next position.
-fn check(db: &Varve, acked: &HashMap<u64, Id>) -> u64 {
+fn check(db: &Varve, acked: &HashMap<u64, Id>, d_floor: Option<u64>) -> u64 {
+    // Deletions are applied (and their blobs released) by a checkpoint.
+    db.checkpoint().unwrap();
     let events = db.read_all(0, Direction::Forward, usize::MAX).unwrap();
     let mut calls: HashMap<(u32, u32, u32), Vec<u8>> = HashMap::new();
     let mut blobs = HashSet::new();
-    for (p, e) in events.iter().enumerate() {
-        assert_eq!(e.position, p as u64, "positions are gapless");
+    let mut by_pos = HashMap::new();
+    let mut prev = None;
+    for e in &events {
+        // Only the deleter's stream leaves gaps; every acknowledged event is checked below.
+        assert!(prev.is_none_or(|p| e.position > p), "positions increase");
+        prev = Some(e.position);
+        by_pos.insert(e.position, e);
+        let p = e.position;
         if e.event_type == "parent" {
+            continue;
+        }
+        if e.event_type == "del" {
+            assert_eq!(&*e.stream, "d");
+            assert!(
+                d_floor.is_none_or(|f| e.version > f),
+                "d version {} visible after the delete acknowledged at {d_floor:?}",
+                e.version
+            );
+            let bytes = db.read_payload(e).unwrap();
+            let stamp = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+            assert_eq!(bytes, d_payload(stamp), "d event at {p}");
+            if let EventPayload::Blob { hash, .. } = e.payload {
+                blobs.insert(hash);
+            }
             continue;
         }
         let bytes = db.read_payload(e).unwrap();
@@ -232,7 +292,7 @@ fn check(db: &Varve, acked: &HashMap<u64, Id>) -> u64 {
             .entry((id.round, id.thread, id.seq))
             .or_default()
             .push(id.k);
-        if let Some(first) = acked.get(&(p as u64)) {
+        if let Some(first) = acked.get(&p) {
             assert_eq!(*first, id, "acknowledged call at {p}");
         }
     }
@@ -253,20 +313,26 @@ fn check(db: &Varve, acked: &HashMap<u64, Id>) -> u64 {
         );
     }
     for (pos, id) in acked {
-        let e = &events[*pos as usize];
+        let e = by_pos
+            .get(pos)
+            .unwrap_or_else(|| panic!("acknowledged event at {pos} is missing"));
         let bytes = db.read_payload(e).unwrap();
         assert_eq!(parse(&bytes), *id, "acknowledged event at {pos} survived");
         let calls_len = calls[&(id.round, id.thread, id.seq)].len();
         assert_eq!(calls_len, usize::from(id.n), "acknowledged call is whole");
     }
     let stats = db.stats().unwrap();
-    assert_eq!(stats.next_position, events.len() as u64);
+    assert_eq!(
+        stats.next_position,
+        prev.map_or(0, |p| p + 1).max(stats.next_position)
+    );
+    assert!(prev.is_none_or(|p| p < stats.next_position));
     assert_eq!(
         stats.blobs,
         blobs.len() as u64,
         "blob count = referenced blobs"
     );
-    events.len() as u64
+    stats.next_position
 }
 
 #[test]
@@ -288,6 +354,8 @@ fn sigkill_at_random_moments_loses_no_acknowledged_event() {
     let mut commits = 0u64;
     let mut snapshotted: Option<u64> = None;
     let mut snapshots = 0u64;
+    let mut d_floor: Option<u64> = None;
+    let mut deletes = 0u64;
     for round in 0..rounds {
         let _ = std::fs::remove_file(&acks);
         let mut child = Command::new(&exe)
@@ -322,6 +390,13 @@ fn sigkill_at_random_moments_loses_no_acknowledged_event() {
         let text = std::fs::read_to_string(&acks).unwrap_or_default();
         let complete = text.rfind('\n').map_or("", |i| &text[..=i]);
         for line in complete.lines().filter(|l| *l != "ready") {
+            if let Some(v) = line.strip_prefix("d ") {
+                let v: u64 = v.parse().unwrap();
+                assert!(d_floor.is_none_or(|f| v > f), "d deletes move forward");
+                d_floor = Some(v);
+                deletes += 1;
+                continue;
+            }
             if let Some(v) = line.strip_prefix("s ") {
                 let v: u64 = v.parse().unwrap();
                 assert!(snapshotted.is_none_or(|s| v >= s), "snapshots move forward");
@@ -359,10 +434,17 @@ fn sigkill_at_random_moments_loses_no_acknowledged_event() {
         }
         let db = Varve::open(&dir, opts()).unwrap();
         let next = if round % 5 == 4 || round + 1 == rounds {
-            check(&db, &acked)
+            check(&db, &acked, d_floor)
         } else {
             db.stats().unwrap().next_position
         };
+        if let Some(floor) = d_floor {
+            match db.read_stream("d", Direction::Forward, 0, 1) {
+                Ok(evs) => assert!(evs[0].version > floor, "a deleted d event is visible"),
+                Err(varve_engine::Error::StreamNotFound { .. }) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
         let cursor = db.consumer(CONSUMER).unwrap().position();
         assert!(
             cursor >= committed,
@@ -393,8 +475,8 @@ fn sigkill_at_random_moments_loses_no_acknowledged_event() {
     }
     assert!(!acked.is_empty());
     eprintln!(
-        "{rounds} rounds, {} acknowledged events, {commits} consumer commits and {snapshots} \
-         snapshots checked",
+        "{rounds} rounds, {} acknowledged events, {commits} consumer commits, {snapshots} \
+         snapshots and {deletes} deletes checked",
         acked.len()
     );
 }
