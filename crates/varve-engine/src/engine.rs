@@ -185,6 +185,10 @@ pub struct Stats {
     pub blob_bytes: u64,
     /// Checkpoints completed since open.
     pub checkpoints: u64,
+    /// Times an append (or a consumer commit or deletion) found the WAL's queue full
+    /// ([`Options::wal_queue_bytes`](crate::Options::wal_queue_bytes)) and waited for the
+    /// log outside the sequencer's lock before sequencing again, since open.
+    pub append_retries: u64,
     /// Why the store is degraded (appends refused), if it is.
     pub degraded: Option<String>,
 }
@@ -276,6 +280,7 @@ pub(crate) struct Core {
     /// One past the highest stream id in `events.mdb`.
     ck_next_stream_id: AtomicU64,
     checkpoints: AtomicU64,
+    append_retries: AtomicU64,
     tail_bytes: AtomicU64,
     /// An appender asked the checkpointer to run and it has not started since.
     ckpt_requested: AtomicBool,
@@ -665,7 +670,7 @@ impl Core {
             .sync_mode(opts.sync_mode)
             .segment_size(opts.wal_segment_size)
             .max_record_size(max_record)
-            .max_queued_bytes((2 * max_record as u64).max(64 << 20))
+            .max_queued_bytes(opts.wal_queue_bytes)
             // After every segment is gone (deleted, or cut by recovery), numbering still
             // continues above what events.mdb has applied.
             .start_lsn(ck.lsn + 1);
@@ -824,6 +829,7 @@ impl Core {
             checkpoint_lsn: AtomicU64::new(ck.lsn),
             ck_next_stream_id: AtomicU64::new(ck.next_stream_id),
             checkpoints: AtomicU64::new(0),
+            append_retries: AtomicU64::new(0),
             tail_bytes: AtomicU64::new(tail_bytes),
             ckpt_requested: AtomicBool::new(false),
             degraded: OnceLock::new(),
@@ -1021,6 +1027,7 @@ impl Core {
                 // The WAL's queue is full: wait outside the lock for the flusher to
                 // drain some of it, then sequence again (the heads may have moved).
                 None => {
+                    self.append_retries.fetch_add(1, Ordering::Relaxed);
                     let next = self.wal.durable_lsn() + 1;
                     self.wal
                         .wait_for(next, Duration::from_millis(10))
@@ -1275,6 +1282,7 @@ impl Core {
                 }
                 Err(varve_wal::Error::Backpressure) => {
                     drop(seq);
+                    self.append_retries.fetch_add(1, Ordering::Relaxed);
                     let next = self.wal.durable_lsn() + 1;
                     self.wal
                         .wait_for(next, Duration::from_millis(10))
@@ -1377,6 +1385,7 @@ impl Core {
                 }
                 Err(varve_wal::Error::Backpressure) => {
                     drop((c, seq));
+                    self.append_retries.fetch_add(1, Ordering::Relaxed);
                     let next = self.wal.durable_lsn() + 1;
                     self.wal
                         .wait_for(next, Duration::from_millis(10))
@@ -2484,6 +2493,7 @@ impl Core {
             blobs: side.blobs,
             blob_bytes: side.blob_bytes,
             checkpoints: self.checkpoints.load(Ordering::Relaxed),
+            append_retries: self.append_retries.load(Ordering::Relaxed),
             degraded: self.degraded.get().map(|e| error_chain(e)),
         })
     }

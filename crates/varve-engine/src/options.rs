@@ -24,6 +24,7 @@ pub struct Options {
     pub(crate) max_call_bytes: usize,
     pub(crate) max_snapshot_bytes: usize,
     pub(crate) wal_segment_size: u64,
+    pub(crate) wal_queue_bytes: u64,
 }
 
 impl Default for Options {
@@ -42,6 +43,7 @@ impl Default for Options {
             max_call_bytes: 128 << 20,
             max_snapshot_bytes: 64 << 20,
             wal_segment_size: 64 << 20,
+            wal_queue_bytes: 64 << 20,
         }
     }
 }
@@ -140,6 +142,16 @@ impl Options {
         self
     }
 
+    /// Log bytes appends may queue before the WAL has written them (default 64 MiB; at
+    /// least 1). Past it an append waits, outside the sequencer's lock, for the log to
+    /// catch up ([`Stats::append_retries`](crate::Stats::append_retries) counts those
+    /// waits); one record larger than it still goes through when the queue is empty.
+    #[must_use]
+    pub fn wal_queue_bytes(mut self, bytes: u64) -> Self {
+        self.wal_queue_bytes = bytes;
+        self
+    }
+
     /// The largest log record one call may produce.
     pub(crate) fn max_record_bytes(&self) -> usize {
         usize::try_from(self.wal_segment_size / 2).unwrap_or(usize::MAX)
@@ -179,6 +191,9 @@ impl Options {
         }
         if self.wal_segment_size < 1 << 20 || self.wal_segment_size > 1 << 32 {
             return bad("wal_segment_size", "must be 1 MiB..=4 GiB");
+        }
+        if self.wal_queue_bytes == 0 {
+            return bad("wal_queue_bytes", "must be positive");
         }
         if self.map_size < 1 << 20 {
             return bad("map_size", "must be at least 1 MiB");
@@ -226,6 +241,7 @@ mod tests {
                 "max_tail_bytes",
             ),
             (Options::default().map_size(1000), "map_size"),
+            (Options::default().wal_queue_bytes(0), "wal_queue_bytes"),
             (
                 Options::default().max_snapshot_bytes((512 << 20) + 1),
                 "max_snapshot_bytes",

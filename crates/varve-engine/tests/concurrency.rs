@@ -198,3 +198,41 @@ fn stats_never_fail_while_checkpoints_truncate_the_log() {
     });
     assert!(db.stats().unwrap().checkpoints > 0);
 }
+
+#[test]
+fn appends_that_find_the_wal_queue_full_wait_outside_the_lock_and_all_land() {
+    let dir = tempdir();
+    // A queue of 64 KiB against 8 writers of 32 KiB records: most appends find it full.
+    let db = varve_engine::Varve::open(dir.path(), opts().wal_queue_bytes(64 << 10)).unwrap();
+    let writers = 8u32;
+    let calls = 40u32;
+    std::thread::scope(|s| {
+        for w in 0..writers {
+            let db = db.clone();
+            s.spawn(move || {
+                let stream = format!("q{w}");
+                for i in 0..calls {
+                    let bodies: Vec<Vec<u8>> =
+                        (0..16).map(|k| vec![(w * 7 + i + k) as u8; 2000]).collect();
+                    let evs: Vec<EventData<'_>> = bodies.iter().map(|b| ev(b)).collect();
+                    let r = db.append(&stream, ExpectedVersion::Any, &evs).unwrap();
+                    assert_eq!(r.first_version, u64::from(i) * 16);
+                }
+            });
+        }
+    });
+    let st = db.stats().unwrap();
+    assert!(st.append_retries > 0, "no append found the queue full");
+    assert_eq!(st.next_position, u64::from(writers * calls * 16));
+    let events = all(&db);
+    for (p, e) in events.iter().enumerate() {
+        assert_eq!(e.position, p as u64);
+        let w: u32 = e.stream[1..].parse().unwrap();
+        let (i, k) = ((e.version / 16) as u32, (e.version % 16) as u32);
+        assert_eq!(
+            e.payload,
+            EventPayload::Inline(vec![(w * 7 + i + k) as u8; 2000])
+        );
+    }
+    eprintln!("{} appends waited for the WAL queue", st.append_retries);
+}
