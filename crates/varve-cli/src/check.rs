@@ -6,7 +6,10 @@
 //! - Every event is read (`scan_all`), which verifies each stored event's checksum;
 //!   an unreadable event is located with `get` and the check goes on after it.
 //! - Positions must be gapless from 0 to the end the store reports; versions contiguous
-//!   per stream from 0.
+//!   per stream from 0. In a store where streams were deleted or truncated
+//!   (`Stats::deleted_streams`), the removed events leave gaps and a stream's versions
+//!   start at its first kept version; the check then runs a checkpoint first (so removed
+//!   events' blobs are released) and does not count gaps as problems.
 //! - Every stream is read again through its stream index (`scan_stream`) and must list the
 //!   same positions in the same order; its head (`stream_version`) must be the version of
 //!   its last event.
@@ -35,7 +38,8 @@ const BATCH: usize = 4096;
 pub const NOT_VERIFIED: &[&str] = &[
     "check is not read-only: the engine has no read-only open, so check takes the store's \
      lock (stop other processes first) and runs crash recovery, which zeroes a torn WAL \
-     tail and releases orphan blob references; it never checkpoints",
+     tail and releases orphan blob references; it checkpoints only a store with deleted \
+     or truncated streams (to apply the deletions and release their blobs)",
     "a torn WAL tail (an interrupted last write) is cut by recovery and shown as a note, \
      not a problem: it cannot be told apart from damage to the last synced group",
     "WAL segments the checkpointer already deleted are gone; their events are checked in \
@@ -120,12 +124,16 @@ pub struct Audit {
     pub blobs: HashMap<[u8; 32], BlobSeen>,
     /// Problems found.
     pub problems: Vec<Problem>,
+    /// The store has deleted or truncated streams: gaps in positions, and versions that
+    /// start above 0, are expected.
+    pub deletions: bool,
 }
 
 impl Audit {
     /// Takes in the next event read.
     pub fn observe(&mut self, e: &Seen) {
-        if e.position != self.next_position {
+        if e.position != self.next_position && !(self.deletions && e.position > self.next_position)
+        {
             self.problems.push(Problem::new(
                 format!(
                     "positions {}..={} are missing: the read went from {} to {}",
@@ -140,7 +148,12 @@ impl Audit {
         self.next_position = e.position + 1;
         self.events += 1;
         let unreadable = self.unreadable;
+        let deletions = self.deletions;
         let s = self.streams.entry(Arc::clone(&e.stream)).or_default();
+        if deletions && s.count == 0 {
+            // The first event kept of a truncated or re-created stream.
+            s.count = e.version;
+        }
         match e.version.checked_sub(s.count) {
             // The next version (a jump of 0), or a jump no larger than the events that
             // could not be read, which explain it.
@@ -193,7 +206,9 @@ impl Audit {
         mut head: impl FnMut(&str) -> Result<Option<u64>, Problem>,
         mut index_digest: impl FnMut(&str) -> Result<(u64, u64), Problem>,
     ) {
-        if self.next_position != stats.next_position {
+        // Removed events at the end leave the read short of the store's end.
+        let short = self.deletions && self.next_position < stats.next_position;
+        if self.next_position != stats.next_position && !short {
             self.problems.push(Problem::new(
                 format!(
                     "the store reports {} events but reading stopped at position {}",
@@ -202,7 +217,13 @@ impl Audit {
                 format!("position {}", self.next_position),
             ));
         }
-        if self.unreadable == 0 && self.streams.len() as u64 != stats.streams {
+        let streams = self.streams.len() as u64;
+        let counted = if self.deletions {
+            streams <= stats.streams
+        } else {
+            streams == stats.streams
+        };
+        if self.unreadable == 0 && !counted {
             self.problems.push(Problem::new(
                 format!(
                     "the store reports {} streams but the events name {}",
@@ -242,8 +263,8 @@ impl Audit {
                     Ok((n, d)) if (n, d) == (s.count, s.digest) => {}
                     Ok((n, _)) => self.problems.push(Problem::new(
                         format!(
-                            "the stream index lists {n} events that differ from the {} the \
-                             log holds for the stream",
+                            "the stream index lists events up to version {n} (exclusive) that \
+                             differ from those up to {} the log holds for the stream",
                             s.count
                         ),
                         at,
@@ -364,14 +385,33 @@ pub fn check_open(db: &Varve, dir: &Path) -> Report {
             r.orphan_blob_refs_released
         ));
     }
-    let stats = match db.stats() {
+    let mut stats = match db.stats() {
         Ok(s) => s,
         Err(e) => {
             report.problems.push(problem_of(&e, dir, None));
             return report;
         }
     };
-    let mut audit = Audit::default();
+    if stats.deleted_streams > 0 {
+        // Apply the deletions, so the blobs only removed events referred to are released.
+        let applied = db.checkpoint().and_then(|_| db.stats());
+        match applied {
+            Ok(s) => stats = s,
+            Err(e) => {
+                report.problems.push(problem_of(&e, dir, None));
+                return report;
+            }
+        }
+        report.notes.push(format!(
+            "{} stream(s) were deleted or truncated: their removed events leave gaps in the \
+             positions",
+            stats.deleted_streams
+        ));
+    }
+    let mut audit = Audit {
+        deletions: stats.deleted_streams > 0,
+        ..Audit::default()
+    };
     let mut names = HashMap::new();
     let bar = progress::bar(stats.next_position, "checking events");
     let mut from = 0;
@@ -478,21 +518,20 @@ pub fn check_open(db: &Varve, dir: &Path) -> Report {
     report
 }
 
-/// (events, position digest) of `stream` as its stream index lists them.
+/// (version after the last listed, position digest) of `stream` as its stream index lists
+/// it (from its first kept version: a truncated stream starts above 0).
 fn index_digest(db: &Varve, dir: &Path, stream: &str) -> Result<(u64, u64), Problem> {
-    let mut n = 0u64;
     let mut digest = 0u64;
     let mut from = 0;
     loop {
         let got = db
             .scan_stream(stream, Direction::Forward, from, BATCH, |v| {
-                n += 1;
                 digest = digest_step(digest, v.position);
                 from = v.version + 1;
             })
             .map_err(|e| problem_of(&e, dir, Some(format!("stream {stream:?}"))))?;
         if got < BATCH {
-            return Ok((n, digest));
+            return Ok((from, digest));
         }
     }
 }
@@ -614,6 +653,39 @@ mod tests {
     fn a_consistent_log_has_no_problem() {
         let evs = [ev(0, "a", 0), ev(1, "b", 0), ev(2, "a", 1)];
         assert_eq!(audit(&evs, &stats(3, 2, 0, 0), &[]), vec![]);
+    }
+
+    #[test]
+    fn with_deletions_gaps_and_late_first_versions_pass_but_version_gaps_do_not() {
+        let run = |events: &[Seen], st: &Stats| {
+            let mut a = Audit {
+                deletions: true,
+                ..Audit::default()
+            };
+            for e in events {
+                a.observe(e);
+            }
+            let truth: HashMap<Arc<str>, StreamSeen> = a.streams.clone();
+            a.finish(
+                st,
+                |s| Ok(Some(truth[s].last_version)),
+                |s| Ok((truth[s].count, truth[s].digest)),
+            );
+            a.problems
+        };
+        // Positions 0, 2 and 5.. removed; "a" truncated before version 3; one more stream
+        // ("gone") deleted whole; the last events removed too.
+        let evs = [ev(1, "a", 3), ev(3, "b", 0), ev(4, "a", 4)];
+        assert_eq!(run(&evs, &stats(7, 3, 0, 0)), vec![]);
+        // A gap inside a stream's versions is still a problem.
+        let gap = [ev(1, "a", 3), ev(4, "a", 5)];
+        let p = run(&gap, &stats(5, 1, 0, 0));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].what.contains("version 5 follows"), "{p:?}");
+        // More streams read than the store has is a problem either way.
+        assert_eq!(run(&evs, &stats(7, 1, 0, 0)).len(), 1);
+        // A read that went past the store's end is a problem either way.
+        assert_eq!(run(&evs, &stats(4, 3, 0, 0)).len(), 1);
     }
 
     #[test]

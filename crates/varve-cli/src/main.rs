@@ -56,7 +56,8 @@ What it verifies:
 What it does NOT verify or do:
 - it is NOT read-only: the engine has no read-only open, so check takes the store's lock
   (stop other processes first, or --wait-lock) and runs crash recovery, which zeroes a torn
-  WAL tail and releases orphan blob references; it never checkpoints;
+  WAL tail and releases orphan blob references; it checkpoints only a store with deleted
+  or truncated streams (to apply the deletions and release their blobs);
 - a torn WAL tail is cut by recovery and shown as a note, not a problem;
 - WAL segments already deleted by checkpoints are gone (their events are in events.mdb);
 - LMDB's own pages carry no checksums: only the values the engine stores are verified;

@@ -512,6 +512,35 @@ fn check_passes_a_clean_store_in_the_wal_and_in_events_mdb() {
 }
 
 #[test]
+fn check_passes_a_store_with_deleted_and_truncated_streams() {
+    for checkpointed in [false, true] {
+        let d = tempdir();
+        build_store(d.path(), false);
+        {
+            let db = open_store(d.path());
+            // s0 has versions 0..=3, s1 0..=2; "blobs" holds both blobs.
+            db.truncate_before("s0", 2).unwrap();
+            db.delete_stream("s1", ExpectedVersion::Any, varve_engine::DeleteMode::Soft)
+                .unwrap();
+            db.delete_stream(
+                "blobs",
+                ExpectedVersion::Any,
+                varve_engine::DeleteMode::Tombstone,
+            )
+            .unwrap();
+            if checkpointed {
+                db.checkpoint().unwrap();
+            }
+        }
+        let (c, j) = check_json(d.path());
+        assert_eq!(c, 0, "{j}");
+        assert_eq!(j["events"], 10 - 2 - 3);
+        assert_eq!(j["blobs"], 0, "the removed events' blobs are released");
+        assert_eq!(j["problems"].as_array().unwrap().len(), 0, "{j}");
+    }
+}
+
+#[test]
 fn check_names_the_wal_segment_and_offset_of_a_flipped_byte_and_leaves_it() {
     let d = tempdir();
     build_store(d.path(), false);

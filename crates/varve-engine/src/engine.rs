@@ -167,6 +167,9 @@ pub struct Stats {
     pub tail_cache_hits: u64,
     /// Consumers that committed a position.
     pub consumers: u64,
+    /// Streams that were deleted (soft or tombstone) or truncated: their removed events
+    /// leave gaps in the positions and their versions start above 0.
+    pub deleted_streams: u64,
     /// The WAL's highest durable LSN.
     pub wal_durable_lsn: u64,
     /// The first LSN the WAL still keeps.
@@ -2484,6 +2487,7 @@ impl Core {
             tail_cache_lookups: cache.hits + cache.misses,
             tail_cache_hits: cache.hits,
             consumers: lock(&self.consumers).positions.len() as u64,
+            deleted_streams: self.hidden().len() as u64,
             wal_durable_lsn: wal.durable_lsn,
             wal_first_lsn: wal.first_lsn,
             wal_bytes,

@@ -60,8 +60,10 @@ fn a_soft_delete_hides_the_stream_before_and_after_checkpoint_and_reopen() {
     {
         let db = Varve::open(dir.path(), manual()).unwrap();
         two_streams(&db);
+        assert_eq!(db.stats().unwrap().deleted_streams, 0);
         db.delete_stream("a", ExpectedVersion::Exact(2), DeleteMode::Soft)
             .unwrap();
+        assert_eq!(db.stats().unwrap().deleted_streams, 1);
         check_soft_deleted(&db); // from the tail
         db.checkpoint().unwrap();
         check_soft_deleted(&db); // from events.mdb, with holes
