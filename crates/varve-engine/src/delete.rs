@@ -54,8 +54,11 @@ impl Varve {
     }
 
     /// Removes the events of `stream` below `version`: reads start there, the stream's
-    /// version (and what appends expect) does not change. A `version` at or below an
-    /// earlier truncation changes nothing. Durable when it returns; space comes back as for
+    /// version (and what appends expect) does not change while it keeps an event. A
+    /// `version` at or below an earlier truncation changes nothing. Truncating at the
+    /// stream's next version removes every event: the stream then reads and is expected as
+    /// a soft-deleted one (`StreamNotFound`; `NoStream` passes; versions continue).
+    /// Durable when it returns; space comes back as for
     /// [`delete_stream`](Self::delete_stream).
     ///
     /// # Errors

@@ -204,6 +204,18 @@ fn truncate_before_moves_the_first_version_and_keeps_the_head() {
         Err(Error::VersionNotFound { .. })
     ));
     assert!(db.put_snapshot("s", 12, b"ok").unwrap());
+    // Truncating at the next version removes every event: the stream reads as deleted and
+    // starts again where it was.
+    db.truncate_before("s", 16).unwrap();
+    assert!(matches!(
+        db.read_stream("s", Direction::Forward, 0, 10),
+        Err(Error::StreamNotFound { .. })
+    ));
+    assert_eq!(db.stream_version("s").unwrap(), None);
+    let r = db
+        .append("s", ExpectedVersion::NoStream, &[ev(b"16")])
+        .unwrap();
+    assert_eq!(r.first_version, 16);
 }
 
 #[test]
