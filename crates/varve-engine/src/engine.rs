@@ -1304,15 +1304,7 @@ impl Core {
             }
             Err(e) => return Err(self.wal_failure(e)),
         }
-        {
-            let mut h = write(&self.hidden);
-            let mut map = HashMap::clone(&h);
-            // Changes only ever hide more; two racing ones may publish out of order.
-            let e = map.entry(id).or_default();
-            e.hidden_before = e.hidden_before.max(meta.hidden_before);
-            e.tombstone |= meta.tombstone;
-            *h = Arc::new(map);
-        }
+        self.publish_deletions(&[(lsn, id, meta)]);
         let _g = lock(&self.snapshot_lock);
         drop_hidden_snapshot(&self.snapshots, id, meta)
     }
@@ -1325,6 +1317,24 @@ impl Core {
             });
         }
         Ok(())
+    }
+
+    /// Makes readers hide what `metas` (durable deletion records) delete. Called by the
+    /// deleting call once its record is durable, and by the checkpointer before it removes
+    /// the events (whichever comes first: readers must hide events before they go).
+    fn publish_deletions(&self, metas: &[(u64, u64, StreamMeta)]) {
+        if metas.is_empty() {
+            return;
+        }
+        let mut h = write(&self.hidden);
+        let mut map = HashMap::clone(&h);
+        for &(_, id, meta) in metas {
+            // Changes only ever hide more; two racing ones may publish out of order.
+            let e = map.entry(id).or_default();
+            e.hidden_before = e.hidden_before.max(meta.hidden_before);
+            e.tombstone |= meta.tombstone;
+        }
+        *h = Arc::new(map);
     }
 
     /// The deletion state readers see now.
@@ -1606,6 +1616,7 @@ impl Core {
                 .max(c.map_or(0, |c| c.0))
                 .max(m.map_or(0, |m| m.0)),
         };
+        self.publish_deletions(&metas);
         let (applied, released) = self
             .apply(&entries, &commits, &metas)
             .map_err(|e| self.degrade(e))?;
@@ -1910,7 +1921,7 @@ impl Core {
             if position < self.checkpointed_end.load(Ordering::SeqCst) {
                 let rtxn = self.env.read_txn()?;
                 let Some(v) = self.dbs.events.get(&rtxn, &codec::position_key(position))? else {
-                    if !hidden.is_empty() {
+                    if !hidden.is_empty() || !self.hidden().is_empty() {
                         return Ok(None); // a deleted event (without deletions: damage)
                     }
                     return Err(self.missing(position));
@@ -2033,7 +2044,9 @@ impl Core {
         let end = self.visible_end.load(Ordering::SeqCst);
         let hidden = self.hidden();
         // Deleted events leave holes in `events.mdb`; without any deletion a hole is damage.
-        let holes = !hidden.is_empty();
+        // (Looked up again: a deletion published after `hidden` was taken may have been
+        // checkpointed before this scan's read transaction began.)
+        let holes = || !hidden.is_empty() || !self.hidden().is_empty();
         let shown = |id: u64, v: u64| hidden.get(&id).is_none_or(|m| !m.hides(v));
         let mut n = 0;
         // Consecutive events are often of one stream: its name is looked up once.
@@ -2053,7 +2066,7 @@ impl Core {
                             let (k, v) = item?;
                             match codec::be_u64(k) {
                                 Some(at) if at == p => {}
-                                Some(at) if holes && at > p => p = at,
+                                Some(at) if at > p && holes() => p = at,
                                 _ => return Err(self.missing(p)),
                             }
                             if self.visit_value(p, v, &shown, &mut last, &mut f)? {
@@ -2065,7 +2078,7 @@ impl Core {
                             }
                         }
                         if n < limit && p < stop {
-                            if !holes {
+                            if !holes() {
                                 return Err(self.missing(p));
                             }
                             p = stop;
@@ -2142,7 +2155,7 @@ impl Core {
                             let (k, v) = item?;
                             match codec::be_u64(k) {
                                 Some(at) if at == p => {}
-                                Some(at) if holes && at < p => p = at,
+                                Some(at) if at < p && holes() => p = at,
                                 _ => return Err(self.missing(p)),
                             }
                             if self.visit_value(p, v, &shown, &mut last, &mut f)? {
@@ -2153,7 +2166,7 @@ impl Core {
                             }
                             p -= 1;
                         }
-                        if holes {
+                        if holes() {
                             return Ok((n, 0));
                         }
                         return Err(self.missing(p));
