@@ -1029,13 +1029,7 @@ impl Core {
                 Some(done) => break done,
                 // The WAL's queue is full: wait outside the lock for the flusher to
                 // drain some of it, then sequence again (the heads may have moved).
-                None => {
-                    self.append_retries.fetch_add(1, Ordering::Relaxed);
-                    let next = self.wal.durable_lsn() + 1;
-                    self.wal
-                        .wait_for(next, Duration::from_millis(10))
-                        .map_err(|e| self.wal_failure(e))?;
-                }
+                None => self.wait_for_log()?,
             }
         };
         blobs.hashes.clear(); // referenced by a queued record now
@@ -1285,25 +1279,12 @@ impl Core {
                 }
                 Err(varve_wal::Error::Backpressure) => {
                     drop(seq);
-                    self.append_retries.fetch_add(1, Ordering::Relaxed);
-                    let next = self.wal.durable_lsn() + 1;
-                    self.wal
-                        .wait_for(next, Duration::from_millis(10))
-                        .map_err(|e| self.wal_failure(e))?;
+                    self.wait_for_log()?;
                 }
                 Err(e) => return Err(self.wal_failure(e)),
             }
         };
-        match ticket.wait() {
-            Ok(got) if got == lsn => {}
-            Ok(_) => {
-                return Err(self.degrade(Error::corrupted(
-                    self.dir.join(WAL_DIR).display().to_string(),
-                    "the log assigned an LSN out of the sequencer's order",
-                )));
-            }
-            Err(e) => return Err(self.wal_failure(e)),
-        }
+        self.wait_durable(ticket, lsn)?;
         self.publish_deletions(&[(lsn, id, meta)]);
         let _g = lock(&self.snapshot_lock);
         drop_hidden_snapshot(&self.snapshots, id, meta)
@@ -1398,15 +1379,28 @@ impl Core {
                 }
                 Err(varve_wal::Error::Backpressure) => {
                     drop((c, seq));
-                    self.append_retries.fetch_add(1, Ordering::Relaxed);
-                    let next = self.wal.durable_lsn() + 1;
-                    self.wal
-                        .wait_for(next, Duration::from_millis(10))
-                        .map_err(|e| self.wal_failure(e))?;
+                    self.wait_for_log()?;
                 }
                 Err(e) => return Err(self.wal_failure(e)),
             }
         };
+        self.wait_durable(ticket, lsn)
+    }
+
+    /// Waits, outside the sequencer's lock, for the WAL to write some of its full queue
+    /// (counted in [`Stats::append_retries`]).
+    fn wait_for_log(&self) -> Result<()> {
+        self.append_retries.fetch_add(1, Ordering::Relaxed);
+        let next = self.wal.durable_lsn() + 1;
+        self.wal
+            .wait_for(next, Duration::from_millis(10))
+            .map_err(|e| self.wal_failure(e))?;
+        Ok(())
+    }
+
+    /// Waits until the record the sequencer queued as `lsn` is durable; a different LSN
+    /// from the log degrades the store.
+    fn wait_durable(&self, ticket: varve_wal::Ticket, lsn: u64) -> Result<()> {
         match ticket.wait() {
             Ok(got) if got == lsn => Ok(()),
             Ok(_) => Err(self.degrade(Error::corrupted(
