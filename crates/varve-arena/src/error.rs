@@ -52,8 +52,9 @@ pub enum Error {
         what: &'static str,
     },
 
-    /// The manager's background prefetcher is gone (it panicked); the cache keeps serving
-    /// synchronous reads but reports this once per reader so the failure is not silent.
-    #[error("background prefetcher stopped; reads continue without prefetch")]
+    /// The manager's background prefetcher is gone (it panicked). Sticky: from then on
+    /// every read through this manager, by every reader, returns this error; drop the
+    /// manager and make a new one.
+    #[error("background prefetcher stopped; this cache manager serves no more reads")]
     Poisoned,
 }

@@ -49,10 +49,8 @@ pub trait PageSource: Send + Sync + 'static {
     ///
     /// The default, 1, suits reads through the kernel's page cache: its own readahead
     /// keeps the disk busy behind one sequential stream, and one prefetch thread reading a
-    /// reader's windows in order is what it handles best. (Measured on 2 vCPUs, tailing a
-    /// cold file of 1 KiB records: a second read of the same reader in flight made it
-    /// 6-34% slower over six sets of runs, and a separate descriptor per thread did not
-    /// help.) Reads that bypass
+    /// reader's windows in order is what it handles best (measurements in
+    /// `docs/arena-tuning.md`). Reads that bypass
     /// the page cache have no readahead under them and gain from a second read in flight:
     /// [`FileSource`] answers 2 for files opened with [`FileSource::open_direct`].
     fn reads_in_flight(&self, file: FileId) -> usize {
