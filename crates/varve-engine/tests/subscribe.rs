@@ -1,4 +1,6 @@
 //! Subscriptions: catch-up then live, order, filters, start points, wake-ups, close.
+//! `VARVE_SUBSCRIBE_EVENTS` scales the catch-up test (default 100k events written before,
+//! 100k during).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -18,9 +20,14 @@ const LIVENESS: Duration = Duration::from_secs(10);
 fn catch_up_then_live_delivers_every_position_once_in_order() {
     let dir = tempdir();
     let db = open(dir.path());
-    let before = 100_000u64;
-    let per_writer = 12_500u64;
+    // `VARVE_SUBSCRIBE_EVENTS` scales it (default 100k before and 100k during).
+    let half: u64 = std::env::var("VARVE_SUBSCRIBE_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let before = half / 100 * 100;
     let writers = 8u64;
+    let per_writer = half / writers;
     let total = before + writers * per_writer;
     let batch: Vec<EventData<'_>> = (0..100).map(|_| ev(b"old")).collect();
     for _ in 0..before / 100 {
