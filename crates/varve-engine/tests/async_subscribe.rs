@@ -20,6 +20,10 @@ fn next(s: &mut SubscriptionStream) -> Option<varve_engine::Result<RecordedEvent
 
 #[test]
 fn a_pending_stream_is_woken_for_each_append_and_ends_at_close() {
+    bounded(a_pending_stream_is_woken_for_each_append_and_ends_at_close_body);
+}
+
+fn a_pending_stream_is_woken_for_each_append_and_ends_at_close_body() {
     let dir = tempdir();
     let db = open(dir.path());
     append_one(&db, "s", b"before");
@@ -57,6 +61,10 @@ fn a_pending_stream_is_woken_for_each_append_and_ends_at_close() {
 
 #[test]
 fn a_stream_filters_and_reports_its_position() {
+    bounded(a_stream_filters_and_reports_its_position_body);
+}
+
+fn a_stream_filters_and_reports_its_position_body() {
     let dir = tempdir();
     let db = open(dir.path());
     for i in 0..6u8 {

@@ -18,6 +18,10 @@ const LIVENESS: Duration = Duration::from_secs(10);
 
 #[test]
 fn catch_up_then_live_delivers_every_position_once_in_order() {
+    bounded(catch_up_then_live_delivers_every_position_once_in_order_body);
+}
+
+fn catch_up_then_live_delivers_every_position_once_in_order_body() {
     let dir = tempdir();
     let db = open(dir.path());
     // `VARVE_SUBSCRIBE_EVENTS` scales it (default 100k before and 100k during).
@@ -87,6 +91,10 @@ fn catch_up_then_live_delivers_every_position_once_in_order() {
 
 #[test]
 fn a_stream_subscription_delivers_only_its_stream_in_version_order() {
+    bounded(a_stream_subscription_delivers_only_its_stream_in_version_order_body);
+}
+
+fn a_stream_subscription_delivers_only_its_stream_in_version_order_body() {
     let dir = tempdir();
     let db = open(dir.path());
     // Subscribed before the stream exists: it waits for it.
@@ -130,6 +138,10 @@ fn a_stream_subscription_delivers_only_its_stream_in_version_order() {
 
 #[test]
 fn filters_pass_only_matching_events_and_position_moves_past_the_others() {
+    bounded(filters_pass_only_matching_events_and_position_moves_past_the_others_body);
+}
+
+fn filters_pass_only_matching_events_and_position_moves_past_the_others_body() {
     let dir = tempdir();
     let db = open(dir.path());
     let order = EventData::new("order.created", b"o");
@@ -186,6 +198,10 @@ fn filters_pass_only_matching_events_and_position_moves_past_the_others() {
 
 #[test]
 fn end_and_after_start_where_they_say() {
+    bounded(end_and_after_start_where_they_say_body);
+}
+
+fn end_and_after_start_where_they_say_body() {
     let dir = tempdir();
     let db = open(dir.path());
     for i in 0..5u8 {
@@ -206,6 +222,10 @@ fn end_and_after_start_where_they_say() {
 
 #[test]
 fn a_blocked_subscriber_wakes_for_each_append() {
+    bounded(a_blocked_subscriber_wakes_for_each_append_body);
+}
+
+fn a_blocked_subscriber_wakes_for_each_append_body() {
     let dir = tempdir();
     let db = open(dir.path());
     let sub = db.subscribe_all(SubscribeFrom::Start, Filter::all());
@@ -230,6 +250,10 @@ fn a_blocked_subscriber_wakes_for_each_append() {
 
 #[test]
 fn next_batch_returns_up_to_max_of_what_is_visible() {
+    bounded(next_batch_returns_up_to_max_of_what_is_visible_body);
+}
+
+fn next_batch_returns_up_to_max_of_what_is_visible_body() {
     let dir = tempdir();
     let db = open(dir.path());
     for i in 0..10u8 {
@@ -256,6 +280,10 @@ fn next_batch_returns_up_to_max_of_what_is_visible() {
 
 #[test]
 fn close_ends_a_subscription_after_the_events_it_had_not_read() {
+    bounded(close_ends_a_subscription_after_the_events_it_had_not_read_body);
+}
+
+fn close_ends_a_subscription_after_the_events_it_had_not_read_body() {
     let dir = tempdir();
     let db = open(dir.path());
     for i in 0..3u8 {
@@ -283,6 +311,10 @@ fn close_ends_a_subscription_after_the_events_it_had_not_read() {
 
 #[test]
 fn a_subscription_reads_across_a_reopen_from_a_saved_position() {
+    bounded(a_subscription_reads_across_a_reopen_from_a_saved_position_body);
+}
+
+fn a_subscription_reads_across_a_reopen_from_a_saved_position_body() {
     let dir = tempdir();
     let saved = {
         let db = open(dir.path());

@@ -43,3 +43,24 @@ pub fn append_one(db: &Varve, stream: &str, payload: &[u8]) -> u64 {
         .unwrap()
         .first_position
 }
+
+/// Runs a test body on its own thread and fails if it takes longer than 60 s: a bug that
+/// makes a subscription spin or sleep for good then fails the test instead of hanging
+/// the test binary (the stuck thread is left behind; the process ends with the binary).
+pub fn bounded(body: fn()) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        body();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(()) => h.join().unwrap(),
+        // The body panicked: join re-raises its panic here.
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            if let Err(p) = h.join() {
+                std::panic::resume_unwind(p);
+            }
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("the test ran over 60 s"),
+    }
+}
