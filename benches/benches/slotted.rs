@@ -493,6 +493,7 @@ fn main() {
                 varve: Some(x),
                 baseline_name: name.into(),
                 baseline: None,
+                ..Row::default()
             });
         }
     }
