@@ -146,21 +146,9 @@ impl Row {
             baseline: num(baseline)?,
             ..Row::default()
         };
-        if let Some(
-            [
-                target,
-                headline,
-                vmin,
-                vmax,
-                bmin,
-                bmax,
-                rounds,
-            ],
-        ) = extra
-        {
-            let range = |lo: &str, hi: &str| -> Option<Option<(f64, f64)>> {
-                Some(num(lo)?.zip(num(hi)?))
-            };
+        if let Some([target, headline, vmin, vmax, bmin, bmax, rounds]) = extra {
+            let range =
+                |lo: &str, hi: &str| -> Option<Option<(f64, f64)>> { Some(num(lo)?.zip(num(hi)?)) };
             row.target = num(target)?;
             row.headline = match *headline {
                 "headline" => true,
@@ -324,11 +312,20 @@ mod tests {
             ..row(Better::Higher, Some(1.5), Some(4.0))
         };
         let back = Row::parse(&r.to_string()).expect("parses");
-        assert_eq!(back, Row { workload: "w with tab".into(), ..r });
+        assert_eq!(
+            back,
+            Row {
+                workload: "w with tab".into(),
+                ..r
+            }
+        );
         let old = "a\tb\tc\thigher\t1\tx\t2";
         let o = Row::parse(old).expect("seven columns still parse");
         assert_eq!((o.target, o.headline, o.rounds), (None, false, 0));
-        assert_eq!(Row::parse("a\tb\tc\thigher\t1\tx\t2\t-\tmaybe\t-\t-\t-\t-\t0"), None);
+        assert_eq!(
+            Row::parse("a\tb\tc\thigher\t1\tx\t2\t-\tmaybe\t-\t-\t-\t-\t0"),
+            None
+        );
     }
 
     #[test]

@@ -63,7 +63,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("ledger", ExpectedVersion::Any, &credit),
     ];
     let r = db.append_multi(&calls)?;
-    println!("paid at positions {}..={}", r.first_position, r.last_position);
+    println!(
+        "paid at positions {}..={}",
+        r.first_position, r.last_position
+    );
 
     // A 4 MiB invoice scan: stored once in the sidecar, the event keeps a reference.
     let scan = vec![0x42u8; 4 << 20];
@@ -78,7 +81,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let db = Varve::open(&dir, Options::default())?;
     let events = db.read_stream("order-0-1", Direction::Forward, 0, 10)?;
     for e in &events {
-        println!("{} v{} @{} {}", e.stream, e.version, e.position, e.event_type);
+        println!(
+            "{} v{} @{} {}",
+            e.stream, e.version, e.position, e.event_type
+        );
     }
     assert_eq!(db.read_payload(&events[2])?, scan);
     let mut blobs = 0;

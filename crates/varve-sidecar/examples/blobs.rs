@@ -38,7 +38,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sidecar = Sidecar::open(&dir, SidecarOptions::default())?;
 
     let small = sidecar.store(b"{\"kind\":\"thumbnail-missing\"}")?;
-    assert!(matches!(small, Payload::Inline(_)), "below 2048 bytes: stays in the event");
+    assert!(
+        matches!(small, Payload::Inline(_)),
+        "below 2048 bytes: stays in the event"
+    );
 
     let scan: Vec<u8> = (0..32u32 << 20).map(|i| (i % 251) as u8).collect();
     let refs = sidecar.store_many(&[&scan, &scan])?; // one blob, reference count 2
@@ -53,13 +56,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Read back without the blob landing in the page cache or in this process's memory.
     let mut sink = Sink::default();
     let n = sidecar.read_to(&refs[0], &mut sink)?;
-    println!("read back {n} bytes (checksum {:016x}); {:?}", sink.sum, sidecar.stats()?);
+    println!(
+        "read back {n} bytes (checksum {:016x}); {:?}",
+        sink.sum,
+        sidecar.stats()?
+    );
 
     for r in &refs {
         if let Some(h) = r.blob_hash() {
             sidecar.release(h)?;
         }
     }
-    println!("after releasing both references: {} blobs", sidecar.blobs()?.len());
+    println!(
+        "after releasing both references: {} blobs",
+        sidecar.blobs()?.len()
+    );
     Ok(())
 }

@@ -11,7 +11,13 @@ use varve_slotted::{Options, Store};
 /// A customer document of about 1 KiB, repetitive the way JSON is.
 fn doc(id: u64, rev: u32) -> Vec<u8> {
     let orders: Vec<String> = (0..8)
-        .map(|o| format!(r#"{{"order":{},"status":"shipped","total":{}.50}}"#, id * 8 + o, o * 7))
+        .map(|o| {
+            format!(
+                r#"{{"order":{},"status":"shipped","total":{}.50}}"#,
+                id * 8 + o,
+                o * 7
+            )
+        })
         .collect();
     format!(
         r#"{{"id":{id},"rev":{rev},"name":"customer {id}","tags":["retail","eu","newsletter"],"orders":[{}]}}"#,
