@@ -23,6 +23,9 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use plotters::coord::Shift;
+use plotters::coord::ranged1d::SegmentValue;
+use plotters::prelude::*;
 use serde_json::{Value, json};
 use varve_benches::report::{Better, Row};
 
@@ -142,7 +145,7 @@ fn report(opts: &Options, raw: &Path, out_dir: &Path) -> Result<(), String> {
     };
     let md = report_markdown(&rows, title);
     write(&out_dir.join("report.md"), &md)?;
-    write(&out_dir.join("report.svg"), &svg_chart(&rows, title))?;
+    write(&out_dir.join("report.svg"), &svg_chart(&rows, title)?)?;
     println!("\n{md}");
     println!("written: {0}/report.md, {0}/report.svg", out_dir.display());
     if opts.json {
@@ -506,13 +509,6 @@ fn compare_runs(old: &[Row], new: &[Row]) -> String {
     s
 }
 
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 /// Most bars in one chart panel.
 const MAX_BARS: usize = 25;
 
@@ -559,121 +555,158 @@ fn clip(s: &str, max: usize) -> String {
     }
 }
 
-/// Bar charts of the ratios, one panel per group (headline first, at most 25 bars each,
-/// two panels a line), each on a log scale centred on 1x with its own span; a bar is green
-/// where Varve is better, red where it is worse, and a tick marks a row's target. Rows
-/// without a ratio (machine limits, a peer alone) are listed as text at the end.
-fn svg_chart(rows: &[Row], title: &str) -> String {
-    const LABEL_W: f64 = 430.0;
-    const HALF: f64 = 170.0;
-    const BAR_H: f64 = 16.0;
-    const GAP: f64 = 4.0;
-    const PANEL_W: f64 = LABEL_W + 2.0 * HALF + 70.0;
+fn chart_err(e: impl std::fmt::Display) -> String {
+    format!("drawing the chart: {e}")
+}
+
+/// Bar charts of the ratios, drawn with plotters' SVG backend: one panel per group
+/// (headline first, at most 25 bars each, two panels a line), each on a log scale around
+/// 1x with its own span; a bar is green where Varve is better, red where it is worse, and
+/// a black tick marks a row's target. Rows without a ratio (machine limits, a peer alone)
+/// are listed as text at the end.
+fn svg_chart(rows: &[Row], title: &str) -> Result<String, String> {
+    const W: u32 = 1800;
+    const BAR: u32 = 18;
+    const NOTE: u32 = 15;
     let panels = chart_panels(rows);
     let notes: Vec<&Row> = rows.iter().filter(|r| r.ratio().is_none()).collect();
-    let panel_h = |bars: usize| 50.0 + bars as f64 * (BAR_H + GAP);
-    // Two panels per line; a line is as tall as its taller panel.
+    let panel_h = |bars: usize| 70 + BAR * u32::try_from(bars).unwrap_or(u32::MAX / 64);
     let lines: Vec<&[(String, Vec<&Row>)]> = panels.chunks(2).collect();
-    let body: f64 = lines
+    let line_h: Vec<u32> = lines
         .iter()
-        .map(|l| l.iter().map(|(_, b)| panel_h(b.len())).fold(0.0, f64::max))
-        .sum();
-    let height = 50.0 + body + 20.0 + notes.len() as f64 * BAR_H + 20.0;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{height}" font-family="sans-serif" font-size="11">"#,
-        w = 2.0 * PANEL_W + 20.0
-    );
-    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="10" y="24" font-size="16">{} (ratio against the baseline measured in the same run, log scale; right of 1x = Varve better; | = target)</text>"#,
-        xml_escape(title)
-    );
-    let mut top = 50.0;
-    for line in lines {
-        let mut tallest: f64 = 0.0;
-        for (col, (name, bars)) in line.iter().enumerate() {
-            let left = 10.0 + col as f64 * PANEL_W;
-            let centre = left + LABEL_W + HALF;
-            // This panel's scale: its largest |log10| (or target) fills half the plot,
-            // never finer than 10x.
-            let max_log = bars
-                .iter()
-                .flat_map(|r| [r.ratio(), r.target])
-                .flatten()
-                .map(|x| x.log10().abs())
-                .fold(1.0_f64, f64::max);
-            let _ = writeln!(
-                s,
-                r#"<text x="{left}" y="{y}" font-size="13" font-weight="bold">{}</text>"#,
-                xml_escape(name),
-                y = top + 16.0
-            );
-            let mut y = top + 26.0;
-            for r in bars {
-                let Some(ratio) = r.ratio() else { continue };
-                let len = ratio.log10() / max_log * HALF;
-                let (x, w, colour) = if len >= 0.0 {
-                    (centre, len, "#2e7d32")
-                } else {
-                    (centre + len, -len, "#c62828")
-                };
-                let label = if r.headline {
-                    r.workload.clone()
-                } else {
-                    format!("[{}] {}", r.group, r.workload)
-                };
-                let _ = writeln!(
-                    s,
-                    r#"<text x="{lx}" y="{ty}" text-anchor="end"><title>{full}</title>{}</text><rect x="{x:.1}" y="{y}" width="{w:.1}" height="{BAR_H}" fill="{colour}"/><text x="{vx:.1}" y="{ty}">{ratio:.2}x</text>"#,
-                    xml_escape(&clip(&label, 70)),
-                    full = xml_escape(&label),
-                    lx = centre - HALF - 6.0,
-                    ty = y + 12.0,
-                    vx = centre + len.max(0.0) + 4.0,
-                );
-                if let Some(t) = r.target {
-                    let tx = centre + t.log10() / max_log * HALF;
-                    let _ = writeln!(
-                        s,
-                        r##"<line x1="{tx:.1}" y1="{y}" x2="{tx:.1}" y2="{y2}" stroke="#000" stroke-width="2"/>"##,
-                        y2 = y + BAR_H
-                    );
-                }
-                y += BAR_H + GAP;
+        .map(|l| l.iter().map(|(_, b)| panel_h(b.len())).max().unwrap_or(0))
+        .collect();
+    let notes_h = NOTE * u32::try_from(notes.len()).unwrap_or(u32::MAX / 64);
+    let height = 40 + line_h.iter().sum::<u32>() + notes_h + 20;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(chart_err)?;
+        let mut rest = root
+            .titled(
+                &format!(
+                    "{title}: ratio against the baseline measured in the same run (log scale, right of 1x = Varve better, | = target)"
+                ),
+                ("sans-serif", 16),
+            )
+            .map_err(chart_err)?;
+        for (line, h) in lines.iter().zip(&line_h) {
+            let (area, below) = rest.split_vertically(*h);
+            rest = below;
+            let (left, right) = area.split_horizontally(W / 2);
+            for ((name, bars), cell) in line.iter().zip([left, right]) {
+                draw_panel(&cell, name, bars)?;
             }
-            let _ = writeln!(
-                s,
-                r##"<line x1="{centre}" y1="{t}" x2="{centre}" y2="{y}" stroke="#333"/><text x="{centre}" y="{ly}" text-anchor="middle">1x</text>"##,
-                t = top + 22.0,
-                ly = y + 12.0
-            );
-            tallest = tallest.max(panel_h(bars.len()));
         }
-        top += tallest;
+        for (i, r) in notes.iter().enumerate() {
+            let who = if r.varve.is_some() {
+                "Varve"
+            } else {
+                r.baseline_name.as_str()
+            };
+            let text = format!(
+                "[{}] {}: {} {} ({who})",
+                r.group,
+                r.workload,
+                fmt_num(r.varve.or(r.baseline)),
+                r.unit
+            );
+            let y = 20 + i32::try_from(i).unwrap_or(i32::MAX / 32) * NOTE as i32;
+            rest.draw(&Text::new(text, (10, y), ("sans-serif", 11)))
+                .map_err(chart_err)?;
+        }
+        rest.present().map_err(chart_err)?;
     }
-    top += 20.0;
-    for row in notes {
-        let value = fmt_num(row.varve.or(row.baseline));
-        let who = if row.varve.is_some() {
-            "Varve"
-        } else {
-            row.baseline_name.as_str()
-        };
-        let _ = writeln!(
-            s,
-            r#"<text x="10" y="{top}">{}</text>"#,
-            xml_escape(&format!(
-                "[{}] {}: {value} {} ({who})",
-                row.group, row.workload, row.unit
+    Ok(svg)
+}
+
+/// One panel: a horizontal bar per row, the first row at the top.
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    name: &str,
+    bars: &[&Row],
+) -> Result<(), String> {
+    let n = i32::try_from(bars.len()).map_err(chart_err)?;
+    // The panel's span: its largest |log10| of a ratio or target, never finer than 10x.
+    let max_log = bars
+        .iter()
+        .flat_map(|r| [r.ratio(), r.target])
+        .flatten()
+        .map(|x| x.log10().abs())
+        .fold(1.0_f64, f64::max)
+        * 1.15;
+    let (lo, hi) = (10f64.powf(-max_log), 10f64.powf(max_log));
+    // The panel's title names the group, so a label is the workload alone.
+    let labels: Vec<String> = bars.iter().map(|r| clip(&r.workload, 90)).collect();
+    // Row i is drawn in band n - 1 - i, so the first row is at the top.
+    let band = |i: usize| n - 1 - i32::try_from(i).unwrap_or(0);
+    let mut chart = ChartBuilder::on(area)
+        .caption(name, ("sans-serif", 14))
+        .margin(6)
+        .x_label_area_size(22)
+        .y_label_area_size(440)
+        .build_cartesian_2d((lo..hi).log_scale(), (0..n).into_segmented())
+        .map_err(chart_err)?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(bars.len())
+        .y_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(b) => usize::try_from(n - 1 - *b)
+                .ok()
+                .and_then(|i| labels.get(i))
+                .cloned()
+                .unwrap_or_default(),
+            _ => String::new(),
+        })
+        .x_label_formatter(&|x| format!("{x:.2}x"))
+        .label_style(("sans-serif", 11))
+        .draw()
+        .map_err(chart_err)?;
+    let green = RGBColor(46, 125, 50);
+    let red = RGBColor(198, 40, 40);
+    chart
+        .draw_series(bars.iter().enumerate().filter_map(|(i, r)| {
+            let ratio = r.ratio()?;
+            let colour = if ratio >= 1.0 { green } else { red };
+            Some(Rectangle::new(
+                [
+                    (1.0, SegmentValue::Exact(band(i))),
+                    (ratio, SegmentValue::Exact(band(i) + 1)),
+                ],
+                colour.filled(),
             ))
-        );
-        top += BAR_H;
-    }
-    s.push_str("</svg>\n");
-    s
+        }))
+        .map_err(chart_err)?;
+    chart
+        .draw_series(bars.iter().enumerate().filter_map(|(i, r)| {
+            let ratio = r.ratio()?;
+            Some(Text::new(
+                format!("{ratio:.2}x"),
+                (ratio.max(1.0) * 1.02, SegmentValue::CenterOf(band(i))),
+                ("sans-serif", 11),
+            ))
+        }))
+        .map_err(chart_err)?;
+    chart
+        .draw_series(bars.iter().enumerate().filter_map(|(i, r)| {
+            let t = r.target?;
+            Some(PathElement::new(
+                vec![
+                    (t, SegmentValue::Exact(band(i))),
+                    (t, SegmentValue::Exact(band(i) + 1)),
+                ],
+                BLACK.stroke_width(2),
+            ))
+        }))
+        .map_err(chart_err)?;
+    chart
+        .draw_series(std::iter::once(PathElement::new(
+            vec![(1.0, SegmentValue::Exact(0)), (1.0, SegmentValue::Exact(n))],
+            BLACK.stroke_width(1),
+        )))
+        .map_err(chart_err)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -877,7 +910,7 @@ mod tests {
             .map(|(_, b)| b.len())
             .sum();
         assert_eq!(wal_bars, 30);
-        let svg = svg_chart(&rows, "t");
+        let svg = svg_chart(&rows, "t").expect("chart");
         assert!(svg.contains("fast &lt;put&gt;"), "labels are escaped");
         assert!(svg.contains("[g] limit: 1.000 ops/s (peer)"));
         assert!(svg.trim_end().ends_with("</svg>"));
