@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, EnvOpenOptions, PutFlags, WithoutTls};
 use varve_benches::measure::Samples;
-use varve_benches::report::{Better, compare, reference};
+use varve_benches::report::{Better, Row, compare, median_range, record, reference};
 use varve_benches::{machine, scaled, scratch_dir};
 use varve_engine::{
     Direction, EventData, ExpectedVersion, Options, PayloadRef, StreamAppend, Varve,
@@ -61,6 +61,8 @@ struct Run {
     samples: Samples,
     /// Events per second of each slice (see [`interleaved`]).
     slice_rates: Vec<f64>,
+    /// The latency samples of each slice.
+    slice_samples: Vec<Samples>,
     /// Bytes the process sent to storage while this contender ran (`/proc/self/io`,
     /// background threads included), when the kernel reports it.
     written: Option<u64>,
@@ -90,8 +92,47 @@ impl Run {
         self.slice_rates.push(r.events as f64 / r.secs);
         self.events += r.events;
         self.secs += r.secs;
+        self.slice_samples.push(r.samples.clone());
         self.samples.extend(r.samples);
     }
+
+    /// The `p`-th percentile latency of each slice, in µs.
+    fn slice_percentiles(&mut self, p: f64) -> Vec<f64> {
+        self.slice_samples
+            .iter_mut()
+            .map(|s| s.percentile_us(p))
+            .collect()
+    }
+}
+
+/// Records a headline row (the report's opening table, W1-W8): each figure is the median of
+/// the per-round values (rounds alternate the contenders), with their min-max.
+fn headline(
+    workload: &str,
+    target: Option<f64>,
+    unit: &str,
+    better: Better,
+    varve: &[f64],
+    peer_name: &str,
+    peer: &[f64],
+) {
+    let (Some((v, vr)), Some((p, pr))) = (median_range(varve), median_range(peer)) else {
+        return;
+    };
+    record(Row {
+        group: GROUP.into(),
+        workload: workload.into(),
+        unit: unit.into(),
+        better,
+        varve: Some(v),
+        baseline_name: peer_name.into(),
+        baseline: Some(p),
+        target,
+        headline: true,
+        varve_range: Some(vr),
+        baseline_range: Some(pr),
+        rounds: u32::try_from(varve.len().min(peer.len())).unwrap_or(u32::MAX),
+    });
 }
 
 /// Runs on `threads` threads for `budget` the operation `make(thread)` builds for each.
@@ -399,24 +440,24 @@ fn w1(budget: Duration) -> Res {
     let mut r = interleaved(1, budget, WRITE_SLICES, &[&varve, &peer])?;
     let (mut pr, mut vr) = (r.pop().ok_or("missing")?, r.pop().ok_or("missing")?);
     let w = "W1 1 thread, 1 KiB durable appends";
-    compare(
-        GROUP,
-        &format!("{w} [target >= 2x]"),
+    headline(
+        w,
+        Some(2.0),
         "appends/s",
         Better::Higher,
-        vr.rate(),
+        &vr.slice_rates,
         PEER,
-        pr.rate(),
+        &pr.slice_rates,
     );
     for (p, name) in [(50.0, "p50"), (99.0, "p99")] {
-        compare(
-            GROUP,
-            &format!("{w}, {name} [target: lower]"),
+        headline(
+            &format!("{w}, {name}"),
+            Some(1.0),
             "µs",
             Better::Lower,
-            vr.samples.percentile_us(p),
+            &vr.slice_percentiles(p),
             PEER,
-            pr.samples.percentile_us(p),
+            &pr.slice_percentiles(p),
         );
     }
     Ok(())
@@ -470,14 +511,14 @@ fn w2(budget: Duration) -> Res {
                     "own streams"
                 }
             );
-            compare(
-                GROUP,
-                &format!("{w} [target >= 5x]"),
+            headline(
+                &w,
+                Some(5.0),
                 "appends/s",
                 Better::Higher,
-                vr.rate(),
+                &vr.slice_rates,
                 &format!("{PEER} behind a Mutex"),
-                pr.rate(),
+                &pr.slice_rates,
             );
             compare(
                 GROUP,
@@ -543,14 +584,14 @@ fn w3(budget: Duration) -> Res {
         let r = interleaved(1, budget, WRITE_SLICES, &[&varve, &peer, &varve_deferred])?;
         let rate: Vec<f64> = r.iter().map(Run::rate).collect();
         let w = format!("W3 batches of 1000 x {len} B, durable per batch");
-        compare(
-            GROUP,
-            &format!("{w} [target >= 2x]"),
+        headline(
+            &w,
+            Some(2.0),
             "events/s",
             Better::Higher,
-            rate[0],
+            &r[0].slice_rates,
             &format!("{PEER} append_batch"),
-            rate[1],
+            &r[1].slice_rates,
         );
         cpu_row(&w, &r[0], &format!("{PEER} append_batch"), &r[1]);
         if let (Some(vw), Some(pw)) = (r[0].written, r[1].written) {
@@ -677,34 +718,33 @@ fn w4(budget: Duration, n: u64) -> Res {
             READ_SLICES,
             &[&zero_copy, &owned, &peer_bytes, &peer_owned, &floor],
         )?;
-        let rate: Vec<f64> = r.iter().map(Run::rate).collect();
         let w = format!("W4 random get, {threads} thread(s), {n} x 1 KiB events, checkpointed");
-        compare(
-            GROUP,
-            &format!("{w}: with_event (zero-copy) [target >= 1.5x]"),
+        headline(
+            &format!("{w}: with_event (zero-copy)"),
+            Some(1.5),
             "gets/s",
             Better::Higher,
-            rate[0],
+            &r[0].slice_rates,
             &format!("{PEER} GlobalReader::get_bytes"),
-            rate[2],
+            &r[2].slice_rates,
         );
-        compare(
-            GROUP,
-            &format!("{w}: get (owned) [target >= 1x]"),
+        headline(
+            &format!("{w}: get (owned)"),
+            Some(1.0),
             "gets/s",
             Better::Higher,
-            rate[1],
+            &r[1].slice_rates,
             &format!("{PEER} GlobalReader::get"),
-            rate[3],
+            &r[3].slice_rates,
         );
-        compare(
-            GROUP,
+        headline(
             &format!("{w}: with_event (zero-copy) vs the floor"),
+            None,
             "gets/s",
             Better::Higher,
-            rate[0],
+            &r[0].slice_rates,
             "plain heed get (position -> bytes)",
-            rate[4],
+            &r[4].slice_rates,
         );
         let get_bytes = format!("{PEER} GlobalReader::get_bytes");
         cpu_row(&format!("{w}: with_event"), &r[0], &get_bytes, &r[2]);
@@ -793,34 +833,33 @@ fn w5(budget: Duration, n: u64) -> Res {
         READ_SLICES,
         &[&read_all, &scan_all, &peer_collect, &peer_each, &floor],
     )?;
-    let rate: Vec<f64> = r.iter().map(Run::rate).collect();
     let w = format!("W5 sequential read of {n} x 24 B events, checkpointed");
-    compare(
-        GROUP,
-        &format!("{w}: read_all (owned) [target >= 2x]"),
+    headline(
+        &format!("{w}: read_all (owned)"),
+        Some(2.0),
         "events/s",
         Better::Higher,
-        rate[0],
+        &r[0].slice_rates,
         &format!("{PEER} global iter_from.collect_all"),
-        rate[2],
+        &r[2].slice_rates,
     );
-    compare(
-        GROUP,
-        &format!("{w}: scan_all (zero-copy) [target >= 2x]"),
+    headline(
+        &format!("{w}: scan_all (zero-copy)"),
+        Some(2.0),
         "events/s",
         Better::Higher,
-        rate[1],
+        &r[1].slice_rates,
         &format!("{PEER} global iter_from.for_each"),
-        rate[3],
+        &r[3].slice_rates,
     );
-    compare(
-        GROUP,
+    headline(
         &format!("{w}: scan_all (zero-copy) vs the floor"),
+        None,
         "events/s",
         Better::Higher,
-        rate[1],
+        &r[1].slice_rates,
         "plain heed cursor (position -> bytes)",
-        rate[4],
+        &r[4].slice_rates,
     );
     cpu_row(
         &format!("{w}: read_all"),
@@ -910,27 +949,26 @@ fn w6(budget: Duration, streams: usize, run: usize, per_stream: usize) -> Res {
         READ_SLICES,
         &[&read_stream, &scan_stream, &peer_collect, &peer_each],
     )?;
-    let rate: Vec<f64> = r.iter().map(Run::rate).collect();
     let w = format!(
         "W6 read one stream of {k} x 24 B among {streams} (written in runs of {run}), checkpointed"
     );
-    compare(
-        GROUP,
-        &format!("{w}: read_stream (owned) [target >= 2x]"),
+    headline(
+        &format!("{w}: read_stream (owned)"),
+        Some(2.0),
         "events/s",
         Better::Higher,
-        rate[0],
+        &r[0].slice_rates,
         &format!("{PEER} iter_stream.collect_bytes"),
-        rate[2],
+        &r[2].slice_rates,
     );
-    compare(
-        GROUP,
-        &format!("{w}: scan_stream (zero-copy) [target >= 2x]"),
+    headline(
+        &format!("{w}: scan_stream (zero-copy)"),
+        Some(2.0),
         "events/s",
         Better::Higher,
-        rate[1],
+        &r[1].slice_rates,
         &format!("{PEER} iter_stream.for_each"),
-        rate[3],
+        &r[3].slice_rates,
     );
     cpu_row(
         &format!("{w}: read_stream"),
@@ -1005,12 +1043,16 @@ fn w7(secs: Duration) -> Res {
             Better::Higher,
             (s1.next_position - s0.next_position) as f64 / elapsed,
         );
-        r(
-            "checkpointed in the background",
-            "events/s",
-            Better::Higher,
-            (s1.checkpointed_position - s0.checkpointed_position) as f64 / elapsed,
-        );
+        record(Row {
+            group: GROUP.into(),
+            workload: format!("{w}: checkpointed in the background"),
+            unit: "events/s".into(),
+            better: Better::Higher,
+            baseline_name: "varve".into(),
+            baseline: Some((s1.checkpointed_position - s0.checkpointed_position) as f64 / elapsed),
+            headline: true,
+            ..Row::default()
+        });
         r(
             "peak un-checkpointed tail",
             "MiB",
@@ -1068,6 +1110,8 @@ struct RoundTrips {
     append: Samples,
     read: Samples,
     secs: f64,
+    /// Round trips per second of each round.
+    round_rates: Vec<f64>,
 }
 
 impl RoundTrips {
@@ -1079,6 +1123,7 @@ impl RoundTrips {
         mut read: impl FnMut(T) -> Res,
     ) -> Res {
         let start = Instant::now();
+        let before = self.append.len();
         while start.elapsed() < budget {
             let t = Instant::now();
             let x = append()?;
@@ -1087,7 +1132,10 @@ impl RoundTrips {
             self.append.push(t1 - t);
             self.read.push(t1.elapsed());
         }
-        self.secs += start.elapsed().as_secs_f64();
+        let secs = start.elapsed().as_secs_f64();
+        self.secs += secs;
+        self.round_rates
+            .push((self.append.len() - before) as f64 / secs);
         Ok(())
     }
 }
@@ -1168,8 +1216,13 @@ fn w8(budget: Duration) -> Res {
             format!("{} KiB", len >> 10)
         };
         let w = format!("W8 {size} payload round trip (durable append, get, read back)");
-        let mbs = |r: &RoundTrips| r.append.len() as f64 * len as f64 / r.secs / 1e6;
-        compare(GROUP, &w, "MB/s", Better::Higher, mbs(&vr), PEER, mbs(&pr));
+        let mbs = |r: &RoundTrips| -> Vec<f64> {
+            r.round_rates
+                .iter()
+                .map(|rate| rate * len as f64 / 1e6)
+                .collect()
+        };
+        headline(&w, None, "MB/s", Better::Higher, &mbs(&vr), PEER, &mbs(&pr));
         for (part, vs, ps) in [
             ("append", &mut vr.append, &mut pr.append),
             ("read back", &mut vr.read, &mut pr.read),

@@ -7,8 +7,9 @@
 //!    Varve's default (lz4) and for `Compression::None`. qdrant's gridstore, the peer the
 //!    issue measured from outside, is not published on crates.io. Set
 //!    `VARVE_BENCH_SLOTTED_PEER_ONLY=1` to run only this part.
-//! 2. Varve's `varve-slotted` against RocksDB (feature `rocksdb`) or, without it, an
-//!    in-memory `HashMap` baseline, in the same run, described below.
+//! 2. Varve's `varve-slotted` against RocksDB (feature `rocksdb`) or, without it, heed
+//!    (LMDB; a write transaction per write, committed without a sync, `force_sync` at each
+//!    flush), in the same run, described below.
 //!
 //! Data: seeded JSON-like documents of 100 B to 10 KiB (log-uniform sizes), keyed by dense
 //! ids. Phases, single-threaded unless said: load (put), get, update half, delete; get with
@@ -218,30 +219,67 @@ fn open_baseline(dir: &Path) -> (Box<dyn Engine>, &'static str) {
     (Box::new(Rocks(db)), "rocksdb (lz4)")
 }
 
-/// Without the `rocksdb` feature: an in-memory map, persisted nowhere. Not a peer, only a
-/// reference for the cost of the work itself.
+/// Without the `rocksdb` feature: heed (LMDB), a persistent store that builds in seconds.
+/// Each write is its own write transaction, committed without a sync (`NO_SYNC`), and a
+/// flush is `force_sync`, the same cadence as Varve's (no sync per write, one per phase).
 #[cfg(not(feature = "rocksdb"))]
-struct MemMap(std::sync::RwLock<std::collections::HashMap<u64, Vec<u8>>>);
-
-#[cfg(not(feature = "rocksdb"))]
-impl Engine for MemMap {
-    fn put(&self, id: u64, v: &[u8]) {
-        self.0.write().expect("lock").insert(id, v.to_vec());
-    }
-    fn get(&self, id: u64) -> Option<Vec<u8>> {
-        self.0.read().expect("lock").get(&id).cloned()
-    }
-    fn delete(&self, id: u64) {
-        self.0.write().expect("lock").remove(&id);
-    }
-    fn flush(&self) {}
+struct Heed {
+    env: &'static heed::Env<heed::WithoutTls>,
+    db: heed::Database<'static, heed::types::Bytes, heed::types::Bytes>,
 }
 
 #[cfg(not(feature = "rocksdb"))]
-fn open_baseline(_dir: &Path) -> (Box<dyn Engine>, &'static str) {
+impl Engine for Heed {
+    fn put(&self, id: u64, v: &[u8]) {
+        let mut w = self.env.write_txn().expect("heed write txn");
+        self.db.put(&mut w, &id.to_be_bytes(), v).expect("heed put");
+        w.commit().expect("heed commit");
+    }
+    fn get(&self, id: u64) -> Option<Vec<u8>> {
+        let r = self.env.read_txn().expect("heed read txn");
+        self.db
+            .get(&r, &id.to_be_bytes())
+            .expect("heed get")
+            .map(<[u8]>::to_vec)
+    }
+    fn delete(&self, id: u64) {
+        let mut w = self.env.write_txn().expect("heed write txn");
+        self.db
+            .delete(&mut w, &id.to_be_bytes())
+            .expect("heed delete");
+        w.commit().expect("heed commit");
+    }
+    fn flush(&self) {
+        self.env.force_sync().expect("heed force_sync");
+    }
+}
+
+#[cfg(not(feature = "rocksdb"))]
+fn open_baseline(dir: &Path) -> (Box<dyn Engine>, &'static str) {
+    let mut eo = heed::EnvOpenOptions::new().read_txn_without_tls();
+    eo.map_size(16 << 30);
+    // SAFETY: NO_SYNC only drops the sync at commit (a crash may lose recent commits);
+    // this bench syncs with `force_sync` at the end of each phase instead.
+    unsafe { eo.flags(heed::EnvFlags::NO_SYNC) };
+    // SAFETY: a fresh directory used by this bench only; nothing else maps the file.
+    let env = unsafe { eo.open(dir) }.expect("open heed env");
+    // The database borrows the environment; the bench opens one, kept for the process.
+    let env: &'static heed::Env<heed::WithoutTls> = Box::leak(Box::new(env));
+    let db = env
+        .create_databases_and_commit(
+            env.write_txn().expect("heed write txn"),
+            |dbo, wtxn| -> heed::Result<_> {
+                Ok(heed::CommitOrAbort::<_, ()>::Commit(
+                    dbo.create_database(wtxn, None)?,
+                ))
+            },
+        )
+        .expect("heed db")
+        .commit()
+        .expect("heed db created");
     (
-        Box::new(MemMap(Default::default())),
-        "HashMap<u64,Vec<u8>> in memory, not persisted",
+        Box::new(Heed { env, db }),
+        "heed 0.23 (LMDB), a txn per write, NO_SYNC, force_sync per flush",
     )
 }
 
@@ -484,7 +522,7 @@ fn main() {
         if y > 0.0 {
             compare(GROUP, w, unit, better, x, name, y);
         } else {
-            // No peer figure (the in-memory baseline has no disk): a Varve-only row.
+            // No peer figure (the peer reported nothing for it): a Varve-only row.
             record(Row {
                 group: GROUP.into(),
                 workload: w.into(),
@@ -493,6 +531,7 @@ fn main() {
                 varve: Some(x),
                 baseline_name: name.into(),
                 baseline: None,
+                ..Row::default()
             });
         }
     }
