@@ -170,6 +170,10 @@ pub struct Stats {
     /// Streams that were deleted (soft or tombstone) or truncated: their removed events
     /// leave gaps in the positions and their versions start above 0.
     pub deleted_streams: u64,
+    /// Stream snapshots stored (one per stream at most), and their bytes as given.
+    pub snapshots: u64,
+    /// Bytes of those snapshots (with a 9-byte header each), before compression.
+    pub snapshot_bytes: u64,
     /// The WAL's highest durable LSN.
     pub wal_durable_lsn: u64,
     /// The first LSN the WAL still keeps.
@@ -2483,6 +2487,7 @@ impl Core {
             .filter(|h| h.next_version > 0)
             .count() as u64;
         let cache = self.cache.stats();
+        let snaps = self.snapshots.stats()?;
         Ok(Stats {
             next_position,
             streams,
@@ -2495,6 +2500,8 @@ impl Core {
             tail_cache_hits: cache.hits,
             consumers: lock(&self.consumers).positions.len() as u64,
             deleted_streams: self.hidden().len() as u64,
+            snapshots: snaps.live_values,
+            snapshot_bytes: snaps.live_bytes,
             wal_durable_lsn: wal.durable_lsn,
             wal_first_lsn: wal.first_lsn,
             wal_bytes,

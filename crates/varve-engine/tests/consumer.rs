@@ -39,6 +39,8 @@ fn a_commit_survives_a_reopen_from_the_wal_and_from_a_checkpoint() {
             0,
             "nothing checkpointed"
         );
+        // The WAL's own report: 10 appends and the commit verified.
+        assert_eq!(db.recovery_report().wal.records, 11);
         let c = db.consumer("proj").unwrap();
         assert_eq!(c.position(), 4, "replayed from the WAL");
         c.commit(7).unwrap();

@@ -262,9 +262,11 @@ fn a_snapshot_goes_away_with_its_stream() {
     two_streams(&db);
     db.put_snapshot("a", 2, b"a at 2").unwrap();
     db.put_snapshot("b", 1, b"b at 1").unwrap();
+    assert_eq!(db.stats().unwrap().snapshots, 2);
     db.delete_stream("a", ExpectedVersion::Any, DeleteMode::Soft)
         .unwrap();
     assert_eq!(db.latest_snapshot("a").unwrap(), None);
+    assert_eq!(db.stats().unwrap().snapshots, 1, "removed, not only hidden");
     assert_eq!(
         db.latest_snapshot("b").unwrap(),
         Some((1, b"b at 1".to_vec()))

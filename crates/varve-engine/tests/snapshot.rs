@@ -37,6 +37,42 @@ fn the_latest_snapshot_wins_across_sizes_and_survives_reopen() {
     let db = open(dir.path());
     assert_eq!(db.latest_snapshot("acct").unwrap(), Some((2, bytes(10, 2))));
     assert_eq!(db.latest_snapshot("other").unwrap(), None);
+    let st = db.stats().unwrap();
+    assert_eq!(
+        (st.snapshots, st.snapshot_bytes),
+        (1, 9 + 10),
+        "one per stream"
+    );
+}
+
+#[test]
+fn a_damaged_snapshot_header_is_corruption() {
+    let dir = tempdir();
+    {
+        let db = open(dir.path());
+        append_one(&db, "s", b"0"); // stream id 0
+        db.put_snapshot("s", 0, b"state").unwrap();
+        db.close().unwrap();
+    }
+    for bad in [&b"\x02\0\0\0\0\0\0\0\0state"[..], &b"\x01\0\0"[..]] {
+        {
+            let store = varve_slotted::Store::open(
+                dir.path().join("snapshots"),
+                varve_slotted::Options::default(),
+            )
+            .unwrap();
+            store.put(0, bad).unwrap();
+            store.flush().unwrap();
+        }
+        let db = open(dir.path());
+        match db.latest_snapshot("s") {
+            Err(Error::Corrupted { location, .. }) => {
+                assert!(location.contains("snapshots"), "{location}");
+            }
+            other => panic!("{bad:?}: {other:?}"),
+        }
+        db.close().unwrap();
+    }
 }
 
 #[test]
