@@ -377,3 +377,48 @@ impl futures_core::Stream for SubscriptionStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use crate::engine::Waited;
+    use crate::{EventData, ExpectedVersion, Options, Varve};
+
+    fn store() -> (tempfile::TempDir, Varve) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Varve::open(dir.path(), Options::default()).expect("open");
+        db.append("s", ExpectedVersion::Any, &[EventData::new("t", b"x")])
+            .expect("append");
+        (dir, db)
+    }
+
+    #[test]
+    fn a_wait_returns_at_once_when_the_end_has_moved_and_times_out_when_not() {
+        let (_dir, db) = store();
+        let core = db.core();
+        assert_eq!(core.visible_end(), 1);
+        assert_eq!(core.wait_visible(0, None), Waited::Moved);
+        let t0 = Instant::now();
+        let deadline = Some(t0 + Duration::from_millis(30));
+        assert_eq!(core.wait_visible(1, deadline), Waited::TimedOut);
+        assert!(
+            t0.elapsed() >= Duration::from_millis(30),
+            "waited to the deadline"
+        );
+        db.clone().close().expect("close");
+        assert_eq!(core.wait_visible(1, None), Waited::Ended);
+    }
+
+    #[cfg(feature = "async")]
+    #[test]
+    fn registering_a_waker_reports_a_moved_end_an_ended_store_or_a_wait() {
+        let (_dir, db) = store();
+        let core = db.core();
+        let waker = std::task::Waker::noop();
+        assert_eq!(core.register_waker(0, waker), Waited::Moved);
+        assert_eq!(core.register_waker(1, waker), Waited::TimedOut);
+        db.clone().close().expect("close");
+        assert_eq!(core.register_waker(1, waker), Waited::Ended);
+    }
+}
