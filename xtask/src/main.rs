@@ -2,7 +2,8 @@
 //!
 //! - `cargo xtask ci`: fmt, tidy, clippy, doc and the whole test suite, one timed line each.
 //! - `cargo xtask bench [--quick] [--filter NAME] [--peers]`: benchmarks into a table.
-//! - `cargo xtask mutants -p CRATE [-p CRATE ...] [-- ARGS]`: mutation testing per crate.
+//! - `cargo xtask mutants (-p CRATE ... | --all) [--report-only] [-- ARGS]`: mutation
+//!   testing per crate, one summary table; `cargo xtask mutants --table` reprints it.
 
 mod bench;
 mod ci;
@@ -15,7 +16,8 @@ use std::process::ExitCode;
 const USAGE: &str = "usage:
   cargo xtask ci
   cargo xtask bench [--quick] [--filter NAME] [--peers]
-  cargo xtask mutants -p CRATE [-p CRATE ...] [-- CARGO_MUTANTS_ARGS]
+  cargo xtask mutants (-p CRATE [-p CRATE ...] | --all) [--report-only] [-- CARGO_MUTANTS_ARGS]
+  cargo xtask mutants --table [-p CRATE ...]
   cargo xtask tidy";
 
 fn main() -> ExitCode {

@@ -650,6 +650,22 @@ mod tests {
     }
 
     #[test]
+    fn a_problem_names_its_context_then_the_errors_location() {
+        let dir = Path::new("/s");
+        let err = |location: &str| varve_engine::Error::Corrupted {
+            location: location.into(),
+            what: "checksum mismatch",
+        };
+        let p = problem_of(&err("events.mdb key 7"), dir, Some("position 7".into()));
+        assert_eq!(p.location, "position 7, events.mdb key 7");
+        // An error that says no place: the context alone, with no dangling comma.
+        let p = problem_of(&err(""), dir, Some("position 7".into()));
+        assert_eq!(p.location, "position 7");
+        let p = problem_of(&err("events.mdb key 7"), dir, None);
+        assert_eq!(p.location, "events.mdb key 7");
+    }
+
+    #[test]
     fn a_consistent_log_has_no_problem() {
         let evs = [ev(0, "a", 0), ev(1, "b", 0), ev(2, "a", 1)];
         assert_eq!(audit(&evs, &stats(3, 2, 0, 0), &[]), vec![]);

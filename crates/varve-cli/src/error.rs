@@ -267,3 +267,85 @@ fn lmdb(h: &heed::Error, file: String) -> Described {
         what,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fmt;
+
+    use super::*;
+
+    /// An error with an optional source; `repeats` prints the source in its own message,
+    /// as some wrappers do.
+    #[derive(Debug)]
+    struct E {
+        msg: &'static str,
+        source: Option<Box<E>>,
+        repeats: bool,
+    }
+
+    impl fmt::Display for E {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            match (&self.source, self.repeats) {
+                (Some(s), true) => write!(f, "{}: {s}", self.msg),
+                _ => f.write_str(self.msg),
+            }
+        }
+    }
+
+    impl std::error::Error for E {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.source.as_deref().map(|s| s as _)
+        }
+    }
+
+    fn e(msg: &'static str, source: Option<E>, repeats: bool) -> E {
+        E {
+            msg,
+            source: source.map(Box::new),
+            repeats,
+        }
+    }
+
+    #[test]
+    fn chain_joins_every_source_once() {
+        let inner = || e("disk gone", None, false);
+        assert_eq!(
+            chain(&e("blob sidecar", Some(inner()), false)),
+            "blob sidecar: disk gone"
+        );
+        // A wrapper that already prints its source: not repeated.
+        assert_eq!(
+            chain(&e("blob sidecar", Some(inner()), true)),
+            "blob sidecar: disk gone"
+        );
+        let three = e("open", Some(e("wal", Some(inner()), false)), false);
+        assert_eq!(chain(&three), "open: wal: disk gone");
+    }
+
+    #[test]
+    fn a_corrupted_events_mdb_names_the_file_and_is_corrupted() {
+        let dir = Path::new("/stores/s1");
+        let d = describe(&Error::Lmdb(heed::Error::Mdb(MdbError::Corrupted)), dir);
+        assert_eq!(d.kind, Kind::Corrupted);
+        assert_eq!(d.location, "/stores/s1/events.mdb");
+        let d = describe(&Error::Lmdb(heed::Error::Mdb(MdbError::Invalid)), dir);
+        assert_eq!(d.kind, Kind::Corrupted);
+        assert_eq!(d.location, "/stores/s1/events.mdb");
+        assert!(d.what.contains("not an LMDB file"), "{d:?}");
+    }
+
+    #[test]
+    fn a_corrupted_tail_read_names_the_wal_segment_and_offset() {
+        let d = describe(
+            &Error::Arena(varve_arena::Error::Corrupted {
+                file: 4096,
+                offset: 77,
+                what: "checksum mismatch",
+            }),
+            Path::new("/stores/s1"),
+        );
+        assert_eq!(d.kind, Kind::Corrupted);
+        assert_eq!(d.location, "/stores/s1/wal segment 4096 at offset 77");
+        assert_eq!(d.what, "checksum mismatch");
+    }
+}

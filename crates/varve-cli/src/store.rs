@@ -85,3 +85,55 @@ pub fn open_existing(dir: &Path, wait_lock: Duration) -> Result<Varve, CliError>
     preflight(dir)?;
     open(dir, inspect_options(), wait_lock)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preflight_accepts_a_directory_with_a_wal_or_an_events_mdb_only() {
+        let d = tempfile::tempdir().unwrap();
+        let err = preflight(d.path()).unwrap_err();
+        assert_eq!(err.kind, Kind::NoStore, "an empty directory");
+        std::fs::create_dir(d.path().join("wal")).unwrap();
+        preflight(d.path()).unwrap();
+        let e = tempfile::tempdir().unwrap();
+        std::fs::write(e.path().join("events.mdb"), b"").unwrap();
+        preflight(e.path()).unwrap();
+    }
+
+    #[test]
+    fn preflight_refuses_a_file_and_tells_a_missing_path_from_an_unreadable_one() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("events.mdb");
+        std::fs::write(&file, b"").unwrap();
+        let err = preflight(&file).unwrap_err();
+        assert_eq!(err.kind, Kind::NoStore);
+        assert!(err.message.contains("is not a directory"), "{err}");
+        let err = preflight(&d.path().join("nope")).unwrap_err();
+        assert_eq!(err.kind, Kind::NoStore);
+        assert!(err.message.contains("no such directory"), "{err}");
+        // A path through a file is not "missing": the error says what the OS said.
+        let err = preflight(&file.join("x")).unwrap_err();
+        assert_eq!(err.kind, Kind::Other, "{err}");
+        assert!(!err.message.contains("no such directory"), "{err}");
+    }
+
+    /// Parses `name: N` (a number, or a Duration's `Ns`) out of a Debug string.
+    fn field(debug: &str, name: &str) -> u64 {
+        let rest = &debug[debug.find(&format!("{name}: ")).expect(name) + name.len() + 2..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().unwrap()
+    }
+
+    /// The inspecting commands never checkpoint while they hold the store (`tail` may
+    /// follow it for hours): no interval shorter than a day, no byte or tail threshold a
+    /// store could reach.
+    #[test]
+    fn inspect_options_never_checkpoint_in_a_session() {
+        let debug = format!("{:?}", inspect_options());
+        assert!(field(&debug, "checkpoint_interval") >= 24 * 3600, "{debug}");
+        assert!(field(&debug, "checkpoint_bytes") >= 1 << 50, "{debug}");
+        assert!(field(&debug, "max_tail_bytes") >= 1 << 50, "{debug}");
+    }
+}

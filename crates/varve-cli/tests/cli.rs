@@ -60,6 +60,15 @@ fn varve_in(args: &[&str], stdin: Option<&[u8]>) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
+    // A command that hangs (e.g. retrying a lock for ever) is killed after a bound, and
+    // `code` then fails the test: no test waits unboundedly on the tool.
+    let pid = child.id().to_string();
+    let (done, watch) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if watch.recv_timeout(COMMAND_BOUND).is_err() {
+            let _ = Command::new("kill").args(["-9", &pid]).status();
+        }
+    });
     if let Some(input) = stdin {
         use std::io::Write;
         // A command that fails before reading its input closes the pipe.
@@ -67,8 +76,16 @@ fn varve_in(args: &[&str], stdin: Option<&[u8]>) -> Output {
             assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
         }
     }
-    child.wait_with_output().unwrap()
+    let out = child.wait_with_output().unwrap();
+    let _ = done.send(());
+    watchdog.join().unwrap();
+    out
 }
+
+/// The longest any one run of the tool may take in these tests (each takes well under a
+/// second here). Short, so that a mutant that makes every `check` hang fails the whole
+/// binary within cargo-mutants' timeout (a few tests, two at a time, each waiting this long).
+const COMMAND_BOUND: Duration = Duration::from_secs(10);
 
 fn p(dir: &Path) -> &str {
     dir.to_str().unwrap()
@@ -791,4 +808,65 @@ fn bench_probes_the_disk_in_a_scratch_store_and_removes_it() {
 
     let o = varve(&["bench", p(&d.path().join("missing"))]);
     assert_eq!(code(&o), 3, "{}", stderr(&o));
+}
+
+#[test]
+fn check_notes_what_recovery_did_and_nothing_after_a_clean_close() {
+    for checkpointed in [false, true] {
+        let d = tempdir();
+        build_store(d.path(), checkpointed);
+        let (c, j) = check_json(d.path());
+        assert_eq!(c, 0, "{j}");
+        assert_eq!(j["notes"], serde_json::json!([]), "closed cleanly: {j}");
+    }
+    // A crash in the middle of the last append: its WAL record is cut short (zeros from
+    // its metadata on, so no close marker either), after its blob was stored.
+    let d = tempdir();
+    build_store(d.path(), false);
+    let seg = wal_segment(d.path());
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes
+        .windows(2)
+        .rposition(|w| w == b"m1")
+        .expect("last event's metadata in the WAL");
+    bytes[at..].fill(0);
+    std::fs::write(&seg, bytes).unwrap();
+    let (c, j) = check_json(d.path());
+    assert_eq!(c, 0, "recovery's cut is not a problem: {j}");
+    assert_eq!(j["events"], 12, "the cut event is gone: {j}");
+    let notes: Vec<&str> = j["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert_eq!(notes.len(), 3, "{notes:?}");
+    assert!(notes[0].starts_with("recovery cut "), "{notes:?}");
+    assert!(notes[1].contains("not closed cleanly"), "{notes:?}");
+    assert!(
+        notes[2].starts_with("recovery released 1 orphan blob references"),
+        "{notes:?}"
+    );
+}
+
+/// More events than `check` reads in one batch (4096), in one stream: every event and the
+/// whole stream index are read, with no problem found.
+#[test]
+fn check_reads_every_batch_of_a_large_store_and_stream_index() {
+    let d = tempdir();
+    let db = open_store(d.path());
+    let payloads: Vec<String> = (0..5000).map(|i| format!("{{\"n\": {i}}}")).collect();
+    for chunk in payloads.chunks(1000) {
+        let events: Vec<EventData<'_>> = chunk
+            .iter()
+            .map(|p| EventData::new("e", p.as_bytes()))
+            .collect();
+        db.append("one", ExpectedVersion::Any, &events).unwrap();
+    }
+    db.close().unwrap();
+    let (c, j) = check_json(d.path());
+    assert_eq!(c, 0, "{j}");
+    assert_eq!(j["events"], 5000, "{j}");
+    assert_eq!(j["streams"], 1, "{j}");
+    assert_eq!(j["problems"].as_array().unwrap().len(), 0, "{j}");
 }

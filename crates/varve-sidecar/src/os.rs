@@ -131,11 +131,11 @@ mod tests {
         vec.iter().map(|b| b & 1 == 1).collect()
     }
 
-    /// `will_need_mapped` starts reading the pages that hold the slice: all of them become
-    /// resident without being touched (the map is MADV_RANDOM, so nothing else would read
-    /// them).
-    #[test]
-    fn will_need_mapped_reads_the_pages_of_the_slice() {
+    /// Advises `advise` on a slice of a cold, read-only, MADV_RANDOM file mapping (pages
+    /// 8..40 of 64: from the middle of page 8 to the middle of page 39) and returns which
+    /// pages of the mapping are resident after it, once pages 8..40 are or after a bounded
+    /// wait (read-ahead advice is asynchronous; this is not a speed check).
+    fn residency_after(advise: fn(&[u8], usize) -> std::io::Result<()>) -> Vec<bool> {
         let page = rustix::param::page_size();
         let len = 64 * page;
         let dir = tempfile::tempdir().unwrap();
@@ -163,10 +163,8 @@ mod tests {
         assert!(resident(base, len, page).iter().all(|r| !r), "not cold");
         // SAFETY: the mapping is `len` readable bytes and nothing writes the file.
         let all = unsafe { std::slice::from_raw_parts(base.cast::<u8>(), len) };
-        // Pages 8..40, from the middle of page 8 to the middle of page 39.
         let slice = &all[8 * page + 100..39 * page + 7];
-        will_need_mapped(slice, page).unwrap();
-        // The reads are asynchronous: wait for them (bounded, not a speed check).
+        advise(slice, page).unwrap();
         let mut got = resident(base, len, page);
         for _ in 0..1000 {
             if got[8..40].iter().all(|&r| r) {
@@ -178,9 +176,31 @@ mod tests {
         // SAFETY: unmapping exactly the mapping made above; `all` and `slice` are not used
         // after this.
         unsafe { libc::munmap(base, len) };
-        assert_eq!(got[8..40], [true; 32], "pages of the slice not read");
         // An empty slice asks for nothing (and is not an error).
-        will_need_mapped(&[], page).unwrap();
+        advise(&[], page).unwrap();
+        got
+    }
+
+    /// `will_need_mapped` starts reading the pages that hold the slice: all of them become
+    /// resident without being touched (the map is MADV_RANDOM, so nothing else would read
+    /// them).
+    #[test]
+    fn will_need_mapped_reads_the_pages_of_the_slice() {
+        let got = residency_after(will_need_mapped);
+        assert_eq!(got[8..40], [true; 32], "pages of the slice not read");
+    }
+
+    /// `populate_mapped` (used before copying a record out of the map, so the copy takes
+    /// no page faults) reads every page that holds the slice, and only those: the
+    /// mapping is MADV_RANDOM, so no read-around brings in the neighbours.
+    #[test]
+    fn populate_mapped_reads_exactly_the_pages_of_the_slice() {
+        let got = residency_after(populate_mapped);
+        assert_eq!(got[8..40], [true; 32], "pages of the slice not read");
+        assert!(
+            got[..8].iter().chain(&got[40..]).all(|&r| !r),
+            "pages outside the slice read: {got:?}"
+        );
     }
 
     #[test]

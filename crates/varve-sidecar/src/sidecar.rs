@@ -1352,6 +1352,33 @@ mod tests {
         txn.commit().unwrap();
     }
 
+    /// A version-1 blob (no chunk digests) whose content was damaged after it was
+    /// written: `read` checks the whole blob against its SHA-256, as `read_to` does.
+    #[test]
+    fn a_damaged_version_1_blob_is_corrupted_for_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = pattern((3 << 20) + 5, 2);
+        write_version_1_store(dir.path(), &[&big]);
+        let file = dir.path().join(BLOBS_FILE);
+        let mut image = std::fs::read(&file).unwrap();
+        let at = image
+            .windows(64)
+            .position(|w| w == &big[1 << 20..(1 << 20) + 64])
+            .unwrap();
+        image[at] ^= 0x01;
+        std::fs::write(&file, &image).unwrap();
+        let opts = SidecarOptions {
+            verify_buffer: 64 << 10,
+            ..SidecarOptions::default()
+        };
+        let sc = Sidecar::open(dir.path(), opts).unwrap();
+        let p = Payload::BlobRef(BlobHash::of(&big));
+        assert!(
+            matches!(sc.read(&p), Err(Error::Corrupted { .. })),
+            "damaged content read back"
+        );
+    }
+
     #[test]
     fn version_1_stores_stay_readable_and_are_upgraded() {
         let dir = tempfile::tempdir().unwrap();
