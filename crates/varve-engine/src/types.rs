@@ -259,3 +259,24 @@ impl EventView<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_lengths_and_emptiness_owned_and_borrowed() {
+        let hash = BlobHash([7; 32]);
+        let cases = [
+            (EventPayload::Inline(vec![1, 2, 3, 4, 5]), 5, false),
+            (EventPayload::Inline(Vec::new()), 0, true),
+            (EventPayload::Blob { hash, len: 7000 }, 7000, false),
+        ];
+        for (owned, len, empty) in cases {
+            assert_eq!((owned.len(), owned.is_empty()), (len, empty), "{owned:?}");
+            let borrowed = owned.as_ref();
+            assert_eq!((borrowed.len(), borrowed.is_empty()), (len, empty));
+            assert_eq!(borrowed.to_owned(), owned);
+        }
+    }
+}
