@@ -96,6 +96,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         let _ = std::fs::remove_dir_all(out.join("mutants.out"));
         std::fs::create_dir_all(&out).map_err(|e| format!("creating {}: {e}", out.display()))?;
         let start = Instant::now();
+        let mut exit = 0;
         let result = step(&format!("mutants {krate}"), || {
             let mut cmd = cargo();
             cmd.args(["mutants", "--package", krate, "--output"])
@@ -112,11 +113,15 @@ pub fn run(args: &[String]) -> Result<(), String> {
             // cargo-mutants: 0 all caught, 2 some missed, 3 some timed out; anything else
             // means it could not judge (usage error, baseline tests failing).
             match status.code() {
-                Some(0 | 2 | 3) => Ok(()),
+                Some(code @ (0 | 2 | 3)) => {
+                    exit = code;
+                    Ok(())
+                }
                 _ => Err(format!("cargo mutants could not run ({status})")),
             }
         });
-        let result = result.and_then(|()| read_counts(&out.join("mutants.out")));
+        let outcomes = out.join("mutants.out");
+        let result = result.and_then(|()| counts_after(exit, &outcomes));
         if let Ok(c) = &result
             && !c.clean()
         {
@@ -335,6 +340,19 @@ fn ensure_installed() -> Result<(), String> {
 
 /// Reads the counts of `DIR/outcomes.json`, which cargo-mutants rewrites after every
 /// mutant (so a run that was stopped leaves counts too, marked unfinished).
+/// The counts of a run that exited with `code`: a clean exit that wrote no
+/// `outcomes.json` found no mutant to test (an empty shard, or filters that match nothing),
+/// which is a finished run of zero mutants.
+fn counts_after(code: i32, dir: &Path) -> Result<Counts, String> {
+    if code == 0 && !dir.join("outcomes.json").exists() {
+        return Ok(Counts {
+            finished: true,
+            ..Counts::default()
+        });
+    }
+    read_counts(dir)
+}
+
 fn read_counts(dir: &Path) -> Result<Counts, String> {
     let path = dir.join("outcomes.json");
     let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
@@ -561,6 +579,22 @@ mod tests {
         assert!(parse_outcomes("{\"caught\": 1}").is_err(), "counts missing");
         assert!(parse_outcomes("{\"caught\": 1, ").is_err(), "truncated");
         assert!(parse_outcomes("[1]").is_err());
+    }
+
+    #[test]
+    fn a_clean_exit_without_outcomes_is_a_finished_run_of_nothing() {
+        let dir = std::env::temp_dir().join(format!("xtask-mutants-none-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let none = counts_after(0, &dir).unwrap();
+        assert!(none.finished && none.clean() && none.tested() == 0);
+        assert!(
+            counts_after(2, &dir).is_err(),
+            "missed mutants but no outcomes: broken"
+        );
+        std::fs::write(dir.join("outcomes.json"), OUTCOMES).unwrap();
+        let c = counts_after(0, &dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(c.unwrap().caught, 7);
     }
 
     #[test]
