@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, EnvOpenOptions, PutFlags, WithoutTls};
 use varve_benches::measure::Samples;
-use varve_benches::report::{Better, Row, compare, median_range, record, reference};
+use varve_benches::report::{Better, Row, compare, record, record_rounds, reference};
 use varve_benches::{machine, scaled, scratch_dir};
 use varve_engine::{
     Direction, EventData, ExpectedVersion, Options, PayloadRef, StreamAppend, Varve,
@@ -116,23 +116,20 @@ fn headline(
     peer_name: &str,
     peer: &[f64],
 ) {
-    let (Some((v, vr)), Some((p, pr))) = (median_range(varve), median_range(peer)) else {
-        return;
-    };
-    record(Row {
-        group: GROUP.into(),
-        workload: workload.into(),
-        unit: unit.into(),
-        better,
-        varve: Some(v),
-        baseline_name: peer_name.into(),
-        baseline: Some(p),
-        target,
-        headline: true,
-        varve_range: Some(vr),
-        baseline_range: Some(pr),
-        rounds: u32::try_from(varve.len().min(peer.len())).unwrap_or(u32::MAX),
-    });
+    record_rounds(
+        Row {
+            group: GROUP.into(),
+            workload: workload.into(),
+            unit: unit.into(),
+            better,
+            baseline_name: peer_name.into(),
+            target,
+            headline: true,
+            ..Row::default()
+        },
+        varve,
+        peer,
+    );
 }
 
 /// Runs on `threads` threads for `budget` the operation `make(thread)` builds for each.
@@ -1246,9 +1243,7 @@ fn w8(budget: Duration) -> Res {
 /// Whether workload `w` runs: all of them unless `VARVE_ENGINE_BENCH` lists some
 /// (`w4,w5`), for profiling one at a time.
 fn selected(w: &str) -> bool {
-    std::env::var("VARVE_ENGINE_BENCH").map_or(true, |only| {
-        only.split(',').any(|x| x.trim().eq_ignore_ascii_case(w))
-    })
+    varve_benches::selected("VARVE_ENGINE_BENCH", w)
 }
 
 fn run() -> Res {

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use varve_benches::measure::Samples;
-use varve_benches::report::{Better, Row, compare, median_range, record, reference};
+use varve_benches::report::{Better, Row, compare, median_range, record_rounds, reference};
 use varve_benches::{scaled, scratch_dir};
 use varve_engine::{Direction, EventData, ExpectedVersion, Filter, Options, SubscribeFrom, Varve};
 use varvedb::GlobalSequence;
@@ -39,23 +39,19 @@ fn targeted(
     baseline_name: &str,
     baseline: &[f64],
 ) {
-    let (Some((v, vr)), Some((b, br))) = (median_range(varve), median_range(baseline)) else {
-        return;
-    };
-    record(Row {
-        group: GROUP.into(),
-        workload: workload.into(),
-        unit: unit.into(),
-        better,
-        varve: Some(v),
-        baseline_name: baseline_name.into(),
-        baseline: Some(b),
-        target: Some(target),
-        varve_range: Some(vr),
-        baseline_range: Some(br),
-        rounds: u32::try_from(varve.len().min(baseline.len())).unwrap_or(u32::MAX),
-        ..Row::default()
-    });
+    record_rounds(
+        Row {
+            group: GROUP.into(),
+            workload: workload.into(),
+            unit: unit.into(),
+            better,
+            baseline_name: baseline_name.into(),
+            target: Some(target),
+            ..Row::default()
+        },
+        varve,
+        baseline,
+    );
 }
 
 /// Nanoseconds since `epoch`, as the first 8 bytes of a 1 KiB payload.
@@ -363,10 +359,9 @@ fn s3(budget: Duration) -> Res {
     Ok(())
 }
 
+/// Whether row group `w` runs: all unless `VARVE_SUBSCRIBE_BENCH` lists some (`s1,s3`).
 fn selected(w: &str) -> bool {
-    std::env::var("VARVE_SUBSCRIBE_BENCH").map_or(true, |only| {
-        only.split(',').any(|x| x.trim().eq_ignore_ascii_case(w))
-    })
+    varve_benches::selected("VARVE_SUBSCRIBE_BENCH", w)
 }
 
 fn main() -> Res {

@@ -40,3 +40,11 @@ pub fn scratch_dir() -> std::io::Result<tempfile::TempDir> {
         None => tempfile::tempdir(),
     }
 }
+
+/// Whether part `name` of a bench runs: all of them unless the environment variable `var`
+/// lists some (`w4,w5`, case-insensitive), for profiling one at a time.
+pub fn selected(var: &str, name: &str) -> bool {
+    std::env::var(var).map_or(true, |only| {
+        only.split(',').any(|x| x.trim().eq_ignore_ascii_case(name))
+    })
+}

@@ -223,6 +223,24 @@ pub fn record(row: Row) {
     }
 }
 
+/// Records `row` with figures that are the medians of per-round values (rounds alternate
+/// Varve and the baseline), with their min-max and the number of rounds; `row` gives the
+/// rest (group, workload, unit, direction, baseline name, target, headline). Nothing is
+/// recorded when either side has no value.
+pub fn record_rounds(row: Row, varve: &[f64], baseline: &[f64]) {
+    let (Some((v, vr)), Some((b, br))) = (median_range(varve), median_range(baseline)) else {
+        return;
+    };
+    record(Row {
+        varve: Some(v),
+        baseline: Some(b),
+        varve_range: Some(vr),
+        baseline_range: Some(br),
+        rounds: u32::try_from(varve.len().min(baseline.len())).unwrap_or(u32::MAX),
+        ..row
+    });
+}
+
 /// Shorthand for a row comparing Varve with a baseline.
 pub fn compare(
     group: &str,
