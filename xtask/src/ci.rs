@@ -2,7 +2,8 @@
 
 use crate::util::{cargo, run_cmd, step, workspace_root};
 
-/// Runs fmt, tidy, clippy, doc, tests and the crates' examples; one timed line per step.
+/// Runs fmt, tidy, clippy, doc, tests, packaging and the crates' examples; one timed line
+/// per step.
 pub fn run(args: &[String]) -> Result<(), String> {
     if let Some(extra) = args.first() {
         return Err(format!("`ci` takes no arguments (got {extra})"));
@@ -35,6 +36,24 @@ pub fn run(args: &[String]) -> Result<(), String> {
     step("test", || {
         run_cmd("cargo test", cargo().args(["test", "--workspace"]))
     })?;
+    step("package", || {
+        for (krate, lockfile) in PACKAGES {
+            let mut cmd = cargo();
+            cmd.args([
+                "package",
+                "--quiet",
+                "-p",
+                krate,
+                "--no-verify",
+                "--allow-dirty",
+            ]);
+            if !lockfile {
+                cmd.arg("--exclude-lockfile");
+            }
+            run_cmd(&format!("cargo package -p {krate}"), &mut cmd)?;
+        }
+        Ok(())
+    })?;
     step("examples", || {
         for (krate, example) in EXAMPLES {
             run_cmd(
@@ -46,6 +65,19 @@ pub fn run(args: &[String]) -> Result<(), String> {
     })?;
     Ok(())
 }
+
+/// Every published-shape crate, and whether `cargo package` can write its `Cargo.lock`.
+/// With `publish = false` cargo resolves a package's lockfile against crates.io only (it
+/// leaves unpublishable workspace crates out of the local registry it packages dependents
+/// against), so the engine and the CLI, which depend on the layers, package without one.
+const PACKAGES: [(&str, bool); 6] = [
+    ("varve-wal", true),
+    ("varve-slotted", true),
+    ("varve-sidecar", true),
+    ("varve-arena", true),
+    ("varve-engine", false),
+    ("varve-cli", false),
+];
 
 /// The runnable `examples/` program of each library crate (its README points to it).
 const EXAMPLES: [(&str, &str); 5] = [

@@ -17,6 +17,10 @@
 //!   verifies its SHA-256 (chunk digests); its length must be the one the events give.
 //! - The sidecar's blob count and bytes must be those of the distinct blobs the events
 //!   reference (no orphan blob, none missing).
+//! - Every stream snapshot in the slotted store (`snapshots/`) is read whole
+//!   ([`Varve::snapshots`]: slot entry and value checksums, decompression, header); a
+//!   damaged one is named by its page file and the byte offset of its slot entry. Each
+//!   must belong to a stream that exists and be of a version the stream has.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -326,6 +330,10 @@ pub struct Report {
     pub blobs: u64,
     /// Their bytes.
     pub blob_bytes: u64,
+    /// Stream snapshots read and verified.
+    pub snapshots: u64,
+    /// Their bytes (as given to `put_snapshot`).
+    pub snapshot_bytes: u64,
     /// What the open's recovery did, worth knowing but not a problem.
     pub notes: Vec<String>,
     /// Problems.
@@ -512,10 +520,57 @@ pub fn check_open(db: &Varve, dir: &Path) -> Report {
         },
         |s| index_digest(db, dir, s),
     );
+    let (snapshots, snapshot_bytes, snapshot_problems) = audit_snapshots(
+        db.snapshots().map(|r| {
+            r.map(|i| (i.stream, i.version, i.len))
+                .map_err(|e| problem_of(&e, dir, Some("snapshot".to_owned())))
+        }),
+        |s| {
+            db.stream_version(s)
+                .map_err(|e| problem_of(&e, dir, Some(format!("snapshot of stream {s:?}"))))
+        },
+    );
+    audit.problems.extend(snapshot_problems);
+    report.snapshots = snapshots;
+    report.snapshot_bytes = snapshot_bytes;
     report.events = audit.events;
     report.streams = audit.streams.len() as u64;
     report.problems = audit.problems;
     report
+}
+
+/// Checks the snapshots `items` lists (stream, version, length; or the problem reading
+/// one): each version must be one its stream has (`head` gives the stream's last version).
+/// Returns the snapshots and bytes that passed, and the problems.
+pub fn audit_snapshots(
+    items: impl IntoIterator<Item = Result<(Arc<str>, u64, u64), Problem>>,
+    mut head: impl FnMut(&str) -> Result<Option<u64>, Problem>,
+) -> (u64, u64, Vec<Problem>) {
+    let (mut count, mut total, mut problems) = (0, 0, Vec::new());
+    for item in items {
+        let (stream, version, len) = match item {
+            Ok(info) => info,
+            Err(p) => {
+                problems.push(p);
+                continue;
+            }
+        };
+        match head(&stream) {
+            Err(p) => problems.push(p),
+            Ok(Some(h)) if version <= h => {
+                count += 1;
+                total += len;
+            }
+            Ok(h) => problems.push(Problem::new(
+                format!(
+                    "snapshot at version {version} but the stream's last version is {}",
+                    h.map_or_else(|| "none".to_owned(), |v| v.to_string())
+                ),
+                format!("snapshot of stream {:?}", &*stream),
+            )),
+        }
+    }
+    (count, total, problems)
 }
 
 /// (version after the last listed, position digest) of `stream` as its stream index lists
@@ -569,6 +624,8 @@ pub fn to_json(r: &Report) -> serde_json::Value {
         "streams": r.streams,
         "blobs": r.blobs,
         "blob_bytes": r.blob_bytes,
+        "snapshots": r.snapshots,
+        "snapshot_bytes": r.snapshot_bytes,
         "notes": r.notes,
         "problems": r.problems.iter().map(|p| json!({"what": p.what, "where": p.location})).collect::<Vec<_>>(),
         "not_verified": NOT_VERIFIED,
@@ -581,12 +638,15 @@ pub fn to_text(dir: &Path, r: &Report) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "checked {}: {} events in {} streams; {} blobs ({}) read with their SHA-256 verified",
+        "checked {}: {} events in {} streams; {} blobs ({}) read with their SHA-256 verified; \
+         {} snapshots ({}) read",
         dir.display(),
         r.events,
         r.streams,
         r.blobs,
-        bytes(r.blob_bytes)
+        bytes(r.blob_bytes),
+        r.snapshots,
+        bytes(r.snapshot_bytes)
     );
     for n in &r.notes {
         let _ = writeln!(o, "note: {n}");
@@ -837,6 +897,53 @@ mod tests {
         assert!(
             p[0].what.contains("length 99 here but 100 at position 0"),
             "{p:?}"
+        );
+    }
+
+    #[test]
+    fn snapshots_past_their_streams_head_or_unreadable_are_named() {
+        let heads = [("a", Some(4)), ("b", None)];
+        let head = |s: &str| {
+            heads
+                .iter()
+                .find(|(n, _)| *n == s)
+                .map(|(_, h)| *h)
+                .ok_or_else(|| Problem::new("no such stream", s.to_owned()))
+        };
+        let item = |s: &str, v, len| Ok((Arc::from(s), v, len));
+        let (n, bytes, p) = audit_snapshots(
+            [
+                item("a", 4, 10),
+                item("a", 3, 5),
+                item("a", 5, 7),
+                item("b", 0, 1),
+                Err(Problem::new(
+                    "checksum",
+                    "snapshots/page-00000000.vvp at byte 104",
+                )),
+                item("c", 0, 1),
+            ],
+            head,
+        );
+        assert_eq!((n, bytes), (2, 15), "{p:?}");
+        let p: Vec<(&str, &str)> = p
+            .iter()
+            .map(|p| (p.what.as_str(), p.location.as_str()))
+            .collect();
+        assert_eq!(
+            p,
+            [
+                (
+                    "snapshot at version 5 but the stream's last version is 4",
+                    "snapshot of stream \"a\""
+                ),
+                (
+                    "snapshot at version 0 but the stream's last version is none",
+                    "snapshot of stream \"b\""
+                ),
+                ("checksum", "snapshots/page-00000000.vvp at byte 104"),
+                ("no such stream", "c"),
+            ]
         );
     }
 }

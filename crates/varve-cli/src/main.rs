@@ -51,7 +51,10 @@ What it verifies:
   its head (stream_version) must be the version of its last event;
 - every distinct blob is read through the sidecar's cache-safe path, its SHA-256 verified,
   its length compared with the events';
-- the sidecar's blob count and bytes must be those the events reference (no orphan blob).
+- the sidecar's blob count and bytes must be those the events reference (no orphan blob);
+- every stream snapshot (snapshots/, a slotted store) is read whole: slot entry and value
+  checksums, decompression, header; a damaged one is named by its page file and the byte
+  offset of its slot entry; its version must be one its stream has.
 
 What it does NOT verify or do:
 - it is NOT read-only: the engine has no read-only open, so check takes the store's lock

@@ -178,6 +178,14 @@ pub fn to_json(
             "distinct_referenced": scan.map(|x| x.distinct_blobs),
             "dedup_ratio": scan.and_then(|x| x.dedup_ratio(s.blob_bytes)),
         },
+        "snapshots": {
+            "count": s.snapshots,
+            "bytes": s.snapshot_bytes,
+            "stored_bytes": s.snapshot_stored_bytes,
+            "pages": s.snapshot_pages,
+        },
+        "consumers": s.consumers,
+        "deleted_streams": s.deleted_streams,
         "inline_payload_bytes": scan.map(|x| x.inline_bytes),
         "recovery": {
             "closed_cleanly": r.wal.closed_cleanly,
@@ -256,6 +264,19 @@ pub fn to_text(
         None => blobs.push_str(" (dedup ratio: run with --scan)"),
     }
     let _ = writeln!(o, "blobs        {blobs}");
+    let _ = writeln!(
+        o,
+        "snapshots    {} snapshots, {} ({} stored) in {} slotted pages",
+        s.snapshots,
+        bytes(s.snapshot_bytes),
+        bytes(s.snapshot_stored_bytes),
+        s.snapshot_pages
+    );
+    let _ = writeln!(
+        o,
+        "consumers    {}; {} streams deleted or truncated",
+        s.consumers, s.deleted_streams
+    );
     if let Some(x) = scan {
         let _ = writeln!(
             o,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use varve_engine::{EventData, ExpectedVersion, Options, Varve};
 
 /// A temporary directory on the real disk (under the target dir), not tmpfs.
@@ -108,8 +108,8 @@ fn json(o: &Output) -> Value {
         .unwrap_or_else(|e| panic!("{e}: {}\nstderr: {}", stdout(o), stderr(o)))
 }
 
-/// A store with 3 streams, 10 small events, one 100 KiB blob referenced twice (dedup) and
-/// one 3000-byte blob; `checkpointed` closes it (everything in events.mdb), else it is
+/// A store with 3 streams, 10 small events, one 100 KiB blob referenced twice (dedup),
+/// one 3000-byte blob and a 2000-byte snapshot of stream `s0` at version 2; `checkpointed` closes it (everything in events.mdb), else it is
 /// dropped with all events in the WAL only.
 fn build_store(dir: &Path, checkpointed: bool) -> Vec<u8> {
     let db = open_store(dir);
@@ -141,12 +141,26 @@ fn build_store(dir: &Path, checkpointed: bool) -> Vec<u8> {
         &[EventData::new("mid", &[0xffu8; 3000]).with_metadata(b"m1")],
     )
     .unwrap();
+    assert!(db.put_snapshot("s0", 2, &snapshot_bytes()).unwrap());
     if checkpointed {
         db.close().unwrap();
     } else {
         drop(db);
     }
     big
+}
+
+/// 2000 bytes lz4 cannot shrink (so the slotted store keeps them as given).
+fn snapshot_bytes() -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..2000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
 }
 
 fn big_payload() -> Vec<u8> {
@@ -186,6 +200,16 @@ fn stat_reports_counts_as_text_and_json() {
     assert!(files.contains(&"events.mdb"), "{files:?}");
     assert!(files.iter().any(|f| f.starts_with("wal/")), "{files:?}");
     assert!(files.iter().any(|f| f.starts_with("blobs/")), "{files:?}");
+    assert!(
+        files.iter().any(|f| f.starts_with("snapshots/page-")),
+        "{files:?}"
+    );
+    assert_eq!(j["snapshots"]["count"], 1);
+    assert_eq!(j["snapshots"]["bytes"], 9 + 2000, "with the 9-byte header");
+    assert!(j["snapshots"]["stored_bytes"].as_u64().unwrap() >= 2009);
+    assert_eq!(j["snapshots"]["pages"], 1);
+    assert_eq!(j["consumers"], 0);
+    assert_eq!(j["deleted_streams"], 0);
 
     // The same store with the events still in the WAL: the lag shows.
     let d2 = tempdir();
@@ -206,6 +230,10 @@ fn stat_reports_counts_as_text_and_json() {
         "{text}"
     );
     assert!(text.contains("streams      4"), "{text}");
+    assert!(
+        text.contains("snapshots    1 snapshots, ") && text.contains(" in 1 slotted pages"),
+        "{text}"
+    );
     assert!(text.contains("events.mdb"), "{text}");
 }
 
@@ -518,6 +546,10 @@ fn check_passes_a_clean_store_in_the_wal_and_in_events_mdb() {
         assert_eq!(j["streams"], 4);
         assert_eq!(j["blobs"], 2);
         assert_eq!(j["blob_bytes"], 100 * 1024 + 3000);
+        assert_eq!(
+            (&j["snapshots"], &j["snapshot_bytes"]),
+            (&json!(1), &json!(2000))
+        );
         assert_eq!(j["problems"].as_array().unwrap().len(), 0);
         let o = varve(&["check", p(d.path())]);
         assert_eq!(code(&o), 0);
@@ -647,6 +679,61 @@ fn check_names_a_damaged_blob_its_position_and_file() {
     let o = varve(&["dump", p(d.path()), "--payloads"]);
     assert_eq!(code(&o), 6, "{}", stderr(&o));
     assert_eq!(stdout(&o).lines().count(), 10, "the events before the blob");
+}
+
+#[test]
+fn check_names_the_page_file_and_slot_offset_of_a_damaged_snapshot() {
+    let d = tempdir();
+    build_store(d.path(), true);
+    let page = d.path().join("snapshots").join("page-00000000.vvp");
+    let before = std::fs::metadata(&page).unwrap().len();
+    flip_first(&page, &snapshot_bytes()[500..540]);
+    let (c, j) = check_json(d.path());
+    assert_eq!(c, 1, "{j}");
+    let problems = j["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{j}");
+    let place = problems[0]["where"].as_str().unwrap();
+    let file = format!("{} at byte ", page.display());
+    assert!(
+        place.starts_with("snapshot, ") && place.contains(&file),
+        "{place}"
+    );
+    let offset: u64 = place.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(
+        offset >= 64 && (offset - 64).is_multiple_of(40),
+        "a slot entry: {offset}"
+    );
+    assert!(
+        problems[0]["what"].as_str().unwrap().contains("checksum"),
+        "{j}"
+    );
+    assert_eq!((&j["events"], &j["snapshots"]), (&json!(13), &json!(0)));
+    // check changed nothing in the snapshots' page file (the damage is still there).
+    assert_eq!(std::fs::metadata(&page).unwrap().len(), before);
+    assert_eq!(check_json(d.path()).0, 1);
+
+    // A snapshot of a version the stream no longer has (its stream truncated after it by
+    // a store written outside the engine's checks) is a problem too: the version check.
+    let d = tempdir();
+    build_store(d.path(), true);
+    {
+        let store = varve_slotted::Store::open(
+            d.path().join("snapshots"),
+            varve_slotted::Options::default(),
+        )
+        .unwrap();
+        let mut v = store.get(0).unwrap().unwrap();
+        v[1..9].copy_from_slice(&99u64.to_le_bytes());
+        store.put(0, &v).unwrap();
+        store.flush().unwrap();
+    }
+    let (c, j) = check_json(d.path());
+    assert_eq!(c, 1, "{j}");
+    assert_eq!(
+        j["problems"][0]["what"],
+        "snapshot at version 99 but the stream's last version is 3"
+    );
+    assert_eq!(j["problems"][0]["where"], "snapshot of stream \"s0\"");
 }
 
 #[test]

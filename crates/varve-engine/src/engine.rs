@@ -21,6 +21,7 @@ use crate::codec::{
 use crate::error::{Error, Result};
 use crate::lmdb::{self, Checkpoint, Dbs};
 use crate::options::Options;
+use crate::snapshot::SnapshotInfo;
 use crate::tail::{Loaded, Run, Tail, TailEntry, entry_from_parsed};
 use crate::types::{
     AppendResult, Direction, EventData, EventView, ExpectedVersion, PayloadRef, RecordedEvent,
@@ -174,6 +175,10 @@ pub struct Stats {
     pub snapshots: u64,
     /// Bytes of those snapshots (with a 9-byte header each), before compression.
     pub snapshot_bytes: u64,
+    /// Bytes the snapshots take in the slotted store's pages (after compression).
+    pub snapshot_stored_bytes: u64,
+    /// Page files of the snapshots' slotted store.
+    pub snapshot_pages: u64,
     /// The WAL's highest durable LSN.
     pub wal_durable_lsn: u64,
     /// The first LSN the WAL still keeps.
@@ -1215,22 +1220,76 @@ impl Core {
         id: u64,
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<Option<(u64, R)>> {
-        let got = self.snapshots.get_with(id, |v| -> Result<(u64, R)> {
-            let bad = || {
-                Error::corrupted(
-                    format!("{} id {id}", self.dir.join(SNAPSHOTS_DIR).display()),
-                    "bad snapshot header",
-                )
-            };
-            let (&format, rest) = v.split_first().ok_or_else(bad)?;
-            if format != SNAPSHOT_FORMAT || rest.len() < 8 {
-                return Err(bad());
-            }
-            let (version, bytes) = rest.split_at(8);
-            let version = u64::from_le_bytes(version.try_into().map_err(|_| bad())?);
-            Ok((version, f(bytes)))
-        })?;
+        let got = self
+            .snapshots
+            .get_with(id, |v| {
+                self.parse_snapshot(id, v)
+                    .map(|(version, bytes)| (version, f(bytes)))
+            })
+            .map_err(|e| self.snapshot_error(e))?;
         got.transpose()
+    }
+
+    /// A stored snapshot's version and bytes, from the value the slotted store holds.
+    fn parse_snapshot<'v>(&self, id: u64, v: &'v [u8]) -> Result<(u64, &'v [u8])> {
+        let bad = || {
+            Error::corrupted(
+                format!("{} id {id}", self.dir.join(SNAPSHOTS_DIR).display()),
+                "bad snapshot header",
+            )
+        };
+        let (&format, rest) = v.split_first().ok_or_else(bad)?;
+        if format != SNAPSHOT_FORMAT {
+            return Err(bad());
+        }
+        let (version, bytes) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
+        Ok((u64::from_le_bytes(*version), bytes))
+    }
+
+    /// A slotted-store error of the snapshots, damage located by file and offset.
+    fn snapshot_error(&self, e: varve_slotted::Error) -> Error {
+        let what = match e {
+            varve_slotted::Error::Corrupted { what, .. } => what,
+            varve_slotted::Error::CorruptedEntry { .. } => "snapshot tracker entry fails its check",
+            other => return other.into(),
+        };
+        match e.location() {
+            Some((file, offset)) => Error::corrupted(
+                format!(
+                    "{} at byte {offset}",
+                    self.dir.join(SNAPSHOTS_DIR).join(file).display()
+                ),
+                what,
+            ),
+            None => e.into(),
+        }
+    }
+
+    /// Every stored snapshot the readers can see, in stream-id order; see
+    /// [`Varve::snapshots`].
+    pub(crate) fn snapshots(&self) -> impl Iterator<Item = Result<SnapshotInfo>> + '_ {
+        let hidden = self.hidden();
+        self.snapshots.iter().filter_map(move |item| {
+            let info = item
+                .map_err(|e| self.snapshot_error(e))
+                .and_then(|(id, v)| {
+                    let (version, bytes) = self.parse_snapshot(id, &v)?;
+                    let stream = self.name_of(id)?;
+                    Ok((
+                        id,
+                        SnapshotInfo {
+                            stream,
+                            version,
+                            len: bytes.len() as u64,
+                        },
+                    ))
+                });
+            match info {
+                Ok((id, info)) if hidden.get(&id).is_some_and(|m| m.hides(info.version)) => None,
+                Ok((_, info)) => Some(Ok(info)),
+                Err(e) => Some(Err(e)),
+            }
+        })
     }
 
     /// The latest snapshot of `stream`, if it has one.
@@ -2502,6 +2561,8 @@ impl Core {
             deleted_streams: self.hidden().len() as u64,
             snapshots: snaps.live_values,
             snapshot_bytes: snaps.live_bytes,
+            snapshot_stored_bytes: snaps.stored_bytes,
+            snapshot_pages: u64::from(snaps.pages),
             wal_durable_lsn: wal.durable_lsn,
             wal_first_lsn: wal.first_lsn,
             wal_bytes,

@@ -164,6 +164,7 @@ pub use delete::DeleteMode;
 pub use engine::{RecoveryReport, Stats, StreamAppend, Varve};
 pub use error::{Error, Result};
 pub use options::{Options, SyncMode};
+pub use snapshot::SnapshotInfo;
 #[cfg(feature = "async")]
 pub use subscribe::SubscriptionStream;
 pub use subscribe::{DEFAULT_SUBSCRIPTION_BATCH, Filter, SubscribeFrom, Subscription};

@@ -126,3 +126,84 @@ fn bad_snapshots_are_refused_and_write_nothing() {
     assert!(db.put_snapshot("s", 1, &[0; 1000]).unwrap(), "at the limit");
     assert_eq!(db.latest_snapshot("s").unwrap().unwrap().1.len(), 1000);
 }
+
+/// Bytes lz4 cannot shrink, so they are stored as given and can be found in the page file.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn snapshots_lists_every_visible_snapshot_and_names_a_damaged_one_by_file_and_offset() {
+    let dir = tempdir();
+    let (a, c) = (noise(3000, 1), noise(5000, 3));
+    {
+        let db = open(dir.path());
+        for s in ["a", "b", "c", "gone"] {
+            for i in 0..3u8 {
+                append_one(&db, s, &[i]);
+            }
+        }
+        db.put_snapshot("a", 1, &a).unwrap();
+        db.put_snapshot("c", 2, &c).unwrap();
+        db.put_snapshot("gone", 2, b"gone state").unwrap();
+        db.delete_stream("gone", ExpectedVersion::Any, varve_engine::DeleteMode::Soft)
+            .unwrap();
+        let listed: Vec<_> = db
+            .snapshots()
+            .map(|r| r.map(|i| (i.stream.to_string(), i.version, i.len)))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            listed,
+            [("a".to_owned(), 1, 3000), ("c".to_owned(), 2, 5000)],
+            "in stream order, without the deleted stream's"
+        );
+        db.close().unwrap();
+    }
+    // Flip one byte inside a's stored value.
+    let page = dir.path().join("snapshots").join("page-00000000.vvp");
+    let mut file = std::fs::read(&page).unwrap();
+    let at = file
+        .windows(64)
+        .position(|w| w == &a[1000..1064])
+        .expect("a's bytes are in the page as given");
+    file[at + 10] ^= 0x40;
+    std::fs::write(&page, &file).unwrap();
+
+    let db = open(dir.path());
+    let items: Vec<_> = db.snapshots().collect();
+    assert_eq!(items.len(), 2, "the listing goes on past the damage");
+    match &items[0] {
+        Err(Error::Corrupted { location, what }) => {
+            assert!(
+                location.contains("snapshots/page-00000000.vvp at byte "),
+                "{location}"
+            );
+            let offset: u64 = location.rsplit(' ').next().unwrap().parse().unwrap();
+            assert!(
+                offset >= 64 && (offset - 64).is_multiple_of(40),
+                "a slot entry: {offset}"
+            );
+            assert!(what.contains("checksum"), "{what}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let c_info = items[1].as_ref().unwrap();
+    assert_eq!(
+        (&*c_info.stream, c_info.version, c_info.len),
+        ("c", 2, 5000)
+    );
+    assert!(matches!(
+        db.latest_snapshot("a"),
+        Err(Error::Corrupted { .. })
+    ));
+    assert_eq!(db.latest_snapshot("c").unwrap(), Some((2, c)));
+}

@@ -75,3 +75,24 @@ pub enum Error {
     #[error("no dictionary id left")]
     TooManyDictionaries,
 }
+
+impl Error {
+    /// Where in the store's directory the damage an error reports is: the file's name and
+    /// the byte offset of the structure that failed its check. For
+    /// [`Error::Corrupted`], the slot's 40-byte entry in its page file (the entry names
+    /// the value's container); for [`Error::CorruptedEntry`], the id's tracker entry.
+    /// `None` for every other error.
+    pub fn location(&self) -> Option<(String, u64)> {
+        match *self {
+            Error::Corrupted { page, slot, .. } => Some((
+                crate::store::page_file_name(page),
+                crate::format::slot_offset(slot),
+            )),
+            Error::CorruptedEntry { id } => Some((
+                crate::store::TRACKER_FILE.to_owned(),
+                crate::tracker::entry_offset(id),
+            )),
+            _ => None,
+        }
+    }
+}

@@ -37,7 +37,7 @@ pub const MAX_PAGE_SIZE: u64 = 1 << 30;
 /// File system block granularity pages are sized in.
 const PAGE_ALIGN: u64 = 4096;
 /// Name of the tracker file.
-const TRACKER_FILE: &str = "tracker.vvt";
+pub(crate) const TRACKER_FILE: &str = "tracker.vvt";
 /// Name of the lock file.
 const LOCK_FILE: &str = "LOCK";
 /// Alignment down to which free space below a new container is reserved along with it
@@ -337,7 +337,7 @@ impl fmt::Debug for Store {
     }
 }
 
-fn page_file_name(page: u32) -> String {
+pub(crate) fn page_file_name(page: u32) -> String {
     format!("page-{page:08}.vvp")
 }
 

@@ -43,7 +43,7 @@ fn file_len(entries: u64) -> u64 {
     TRACKER_HEADER_LEN + entries * TRACKER_ENTRY_LEN
 }
 
-fn entry_offset(id: u64) -> u64 {
+pub(crate) fn entry_offset(id: u64) -> u64 {
     TRACKER_HEADER_LEN + id * TRACKER_ENTRY_LEN
 }
 

@@ -308,6 +308,15 @@ fn tracker_pointing_past_a_page_reads_as_corrupted() {
         s.get_with(5, |_| ()),
         Err(Error::Corrupted { .. })
     ));
+    // The location names the page file and the slot's entry in it.
+    assert_eq!(
+        s.get(4).unwrap_err().location(),
+        Some(("page-00000009.vvp".to_owned(), 64 + 40))
+    );
+    assert_eq!(
+        s.get(5).unwrap_err().location(),
+        Some(("page-00000000.vvp".to_owned(), 64 + 40 * 1_000_000))
+    );
     let errors = s.iter().take(21).filter(Result::is_err).count();
     assert_eq!(errors, 2);
     assert_eq!(
@@ -669,6 +678,11 @@ fn a_tracker_entry_failing_its_checksum_is_counted_reported_and_skipped() {
     let st = s.stats().unwrap();
     assert_eq!((st.corrupt_entries, st.live_values), (2, 18));
     assert!(matches!(s.get(4), Err(Error::CorruptedEntry { id: 4 })));
+    assert_eq!(
+        s.get(11).unwrap_err().location(),
+        Some((TRACKER.to_owned(), entry_at(11)))
+    );
+    assert_eq!(Error::Poisoned.location(), None);
     assert!(matches!(
         s.get_with(11, |_| ()),
         Err(Error::CorruptedEntry { id: 11 })
