@@ -21,11 +21,12 @@ use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 use std::time::{Duration, Instant};
 
+use crate::SyncMode;
 use crate::format;
 use crate::recovery::SegmentMeta;
+use crate::shared::{Entry, Shared};
 use crate::storage::{SegmentFile, Storage};
 use crate::ticket::TicketState;
-use crate::{Entry, Shared, SyncMode};
 
 /// The flusher's state; owned by its thread.
 pub(crate) struct Flusher {

@@ -97,8 +97,10 @@ mod flusher;
 mod format;
 mod index;
 mod lock;
+mod options;
 mod reader;
 mod recovery;
+mod shared;
 mod storage;
 mod sys;
 mod ticket;
@@ -107,213 +109,27 @@ mod ticket;
 mod tests;
 
 use std::fs::File;
-use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::SegQueue;
 
 pub use error::{Error, Result};
+pub use options::{Options, RecoveryMode, SyncMode};
 pub use reader::{Iter, Record, RecordRef};
 pub use ticket::{RecordLocation, Ticket};
 
 use flusher::Flusher;
 use recovery::SegmentMeta;
+use shared::{Counters, Entry, Shared, lock};
 use storage::{FsStorage, Storage};
 use ticket::TicketState;
 
 /// A log sequence number: the position of a record in the log, gapless from 1.
 pub type Lsn = u64;
-
-/// When a group is synced, and so what a crash can lose (see the crate docs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SyncMode {
-    /// `fdatasync` every group before acknowledging it. A crash of the process, the OS or
-    /// the machine loses no acknowledged record.
-    #[default]
-    Always,
-    /// Acknowledge once written to the OS; sync at most this long after a write. A process
-    /// crash loses nothing acknowledged; an OS crash or power loss can lose what was
-    /// acknowledged within the interval (plus one sync's duration).
-    Interval(Duration),
-    /// Acknowledge once written to the OS; sync only when sealing a segment and on close.
-    /// A process crash loses nothing acknowledged; an OS crash or power loss can lose
-    /// everything written since the last sealed segment.
-    Never,
-}
-
-/// What open does with corruption in the middle of the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RecoveryMode {
-    /// Refuse to open: [`Error::Corrupted`] with the location.
-    #[default]
-    Strict,
-    /// Keep the clean prefix before the corruption and drop everything after it.
-    TolerateCorruptTail,
-}
-
-/// Settings of a [`Wal`]; build with [`Options::default`] and the setters.
-#[derive(Debug, Clone)]
-pub struct Options {
-    segment_size: u64,
-    sync_mode: SyncMode,
-    group_interval: Duration,
-    group_bytes: usize,
-    max_queued_bytes: u64,
-    max_record_size: usize,
-    recovery_mode: RecoveryMode,
-    wait_yield: Duration,
-    recycle_segments: usize,
-    start_lsn: Lsn,
-    /// A growing group stops waiting after this long without a new arrival (200 µs; tests
-    /// lengthen it so arrivals they space out by milliseconds still count as peers).
-    grow_step: Duration,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            segment_size: 64 << 20,
-            sync_mode: SyncMode::Always,
-            group_interval: Duration::from_millis(10),
-            group_bytes: 1 << 20,
-            max_queued_bytes: 64 << 20,
-            max_record_size: 16 << 20,
-            recovery_mode: RecoveryMode::Strict,
-            wait_yield: Duration::from_micros(500),
-            recycle_segments: 2,
-            start_lsn: 1,
-            grow_step: Duration::from_micros(200),
-        }
-    }
-}
-
-impl Options {
-    /// Size each new segment file is preallocated to (default 64 MiB).
-    pub fn segment_size(mut self, bytes: u64) -> Self {
-        self.segment_size = bytes;
-        self
-    }
-    /// The durability contract (default [`SyncMode::Always`]).
-    pub fn sync_mode(mut self, mode: SyncMode) -> Self {
-        self.sync_mode = mode;
-        self
-    }
-    /// The longest a group may wait for more records before it is written (default 10 ms).
-    ///
-    /// Under [`SyncMode::Always`] a group waits for the writers of the previous group to
-    /// append again: until as many records were queued since that group became durable as
-    /// it had tickets being waited on ([`Ticket::wait`]), while they keep arriving (a 200 µs pause ends the wait), and never
-    /// longer than a third of the last `fdatasync` nor this interval. A lone writer's next
-    /// record completes its group at once, so it adds no latency on an idle disk. The
-    /// other modes never wait: their groups are only writes. Why groups wait, and the
-    /// measurements behind the third, are in the project's `docs/wal-tuning.md`.
-    ///
-    /// The interval only matters on disks whose syncs take longer than 30 ms;
-    /// `Duration::ZERO` turns the wait off.
-    pub fn group_interval(mut self, d: Duration) -> Self {
-        self.group_interval = d;
-        self
-    }
-    /// A group is closed early once it holds this many bytes (default 1 MiB). Under
-    /// `SyncMode::Always`, a full group with more queued behind it has the next group
-    /// encoded while it syncs (see the crate docs on memory and I/O).
-    pub fn group_bytes(mut self, bytes: usize) -> Self {
-        self.group_bytes = bytes;
-        self
-    }
-    /// Cap on queued-but-unwritten bytes (default 64 MiB); past it `append` blocks and
-    /// `try_append` returns [`Error::Backpressure`].
-    pub fn max_queued_bytes(mut self, bytes: u64) -> Self {
-        self.max_queued_bytes = bytes;
-        self
-    }
-    /// Largest payload accepted (default 16 MiB); larger is [`Error::RecordTooLarge`].
-    pub fn max_record_size(mut self, bytes: usize) -> Self {
-        self.max_record_size = bytes;
-        self
-    }
-    /// What open does with corruption in the middle (default [`RecoveryMode::Strict`]).
-    pub fn recovery_mode(mut self, mode: RecoveryMode) -> Self {
-        self.recovery_mode = mode;
-        self
-    }
-    /// How long [`Ticket::wait`] keeps yielding the CPU (`sched_yield`) while its records
-    /// are not durable yet, before it parks the thread (default 500 µs, about two
-    /// `fdatasync`s of a quiet virtual disk).
-    ///
-    /// A parked waiter costs the flusher a futex wake-up and itself two context switches,
-    /// all of it on the path of the next group; a waiter still yielding sees its
-    /// completion without either. The price is CPU: a waiting thread runs (giving way to
-    /// any other runnable thread) for up to this long per wait, so a lone writer keeps
-    /// about one core busy while its syncs run. The measurements behind the default are in
-    /// the project's `docs/wal-tuning.md`.
-    ///
-    /// The flusher does the same after each group: it yields for up to this long for the
-    /// next append before it parks, so a writer that appends again right after its ticket
-    /// completed (a lone writer always does) finds it awake and wakes nobody.
-    /// `Duration::ZERO` parks at once on both sides: the least CPU, for hosts where cores
-    /// are scarce or metered.
-    pub fn wait_yield(mut self, d: Duration) -> Self {
-        self.wait_yield = d;
-        self
-    }
-    /// How many segments [`Wal::truncate_before`] keeps as spares instead of deleting them
-    /// (default 2; 0 deletes every one). A new segment reuses a spare's file: its blocks
-    /// are already written, so its syncs are plain data syncs from the first record on and
-    /// no zeros are written ahead. A spare takes a segment's disk space until it is reused
-    /// or the WAL is opened with fewer spares allowed.
-    pub fn recycle_segments(mut self, n: usize) -> Self {
-        self.recycle_segments = n;
-        self
-    }
-
-    /// The next record's LSN is at least `lsn` (default 1): for a caller that knows what it
-    /// already applied elsewhere (a checkpoint) and must never see an LSN at or below it
-    /// again.
-    ///
-    /// When the log on disk already ends at or above `lsn - 1`, numbering continues from
-    /// the log and this changes nothing. When the log is empty or ends below, the next
-    /// record gets `lsn`: the log cannot hold a gap, so its segments (every record in them
-    /// below `lsn`) leave it on open as by [`Wal::truncate_before`] (kept as spares up to
-    /// [`Options::recycle_segments`], the others deleted; counted in
-    /// [`RecoveryReport::retired_segments`]) and a new segment starts at `lsn`. After that,
-    /// [`Wal::first_lsn`] is `lsn` and [`Wal::durable_lsn`] is `lsn - 1`. `0` acts as `1`;
-    /// at or above 2^62 is [`Error::InvalidOptions`].
-    pub fn start_lsn(mut self, lsn: Lsn) -> Self {
-        self.start_lsn = lsn.max(1);
-        self
-    }
-
-    fn capacity(&self) -> u64 {
-        self.segment_size
-            .saturating_sub(format::SEGMENT_HEADER_LEN as u64)
-    }
-
-    fn validate(&self) -> Result<()> {
-        if self.max_record_size > u32::MAX as usize {
-            return Err(Error::InvalidOptions("max_record_size must fit in 32 bits"));
-        }
-        let need = (format::RECORD_HEADER_LEN + self.max_record_size) as u64;
-        if self.capacity() < need {
-            return Err(Error::InvalidOptions(
-                "segment_size must hold a header and one record of max_record_size",
-            ));
-        }
-        if self.start_lsn >= 1 << 62 {
-            return Err(Error::InvalidOptions("start_lsn must be below 2^62"));
-        }
-        if self.group_bytes == 0 || self.max_queued_bytes == 0 {
-            return Err(Error::InvalidOptions(
-                "group_bytes and max_queued_bytes must be positive",
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// What recovery found and did when the WAL was opened.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -373,16 +189,6 @@ pub struct WalStats {
     pub first_lsn: Lsn,
 }
 
-/// The flusher's counters behind [`WalStats`].
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) groups: AtomicU64,
-    pub(crate) syncs: AtomicU64,
-    pub(crate) bytes_written: AtomicU64,
-    pub(crate) zeros_written: AtomicU64,
-    pub(crate) wakeups: AtomicU64,
-}
-
 /// Where the durable records end: [`Wal::durable_position`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -437,232 +243,6 @@ impl Payload for &[&[u8]] {
     fn write_to(&self, out: &mut Vec<u8>) {
         for p in *self {
             out.extend_from_slice(p);
-        }
-    }
-}
-
-/// One queued append: framed records (LSN and checksum not yet filled) and their ticket.
-pub(crate) struct Entry {
-    pub(crate) frames: Vec<u8>,
-    pub(crate) ticket: Arc<TicketState>,
-    /// The durable LSN when the entry was queued: a writer whose ticket the last group
-    /// completed queues its next entry with at least that group's last LSN.
-    pub(crate) seen: Lsn,
-}
-
-/// Buffers kept for reuse by appenders.
-const POOL_MAX: usize = 1024;
-/// Largest buffer worth keeping in the pool.
-const POOL_MAX_CAPACITY: usize = 64 << 10;
-
-/// State shared by the handle, the flusher and readers.
-pub(crate) struct Shared {
-    pub(crate) dir: PathBuf,
-    pub(crate) opts: Options,
-    pub(crate) storage: Arc<dyn Storage>,
-    pub(crate) queue: SegQueue<Entry>,
-    queued_bytes: AtomicU64,
-    pub(crate) flusher_sleeping: AtomicBool,
-    flusher_thread: OnceLock<std::thread::Thread>,
-    pub(crate) shutdown: AtomicBool,
-    pub(crate) poison: OnceLock<Arc<io::Error>>,
-    pub(crate) durable_lsn: AtomicU64,
-    /// Where the durable records end, published with `durable_lsn` (under this lock).
-    position: Mutex<DurablePosition>,
-    /// The flusher's counters ([`Wal::stats`]).
-    pub(crate) stats: Counters,
-    /// Longest payload a reader accepts before it checks a record's checksum: the larger
-    /// of `max_record_size` and the longest record recovery found in the log.
-    pub(crate) max_read_len: usize,
-    pub(crate) segments: Mutex<Vec<SegmentMeta>>,
-    /// Spare files for new segments to reuse, oldest first (see [`Options::recycle_segments`]).
-    spares: Mutex<Vec<PathBuf>>,
-    /// First LSN of the newest segment (readers check it without the lock).
-    pub(crate) last_segment_first: AtomicU64,
-    pool: SegQueue<Vec<u8>>,
-    pool_len: AtomicUsize,
-    space_lock: Mutex<()>,
-    space_cv: Condvar,
-    space_waiters: AtomicUsize,
-    readers_lock: Mutex<()>,
-    readers_cv: Condvar,
-    reader_waiters: AtomicUsize,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding these locks cannot leave their data half-updated.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-impl Shared {
-    fn poisoned(&self) -> Result<()> {
-        match self.poison.get() {
-            Some(c) => Err(Error::Poisoned(Arc::clone(c))),
-            None => Ok(()),
-        }
-    }
-
-    /// Reserves `n` queued bytes, blocking (or failing with backpressure) at the cap.
-    fn reserve(&self, n: u64, block: bool) -> Result<()> {
-        let cap = self.opts.max_queued_bytes;
-        let try_once = || {
-            let mut cur = self.queued_bytes.load(Ordering::SeqCst);
-            loop {
-                // A single entry larger than the cap is admitted when the queue is empty.
-                if cur != 0 && cur + n > cap {
-                    return false;
-                }
-                match self.queued_bytes.compare_exchange_weak(
-                    cur,
-                    cur + n,
-                    Ordering::SeqCst,
-                    Ordering::SeqCst,
-                ) {
-                    Ok(_) => return true,
-                    Err(c) => cur = c,
-                }
-            }
-        };
-        if try_once() {
-            return Ok(());
-        }
-        if !block {
-            return Err(Error::Backpressure);
-        }
-        self.space_waiters.fetch_add(1, Ordering::SeqCst);
-        let mut g = lock(&self.space_lock);
-        let r = loop {
-            if let Err(e) = self.poisoned() {
-                break Err(e);
-            }
-            if try_once() {
-                break Ok(());
-            }
-            // No lost wake-up: `release` subtracts, then reads `space_waiters`; this thread
-            // counted itself in before reading the queued bytes (all `SeqCst`), so either it
-            // sees the space or `release` sees it and notifies under the lock. Poisoning
-            // notifies too (`wake_all_waiters`).
-            g = match self.space_cv.wait(g) {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
-        };
-        drop(g);
-        self.space_waiters.fetch_sub(1, Ordering::SeqCst);
-        r
-    }
-
-    /// Returns `n` queued bytes (written or failed) and wakes blocked appenders.
-    pub(crate) fn release(&self, n: u64) {
-        if n == 0 {
-            return;
-        }
-        self.queued_bytes.fetch_sub(n, Ordering::SeqCst);
-        if self.space_waiters.load(Ordering::SeqCst) != 0 {
-            let _g = lock(&self.space_lock);
-            self.space_cv.notify_all();
-        }
-    }
-
-    /// Makes `pos` the durable position (and its LSN the durable LSN) and wakes tailing
-    /// readers.
-    pub(crate) fn publish(&self, pos: DurablePosition) {
-        {
-            let mut p = lock(&self.position);
-            *p = pos;
-            self.durable_lsn.store(pos.lsn, Ordering::SeqCst);
-        }
-        if self.reader_waiters.load(Ordering::SeqCst) != 0 {
-            let _g = lock(&self.readers_lock);
-            self.readers_cv.notify_all();
-        }
-    }
-
-    pub(crate) fn wake_all_waiters(&self) {
-        {
-            let _g = lock(&self.space_lock);
-            self.space_cv.notify_all();
-        }
-        let _g = lock(&self.readers_lock);
-        self.readers_cv.notify_all();
-    }
-
-    /// Adds the segment the flusher starts; the previous one was sealed at `sealed_end`.
-    pub(crate) fn add_segment(&self, meta: SegmentMeta, sealed_end: u64) {
-        let first = meta.first_lsn;
-        let mut segs = lock(&self.segments);
-        if segs.last().is_some_and(|s| s.first_lsn == first) {
-            // An empty segment replaced by a larger one of the same first LSN.
-            segs.pop();
-        } else if let Some(prev) = segs.last_mut() {
-            prev.end = sealed_end;
-        }
-        segs.push(meta);
-        self.last_segment_first.store(first, Ordering::SeqCst);
-    }
-
-    /// Notes in the sparse index of the segment starting at `seg_first` (the last one)
-    /// where the records `(lsn, offset)` start.
-    pub(crate) fn note_index(&self, seg_first: Lsn, notes: &[(Lsn, u64)]) {
-        if notes.is_empty() {
-            return;
-        }
-        if let Some(last) = lock(&self.segments)
-            .last_mut()
-            .filter(|s| s.first_lsn == seg_first)
-        {
-            for &(lsn, offset) in notes {
-                last.index.note(lsn, offset);
-            }
-        }
-    }
-
-    /// Takes the newest spare for the flusher to reuse.
-    pub(crate) fn take_spare(&self) -> Option<PathBuf> {
-        lock(&self.spares).pop()
-    }
-
-    /// Takes a truncated segment out of the log: kept as a spare while there is room,
-    /// deleted otherwise. The caller syncs the directory.
-    fn retire(&self, seg: SegmentMeta) -> io::Result<()> {
-        let mut spares = lock(&self.spares);
-        if spares.len() < self.opts.recycle_segments {
-            let to = self.dir.join(format::spare_file_name(seg.first_lsn));
-            std::fs::rename(&seg.path, &to)?;
-            spares.push(to);
-        } else {
-            std::fs::remove_file(&seg.path)?;
-        }
-        Ok(())
-    }
-
-    fn take_buffer(&self, size: usize) -> Vec<u8> {
-        match self.pool.pop() {
-            Some(mut v) => {
-                self.pool_len.fetch_sub(1, Ordering::Relaxed);
-                v.clear();
-                v.reserve(size);
-                v
-            }
-            None => Vec::with_capacity(size),
-        }
-    }
-
-    /// Gives an appender's buffer back for reuse.
-    pub(crate) fn recycle(&self, v: Vec<u8>) {
-        if v.capacity() <= POOL_MAX_CAPACITY && self.pool_len.load(Ordering::Relaxed) < POOL_MAX {
-            self.pool_len.fetch_add(1, Ordering::Relaxed);
-            self.pool.push(v);
-        }
-    }
-
-    fn wake_flusher(&self) {
-        fence(Ordering::SeqCst);
-        if self.flusher_sleeping.swap(false, Ordering::SeqCst)
-            && let Some(t) = self.flusher_thread.get()
-        {
-            self.stats.wakeups.fetch_add(1, Ordering::Relaxed);
-            t.unpark();
         }
     }
 }

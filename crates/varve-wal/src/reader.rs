@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use crate::Lsn;
 use crate::error::{Error, Result};
 use crate::format;
-use crate::{Lsn, Shared, lock};
+use crate::shared::{Shared, lock};
 
 /// One record read back from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -683,7 +683,7 @@ fn the_buffer_pool_keeps_at_most_its_cap() {
     plan.wait_for_held_write();
     // Each queued append frames into a fresh buffer (the pool is empty); the flusher
     // hands them all back when it takes them into the next group.
-    let n = crate::POOL_MAX + 50;
+    let n = crate::shared::POOL_MAX + 50;
     let rest: Vec<_> = (0..n).map(|_| wal.try_append(b"r").unwrap()).collect();
     plan.hold_writes(false);
     first.wait().unwrap();
@@ -694,8 +694,8 @@ fn the_buffer_pool_keeps_at_most_its_cap() {
         .shared
         .pool_len
         .load(std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(pooled, crate::POOL_MAX);
-    assert_eq!(wal.shared.pool.len(), crate::POOL_MAX);
+    assert_eq!(pooled, crate::shared::POOL_MAX);
+    assert_eq!(wal.shared.pool.len(), crate::shared::POOL_MAX);
 }
 
 #[test]
