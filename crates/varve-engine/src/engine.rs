@@ -23,6 +23,7 @@ use crate::lmdb::{self, Checkpoint, Dbs};
 use crate::options::Options;
 use crate::snapshot::SnapshotInfo;
 use crate::tail::{Loaded, Run, Tail, TailEntry, entry_from_parsed};
+use crate::txns::{KeptTxn, ReadTxns};
 use crate::types::{
     AppendResult, Direction, EventData, EventView, ExpectedVersion, PayloadRef, RecordedEvent,
 };
@@ -73,6 +74,27 @@ fn drop_hidden_snapshot(snapshots: &varve_slotted::Store, id: u64, meta: StreamM
         snapshots.flush()?;
     }
     Ok(())
+}
+
+/// The deletion state of the streams, as one reader took it ([`Core::hidden`]): `None`
+/// while the store has had no deletion.
+struct Hidden(Option<Arc<HashMap<u64, StreamMeta>>>);
+
+impl Hidden {
+    /// The deletion state of stream `id`, if it has one.
+    fn get(&self, id: &u64) -> Option<&StreamMeta> {
+        self.0.as_ref()?.get(id)
+    }
+
+    /// Whether no stream has a deletion state.
+    fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|m| m.is_empty())
+    }
+
+    /// Streams with a deletion state.
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |m| m.len())
+    }
 }
 
 /// Format byte at the start of a stored snapshot (then the version, u64 LE, then the bytes).
@@ -279,6 +301,11 @@ pub(crate) struct Core {
     /// What readers must hide: the deletion state of each stream that has one (published
     /// once its record is durable). Replaced whole on a change; readers clone the `Arc`.
     hidden: RwLock<Arc<HashMap<u64, StreamMeta>>>,
+    /// Whether `hidden` was ever non-empty: set (and never cleared) after the map is
+    /// published, so a reader that sees `false` may skip the map (it is empty).
+    any_hidden: AtomicBool,
+    /// Read transactions kept between point reads (see the `txns` module).
+    txns: ReadTxns,
     /// Deletions the checkpointer has not applied yet: (LSN, stream id, new state), in LSN
     /// order. Pushed inside `seq`.
     meta_pending: Mutex<Vec<(u64, u64, StreamMeta)>>,
@@ -832,6 +859,8 @@ impl Core {
             snapshots,
             snapshot_lock: Mutex::new(()),
             consumers: Mutex::new(consumers),
+            any_hidden: AtomicBool::new(!hidden.is_empty()),
+            txns: ReadTxns::new(),
             hidden: RwLock::new(Arc::new(hidden)),
             meta_pending: Mutex::new(meta_pending),
             catalog: RwLock::new(catalog),
@@ -1379,11 +1408,33 @@ impl Core {
             e.tombstone |= meta.tombstone;
         }
         *h = Arc::new(map);
+        self.any_hidden.store(true, Ordering::Release);
     }
 
-    /// The deletion state readers see now.
-    fn hidden(&self) -> Arc<HashMap<u64, StreamMeta>> {
-        Arc::clone(&read(&self.hidden))
+    /// The kept read transactions (for tests).
+    #[cfg(test)]
+    pub(crate) fn txns(&self) -> &ReadTxns {
+        &self.txns
+    }
+
+    /// A read transaction of `events.mdb` as it is now, kept as a point read would keep it
+    /// (for tests).
+    #[cfg(test)]
+    pub(crate) fn begin_kept(&self) -> KeptTxn {
+        let end = self.checkpointed_end.load(Ordering::SeqCst);
+        KeptTxn {
+            txn: self.env.clone().static_read_txn().expect("read txn"),
+            end,
+        }
+    }
+
+    /// The deletion state readers see now. While the store has never had a deletion (the
+    /// common case) this is one atomic load: no lock, no `Arc` count touched by every read.
+    fn hidden(&self) -> Hidden {
+        if !self.any_hidden.load(Ordering::Acquire) {
+            return Hidden(None);
+        }
+        Hidden(Some(Arc::clone(&read(&self.hidden))))
     }
 
     /// The committed position of consumer `name` (0 if it never committed).
@@ -1688,6 +1739,8 @@ impl Core {
         if let Some(last) = entries.last() {
             self.checkpointed_end.store(last.end(), Ordering::SeqCst);
         }
+        // Kept read transactions would pin the pages this commit freed.
+        self.txns.drop_idle();
         self.checkpoint_lsn.store(last_lsn, Ordering::SeqCst);
         let freed = write(&self.tail).pop(entries.len());
         lock(&self.consumers).pending.drain(..commits.len());
@@ -1975,9 +2028,29 @@ impl Core {
         let hidden = self.hidden();
         let hides = |id: u64, v: u64| hidden.get(&id).is_some_and(|m| m.hides(v));
         loop {
-            if position < self.checkpointed_end.load(Ordering::SeqCst) {
-                let rtxn = self.env.read_txn()?;
-                let Some(v) = self.dbs.events.get(&rtxn, &codec::position_key(position))? else {
+            let checkpointed = self.checkpointed_end.load(Ordering::SeqCst);
+            if position < checkpointed {
+                // This thread's kept transaction if it holds `position` (see `txns`), else a
+                // new one (kept for the next read when the slot is free).
+                let mut slot = self.txns.slot();
+                let mut own = None;
+                let rtxn = match slot.as_deref_mut() {
+                    Some(kept) => match kept {
+                        Some(k) if position < k.end => &k.txn,
+                        _ => {
+                            *kept = None; // its reader slot is free before a new one is taken
+                            let txn = self.env.clone().static_read_txn()?;
+                            &kept
+                                .insert(KeptTxn {
+                                    txn,
+                                    end: checkpointed,
+                                })
+                                .txn
+                        }
+                    },
+                    None => &*own.insert(self.env.read_txn()?),
+                };
+                let Some(v) = self.dbs.events.get(rtxn, &codec::position_key(position))? else {
                     if !hidden.is_empty() || !self.hidden().is_empty() {
                         return Ok(None); // a deleted event (without deletions: damage)
                     }

@@ -156,6 +156,7 @@ mod options;
 mod snapshot;
 mod subscribe;
 mod tail;
+mod txns;
 mod types;
 mod walsource;
 
