@@ -1549,9 +1549,18 @@ impl Core {
         let durable = self.wal.durable_lsn();
         let mut t = write(&self.tail);
         let mut end = None;
+        // Whether the run stopped at a durable record whose appender has not recorded its
+        // place yet: that appender publishes next (it publishes after recording, and its
+        // record is not visible), so the subscribers are woken by it, once for the run,
+        // instead of once per appender of a sync group.
+        let mut more_coming = false;
         while let Some(e) = t.entries.get(t.visible) {
             // Durable, and its appender has recorded where the WAL put it.
-            if e.lsn > durable || e.location.get().is_none() {
+            if e.lsn > durable {
+                break;
+            }
+            if e.location.get().is_none() {
+                more_coming = true;
                 break;
             }
             end = Some(e.end());
@@ -1560,7 +1569,9 @@ impl Core {
         if let Some(end) = end {
             self.visible_end.store(end, Ordering::SeqCst);
             drop(t);
-            self.wake_watchers();
+            if !more_coming {
+                self.wake_watchers();
+            }
         }
     }
 
