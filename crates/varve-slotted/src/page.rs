@@ -1,7 +1,7 @@
 //! In-memory allocation state of the pages: slots, free extents and the best-fit index.
 //!
 //! This is derived metadata: it is rebuilt on open from the tracker and the slot entries
-//! it points to (see `store.rs`), never read from disk as truth.
+//! it points to (see `store/rebuild.rs`), never read from disk as truth.
 //!
 //! # Best-fit rule
 //!
