@@ -1194,6 +1194,7 @@ impl Core {
             record_len: rec.len() as u64,
             groups: rec.groups.clone(),
             location: OnceLock::new(),
+            placement: Some(ticket.placement()),
         });
         let cost = entry.cost();
         write(&self.tail).push(Arc::clone(&entry));
@@ -1549,17 +1550,17 @@ impl Core {
         let durable = self.wal.durable_lsn();
         let mut t = write(&self.tail);
         let mut end = None;
-        // Whether the run stopped at a durable record whose appender has not recorded its
-        // place yet: that appender publishes next (it publishes after recording, and its
-        // record is not visible), so the subscribers are woken by it, once for the run,
-        // instead of once per appender of a sync group.
+        // Whether the run stopped at a durable record whose place is not known yet: its
+        // appender publishes next (it publishes after recording the place, and its record
+        // is not visible), so the subscribers are woken by it, once for the run.
         let mut more_coming = false;
         while let Some(e) = t.entries.get(t.visible) {
-            // Durable, and its appender has recorded where the WAL put it.
+            // Durable, and placed: the first publish after a sync makes the whole synced
+            // run visible, without waiting for each appender's thread to come back.
             if e.lsn > durable {
                 break;
             }
-            if e.location.get().is_none() {
+            if e.placed().is_none() {
                 more_coming = true;
                 break;
             }

@@ -23,8 +23,12 @@ pub(crate) struct TailEntry {
     pub(crate) record_len: u64,
     pub(crate) groups: Vec<Group>,
     /// Where the WAL wrote it: (segment's first LSN, offset of the record's header). Set
-    /// once the record is durable; an entry becomes visible only after.
+    /// once the record is durable, by its appender or by whichever publish finds it durable
+    /// first (from `placement`); an entry becomes visible only after.
     pub(crate) location: OnceLock<(u64, u64)>,
+    /// The WAL's view of where it is placed, for publishers other than its appender; `None`
+    /// for entries rebuilt on open (their location is set).
+    pub(crate) placement: Option<varve_wal::Placement>,
 }
 
 impl TailEntry {
@@ -48,9 +52,24 @@ impl TailEntry {
         }
     }
 
-    /// What the tail counts for the entry: its WAL bytes and the index's own memory.
+    /// What the tail counts for the entry: its WAL bytes and the index's own memory (the
+    /// entry, its groups and the WAL ticket state its placement keeps alive).
     pub(crate) fn cost(&self) -> u64 {
-        self.record_len + (self.groups.len() * 48 + 128) as u64
+        self.record_len + (self.groups.len() * 48 + 256) as u64
+    }
+
+    /// The entry's place in the WAL, recorded from its placement if its appender has not
+    /// recorded it yet; `None` if the WAL has not placed it or placed another LSN there
+    /// (the appender then reports the mismatch).
+    pub(crate) fn placed(&self) -> Option<(u64, u64)> {
+        if let Some(&at) = self.location.get() {
+            return Some(at);
+        }
+        let loc = self.placement.as_ref()?.location()?;
+        if loc.lsn != self.lsn {
+            return None;
+        }
+        Some(*self.location.get_or_init(|| (loc.segment, loc.offset)))
     }
 }
 
@@ -196,7 +215,52 @@ pub(crate) fn entry_from_parsed(
         record_len: record_len as u64,
         groups: p.groups.clone(),
         location: OnceLock::new(),
+        placement: None,
     };
     let _ = entry.location.set(location);
     entry
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(lsn: u64, placement: Option<varve_wal::Placement>) -> TailEntry {
+        TailEntry {
+            lsn,
+            first_position: 0,
+            events: 1,
+            record_len: 8,
+            groups: Vec::new(),
+            location: OnceLock::new(),
+            placement,
+        }
+    }
+
+    #[test]
+    fn an_entry_is_placed_from_its_tickets_placement_only_for_its_own_lsn() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal = varve_wal::Wal::open(dir.path(), varve_wal::Options::default()).expect("wal");
+        let ticket = wal.append(b"record").expect("append");
+        let placement = ticket.placement();
+        let loc = ticket.wait_location().expect("durable");
+        let mine = entry(loc.lsn, Some(placement.clone()));
+        assert_eq!(mine.placed(), Some((loc.segment, loc.offset)));
+        assert_eq!(
+            mine.location.get(),
+            Some(&(loc.segment, loc.offset)),
+            "recorded"
+        );
+        // The log placed another LSN there: not this entry's place.
+        let other = entry(loc.lsn + 1, Some(placement));
+        assert_eq!(other.placed(), None);
+        assert_eq!(other.location.get(), None);
+        // No placement and no location (an appender that has not come back).
+        assert_eq!(entry(loc.lsn, None).placed(), None);
+        // A recorded location wins.
+        let set = entry(5, None);
+        let _ = set.location.set((1, 64));
+        assert_eq!(set.placed(), Some((1, 64)));
+        assert_eq!(set.cost(), 8 + 256);
+    }
 }

@@ -120,7 +120,7 @@ use crossbeam_queue::SegQueue;
 pub use error::{Error, Result};
 pub use options::{Options, RecoveryMode, SyncMode};
 pub use reader::{Iter, Record, RecordRef};
-pub use ticket::{RecordLocation, Ticket};
+pub use ticket::{Placement, RecordLocation, Ticket};
 
 use flusher::Flusher;
 use recovery::SegmentMeta;

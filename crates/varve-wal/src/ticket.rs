@@ -131,9 +131,38 @@ pub struct Ticket {
     pub(crate) wait_yield: Duration,
 }
 
+/// Where a ticket's record was placed, readable by threads other than the ticket's owner
+/// (from [`Ticket::placement`]): a thread that learns from
+/// [`Wal::durable_lsn`](crate::Wal::durable_lsn) that the record is durable can then find
+/// it without waiting for the owner to return from [`Ticket::wait_location`].
+#[derive(Debug, Clone)]
+pub struct Placement(Arc<TicketState>);
+
+impl Placement {
+    /// Where the (first) record is written: known once the log has given it its LSN and
+    /// place in a segment, which happens before it is written (so always once the record
+    /// is durable); `None` before that. The location says nothing about durability.
+    pub fn location(&self) -> Option<RecordLocation> {
+        match self.0.first_lsn.load(Ordering::Acquire) {
+            0 => None,
+            lsn => Some(RecordLocation {
+                lsn,
+                segment: self.0.segment.load(Ordering::Relaxed),
+                offset: self.0.offset.load(Ordering::Relaxed),
+            }),
+        }
+    }
+}
+
 impl Ticket {
     pub(crate) fn new(state: Arc<TicketState>, wait_yield: Duration) -> Self {
         Ticket { state, wait_yield }
+    }
+
+    /// A handle other threads can keep to learn where the record was placed (see
+    /// [`Placement`]). It keeps the ticket's small shared state alive while it lives.
+    pub fn placement(&self) -> Placement {
+        Placement(Arc::clone(&self.state))
     }
 
     /// The LSN of the (first) record, once the flusher has sequenced it; `None` before.
@@ -200,6 +229,25 @@ impl Ticket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_placement_reads_the_location_once_it_is_set_and_only_then() {
+        let st = TicketState::new(1);
+        let t = Ticket::new(Arc::clone(&st), Duration::ZERO);
+        let p = t.placement();
+        assert_eq!(p.location(), None);
+        st.set_lsn(12, 7, 4096);
+        let want = RecordLocation {
+            lsn: 12,
+            segment: 7,
+            offset: 4096,
+        };
+        assert_eq!(p.location(), Some(want));
+        assert_eq!(p.clone().location(), Some(want));
+        st.complete();
+        assert_eq!(t.wait_location().unwrap(), want);
+        assert_eq!(p.location(), Some(want), "outlives the ticket");
+    }
 
     #[test]
     fn wait_returns_after_completion_from_another_thread() {

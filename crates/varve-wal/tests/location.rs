@@ -55,17 +55,30 @@ fn a_ticket_s_location_is_where_its_record_was_written() {
                 s.spawn(move || {
                     let mut pending = Vec::new();
                     let mut out = Vec::new();
+                    // Another thread's view of each ticket (`Placement`) reports the same
+                    // place, and has it whenever the log says the record is durable.
+                    let done = |p: Vec<u8>, t: varve_wal::Ticket, out: &mut Vec<_>| {
+                        let placement = t.placement();
+                        if let Some(lsn) = t.lsn()
+                            && wal.durable_lsn() >= lsn
+                        {
+                            assert!(placement.location().is_some());
+                        }
+                        let loc = t.wait_location().unwrap();
+                        assert_eq!(placement.location(), Some(loc));
+                        out.push((p, loc));
+                    };
                     for i in 0..per {
                         let p = payload(w, i);
                         pending.push((p.clone(), wal.append(&p).unwrap()));
                         if pending.len() == 8 {
                             for (p, t) in pending.drain(..) {
-                                out.push((p, t.wait_location().unwrap()));
+                                done(p, t, &mut out);
                             }
                         }
                     }
                     for (p, t) in pending {
-                        out.push((p, t.wait_location().unwrap()));
+                        done(p, t, &mut out);
                     }
                     out
                 })
