@@ -12,12 +12,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// An operating-system I/O call failed (including a failed write to the caller's writer).
-    #[error("I/O error: {0}")]
+    #[error("I/O error")]
     Io(#[from] io::Error),
 
     /// LMDB (through heed) refused an operation; `heed::Error::EnvAlreadyOpened` means the
     /// store is already open in this process.
-    #[error("LMDB error: {0}")]
+    #[error("LMDB error")]
     Lmdb(#[from] heed::Error),
 
     /// Stored bytes do not match their checksum: a record header, digest table or refcount
@@ -110,4 +110,26 @@ pub enum Error {
     /// retried safely; reads keep working.
     #[error("blob store is poisoned by an earlier failed commit; reopen it")]
     Poisoned,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// A wrapped error is the source, not part of the message: a report that walks the
+    /// chain prints it once.
+    #[test]
+    fn a_wrapped_io_error_is_the_source_and_not_repeated_in_the_message() {
+        let e = Error::from(io::Error::other("disk on fire"));
+        assert_eq!(e.to_string(), "I/O error");
+        assert_eq!(
+            e.source().map(ToString::to_string).as_deref(),
+            Some("disk on fire")
+        );
+        let l = Error::from(heed::Error::Io(io::Error::other("map failed")));
+        assert_eq!(l.to_string(), "LMDB error");
+        assert!(l.source().is_some());
+    }
 }

@@ -11,7 +11,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// An operating-system I/O call failed.
-    #[error("I/O error: {0}")]
+    #[error("I/O error")]
     Io(#[from] io::Error),
     /// A value or slot read from disk failed its checks; the bytes are not returned.
     #[error("corrupted value at page {page}, slot {slot}: {what}")]
@@ -94,5 +94,24 @@ impl Error {
             )),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// A wrapped error is the source, not part of the message: a report that walks the
+    /// chain prints it once.
+    #[test]
+    fn a_wrapped_io_error_is_the_source_and_not_repeated_in_the_message() {
+        let e = Error::from(io::Error::other("disk on fire"));
+        assert_eq!(e.to_string(), "I/O error");
+        assert_eq!(
+            e.source().map(ToString::to_string).as_deref(),
+            Some("disk on fire")
+        );
     }
 }

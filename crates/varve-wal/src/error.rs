@@ -12,7 +12,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// An operating-system I/O call failed.
-    #[error("I/O error: {0}")]
+    #[error("I/O error")]
     Io(#[from] io::Error),
 
     /// Another process (or another open handle in this one) holds the directory's `LOCK`.
@@ -49,7 +49,7 @@ pub enum Error {
     },
 
     /// A write or sync failed earlier; the WAL accepts nothing more (sticky, no retry).
-    #[error("WAL is poisoned by an earlier I/O failure: {0}")]
+    #[error("WAL is poisoned by an earlier I/O failure")]
     Poisoned(#[source] Arc<io::Error>),
 
     /// A record is larger than `max_record_size`; nothing was written.
@@ -90,4 +90,29 @@ pub enum Error {
     /// An option is out of range.
     #[error("invalid WAL option: {0}")]
     InvalidOptions(&'static str),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// A wrapped error is the source, not part of the message: a report that walks the
+    /// chain prints it once.
+    #[test]
+    fn a_wrapped_io_error_is_the_source_and_not_repeated_in_the_message() {
+        let e = Error::from(io::Error::other("disk on fire"));
+        assert_eq!(e.to_string(), "I/O error");
+        assert_eq!(
+            e.source().map(ToString::to_string).as_deref(),
+            Some("disk on fire")
+        );
+        let p = Error::Poisoned(Arc::new(io::Error::other("fsync failed")));
+        assert_eq!(p.to_string(), "WAL is poisoned by an earlier I/O failure");
+        assert_eq!(
+            p.source().map(ToString::to_string).as_deref(),
+            Some("fsync failed")
+        );
+    }
 }
