@@ -59,9 +59,15 @@ pub enum Error {
         /// The configured maximum.
         max: u32,
     },
-    /// The options cannot work (see the message).
-    #[error("invalid options: {0}")]
-    InvalidOptions(&'static str),
+    /// An [`Options`](crate::Options) value is out of range (nothing was opened), or the
+    /// options cannot hold a value (`put`; nothing was written).
+    #[error("invalid option {what}: {why}")]
+    InvalidOptions {
+        /// The option.
+        what: &'static str,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// Another process (or another handle in this one) has the store open.
     #[error("store {0:?} is locked by another handle")]
     Locked(PathBuf),

@@ -107,7 +107,9 @@ mod tracker;
 
 pub use error::{Error, Result};
 pub use format::MIN_CONTAINER;
+#[cfg(feature = "test-hooks")]
+pub use store::CrashHook;
 pub use store::{
-    CompactReport, Compression, CrashHook, DEFAULT_PAGE_SIZE, Iter, MAX_PAGE_SIZE, MIN_PAGE_SIZE,
-    Options, Stats, Store,
+    CompactReport, Compression, DEFAULT_PAGE_SIZE, Iter, MAX_PAGE_SIZE, MIN_PAGE_SIZE, Options,
+    Stats, Store,
 };

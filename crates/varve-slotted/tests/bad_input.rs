@@ -170,22 +170,38 @@ fn a_value_exactly_at_the_maximum_is_accepted() {
 #[test]
 fn invalid_options_are_refused() {
     let dir = scratch();
-    for o in [
-        Options::default().min_page_size(8192),
-        Options::default().min_page_size(65537),
-        Options::default().min_page_size(2 << 30),
-        Options::default().max_value_size(u32::MAX),
+    for (o, option) in [
+        (Options::default().min_page_size(8192), "min_page_size"),
+        (Options::default().min_page_size(65537), "min_page_size"),
+        (Options::default().min_page_size(2 << 30), "min_page_size"),
+        (
+            Options::default().max_value_size(u32::MAX),
+            "max_value_size",
+        ),
         // A value must fit a 1 GiB page with its header (64), one slot (40) and the 4096
         // alignment: one byte more than that is refused.
-        Options::default().max_value_size((1 << 30) - 4200 + 1),
-        Options::default().compact_threshold(0.0),
-        Options::default().compact_threshold(1.5),
-        Options::default().compact_step_bytes(100),
+        (
+            Options::default().max_value_size((1 << 30) - 4200 + 1),
+            "max_value_size",
+        ),
+        (
+            Options::default().compact_threshold(0.0),
+            "compact_threshold",
+        ),
+        (
+            Options::default().compact_threshold(1.5),
+            "compact_threshold",
+        ),
+        (
+            Options::default().compact_step_bytes(100),
+            "compact_step_bytes",
+        ),
+        (Options::default().max_id(1 << 39), "max_id"),
     ] {
-        assert!(matches!(
-            Store::create(dir.path(), o),
-            Err(Error::InvalidOptions(_))
-        ));
+        match Store::create(dir.path(), o) {
+            Err(Error::InvalidOptions { what, .. }) => assert_eq!(what, option),
+            other => panic!("{option}: {other:?}"),
+        }
     }
     assert!(
         std::fs::read_dir(dir.path()).unwrap().next().is_none(),

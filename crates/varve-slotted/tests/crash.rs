@@ -220,8 +220,7 @@ fn panic_at(point: &'static str, nth: u64) {
     let dir = scratch();
     let calls = Arc::new(AtomicU64::new(0));
     let hook_calls = Arc::clone(&calls);
-    let mut o = opts();
-    o.crash_hook = Some(Arc::new(move |p| {
+    let o = opts().crash_hook(Arc::new(move |p| {
         if p == point && hook_calls.fetch_add(1, Ordering::SeqCst) + 1 == nth {
             panic!("injected panic at {p}");
         }

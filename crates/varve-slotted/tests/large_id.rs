@@ -22,7 +22,10 @@ fn rss() -> u64 {
 fn a_large_id_is_cheap_in_memory_and_on_disk() {
     let dir = tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap());
     let opts = Options::default().min_page_size(64 * 1024);
-    assert_eq!(opts.max_id, u64::from(u32::MAX), "the documented default");
+    assert!(
+        format!("{opts:?}").contains(&format!("max_id: {}", u32::MAX)),
+        "the documented default"
+    );
     let big = 4_000_000_000u64;
     let before = rss();
     let s = Store::create(dir.path(), opts.clone()).unwrap();
@@ -68,7 +71,7 @@ fn max_id_is_capped_so_the_tracker_stays_addressable() {
     let dir = tempfile::tempdir().unwrap();
     assert!(matches!(
         Store::create(dir.path(), Options::default().max_id(1 << 39)),
-        Err(Error::InvalidOptions(_))
+        Err(Error::InvalidOptions { .. })
     ));
     let s = Store::create(dir.path(), Options::default().max_id((1 << 39) - 1)).unwrap();
     s.put((1 << 39) - 1, b"last").unwrap();

@@ -26,9 +26,9 @@ mod write;
 
 pub use compact::CompactReport;
 pub use iter::Iter;
-pub use options::{
-    Compression, CrashHook, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MIN_PAGE_SIZE, Options,
-};
+#[cfg(feature = "test-hooks")]
+pub use options::CrashHook;
+pub use options::{Compression, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MIN_PAGE_SIZE, Options};
 pub use stats::Stats;
 
 use std::collections::{BTreeMap, BTreeSet};

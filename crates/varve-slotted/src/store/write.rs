@@ -197,11 +197,14 @@ impl Store {
             Some(p) => p,
             None => self.new_page(w, cap)?,
         };
-        let (slot, offset) = w
-            .pages
-            .with(page, |p| p.place(cap))
-            .flatten()
-            .ok_or(Error::InvalidOptions("page cannot hold the value"))?;
+        let (slot, offset) =
+            w.pages
+                .with(page, |p| p.place(cap))
+                .flatten()
+                .ok_or(Error::InvalidOptions {
+                    what: "min_page_size",
+                    why: "a page of this size cannot hold the value",
+                })?;
         // Reserve the blocks before anything is written through the map (a full disk is an
         // error here, not a SIGBUS later); on failure the placement is undone. Containers
         // are cut from the high end of a free extent, so the next ones from this extent go
