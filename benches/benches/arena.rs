@@ -177,10 +177,7 @@ fn through_cache(
         source.open(FILE, path)?;
     }
     let arena = Arena::new(ArenaConfig::with_limits(arena_max / 2, arena_max)?);
-    let config = CacheConfig {
-        prefetch,
-        ..CacheConfig::default()
-    };
+    let config = CacheConfig::default().prefetch(prefetch);
     let cache = CacheManager::new(Arc::new(source), arena, config)?;
     let mut reader = cache.reader(FILE, 0);
     let mut rec = Record::default();

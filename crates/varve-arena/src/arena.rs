@@ -72,11 +72,16 @@ impl ArenaConfig {
     /// hold at least one; `min` must not exceed `max`.
     pub fn with_limits(min_bytes: u64, max_bytes: u64) -> Result<Self> {
         let max_bytes = max_bytes - max_bytes % CHUNK_BYTES;
-        if max_bytes == 0 || min_bytes > max_bytes {
-            return Err(Error::InvalidConfig {
-                reason: format!(
-                    "need CHUNK ({CHUNK_BYTES}) <= max and min <= max; got min {min_bytes}, max {max_bytes} (rounded to chunks)"
-                ),
+        if max_bytes == 0 {
+            return Err(Error::InvalidOptions {
+                what: "max_bytes",
+                why: "must hold at least one chunk (CHUNK_BYTES)",
+            });
+        }
+        if min_bytes > max_bytes {
+            return Err(Error::InvalidOptions {
+                what: "min_bytes",
+                why: "must not exceed max_bytes (rounded down to whole chunks)",
             });
         }
         Ok(ArenaConfig {
@@ -88,8 +93,9 @@ impl ArenaConfig {
     /// The default budget: `min` 30% and `max` 50% of physical memory (`/proc/meminfo`).
     pub fn from_physical_memory() -> Result<Self> {
         let text = std::fs::read_to_string("/proc/meminfo")?;
-        let total = parse_mem_total(&text).ok_or_else(|| Error::InvalidConfig {
-            reason: "no MemTotal line in /proc/meminfo".to_string(),
+        let total = parse_mem_total(&text).ok_or(Error::InvalidOptions {
+            what: "from_physical_memory",
+            why: "no MemTotal line in /proc/meminfo",
         })?;
         Self::with_limits(total / 10 * 3, total / 2)
     }
@@ -562,8 +568,23 @@ mod tests {
 
     #[test]
     fn config_validation() {
-        assert!(ArenaConfig::with_limits(0, CHUNK_BYTES - 1).is_err());
-        assert!(ArenaConfig::with_limits(CHUNK_BYTES + 1, CHUNK_BYTES).is_err());
+        let what = |r: Result<ArenaConfig>| match r {
+            Err(Error::InvalidOptions { what, .. }) => what,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            what(ArenaConfig::with_limits(0, CHUNK_BYTES - 1)),
+            "max_bytes"
+        );
+        assert_eq!(
+            what(ArenaConfig::with_limits(CHUNK_BYTES + 1, CHUNK_BYTES)),
+            "min_bytes"
+        );
+        // max is rounded down to whole chunks before min is compared with it.
+        assert_eq!(
+            what(ArenaConfig::with_limits(CHUNK_BYTES + 1, CHUNK_BYTES + 2)),
+            "min_bytes"
+        );
         let c = ArenaConfig::with_limits(CHUNK_BYTES, 2 * CHUNK_BYTES + 5).unwrap();
         assert_eq!(
             (c.min_bytes(), c.max_bytes()),

@@ -33,11 +33,14 @@ pub enum Error {
         pages: usize,
     },
 
-    /// A configuration that cannot work (watermarks out of order, too small, ...).
-    #[error("invalid configuration: {reason}")]
-    InvalidConfig {
+    /// A configuration that cannot work (watermarks out of order, too small, a prefetch
+    /// window of 0, ...); nothing was created.
+    #[error("invalid option {what}: {why}")]
+    InvalidOptions {
+        /// The option.
+        what: &'static str,
         /// What is wrong with it.
-        reason: String,
+        why: &'static str,
     },
 
     /// A record failed validation (checksum mismatch, impossible length): its bytes are

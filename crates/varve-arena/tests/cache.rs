@@ -57,11 +57,13 @@ fn within(start: Instant, secs: u64) {
     );
 }
 
+/// The tests' configuration: the default with a read waiting at most [`WAIT`] (a test that
+/// waits longer fails fast).
+fn base() -> CacheConfig {
+    CacheConfig::default().wait_timeout(WAIT)
+}
+
 fn manager(path: &Path, min_chunks: u64, max_chunks: u64, config: CacheConfig) -> CacheManager {
-    let config = CacheConfig {
-        wait_timeout: config.wait_timeout.min(WAIT),
-        ..config
-    };
     let source = FileSource::new();
     source.open(FILE, path).unwrap();
     let arena = Arena::new(
@@ -71,10 +73,7 @@ fn manager(path: &Path, min_chunks: u64, max_chunks: u64, config: CacheConfig) -
 }
 
 fn no_prefetch() -> CacheConfig {
-    CacheConfig {
-        prefetch: false,
-        ..CacheConfig::default()
-    }
+    base().prefetch(false)
 }
 
 fn sizes() -> impl Strategy<Value = Vec<usize>> {
@@ -98,7 +97,7 @@ proptest! {
         let (path, offsets) = write_log(dir.path(), &sizes);
         let file = File::open(&path).unwrap();
         let end = file.metadata().unwrap().len();
-        let config = CacheConfig { prefetch, ..CacheConfig::default() };
+        let config = base().prefetch(prefetch);
         let m = manager(&path, 1, 2, config);
         let mut readers: Vec<(usize, varve_arena::TailReader)> = starts
             .iter()
@@ -153,7 +152,7 @@ fn tailing_reader_sees_every_record_once_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log");
     let mut w = File::create(&path).unwrap();
-    let m = manager(&path, 1, 4, CacheConfig::default());
+    let m = manager(&path, 1, 4, base());
     let n = 400u64;
     let writer = std::thread::spawn(move || {
         let mut x = 7u64;
@@ -233,7 +232,7 @@ fn grown_partial_page_is_invalidated_not_served_stale() {
 }
 
 fn expect_corrupted(path: &Path, offsets: &[u64], bad: usize) {
-    let m = manager(path, 1, 4, CacheConfig::default());
+    let m = manager(path, 1, 4, base());
     let mut r = m.reader(FILE, 0);
     for &off in &offsets[..bad] {
         let rec = r.next_record().unwrap().unwrap();
@@ -280,7 +279,7 @@ fn corrupted_records_are_reported_never_returned() {
     let mut bytes = clean.clone();
     bytes[offsets[3] as usize + 1] ^= 0x01;
     std::fs::write(&path, &bytes).unwrap();
-    let m = manager(&path, 1, 4, CacheConfig::default());
+    let m = manager(&path, 1, 4, base());
     let mut r = m.reader(FILE, offsets[3]);
     assert!(r.next_record().unwrap().is_none());
     // A length above the framing's maximum is corrupt, not "wait for more bytes".
@@ -302,7 +301,7 @@ fn truncated_tail_is_not_yet_available_not_corrupt() {
         .chain([offsets[1] as usize + 4100])
     {
         std::fs::write(&path, &clean[..cut]).unwrap();
-        let m = manager(&path, 1, 4, CacheConfig::default());
+        let m = manager(&path, 1, 4, base());
         let mut r = m.reader(FILE, 0);
         let mut n = 0;
         let start = Instant::now();
@@ -346,10 +345,7 @@ fn expected_window(last_page: u64) -> usize {
 fn sequential_reader_is_prefetched_and_the_window_grows() {
     let dir = tempfile::tempdir().unwrap();
     let (path, pages) = sequential_file(dir.path());
-    let config = CacheConfig {
-        max_window: 64,
-        ..CacheConfig::default()
-    };
+    let config = base().max_window(64);
     let m = manager(&path, 16, 32, config);
     let mut r = m.reader(FILE, 0);
     assert_eq!(
@@ -400,7 +396,7 @@ fn seek_moves_to_another_record() {
     let dir = tempfile::tempdir().unwrap();
     let sizes = [10usize, 5000, 20, 30, 9000, 40];
     let (path, offsets) = write_log(dir.path(), &sizes);
-    let m = manager(&path, 1, 4, CacheConfig::default());
+    let m = manager(&path, 1, 4, base());
     let mut r = m.reader(FILE, 0);
     r.next_record().unwrap().unwrap();
     r.seek(offsets[4]);
@@ -547,10 +543,7 @@ fn gated(dir: &Path, wait: Duration) -> Gated {
     );
     let arena = Arena::new(ArenaConfig::with_limits(CHUNK_BYTES, 8 * CHUNK_BYTES).unwrap());
     let source: Arc<dyn PageSource> = Arc::clone(&gate) as Arc<dyn PageSource>;
-    let config = CacheConfig {
-        wait_timeout: wait,
-        ..CacheConfig::default()
-    };
+    let config = base().wait_timeout(wait);
     let m = CacheManager::new(source, arena.clone(), config).unwrap();
     let mut r = m.reader(FILE, 0);
     let guard = OpenOnDrop(Arc::clone(&gate));
@@ -662,7 +655,7 @@ fn without_prefetch_every_page_is_a_miss() {
 fn wasted_prefetch_shrinks_the_window() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = sequential_file(dir.path());
-    let m = manager(&path, 16, 32, CacheConfig::default());
+    let m = manager(&path, 16, 32, base());
     let mut r = m.reader(FILE, 0);
     let start = Instant::now();
     while r.window() < 16 {
@@ -707,8 +700,8 @@ fn pinned_page_survives_eviction() {
 fn usage_above_min_is_evicted_and_held_stays_below_max() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = sequential_file(dir.path());
-    for config in [CacheConfig::default(), no_prefetch()] {
-        let m = manager(&path, 1, 2, config);
+    for prefetch in [true, false] {
+        let m = manager(&path, 1, 2, base().prefetch(prefetch));
         let mut r = m.reader(FILE, 0);
         let mut n = 0;
         let start = Instant::now();
@@ -721,7 +714,7 @@ fn usage_above_min_is_evicted_and_held_stays_below_max() {
         let st = m.stats();
         assert!(st.evictions > 0);
         assert!(st.peak_held_bytes <= 2 * CHUNK_BYTES);
-        if config.prefetch {
+        if prefetch {
             assert!(m.arena().used_bytes() <= CHUNK_BYTES, "trimmed to min");
         } else {
             // Trimmed to min less an eighth of it (room for pages freed in chunks not yet
@@ -746,12 +739,8 @@ fn streaming_past_min_evicts_consumed_pages_and_reuses_chunks() {
     let sizes = vec![1000usize; 4 * 8 * 64 * 4096 / 1024];
     let (path, _) = write_log(dir.path(), &sizes);
     let pages = std::fs::metadata(&path).unwrap().len().div_ceil(4096);
-    let prefetch = CacheConfig {
-        max_window: 32,
-        ..CacheConfig::default()
-    };
-    for config in [prefetch, no_prefetch()] {
-        let m = manager(&path, 8, 12, config);
+    for prefetch in [true, false] {
+        let m = manager(&path, 8, 12, base().max_window(32).prefetch(prefetch));
         let mut r = m.reader(FILE, 0);
         let start = Instant::now();
         let mut n = 0;
@@ -771,7 +760,7 @@ fn streaming_past_min_evicts_consumed_pages_and_reuses_chunks() {
         // load; the bound leaves one of slack).
         assert!(arena.chunks_released <= 1, "{arena:?}");
         assert!(st.peak_held_bytes <= 9 * CHUNK_BYTES, "{st:?}");
-        if config.prefetch {
+        if prefetch {
             assert_eq!((st.misses, st.prefetched_wasted), (3, 0), "{st:?}");
             assert_eq!(st.prefetched_used, pages - 3);
         } else {
@@ -820,12 +809,7 @@ fn prefetcher_makes_room_before_allocating_a_window() {
             most_used: std::sync::atomic::AtomicU64::new(0),
         },
     );
-    let config = CacheConfig {
-        max_window: 32,
-        prefetch_threads: 1,
-        wait_timeout: WAIT,
-        ..CacheConfig::default()
-    };
+    let config = base().max_window(32).prefetch_threads(1).wait_timeout(WAIT);
     let m = CacheManager::new(source.clone(), arena, config).unwrap();
     let mut r = m.reader(FILE, 0);
     let start = Instant::now();
@@ -849,10 +833,7 @@ fn prefetcher_makes_room_before_allocating_a_window() {
 fn full_arena_with_nothing_evictable_is_exhausted() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = write_log(dir.path(), &[10]);
-    let config = CacheConfig {
-        wait_timeout: Duration::from_millis(20),
-        ..CacheConfig::default()
-    };
+    let config = base().wait_timeout(Duration::from_millis(20));
     let m = manager(&path, 0, 1, config);
     let hog = m
         .arena()
@@ -912,10 +893,7 @@ fn faulty_manager(path: &Path, fail_reads: bool, fail_len: bool, panic: bool) ->
         },
     );
     let arena = Arena::new(ArenaConfig::with_limits(CHUNK_BYTES, 4 * CHUNK_BYTES).unwrap());
-    let config = CacheConfig {
-        wait_timeout: WAIT,
-        ..CacheConfig::default()
-    };
+    let config = base().wait_timeout(WAIT);
     CacheManager::new(source, arena, config).unwrap()
 }
 
@@ -961,22 +939,21 @@ fn invalid_cache_config_is_refused() {
     source.open(FILE, &path).unwrap();
     let source: Arc<dyn PageSource> = Arc::new(source);
     let arena = Arena::new(ArenaConfig::with_limits(0, CHUNK_BYTES).unwrap());
-    for (initial_window, max_window, prefetch_threads) in [(0, 4, 1), (8, 4, 1), (4, 4, 0)] {
-        let config = CacheConfig {
-            initial_window,
-            max_window,
-            prefetch_threads,
-            ..CacheConfig::default()
-        };
-        let r = CacheManager::new(Arc::clone(&source), arena.clone(), config);
-        assert!(matches!(r, Err(Error::InvalidConfig { .. })));
+    for (initial_window, max_window, prefetch_threads, option) in [
+        (0, 4, 1, "initial_window"),
+        (8, 4, 1, "max_window"),
+        (4, 4, 0, "prefetch_threads"),
+    ] {
+        let config = base()
+            .initial_window(initial_window)
+            .max_window(max_window)
+            .prefetch_threads(prefetch_threads);
+        match CacheManager::new(Arc::clone(&source), arena.clone(), config) {
+            Err(Error::InvalidOptions { what, .. }) => assert_eq!(what, option),
+            other => panic!("{option}: {:?}", other.err()),
+        }
     }
-    let config = CacheConfig {
-        initial_window: 4,
-        max_window: 4,
-        prefetch_threads: 1,
-        ..CacheConfig::default()
-    };
+    let config = base().initial_window(4).max_window(4).prefetch_threads(1);
     assert!(CacheManager::new(source, arena, config).is_ok());
 }
 
@@ -1015,7 +992,7 @@ fn reader_at_max_waits_for_memory_then_reads() {
 fn prefetch_requests_skip_cached_pages_and_load_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = sequential_file(dir.path());
-    let m = manager(&path, 16, 32, CacheConfig::default());
+    let m = manager(&path, 16, 32, base());
     // Reader B caches page 5 (record 166 lies wholly inside it).
     let mut b = m.reader(FILE, 166 * 124);
     b.next_record().unwrap().unwrap();
@@ -1052,7 +1029,7 @@ fn bytes_past_the_reported_length_are_never_served() {
     let dir = tempfile::tempdir().unwrap();
     let sizes: Vec<usize> = (0..400).map(|i| (i * 37) % 500).collect();
     let (path, offsets) = write_log(dir.path(), &sizes);
-    for config in [CacheConfig::default(), no_prefetch()] {
+    for config in [base(), no_prefetch()] {
         let lag = hooked(
             &path,
             &[FILE],
@@ -1097,7 +1074,7 @@ fn o_direct_files_read_into_arena_pages() {
         return;
     }
     let arena = Arena::new(ArenaConfig::with_limits(CHUNK_BYTES, 8 * CHUNK_BYTES).unwrap());
-    let m = CacheManager::new(Arc::new(source), arena, CacheConfig::default()).unwrap();
+    let m = CacheManager::new(Arc::new(source), arena, base()).unwrap();
     let mut r = m.reader(FILE, 0);
     let mut n = 0u64;
     let start = Instant::now();
@@ -1180,12 +1157,7 @@ fn overlapping(
     let (path, _) = sequential_file(dir);
     let source = hooked(&path, ids, Overlapping::new(in_flight));
     let arena = Arena::new(ArenaConfig::with_limits(8 * CHUNK_BYTES, 16 * CHUNK_BYTES).unwrap());
-    let config = CacheConfig {
-        max_window: 16,
-        prefetch_threads: 2,
-        wait_timeout: WAIT,
-        ..CacheConfig::default()
-    };
+    let config = base().max_window(16).prefetch_threads(2).wait_timeout(WAIT);
     let m = CacheManager::new(source.clone(), arena, config).unwrap();
     (source, m)
 }
@@ -1273,12 +1245,7 @@ fn prefetch_reads_a_whole_run_of_pages_per_call() {
         },
     );
     let arena = Arena::new(ArenaConfig::with_limits(16 * CHUNK_BYTES, 32 * CHUNK_BYTES).unwrap());
-    let m = CacheManager::new(
-        Arc::clone(&src) as Arc<dyn PageSource>,
-        arena,
-        CacheConfig::default(),
-    )
-    .unwrap();
+    let m = CacheManager::new(Arc::clone(&src) as Arc<dyn PageSource>, arena, base()).unwrap();
     let mut r = m.reader(FILE, 0);
     let start = Instant::now();
     while r.next_record().unwrap().is_some() {
@@ -1296,7 +1263,7 @@ fn prefetch_reads_a_whole_run_of_pages_per_call() {
 fn seek_restarts_sequential_detection() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = sequential_file(dir.path());
-    let m = manager(&path, 16, 32, CacheConfig::default());
+    let m = manager(&path, 16, 32, base());
     let mut r = m.reader(FILE, 0);
     let start = Instant::now();
     while r.offset() < 10 * 4096 {

@@ -49,14 +49,15 @@ impl CacheManager {
         config: CacheConfig,
         framing: impl Framing,
     ) -> Result<Self> {
-        if config.initial_window == 0
-            || config.max_window < config.initial_window
-            || config.prefetch_threads == 0
-        {
-            return Err(Error::InvalidConfig {
-                reason: "need 0 < initial_window <= max_window and prefetch_threads > 0"
-                    .to_string(),
-            });
+        let bad = |what, why| Err(Error::InvalidOptions { what, why });
+        if config.initial_window == 0 {
+            return bad("initial_window", "must be at least 1");
+        }
+        if config.max_window < config.initial_window {
+            return bad("max_window", "must be at least initial_window");
+        }
+        if config.prefetch_threads == 0 {
+            return bad("prefetch_threads", "must be at least 1");
         }
         let shared = Arc::new(Shared {
             source,
@@ -194,10 +195,7 @@ mod tests {
         let source = FileSource::new();
         source.open(0, &path).unwrap();
         let arena = Arena::new(ArenaConfig::with_limits(0, CHUNK_BYTES).unwrap());
-        let config = CacheConfig {
-            class: PageClass::Small,
-            ..CacheConfig::default()
-        };
+        let config = CacheConfig::default().class(PageClass::Small);
         let m = CacheManager::new(Arc::new(source), arena, config).unwrap();
         assert_eq!(m.shared.page_size(), 512);
         let mut r = m.reader(0, 0);

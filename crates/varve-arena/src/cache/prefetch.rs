@@ -164,10 +164,7 @@ mod tests {
         let source = FileSource::new();
         source.open(0, &path).unwrap();
         let arena = Arena::new(ArenaConfig::with_limits(CHUNK_BYTES, 4 * CHUNK_BYTES).unwrap());
-        let config = CacheConfig {
-            wait_timeout: Duration::from_millis(200),
-            ..CacheConfig::default()
-        };
+        let config = CacheConfig::default().wait_timeout(Duration::from_millis(200));
         let m = CacheManager::new(Arc::new(source), arena.clone(), config).unwrap();
         assert_eq!(m.shared.page_size(), 4096);
         let mut r = m.reader(0, 0);
