@@ -456,20 +456,11 @@ fn read_benches() -> Res {
             p_med,
         );
         let (d_cold, d_warm) = read_policy(&store, &payloads, SidecarOptions::default())?;
-        let noverify = SidecarOptions {
-            verify_on_read: false,
-            ..SidecarOptions::default()
-        };
+        let noverify = SidecarOptions::default().verify_on_read(false);
         let (n_cold, n_warm) = read_policy(&store, &payloads, noverify)?;
-        let direct = SidecarOptions {
-            cache_policy: CachePolicy::Direct,
-            ..SidecarOptions::default()
-        };
+        let direct = SidecarOptions::default().cache_policy(CachePolicy::Direct);
         let (x_cold, x_warm) = read_policy(&store, &payloads, direct)?;
-        let keep = SidecarOptions {
-            cache_policy: CachePolicy::Keep,
-            ..SidecarOptions::default()
-        };
+        let keep = SidecarOptions::default().cache_policy(CachePolicy::Keep);
         let (k_cold, k_warm) = read_policy(&store, &payloads, keep)?;
 
         for (temp, p, h, d, n, x, k) in [
@@ -596,13 +587,7 @@ fn hot_benches() -> Res {
         drop_cache(&plain)?;
         // The sidecar with a hot set: a first (cold) read admits every blob, the second
         // is timed.
-        let sc = Sidecar::open(
-            &store,
-            SidecarOptions {
-                hot_budget: budget,
-                ..SidecarOptions::default()
-            },
-        )?;
+        let sc = Sidecar::open(&store, SidecarOptions::default().hot_budget(budget))?;
         drop_cache(sc.path())?;
         let mut first = Touch::default();
         for p in &payloads {
@@ -657,13 +642,7 @@ fn hot_benches() -> Res {
     // A working set twice the budget, read in a skewed order (half of the reads go to an
     // eighth of the blobs): residency against the budget while blobs are evicted.
     let half = budget / 2;
-    let sc = Sidecar::open(
-        &store,
-        SidecarOptions {
-            hot_budget: half,
-            ..SidecarOptions::default()
-        },
-    )?;
+    let sc = Sidecar::open(&store, SidecarOptions::default().hot_budget(half))?;
     drop_cache(sc.path())?;
     let hot_few = (count / 8).max(1);
     let churn = timed_pass(sc.path(), 0, |sink| {
@@ -714,10 +693,7 @@ fn group_benches() -> Res {
     let run = |group_commit: bool| -> Res<(f64, f64)> {
         let sc = Sidecar::open(
             dir.path().join(format!("group-{group_commit}")),
-            SidecarOptions {
-                group_commit,
-                ..SidecarOptions::default()
-            },
+            SidecarOptions::default().group_commit(group_commit),
         )?;
         let bytes = std::sync::atomic::AtomicU64::new(0);
         let t = Instant::now();
@@ -792,10 +768,7 @@ fn write_benches() -> Res {
 
         let store_all = |policy: CachePolicy| -> Res<(f64, u64)> {
             let sc_dir = dir.path().join(format!("sc-{size}-{policy:?}"));
-            let opts = SidecarOptions {
-                cache_policy: policy,
-                ..SidecarOptions::default()
-            };
+            let opts = SidecarOptions::default().cache_policy(policy);
             let sc = Sidecar::open(&sc_dir, opts)?;
             let t = Instant::now();
             for first in (0..n).step_by(batch) {

@@ -30,39 +30,94 @@ pub enum CachePolicy {
     Keep,
 }
 
-/// Options of [`crate::Sidecar::open`].
+/// Options of [`crate::Sidecar::open`]: `SidecarOptions::default()` and the setters below;
+/// `open` checks them ([`SidecarOptions::validate`]).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct SidecarOptions {
+    pub(crate) max_blob_size: u64,
+    pub(crate) initial_map_size: u64,
+    pub(crate) max_map_size: u64,
+    pub(crate) cache_policy: CachePolicy,
+    pub(crate) verify_on_read: bool,
+    pub(crate) verify_buffer: usize,
+    pub(crate) read_chunk: usize,
+    pub(crate) group_commit: bool,
+    pub(crate) hot_budget: u64,
+    pub(crate) small_blob_max: u64,
+}
+
+impl SidecarOptions {
     /// Largest blob accepted by `store`; larger payloads are rejected with
     /// `Error::BlobTooLarge` before anything is written. Default 1 GiB.
-    pub max_blob_size: u64,
+    #[must_use]
+    pub fn max_blob_size(mut self, max_blob_size: u64) -> Self {
+        self.max_blob_size = max_blob_size;
+        self
+    }
+
     /// Initial LMDB map size in bytes (rounded up to the page size). The map grows by
     /// doubling when a write needs more room. Default 256 MiB.
-    pub initial_map_size: u64,
+    #[must_use]
+    pub fn initial_map_size(mut self, initial_map_size: u64) -> Self {
+        self.initial_map_size = initial_map_size;
+        self
+    }
+
     /// Ceiling for map growth; a write that needs more fails with `Error::StoreFull`.
     /// Default 16 TiB (address space, not disk).
-    pub max_map_size: u64,
+    #[must_use]
+    pub fn max_map_size(mut self, max_map_size: u64) -> Self {
+        self.max_map_size = max_map_size;
+        self
+    }
+
     /// Read-path cache policy. Default [`CachePolicy::DropBehind`].
-    pub cache_policy: CachePolicy,
+    #[must_use]
+    pub fn cache_policy(mut self, cache_policy: CachePolicy) -> Self {
+        self.cache_policy = cache_policy;
+        self
+    }
+
     /// Check each chunk of a blob against the digest stored with it before handing the
     /// chunk out (default true). With it off, content bytes go to the writer unchecked
     /// (headers and the digest table are still checked) and content damage goes
     /// undetected.
-    pub verify_on_read: bool,
+    #[must_use]
+    pub fn verify_on_read(mut self, verify_on_read: bool) -> Self {
+        self.verify_on_read = verify_on_read;
+        self
+    }
+
     /// For blobs written by format version 1 only (they carry no chunk digests): up to this
     /// size they are read into one private buffer, verified against their SHA-256, then
     /// written; larger ones are read twice (the first pass verifies and notes a digest of
     /// every read chunk, the second hands out chunks that still match). Default 16 MiB.
-    pub verify_buffer: usize,
+    #[must_use]
+    pub fn verify_buffer(mut self, verify_buffer: usize) -> Self {
+        self.verify_buffer = verify_buffer;
+        self
+    }
+
     /// Size of the pieces a blob is read from the file in (rounded up to the page size):
     /// each piece is read with one `pread` and dropped from the page cache right after.
     /// Default 256 KiB. Page-cache residency of a read stays within about two pieces plus
     /// the read-ahead window (2 MiB). With [`CachePolicy::Direct`] pieces are at least
     /// 1 MiB (each is a synchronous device request).
-    pub read_chunk: usize,
+    #[must_use]
+    pub fn read_chunk(mut self, read_chunk: usize) -> Self {
+        self.read_chunk = read_chunk;
+        self
+    }
+
     /// Let concurrent `store`/`store_many` calls share one LMDB write transaction and
     /// commit (default true). Off, every call commits (and syncs) on its own.
-    pub group_commit: bool,
+    #[must_use]
+    pub fn group_commit(mut self, group_commit: bool) -> Self {
+        self.group_commit = group_commit;
+        self
+    }
+
     /// Bytes of recently read blobs kept in the page cache (default 0: none, every read
     /// drops what it read). A blob whose overflow run (whole pages) fits the budget is
     /// kept after it is read; the blobs kept are chosen by SIEVE (a blob read again is
@@ -75,7 +130,12 @@ pub struct SidecarOptions {
     /// [`CachePolicy::Keep`] (which keeps everything) or [`CachePolicy::Direct`] (which
     /// reads around the page cache): `Sidecar::open` refuses those with
     /// `Error::InvalidOptions`.
-    pub hot_budget: u64,
+    #[must_use]
+    pub fn hot_budget(mut self, hot_budget: u64) -> Self {
+        self.hot_budget = hot_budget;
+        self
+    }
+
     /// Blobs of at most this many bytes (default 64 KiB; version-1 blobs up to 24 bytes
     /// more) are read and written like any LMDB value, whatever the [`CachePolicy`]: read
     /// through LMDB's map (verified as every blob is), and neither read nor write gives
@@ -86,10 +146,12 @@ pub struct SidecarOptions {
     /// lists, and a dropped small blob is a device read the next time. The hot set
     /// ([`SidecarOptions::hot_budget`]) holds only larger blobs. 0: the policy applies to
     /// every blob.
-    pub small_blob_max: u64,
-}
+    #[must_use]
+    pub fn small_blob_max(mut self, small_blob_max: u64) -> Self {
+        self.small_blob_max = small_blob_max;
+        self
+    }
 
-impl SidecarOptions {
     /// Checks that the options do not contradict each other.
     ///
     /// # Errors

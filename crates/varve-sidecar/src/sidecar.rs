@@ -1256,10 +1256,7 @@ mod tests {
             [(CachePolicy::DropBehind, false), (CachePolicy::Keep, true)]
         {
             let dir = tempfile::tempdir().unwrap();
-            let opts = SidecarOptions {
-                cache_policy: policy,
-                ..SidecarOptions::default()
-            };
+            let opts = SidecarOptions::default().cache_policy(policy);
             let sc = Sidecar::open(dir.path(), opts).unwrap();
             let blob: Vec<u8> = (0..4096u64).flat_map(|p| [p as u8; 4096]).collect();
             let hash = BlobHash::of(&blob);
@@ -1367,10 +1364,7 @@ mod tests {
             .unwrap();
         image[at] ^= 0x01;
         std::fs::write(&file, &image).unwrap();
-        let opts = SidecarOptions {
-            verify_buffer: 64 << 10,
-            ..SidecarOptions::default()
-        };
+        let opts = SidecarOptions::default().verify_buffer(64 << 10);
         let sc = Sidecar::open(dir.path(), opts).unwrap();
         let p = Payload::BlobRef(BlobHash::of(&big));
         assert!(
@@ -1385,10 +1379,7 @@ mod tests {
         let small = pattern(100_000, 1);
         let big = pattern((3 << 20) + 5, 2);
         write_version_1_store(dir.path(), &[&small, &big]);
-        let d = SidecarOptions {
-            verify_buffer: 64 << 10,
-            ..SidecarOptions::default()
-        };
+        let d = SidecarOptions::default().verify_buffer(64 << 10);
         for opts in [
             d.clone(),
             SidecarOptions::default(),
@@ -1495,12 +1486,10 @@ mod tests {
         for policy in [CachePolicy::DropBehind, CachePolicy::Direct] {
             let sc = Sidecar::open(
                 dir.path(),
-                SidecarOptions {
-                    verify_buffer: 64 << 10,
-                    cache_policy: policy,
-                    read_chunk: 1 << 20,
-                    ..SidecarOptions::default()
-                },
+                SidecarOptions::default()
+                    .verify_buffer(64 << 10)
+                    .cache_policy(policy)
+                    .read_chunk(1 << 20),
             )
             .unwrap();
             let mut sink = Checking {
@@ -1642,10 +1631,7 @@ mod tests {
     #[test]
     fn without_group_commit_every_store_commits_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = SidecarOptions {
-            group_commit: false,
-            ..SidecarOptions::default()
-        };
+        let opts = SidecarOptions::default().group_commit(false);
         let sc = Sidecar::open(dir.path(), opts).unwrap();
         let before = sc.commits.load(Ordering::Relaxed);
         std::thread::scope(|scope| {
@@ -1766,14 +1752,8 @@ mod tests {
         }
         for opts in [
             SidecarOptions::default(),
-            SidecarOptions {
-                read_chunk: 12288,
-                ..SidecarOptions::default()
-            },
-            SidecarOptions {
-                cache_policy: CachePolicy::Direct,
-                ..SidecarOptions::default()
-            },
+            SidecarOptions::default().read_chunk(12288),
+            SidecarOptions::default().cache_policy(CachePolicy::Direct),
         ] {
             let sc = Sidecar::open(dir.path(), opts.clone()).unwrap();
             for b in [&big, &many] {
@@ -1879,11 +1859,9 @@ mod tests {
                 (0, 4096, false),
             ] {
                 let dir = tempfile::tempdir().unwrap();
-                let opts = SidecarOptions {
-                    cache_policy: policy,
-                    small_blob_max: small_max,
-                    ..SidecarOptions::default()
-                };
+                let opts = SidecarOptions::default()
+                    .cache_policy(policy)
+                    .small_blob_max(small_max);
                 let case = format!("{policy:?}, small_blob_max {small_max}, {len} B");
                 let data = pattern(len, len as u64);
                 let (hash, run) = {
@@ -1920,10 +1898,7 @@ mod tests {
     }
 
     fn hot_opts(budget: u64) -> SidecarOptions {
-        SidecarOptions {
-            hot_budget: budget,
-            ..SidecarOptions::default()
-        }
+        SidecarOptions::default().hot_budget(budget)
     }
 
     /// Blobs read are kept while they fit the budget; a blob read again is marked
@@ -2152,20 +2127,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for policy in [CachePolicy::Keep, CachePolicy::Direct] {
             let sub = dir.path().join(format!("{policy:?}"));
-            let opts = SidecarOptions {
-                cache_policy: policy,
-                hot_budget: 1,
-                ..SidecarOptions::default()
-            };
+            let opts = SidecarOptions::default().cache_policy(policy).hot_budget(1);
             match Sidecar::open(&sub, opts) {
                 Err(Error::InvalidOptions { what, .. }) => assert_eq!(what, "hot_budget"),
                 other => panic!("{policy:?}: {other:?}"),
             }
             assert!(!sub.exists());
-            let opts = SidecarOptions {
-                cache_policy: policy,
-                ..SidecarOptions::default()
-            };
+            let opts = SidecarOptions::default().cache_policy(policy);
             assert!(opts.validate().is_ok());
         }
         assert!(hot_opts(1).validate().is_ok());

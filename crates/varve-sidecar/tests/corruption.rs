@@ -43,19 +43,9 @@ fn all_policies() -> Vec<SidecarOptions> {
     let d = SidecarOptions::default;
     vec![
         d(),
-        SidecarOptions {
-            verify_buffer: 4096,
-            read_chunk: 8192,
-            ..d()
-        },
-        SidecarOptions {
-            cache_policy: CachePolicy::Direct,
-            ..d()
-        },
-        SidecarOptions {
-            cache_policy: CachePolicy::Keep,
-            ..d()
-        },
+        d().verify_buffer(4096).read_chunk(8192),
+        d().cache_policy(CachePolicy::Direct),
+        d().cache_policy(CachePolicy::Keep),
     ]
 }
 
@@ -98,14 +88,8 @@ fn flipped_content_byte_is_corrupted_under_every_policy() {
             );
         }
         // With verification off the damage goes through: it is the check that catches it.
-        let sc = Sidecar::open(
-            dir.path(),
-            SidecarOptions {
-                verify_on_read: false,
-                ..SidecarOptions::default()
-            },
-        )
-        .unwrap();
+        let sc =
+            Sidecar::open(dir.path(), SidecarOptions::default().verify_on_read(false)).unwrap();
         let got = sc.read(&Payload::BlobRef(hash)).unwrap();
         assert_eq!(got.len(), data.len());
         assert_ne!(got, data);
@@ -130,10 +114,7 @@ fn flipped_blob_header_is_corrupted_even_without_verification() {
     for verify_on_read in [true, false] {
         let sc = Sidecar::open(
             dir.path(),
-            SidecarOptions {
-                verify_on_read,
-                ..SidecarOptions::default()
-            },
+            SidecarOptions::default().verify_on_read(verify_on_read),
         )
         .unwrap();
         let mut out = Vec::new();
@@ -264,24 +245,12 @@ fn bytes_changed_during_a_read_never_reach_the_writer() {
     let file = dir.path().join("blobs.mdb");
     let content = find(&std::fs::read(&file).unwrap(), &data[..64]) as u64;
     let target = content + 3 * MIB as u64 + 5;
-    let small_buffer = SidecarOptions {
-        verify_buffer: 64 << 10,
-        ..SidecarOptions::default()
-    };
+    let small_buffer = SidecarOptions::default().verify_buffer(64 << 10);
     let mut cases = vec![
         small_buffer.clone(),
-        SidecarOptions {
-            read_chunk: 8192,
-            ..small_buffer.clone()
-        },
-        SidecarOptions {
-            cache_policy: CachePolicy::Direct,
-            ..small_buffer.clone()
-        },
-        SidecarOptions {
-            cache_policy: CachePolicy::Keep,
-            ..small_buffer
-        },
+        small_buffer.clone().read_chunk(8192),
+        small_buffer.clone().cache_policy(CachePolicy::Direct),
+        small_buffer.cache_policy(CachePolicy::Keep),
     ];
     cases.extend(all_policies());
     for opts in cases {
@@ -375,8 +344,8 @@ fn a_damaged_digest_table_is_corrupted_before_any_content() {
     let content = find(&std::fs::read(&file).unwrap(), &data[..64]);
     flip(&file, content - 16 * 2 + 3, 0x10); // chunk 1's digest
     for verify_on_read in [true, false] {
-        for mut opts in all_policies() {
-            opts.verify_on_read = verify_on_read;
+        for opts in all_policies() {
+            let opts = opts.verify_on_read(verify_on_read);
             let sc = Sidecar::open(dir.path(), opts.clone()).unwrap();
             let mut out = Vec::new();
             assert!(

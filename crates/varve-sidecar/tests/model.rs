@@ -40,7 +40,7 @@ proptest! {
     fn sidecar_matches_a_refcount_model(ops in proptest::collection::vec(op(), 1..25)) {
         let pool = pool();
         let dir = tempfile::tempdir().unwrap();
-        let opts = SidecarOptions { initial_map_size: 1 << 20, ..SidecarOptions::default() };
+        let opts = SidecarOptions::default().initial_map_size(1 << 20);
         let mut sc = Sidecar::open(dir.path(), opts.clone()).unwrap();
         let mut model: BTreeMap<BlobHash, u64> = BTreeMap::new();
         for op in ops {

@@ -11,10 +11,7 @@ use varve_sidecar::{BlobHash, Payload, Sidecar, SidecarOptions};
 const CHILD_ENV: &str = "VARVE_SIDECAR_MP_CHILD";
 
 fn opts() -> SidecarOptions {
-    SidecarOptions {
-        initial_map_size: 1 << 20,
-        ..SidecarOptions::default()
-    }
+    SidecarOptions::default().initial_map_size(1 << 20)
 }
 
 fn blob(len: usize, seed: u8) -> Vec<u8> {

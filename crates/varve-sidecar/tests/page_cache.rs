@@ -266,21 +266,16 @@ fn streaming_reads_keep_rss_and_page_cache_small() {
     let advised_warm = stream_all(
         dir.path(),
         &payloads,
-        SidecarOptions {
-            verify_on_read: false,
-            ..SidecarOptions::default()
-        },
+        SidecarOptions::default().verify_on_read(false),
         &base,
         true,
     );
     let off = stream_all(
         dir.path(),
         &payloads,
-        SidecarOptions {
-            cache_policy: CachePolicy::Keep,
-            verify_on_read: false,
-            ..SidecarOptions::default()
-        },
+        SidecarOptions::default()
+            .cache_policy(CachePolicy::Keep)
+            .verify_on_read(false),
         &base,
         false,
     );
@@ -344,14 +339,7 @@ fn writes_leave_no_blob_pages_in_the_page_cache() {
     let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
     for (policy, expect_small) in [(CachePolicy::DropBehind, true), (CachePolicy::Keep, false)] {
         let sub = dir.path().join(format!("{policy:?}"));
-        let sc = Sidecar::open(
-            &sub,
-            SidecarOptions {
-                cache_policy: policy,
-                ..SidecarOptions::default()
-            },
-        )
-        .unwrap();
+        let sc = Sidecar::open(&sub, SidecarOptions::default().cache_policy(policy)).unwrap();
         sc.store_many(&refs).unwrap();
         let c = cached(sc.path());
         println!("{policy:?}: {c} bytes of blobs.mdb cached after writing 16 MiB");
@@ -398,10 +386,7 @@ fn streaming_a_large_blob_keeps_only_a_few_chunks_cached() {
     for verify_on_read in [true, false] {
         let sc = Sidecar::open(
             dir.path(),
-            SidecarOptions {
-                verify_on_read,
-                ..SidecarOptions::default()
-            },
+            SidecarOptions::default().verify_on_read(verify_on_read),
         )
         .unwrap();
         drop_cache(sc.path());
@@ -439,14 +424,7 @@ fn hot_set_residency_stays_within_its_budget() {
         sc.store_many(&refs).unwrap()
     };
     let budget: u64 = 4 << 20; // room for three of the 1 MiB blobs (runs are a bit larger)
-    let sc = Sidecar::open(
-        dir.path(),
-        SidecarOptions {
-            hot_budget: budget,
-            ..SidecarOptions::default()
-        },
-    )
-    .unwrap();
+    let sc = Sidecar::open(dir.path(), SidecarOptions::default().hot_budget(budget)).unwrap();
     drop_cache(sc.path());
     let before = cached(sc.path());
     let sampler = Sampler::start(sc.path());
