@@ -88,37 +88,9 @@ fn page() -> usize {
     rustix::param::page_size()
 }
 
-/// Bytes of `path` resident in the page cache (`mincore` on a fresh mapping).
+/// Bytes of `path` resident in the page cache.
 fn cached(path: &Path) -> Res<u64> {
-    let f = File::open(path)?;
-    let len = f.metadata()?.len() as usize;
-    if len == 0 {
-        return Ok(0);
-    }
-    // SAFETY: a fresh read-only shared mapping of an open file of `len` > 0 bytes; it is
-    // never dereferenced (mincore only inspects page-cache state) and unmapped below.
-    let addr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            f.as_raw_fd(),
-            0,
-        )
-    };
-    if addr == libc::MAP_FAILED {
-        return Err(std::io::Error::last_os_error().into());
-    }
-    let mut vec = vec![0u8; len.div_ceil(page())];
-    // SAFETY: `addr..addr+len` is the mapping made above; `vec` has a byte per page.
-    let rc = unsafe { libc::mincore(addr, len, vec.as_mut_ptr()) };
-    // SAFETY: unmapping exactly the mapping made above.
-    unsafe { libc::munmap(addr, len) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
-    Ok(vec.iter().filter(|&&b| b & 1 == 1).count() as u64 * page() as u64)
+    Ok(varve_testkit::mem::page_cache_bytes(path))
 }
 
 /// Syncs `path` and drops it from the page cache.

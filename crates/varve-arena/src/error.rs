@@ -64,8 +64,6 @@ pub enum Error {
 
 #[cfg(test)]
 mod tests {
-    use std::error::Error as _;
-
     use super::*;
 
     /// A wrapped error is the source, not part of the message: a report that walks the
@@ -73,10 +71,6 @@ mod tests {
     #[test]
     fn a_wrapped_io_error_is_the_source_and_not_repeated_in_the_message() {
         let e = Error::from(io::Error::other("disk on fire"));
-        assert_eq!(e.to_string(), "I/O error");
-        assert_eq!(
-            e.source().map(ToString::to_string).as_deref(),
-            Some("disk on fire")
-        );
+        varve_testkit::errors::assert_wraps(&e, "I/O error", "disk on fire");
     }
 }

@@ -73,10 +73,7 @@ fn reader_survives_a_killed_writer() {
     if std::env::var_os(CHILD_ENV).is_some() {
         return;
     }
-    let rounds: u64 = std::env::var("VARVE_CRASH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
+    let rounds = u64::from(varve_testkit::crash::rounds(2));
     for round in 0..rounds {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");

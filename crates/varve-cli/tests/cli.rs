@@ -152,15 +152,7 @@ fn build_store(dir: &Path, checkpointed: bool) -> Vec<u8> {
 
 /// 2000 bytes lz4 cannot shrink (so the slotted store keeps them as given).
 fn snapshot_bytes() -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..2000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    varve_testkit::bytes::noise(2000, 17)
 }
 
 fn big_payload() -> Vec<u8> {

@@ -19,11 +19,12 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
-use std::process::{Command, Stdio};
+
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use varve_engine::{Direction, EventData, EventPayload, ExpectedVersion, Filter, Options, Varve};
+use varve_testkit::bytes::xorshift;
 
 const CHILD_DIR: &str = "VARVE_ENGINE_CRASH_CHILD_DIR";
 const CHILD_ACKS: &str = "VARVE_ENGINE_CRASH_CHILD_ACKS";
@@ -339,14 +340,10 @@ fn sigkill_at_random_moments_loses_no_acknowledged_event() {
     if std::env::var_os(CHILD_DIR).is_some() {
         return;
     }
-    let rounds: u32 = std::env::var("VARVE_CRASH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
+    let rounds = varve_testkit::crash::rounds(50);
     let d = common::tempdir();
     let dir = d.path().join("store");
     let acks = d.path().join("acks");
-    let exe = std::env::current_exe().unwrap();
     let mut rng = Instant::now().elapsed().as_nanos() as u64 ^ 0x9E37_79B9_7F4A_7C15;
     let mut acked: HashMap<u64, Id> = HashMap::new();
     let mut committed = 0u64;
@@ -356,39 +353,19 @@ fn sigkill_at_random_moments_loses_no_acknowledged_event() {
     let mut d_floor: Option<u64> = None;
     let mut deletes = 0u64;
     for round in 0..rounds {
-        let _ = std::fs::remove_file(&acks);
-        let mut child = Command::new(&exe)
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-            .env(CHILD_DIR, &dir)
-            .env(CHILD_ACKS, &acks)
-            .env(CHILD_ROUND, round.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        while std::fs::metadata(&acks).map_or(true, |m| m.len() == 0) {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("child exited early: {status}");
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "child never got ready"
-            );
-            std::thread::sleep(Duration::from_micros(500));
-        }
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        std::thread::sleep(Duration::from_micros(1_000 + rng % 40_000));
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("child exited early: {status}");
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let text = std::fs::read_to_string(&acks).unwrap_or_default();
-        let complete = text.rfind('\n').map_or("", |i| &text[..=i]);
-        for line in complete.lines().filter(|l| *l != "ready") {
+        rng = xorshift(rng);
+        let round_s = round.to_string();
+        let lines = varve_testkit::crash::kill_child(
+            "crash_child",
+            &[
+                (CHILD_DIR, dir.as_os_str()),
+                (CHILD_ACKS, acks.as_os_str()),
+                (CHILD_ROUND, round_s.as_ref()),
+            ],
+            &acks,
+            Duration::from_micros(1_000 + rng % 40_000),
+        );
+        for line in lines.iter().filter(|l| *l != "ready") {
             if let Some(v) = line.strip_prefix("d ") {
                 let v: u64 = v.parse().unwrap();
                 assert!(d_floor.is_none_or(|f| v > f), "d deletes move forward");

@@ -6,12 +6,7 @@ mod common;
 
 use common::*;
 use varve_engine::{Error, EventData, ExpectedVersion, Varve};
-
-fn bytes(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
-        .collect()
-}
+use varve_testkit::bytes::{noise, pattern as bytes};
 
 #[test]
 fn the_latest_snapshot_wins_across_sizes_and_survives_reopen() {
@@ -125,19 +120,6 @@ fn bad_snapshots_are_refused_and_write_nothing() {
     assert_eq!(db.latest_snapshot("s").unwrap(), None);
     assert!(db.put_snapshot("s", 1, &[0; 1000]).unwrap(), "at the limit");
     assert_eq!(db.latest_snapshot("s").unwrap().unwrap().1.len(), 1000);
-}
-
-/// Bytes lz4 cannot shrink, so they are stored as given and can be found in the page file.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 #[test]

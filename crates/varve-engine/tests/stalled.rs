@@ -6,28 +6,11 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::*;
 use varve_engine::{EventData, ExpectedVersion, Filter, Options, SubscribeFrom, Varve};
-
-/// This process's resident memory, (anonymous, file-backed) in bytes, from
-/// `/proc/self/status`.
-fn rss() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let field = |name: &str| -> u64 {
-        let line = status.lines().find(|l| l.starts_with(name)).unwrap();
-        let kb: u64 = line[name.len()..]
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .unwrap();
-        kb << 10
-    };
-    (field("RssAnon:"), field("RssFile:"))
-}
+use varve_testkit::mem::{Sampler, rss};
 
 #[test]
 fn a_stalled_subscriber_costs_the_engine_no_memory_and_later_gets_everything() {
@@ -59,27 +42,15 @@ fn a_stalled_subscriber_costs_the_engine_no_memory_and_later_gets_everything() {
     for p in 0..10 {
         assert_eq!(sub.next().unwrap().unwrap().position, p);
     }
-    let (anon0, file0) = rss();
-    let peak_anon = AtomicU64::new(anon0);
-    let peak_file = AtomicU64::new(file0);
-    let done = AtomicBool::new(false);
+    let before = rss();
     let calls = (mib << 20) / (64 * 1000);
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            while !done.load(Ordering::SeqCst) {
-                let (anon, file) = rss();
-                peak_anon.fetch_max(anon, Ordering::SeqCst);
-                peak_file.fetch_max(file, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        });
-        for _ in 0..calls {
-            db.append("load", ExpectedVersion::Any, &batch).unwrap();
-        }
-        done.store(true, Ordering::SeqCst);
-    });
-    let grew = peak_anon.load(Ordering::SeqCst).saturating_sub(anon0);
-    let mapped = peak_file.load(Ordering::SeqCst).saturating_sub(file0);
+    let sampler = Sampler::start(Duration::from_millis(10), Vec::new());
+    for _ in 0..calls {
+        db.append("load", ExpectedVersion::Any, &batch).unwrap();
+    }
+    let peaks = sampler.finish();
+    let grew = peaks.rss.anon.saturating_sub(before.anon);
+    let mapped = peaks.rss.file.saturating_sub(before.file);
     // The engine's budget for its own memory: the not-yet-checkpointed tail index, the
     // tail cache, and as much again for LMDB's write transaction and allocator slack.
     // File-backed pages (LMDB's map of events.mdb: clean page cache the kernel reclaims)

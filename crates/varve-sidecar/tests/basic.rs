@@ -7,18 +7,7 @@ use std::sync::Arc;
 use varve_sidecar::{
     BlobHash, CachePolicy, Error, MAX_INLINE_SIZE, Payload, Sidecar, SidecarOptions,
 };
-
-fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+use varve_testkit::bytes::noise as bytes;
 
 fn policies() -> [SidecarOptions; 5] {
     let base = SidecarOptions::default;

@@ -7,19 +7,7 @@
 use std::path::Path;
 
 use varve_sidecar::{BlobHash, CachePolicy, Error, Payload, Sidecar, SidecarOptions};
-
-fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = vec![0u8; len.next_multiple_of(8)];
-    for w in out.chunks_exact_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        w.copy_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
+use varve_testkit::bytes::noise as bytes;
 
 fn find(hay: &[u8], needle: &[u8]) -> usize {
     let hits: Vec<usize> = hay

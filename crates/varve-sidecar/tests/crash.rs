@@ -16,17 +16,7 @@ const CHILD_ENV: &str = "VARVE_SIDECAR_CRASH_CHILD";
 
 /// Blob number `n`: unique content, 2 KiB to ~600 KiB.
 fn blob(n: u64) -> Vec<u8> {
-    let len = 2048 + (n as usize * 7919) % 600_000;
-    let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = vec![0u8; len.next_multiple_of(8)];
-    for w in out.chunks_exact_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        w.copy_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
+    varve_testkit::bytes::noise(2048 + (n as usize * 7919) % 600_000, n)
 }
 
 /// The child: store blobs forever, release every third one after storing it, and log each
@@ -103,10 +93,7 @@ fn append(dir: &Path, line: &str) {
 
 #[test]
 fn kill_during_writes_loses_nothing_acknowledged() {
-    let rounds: u64 = std::env::var("VARVE_CRASH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
+    let rounds = u64::from(varve_testkit::crash::rounds(3));
     let dir = tempfile::tempdir().unwrap();
     let mut seed = 0x1234_5678u64;
     for round in 0..rounds {

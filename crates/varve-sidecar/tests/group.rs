@@ -6,19 +6,7 @@
 use std::collections::BTreeMap;
 
 use varve_sidecar::{BlobHash, Payload, Sidecar, SidecarOptions};
-
-fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = vec![0u8; len.next_multiple_of(8)];
-    for w in out.chunks_exact_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        w.copy_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
+use varve_testkit::bytes::noise as bytes;
 
 fn rounds() -> u64 {
     std::env::var("VARVE_SIDECAR_GROUP_ROUNDS")

@@ -7,17 +7,12 @@ use std::path::Path;
 use std::process::Command;
 
 use varve_sidecar::{BlobHash, Payload, Sidecar, SidecarOptions};
+use varve_testkit::bytes::pattern as blob;
 
 const CHILD_ENV: &str = "VARVE_SIDECAR_MP_CHILD";
 
 fn opts() -> SidecarOptions {
     SidecarOptions::default().initial_map_size(1 << 20)
-}
-
-fn blob(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
-        .collect()
 }
 
 #[test]

@@ -10,10 +10,11 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsRawFd as _;
 use std::path::Path;
+use std::time::Duration;
 
 use varve_sidecar::{CachePolicy, Payload, Sidecar, SidecarOptions};
+use varve_testkit::mem::{Sampler, drop_page_cache as drop_cache, page_cache_bytes as cached, rss};
 
 const BLOB: usize = 4 << 20;
 
@@ -42,93 +43,6 @@ const AHEAD: u64 = 2 << 20;
 /// (the one being read and the previous one, which is dropped right after) plus the
 /// read-ahead window.
 const RESIDENT_BOUND: u64 = 2 * CHUNK + AHEAD;
-
-/// Samples the page-cache residency of a file and the process's RSS every 10 ms on its own
-/// thread until dropped, keeping the peaks.
-struct Sampler {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    handle: Option<std::thread::JoinHandle<(u64, u64, u64)>>,
-}
-
-impl Sampler {
-    fn start(path: &Path) -> Sampler {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let path = path.to_path_buf();
-        let flag = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let (mut cached_peak, mut rss_peak, mut samples) = (0, 0, 0);
-            loop {
-                let done = flag.load(std::sync::atomic::Ordering::Acquire);
-                cached_peak = cached_peak.max(cached(&path));
-                rss_peak = rss_peak.max(rss());
-                samples += 1;
-                if done {
-                    return (cached_peak, rss_peak, samples);
-                }
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-        });
-        Sampler {
-            stop,
-            handle: Some(handle),
-        }
-    }
-
-    /// Stops sampling (after one last sample); returns the peak residency, the peak RSS
-    /// and the number of samples.
-    fn finish(mut self) -> (u64, u64, u64) {
-        self.stop.store(true, std::sync::atomic::Ordering::Release);
-        self.handle.take().unwrap().join().unwrap()
-    }
-}
-
-/// Process RSS in bytes, from /proc/self/statm.
-fn rss() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * page_size()
-}
-
-fn page_size() -> u64 {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    (unsafe { libc::sysconf(libc::_SC_PAGESIZE) }) as u64
-}
-
-/// Bytes of `path` resident in the page cache: `mincore` on a fresh shared mapping.
-fn cached(path: &Path) -> u64 {
-    let f = File::open(path).unwrap();
-    let len = f.metadata().unwrap().len() as usize;
-    let ps = page_size() as usize;
-    // SAFETY: a fresh read-only shared mapping of an open file, length > 0; unmapped below
-    // and never dereferenced (mincore only inspects page-cache state).
-    let addr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            f.as_raw_fd(),
-            0,
-        )
-    };
-    assert_ne!(addr, libc::MAP_FAILED);
-    let mut vec = vec![0u8; len.div_ceil(ps)];
-    // SAFETY: `addr..addr+len` is the mapping made above; `vec` has one byte per page.
-    let rc = unsafe { libc::mincore(addr, len, vec.as_mut_ptr()) };
-    assert_eq!(rc, 0);
-    // SAFETY: unmapping exactly the mapping made above.
-    unsafe { libc::munmap(addr, len) };
-    vec.iter().filter(|&&b| b & 1 == 1).count() as u64 * ps as u64
-}
-
-/// Drops the whole file from the page cache (after a sync, so no page is dirty).
-fn drop_cache(path: &Path) {
-    let f = File::open(path).unwrap();
-    f.sync_all().unwrap();
-    // SAFETY: plain syscall on an open descriptor.
-    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    assert_eq!(rc, 0);
-}
 
 /// Blob number `n` (from 1): the base pattern with `n` stamped on every page, so that all
 /// blobs differ. Built with `memcpy`s only, fast even in a debug build.
@@ -207,19 +121,20 @@ fn stream_all(
     // instead of reusing pages the write phase left resident.
     // SAFETY: malloc_trim has no preconditions.
     unsafe { libc::malloc_trim(0) };
-    let rss_before = rss();
+    let rss_before = rss().total;
     let mut sink = Sink {
         base,
         expected,
         expected_n: 0,
         bytes: 0,
     };
-    let sampler = Sampler::start(&path);
+    let sampler = Sampler::start(Duration::from_millis(10), vec![path.clone()]);
     for p in payloads {
         sc.read_to(p, &mut sink).unwrap();
     }
-    let (peak_cached, peak_rss, samples) = sampler.finish();
-    assert!(samples >= 2);
+    let peaks = sampler.finish();
+    assert!(peaks.samples >= 2);
+    let (peak_cached, peak_rss) = (peaks.cached, peaks.rss.total);
     assert_eq!(sink.bytes, (BLOB * payloads.len()) as u64);
     Run {
         rss_growth: peak_rss.saturating_sub(rss_before),
@@ -392,9 +307,9 @@ fn streaming_a_large_blob_keeps_only_a_few_chunks_cached() {
         drop_cache(sc.path());
         let before = cached(sc.path());
         let mut sink = Count::default();
-        let sampler = Sampler::start(sc.path());
+        let sampler = Sampler::start(Duration::from_millis(10), vec![sc.path().to_path_buf()]);
         assert_eq!(sc.read_to(&p, &mut sink).unwrap(), 32 << 20);
-        let (peak, _, _) = sampler.finish();
+        let peak = sampler.finish().cached;
         assert_eq!(sink.bytes, 32 << 20);
         println!("verify {verify_on_read}: peak {peak} bytes cached (before {before})");
         assert!(
@@ -427,7 +342,7 @@ fn hot_set_residency_stays_within_its_budget() {
     let sc = Sidecar::open(dir.path(), SidecarOptions::default().hot_budget(budget)).unwrap();
     drop_cache(sc.path());
     let before = cached(sc.path());
-    let sampler = Sampler::start(sc.path());
+    let sampler = Sampler::start(Duration::from_millis(10), vec![sc.path().to_path_buf()]);
     let mut sink = Count::default();
     for round in 0..3 {
         for (i, p) in payloads.iter().enumerate() {
@@ -438,7 +353,8 @@ fn hot_set_residency_stays_within_its_budget() {
             }
         }
     }
-    let (peak, _, samples) = sampler.finish();
+    let peaks = sampler.finish();
+    let (peak, samples) = (peaks.cached, peaks.samples);
     let after = cached(sc.path());
     let hot = sc.hot_bytes();
     println!(

@@ -135,10 +135,7 @@ fn check(
 }
 
 fn crash_rounds() -> u64 {
-    std::env::var("VARVE_CRASH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3)
+    u64::from(varve_testkit::crash::rounds(3))
 }
 
 fn child(dir: &Path, round: u64) -> ! {

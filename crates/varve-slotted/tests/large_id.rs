@@ -8,14 +8,7 @@ use varve_slotted::{Error, Options, Store};
 
 /// Resident set size of this process in bytes.
 fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().strip_suffix("kB"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap();
-    kib * 1024
+    varve_testkit::mem::rss().total
 }
 
 #[test]
