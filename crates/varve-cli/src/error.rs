@@ -213,7 +213,7 @@ pub fn describe(e: &Error, dir: &Path) -> Described {
                 format!("{} blob {hash}", blobs_mdb()),
                 "referenced blob is missing".into(),
             ),
-            varve_sidecar::Error::UnknownVersion { found, supported } => d(
+            varve_sidecar::Error::UnsupportedVersion { found, supported } => d(
                 Kind::Version,
                 blobs_mdb(),
                 format!("format version {found}, this build reads {supported}"),

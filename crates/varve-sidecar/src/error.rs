@@ -56,7 +56,7 @@ pub enum Error {
 
     /// The store was written by an unknown (newer) format version; it is not opened.
     #[error("blob store has format version {found}, this build reads version {supported}")]
-    UnknownVersion {
+    UnsupportedVersion {
         /// Version found on disk.
         found: u32,
         /// Version this build reads and writes.

@@ -225,7 +225,7 @@ impl Sidecar {
     /// # Errors
     /// `Error::InvalidOptions` for options that contradict each other (checked before
     /// anything is created); `Error::Lmdb(heed::Error::EnvAlreadyOpened)` if this process
-    /// has it open already; `Error::UnknownVersion` / `Error::CorruptedMeta` for a store
+    /// has it open already; `Error::UnsupportedVersion` / `Error::CorruptedMeta` for a store
     /// this build cannot read; I/O and LMDB errors.
     pub fn open(dir: impl AsRef<Path>, options: SidecarOptions) -> Result<Sidecar> {
         options.validate()?;
@@ -265,7 +265,7 @@ impl Sidecar {
                         // are written too, which a version-1 build must refuse to open.
                         meta.put(&mut wtxn, FORMAT_KEY, &FormatRecord::encode())?;
                     } else if version != FORMAT_VERSION {
-                        return Err(Error::UnknownVersion {
+                        return Err(Error::UnsupportedVersion {
                             found: version,
                             supported: FORMAT_VERSION,
                         });

@@ -144,7 +144,7 @@ fn damaged_format_record_or_unknown_version_refuses_to_open() {
     let image = std::fs::read(&file).unwrap();
     let at = find(&image, b"VARVSIDE");
 
-    // A future version with a valid checksum: UnknownVersion.
+    // A future version with a valid checksum: UnsupportedVersion.
     let mut rec = [0u8; 16];
     rec[..8].copy_from_slice(b"VARVSIDE");
     rec[8..12].copy_from_slice(&3u32.to_le_bytes());
@@ -155,7 +155,7 @@ fn damaged_format_record_or_unknown_version_refuses_to_open() {
     std::fs::write(&file, &future).unwrap();
     assert!(matches!(
         Sidecar::open(dir.path(), SidecarOptions::default()),
-        Err(Error::UnknownVersion {
+        Err(Error::UnsupportedVersion {
             found: 3,
             supported: 2
         })

@@ -52,12 +52,12 @@ pub enum Error {
         max: u64,
     },
     /// The value is larger than the configured maximum.
-    #[error("value of {len} bytes is past the maximum of {max} bytes")]
+    #[error("value of {size} bytes exceeds the maximum of {max} bytes")]
     ValueTooLarge {
-        /// Length given.
-        len: usize,
+        /// Size of the rejected value.
+        size: usize,
         /// The configured maximum.
-        max: u32,
+        max: usize,
     },
     /// An [`Options`](crate::Options) value is out of range (nothing was opened), or the
     /// options cannot hold a value (`put`; nothing was written).

@@ -115,7 +115,7 @@ fn oversized_ids_and_values_are_refused_and_change_nothing() {
     assert!(matches!(
         s.put(3, &big),
         Err(Error::ValueTooLarge {
-            len: 200_001,
+            size: 200_001,
             max: 200_000
         })
     ));

@@ -70,8 +70,8 @@ impl Store {
         self.check_id(id)?;
         if value.len() > self.opts.max_value_size as usize {
             return Err(Error::ValueTooLarge {
-                len: value.len(),
-                max: self.opts.max_value_size,
+                size: value.len(),
+                max: self.opts.max_value_size as usize,
             });
         }
         let mut w = self.lock_writer()?;
