@@ -224,6 +224,7 @@ fn s2(n: u64) -> Res {
         }
     };
     let (mut sub_rates, mut peer_rates, mut read_all_rates) = (vec![], vec![], vec![]);
+    let mut borrowed_rates = vec![];
     for _ in 0..ROUNDS {
         let t = Instant::now();
         let mut sub = db
@@ -235,6 +236,18 @@ fn s2(n: u64) -> Res {
         }
         check(got)?;
         sub_rates.push(n as f64 / t.elapsed().as_secs_f64());
+
+        let t = Instant::now();
+        let mut sub = db
+            .subscribe_all(SubscribeFrom::Start, Filter::all())
+            .with_batch(1024);
+        let (mut got, mut sum) = (0u64, 0u64);
+        while got < n {
+            got += sub.next_batch_with(4096, |v| sum += v.payload.len())? as u64;
+        }
+        std::hint::black_box(sum);
+        check(got)?;
+        borrowed_rates.push(n as f64 / t.elapsed().as_secs_f64());
 
         let t = Instant::now();
         let evs = reader.iter_from(GlobalSequence(0))?.collect_all()?;
@@ -253,6 +266,15 @@ fn s2(n: u64) -> Res {
         "events/s",
         Better::Higher,
         &sub_rates,
+        &format!("{PEER} global iter_from(0).collect_all"),
+        &peer_rates,
+    );
+    targeted(
+        &format!("{w}, borrowed views (next_batch_with)"),
+        2.0,
+        "events/s",
+        Better::Higher,
+        &borrowed_rates,
         &format!("{PEER} global iter_from(0).collect_all"),
         &peer_rates,
     );

@@ -245,6 +245,63 @@ impl Subscription {
         Ok(out)
     }
 
+    /// Like [`next_batch`](Self::next_batch) without copying: blocks until at least one
+    /// event is there, then calls `f` with a borrowed view of each of up to `max` events
+    /// visible now (at least one; `max` below 1 counts as 1), in order, and returns how many
+    /// it visited. The views borrow the store's read buffers (an LMDB read transaction or
+    /// the WAL tail's cache) for the duration of the call, as [`Varve::scan_all`] does: no
+    /// allocation per event. Events an earlier call to the owned readers buffered come
+    /// first. Payloads over the inline limit are references
+    /// ([`PayloadRef::Blob`](crate::PayloadRef::Blob)); read them with
+    /// [`Varve::read_payload`].
+    ///
+    /// # Errors
+    /// As [`next_timeout`](Self::next_timeout).
+    pub fn next_batch_with(
+        &mut self,
+        max: usize,
+        mut f: impl FnMut(&EventView<'_>),
+    ) -> Result<usize> {
+        let max = max.max(1);
+        let mut n = 0;
+        while n < max {
+            let Some(e) = self.buf.pop_front() else {
+                break;
+            };
+            f(&e.as_view());
+            n += 1;
+        }
+        loop {
+            if n >= max {
+                return Ok(n);
+            }
+            let seen = self.db.core().visible_end();
+            let moved = self.visit(max - n, |v, _| {
+                f(v);
+                n += 1;
+            })?;
+            if n > 0 {
+                return Ok(n);
+            }
+            if moved {
+                continue; // only filtered-out events: read on
+            }
+            match self.db.core().wait_visible(seen, None) {
+                Waited::Moved | Waited::TimedOut => {}
+                Waited::Ended => {
+                    let moved = self.visit(max, |v, _| {
+                        f(v);
+                        n += 1;
+                    })?;
+                    if n > 0 || moved {
+                        continue;
+                    }
+                    return Err(self.db.core().degraded_error());
+                }
+            }
+        }
+    }
+
     /// The pull loop: buffered events first, then a read of what is visible, then a wait
     /// for the store to publish more (until `deadline`; `None`: forever).
     fn pull(&mut self, deadline: Option<Instant>) -> Result<Option<RecordedEvent>> {
@@ -274,31 +331,46 @@ impl Subscription {
     /// Reads the next batch into the buffer. Returns whether the cursor moved (events were
     /// delivered or skipped).
     fn fill(&mut self) -> Result<bool> {
+        let mut buf = std::mem::take(&mut self.buf);
+        let moved = self.visit(self.batch, |v, name| buf.push_back(owned(v, name)));
+        self.buf = buf;
+        moved
+    }
+
+    /// Reads up to `limit` events from the cursor, hands each one the subscription
+    /// delivers (its filter passes it; every event of its stream) to `sink`, and moves the
+    /// cursor past what it read. Returns whether the cursor moved (events were delivered
+    /// or skipped).
+    fn visit(
+        &mut self,
+        limit: usize,
+        mut sink: impl FnMut(&EventView<'_>, &Arc<str>),
+    ) -> Result<bool> {
         let core = self.db.core();
-        let buf = &mut self.buf;
         let next = match &self.source {
             Source::All(filter) => {
                 if self.cursor >= core.visible_end() {
                     return Ok(false);
                 }
                 let (_, next) =
-                    core.scan_all(self.cursor, Direction::Forward, self.batch, |v, name| {
+                    core.scan_all(self.cursor, Direction::Forward, limit, |v, name| {
                         if filter.matches(v) {
-                            buf.push_back(owned(v, name));
+                            sink(v, name);
                         }
                     })?;
                 next
             }
             Source::Stream(name) => {
+                let mut last = None;
                 let scanned =
-                    core.scan_stream(name, Direction::Forward, self.cursor, self.batch, |v, n| {
-                        buf.push_back(owned(v, n));
+                    core.scan_stream(name, Direction::Forward, self.cursor, limit, |v, n| {
+                        last = Some(v.version);
+                        sink(v, n);
                     });
                 match scanned {
-                    // A truncation may have moved the stream's first version past the
-                    // cursor: go on from the last event delivered.
-                    Ok(0) => self.cursor,
-                    Ok(_) => buf.back().map_or(self.cursor, |e| e.version + 1),
+                    // Nothing read (the stream has no event at or after the cursor yet; a
+                    // truncation may have moved its first version past the cursor): stay.
+                    Ok(_) => last.map_or(self.cursor, |v| v + 1),
                     Err(Error::StreamNotFound { .. }) => self.cursor,
                     Err(e) => return Err(e),
                 }

@@ -340,3 +340,94 @@ fn a_subscription_reads_across_a_reopen_from_a_saved_position_body() {
     assert_eq!((view.position, view.stream, view.version), (12, "x", 6));
     assert_eq!(all(&db)[12], e);
 }
+
+#[test]
+fn next_batch_with_visits_borrowed_views_in_order_buffered_first_and_waits_for_one() {
+    bounded(next_batch_with_visits_borrowed_views_in_order_buffered_first_and_waits_for_one_body);
+}
+
+fn next_batch_with_visits_borrowed_views_in_order_buffered_first_and_waits_for_one_body() {
+    let dir = tempdir();
+    let db = open(dir.path());
+    for i in 0..10u8 {
+        append_one(&db, if i % 2 == 0 { "even" } else { "odd" }, &[i]);
+    }
+    db.checkpoint().unwrap(); // the first events from events.mdb, later ones from the tail
+    for i in 10..20u8 {
+        append_one(&db, if i % 2 == 0 { "even" } else { "odd" }, &[i]);
+    }
+    let mut sub = db
+        .subscribe_all(SubscribeFrom::Start, Filter::all())
+        .with_batch(4);
+    // One owned read buffers a batch of 4; the borrowed reader visits those first.
+    assert_eq!(sub.next().unwrap().unwrap().position, 0);
+    let mut seen = Vec::new();
+    let n = sub
+        .next_batch_with(5, |v| {
+            let varve_engine::PayloadRef::Inline(p) = v.payload else {
+                panic!("inline payload expected");
+            };
+            seen.push((v.position, v.version, v.stream.to_owned(), p[0]));
+        })
+        .unwrap();
+    assert_eq!(n, 5);
+    let positions: Vec<u64> = seen.iter().map(|s| s.0).collect();
+    assert_eq!(positions, [1, 2, 3, 4, 5]);
+    assert_eq!(seen[0], (1, 0, "odd".to_owned(), 1));
+    assert_eq!(seen[3], (4, 2, "even".to_owned(), 4));
+    assert_eq!(sub.position(), 6);
+    // The rest, across the checkpointed / tail boundary, stops at what is visible.
+    let mut rest = Vec::new();
+    let n = sub.next_batch_with(100, |v| rest.push(v.position)).unwrap();
+    assert_eq!(n, 14);
+    assert_eq!(rest, (6..20).collect::<Vec<_>>());
+    // With nothing visible it waits for the next append, then returns it alone.
+    let writer = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            append_one(&db, "odd", &[20]);
+        })
+    };
+    let started = Instant::now();
+    let mut late = Vec::new();
+    assert_eq!(
+        sub.next_batch_with(0, |v| late.push(v.position)).unwrap(),
+        1
+    );
+    assert!(started.elapsed() >= Duration::from_millis(20), "it waited");
+    assert_eq!(late, [20]);
+    writer.join().unwrap();
+
+    // A stream subscription and a filter: only what they pass, in their order.
+    let mut odd = db.subscribe_stream("odd", 3);
+    let mut versions = Vec::new();
+    assert_eq!(
+        odd.next_batch_with(100, |v| versions.push(v.version))
+            .unwrap(),
+        8
+    );
+    assert_eq!(versions, (3..11).collect::<Vec<_>>());
+    let mut filtered = db.subscribe_all(SubscribeFrom::Start, Filter::all().stream_prefix("even"));
+    let mut evens = Vec::new();
+    while evens.len() < 10 {
+        filtered
+            .next_batch_with(3, |v| evens.push(v.position))
+            .unwrap();
+    }
+    assert_eq!(evens, (0..20).step_by(2).collect::<Vec<_>>());
+
+    // After a close: what was not read yet, then Closed.
+    let mut tail = db.subscribe_all(SubscribeFrom::After(18), Filter::all());
+    db.clone().close().unwrap();
+    let mut last = Vec::new();
+    assert_eq!(
+        tail.next_batch_with(10, |v| last.push(v.position)).unwrap(),
+        2
+    );
+    assert_eq!(last, [19, 20]);
+    assert!(matches!(
+        tail.next_batch_with(10, |_| {}),
+        Err(Error::Closed)
+    ));
+}
