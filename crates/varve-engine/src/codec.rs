@@ -730,4 +730,94 @@ mod tests {
         };
         assert!(t.hides(3) && t.hides(100));
     }
+
+    /// The bytes of an append record and of an event value are the ones
+    /// `docs/format.md` documents, field by field (the layout is the on-disk contract:
+    /// a change here is a format change).
+    #[test]
+    fn records_and_values_have_the_documented_layout() {
+        let evs = [
+            EventData::new("ty", b"pay")
+                .with_metadata(b"md")
+                .with_id([5; 16]),
+            EventData::new("t", b""),
+        ];
+        let mut r = AppendRecord::new(0x0102_0304_0506_0708, 2, 2, 0);
+        r.begin_group("ab", 1);
+        r.push_event(&evs[0], &BodyPayload::Inline(evs[0].payload));
+        r.begin_group("c", 1);
+        r.push_event(
+            &evs[1],
+            &BodyPayload::Blob {
+                hash: BlobHash([9; 32]),
+                len: 4096,
+            },
+        );
+        r.set_first_position(77);
+        r.set_group(0, 3, 10);
+        r.set_group(1, 4, 0);
+
+        let mut want = vec![1u8]; // format
+        want.extend_from_slice(&77u64.to_le_bytes()); // first position
+        want.extend_from_slice(&0x0102_0304_0506_0708u64.to_le_bytes()); // timestamp
+        want.extend_from_slice(&2u32.to_le_bytes()); // events
+        want.extend_from_slice(&2u16.to_le_bytes()); // stream groups
+        assert_eq!(want.len(), APPEND_HEADER_LEN);
+        // Group 1: stream 3 from version 10, one event, name "ab".
+        let group1 = want.len();
+        want.extend_from_slice(&3u64.to_le_bytes());
+        want.extend_from_slice(&10u64.to_le_bytes());
+        want.extend_from_slice(&1u32.to_le_bytes());
+        want.extend_from_slice(&2u16.to_le_bytes());
+        want.extend_from_slice(b"ab");
+        assert_eq!(want.len() - group1, AppendRecord::group_len("ab"));
+        let body1 = want.len();
+        want.push(FLAG_ID); // has an id, inline payload
+        want.extend_from_slice(&[5; 16]);
+        want.extend_from_slice(&2u16.to_le_bytes());
+        want.extend_from_slice(b"ty");
+        want.extend_from_slice(&2u32.to_le_bytes());
+        want.extend_from_slice(b"md");
+        want.extend_from_slice(&3u32.to_le_bytes());
+        want.extend_from_slice(b"pay");
+        assert_eq!(
+            want.len() - body1,
+            body_len(&evs[0], &BodyPayload::Inline(b"pay"))
+        );
+        // Group 2: stream 4 from version 0, one event, name "c", payload in the sidecar.
+        want.extend_from_slice(&4u64.to_le_bytes());
+        want.extend_from_slice(&0u64.to_le_bytes());
+        want.extend_from_slice(&1u32.to_le_bytes());
+        want.extend_from_slice(&1u16.to_le_bytes());
+        want.extend_from_slice(b"c");
+        let body2 = want.len();
+        want.push(FLAG_BLOB);
+        want.extend_from_slice(&1u16.to_le_bytes());
+        want.extend_from_slice(b"t");
+        want.extend_from_slice(&0u32.to_le_bytes());
+        want.extend_from_slice(&4096u64.to_le_bytes());
+        want.extend_from_slice(&[9; 32]);
+        assert_eq!(r.to_vec(), want);
+        assert_eq!(r.len(), want.len());
+
+        // The event value of the first event at position 77, as events.mdb stores it:
+        // format, stream id, version, timestamp (u64 LE each), the body, then the xxh3 of
+        // all that seeded with the position.
+        let body = &want[body1..body2 - AppendRecord::group_len("c")];
+        assert!(body_at(body).is_ok(), "exactly the first event's body");
+        let mut value = Vec::new();
+        encode_value(&mut value, 77, 3, 10, 0x0102_0304_0506_0708, body);
+        let mut expect = vec![1u8];
+        expect.extend_from_slice(&3u64.to_le_bytes());
+        expect.extend_from_slice(&10u64.to_le_bytes());
+        expect.extend_from_slice(&0x0102_0304_0506_0708u64.to_le_bytes());
+        assert_eq!(expect.len(), VALUE_HEADER_LEN);
+        expect.extend_from_slice(body);
+        let sum = xxh3_64_with_seed(&expect, 77);
+        expect.extend_from_slice(&sum.to_le_bytes());
+        assert_eq!(value, expect);
+        assert_eq!(position_key(77), 77u64.to_be_bytes());
+        assert_eq!(&stream_key(3, 10)[..8], 3u64.to_be_bytes());
+        assert_eq!(&stream_key(3, 10)[8..], 10u64.to_be_bytes());
+    }
 }

@@ -520,3 +520,30 @@ fn two_stores_in_one_process_never_mix_stream_names_and_reads_nest() {
     .unwrap();
     assert_eq!(seen, 20);
 }
+
+/// An event carries the wall-clock time of its append (microseconds since the Unix epoch),
+/// the same from the WAL tail, from events.mdb and after a reopen.
+#[test]
+fn an_event_is_stamped_with_the_time_of_its_append() {
+    let dir = tempdir();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64
+    };
+    let before = now();
+    let db = open(dir.path());
+    let p = append_one(&db, "clock", b"tick");
+    let after = now();
+    let stamp = db.get(p).unwrap().unwrap().timestamp_us;
+    assert!(
+        (before..=after).contains(&stamp),
+        "{before} <= {stamp} <= {after}"
+    );
+    db.checkpoint().unwrap();
+    assert_eq!(db.get(p).unwrap().unwrap().timestamp_us, stamp);
+    db.close().unwrap();
+    let db = open(dir.path());
+    assert_eq!(db.get(p).unwrap().unwrap().timestamp_us, stamp);
+}

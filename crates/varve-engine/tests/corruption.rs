@@ -232,3 +232,58 @@ fn a_full_disk_degrades_the_store_reads_keep_working_and_a_reopen_recovers() {
         .unwrap();
     assert_eq!(r.first_position, again.len() as u64);
 }
+
+/// An event missing from `events.mdb` in a store that never deleted anything is damage:
+/// `get` and the scans report it at its position (they do not skip it as a deleted one),
+/// and the events around it still read.
+#[test]
+fn a_checkpointed_event_missing_from_events_mdb_is_corrupted_when_nothing_was_deleted() {
+    let dir = tempdir();
+    let written = write_events(dir.path(), no_checkpoints(), 10);
+    Varve::open(dir.path(), no_checkpoints())
+        .unwrap()
+        .close()
+        .unwrap(); // everything checkpointed
+    {
+        let mut o = heed::EnvOpenOptions::new();
+        o.max_dbs(8);
+        // SAFETY: NO_SUB_DIR names the file; the store is closed, nothing else maps it.
+        unsafe { o.flags(heed::EnvFlags::NO_SUB_DIR) };
+        // SAFETY: no other process or handle has events.mdb open.
+        let env = unsafe { o.open(dir.path().join("events.mdb")) }.unwrap();
+        let rtxn = env.read_txn().unwrap();
+        let events = env
+            .open_databases_and_commit(rtxn, |dbo, rtxn| -> heed::Result<_> {
+                let db = dbo.open_database::<heed::types::Bytes, heed::types::Bytes>(
+                    rtxn,
+                    Some("events"),
+                )?;
+                Ok(heed::CommitOrAbort::<_, ()>::Commit(db))
+            })
+            .unwrap()
+            .unwrap_commit()
+            .expect("the events database");
+        let mut w = env.write_txn().unwrap();
+        assert!(events.delete(&mut w, &4u64.to_be_bytes()).unwrap());
+        w.commit().unwrap();
+    }
+    let db = Varve::open(dir.path(), no_checkpoints()).unwrap();
+    assert_eq!(db.stats().unwrap().deleted_streams, 0);
+    match db.get(4) {
+        Err(Error::Corrupted { location, what }) => {
+            assert!(location.contains("position 4"), "{location}");
+            assert_eq!(what, "a checkpointed event is missing");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        db.with_event(4, |_| ()),
+        Err(Error::Corrupted { .. })
+    ));
+    assert_eq!(db.get(5).unwrap().unwrap(), written[5]);
+    assert_eq!(db.get(3).unwrap().unwrap(), written[3]);
+    assert!(matches!(
+        db.read_all(0, Direction::Forward, 100),
+        Err(Error::Corrupted { .. })
+    ));
+}
