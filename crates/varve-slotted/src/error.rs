@@ -2,6 +2,7 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -39,10 +40,11 @@ pub enum Error {
         /// Which check failed.
         what: &'static str,
     },
-    /// An earlier flush failed; the store refuses further writes (no silent retry after a
-    /// failed msync/fsync). Reopen the store to continue from its durable state.
+    /// An earlier flush failed (or a thread panicked while it held the store's lock); the
+    /// store refuses further writes (no silent retry after a failed msync/fsync). Reopen
+    /// the store to continue from its durable state. The source is that first failure.
     #[error("store poisoned by an earlier failure; reopen it")]
-    Poisoned,
+    Poisoned(#[source] Arc<io::Error>),
     /// The id is larger than the configured maximum.
     #[error("id {id} is past the maximum id {max}")]
     IdTooLarge {
@@ -83,6 +85,21 @@ pub enum Error {
 }
 
 impl Error {
+    /// The cause a poisoned store keeps: this error, as an I/O error (its kind kept).
+    pub(crate) fn as_cause(&self) -> Arc<io::Error> {
+        match self {
+            Error::Io(e) => Arc::new(io::Error::new(e.kind(), e.to_string())),
+            other => Arc::new(io::Error::other(other.to_string())),
+        }
+    }
+
+    /// The error of a lock that a panicking thread held.
+    pub(crate) fn panicked() -> Error {
+        Error::Poisoned(Arc::new(io::Error::other(
+            "a thread panicked while it held the store's lock",
+        )))
+    }
+
     /// Where in the store's directory the damage an error reports is: the file's name and
     /// the byte offset of the structure that failed its check. For
     /// [`Error::Corrupted`], the slot's 40-byte entry in its page file (the entry names
@@ -113,5 +130,27 @@ mod tests {
     fn a_wrapped_io_error_is_the_source_and_not_repeated_in_the_message() {
         let e = Error::from(io::Error::other("disk on fire"));
         varve_testkit::errors::assert_wraps(&e, "I/O error", "disk on fire");
+    }
+
+    #[test]
+    fn a_poisoned_store_keeps_its_first_failure_as_the_source() {
+        let full = Error::Io(io::Error::new(io::ErrorKind::StorageFull, "no space"));
+        let cause = full.as_cause();
+        assert_eq!(cause.kind(), io::ErrorKind::StorageFull);
+        let p = Error::Poisoned(cause);
+        varve_testkit::errors::assert_wraps(
+            &p,
+            "store poisoned by an earlier failure; reopen it",
+            "no space",
+        );
+        let other = Error::CorruptedEntry { id: 3 }.as_cause();
+        assert_eq!(other.to_string(), "corrupted tracker entry of id 3");
+        let panicked = Error::panicked();
+        assert!(
+            std::error::Error::source(&panicked)
+                .unwrap()
+                .to_string()
+                .contains("panicked")
+        );
     }
 }

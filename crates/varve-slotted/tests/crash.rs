@@ -302,3 +302,30 @@ fn reopen(dir: &Path) -> Store {
 fn scratch() -> tempfile::TempDir {
     tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap())
 }
+
+/// A thread that panics while it holds the store's lock (here inside a flush) poisons the
+/// store: every later write is `Poisoned`, and the error keeps the cause as its source.
+#[test]
+fn a_panic_inside_a_flush_poisons_the_store_with_its_cause() {
+    let dir = scratch();
+    let store = Store::create(
+        dir.path(),
+        opts().crash_hook(Arc::new(|p| {
+            if p == "tracker-flushed" {
+                panic!("injected panic at {p}");
+            }
+        })),
+    )
+    .unwrap();
+    store.put(1, b"one").unwrap();
+    assert!(catch_unwind(AssertUnwindSafe(|| store.flush())).is_err());
+    for r in [store.put(2, b"two").map(|_| ()), store.flush()] {
+        match r {
+            Err(e @ Error::Poisoned(_)) => {
+                let cause = std::error::Error::source(&e).unwrap().to_string();
+                assert!(cause.contains("panicked"), "{cause}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -23,8 +23,8 @@ impl Store {
     /// `flush_locked`, poisoning the store if it fails. Returns the pages removed.
     pub(super) fn flush_or_poison(&self, w: &mut Writer) -> Result<u32> {
         let r = self.flush_locked(w);
-        if r.is_err() {
-            w.poisoned = true;
+        if let Err(e) = &r {
+            w.poisoned = Some(e.as_cause());
         }
         r
     }
@@ -219,5 +219,39 @@ impl Writer {
         unsafe { map.write(0, bytemuck::bytes_of(&h)) }?;
         self.mark_dirty(page, 0, u64::from(PAGE_HEADER_LEN));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::{Error, Options, Store};
+
+    #[test]
+    fn a_store_poisoned_by_a_failed_flush_refuses_writes_with_that_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::create(dir.path(), Options::default().min_page_size(1 << 20)).unwrap();
+        s.put(1, b"one").unwrap();
+        s.writer.lock().unwrap().poisoned =
+            Some(Arc::new(std::io::Error::other("fdatasync failed")));
+        for r in [
+            s.put(2, b"two").map(|_| ()),
+            s.flush(),
+            s.delete(1).map(|_| ()),
+        ] {
+            match r {
+                Err(e @ Error::Poisoned(_)) => assert_eq!(
+                    std::error::Error::source(&e).unwrap().to_string(),
+                    "fdatasync failed"
+                ),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            s.get(1).unwrap().as_deref(),
+            Some(&b"one"[..]),
+            "reads go on"
+        );
     }
 }

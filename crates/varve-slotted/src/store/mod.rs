@@ -75,7 +75,8 @@ struct Writer {
     compacting: BTreeSet<u32>,
     compact_cursor: BTreeMap<u32, u32>,
     active_dict: Option<(u16, Arc<[u8]>)>,
-    poisoned: bool,
+    /// The failure that poisoned the store, if one did.
+    poisoned: Option<Arc<std::io::Error>>,
     corrupt_entries: u64,
     summaries_rebuilt: u64,
     dict_bytes: u64,
@@ -163,17 +164,17 @@ impl Store {
     }
 
     fn read_shared(&self) -> Result<RwLockReadGuard<'_, Shared>> {
-        self.shared.read().map_err(|_| Error::Poisoned)
+        self.shared.read().map_err(|_| Error::panicked())
     }
 
     fn write_shared(&self) -> Result<RwLockWriteGuard<'_, Shared>> {
-        self.shared.write().map_err(|_| Error::Poisoned)
+        self.shared.write().map_err(|_| Error::panicked())
     }
 
     fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>> {
-        let w = self.writer.lock().map_err(|_| Error::Poisoned)?;
-        if w.poisoned {
-            return Err(Error::Poisoned);
+        let w = self.writer.lock().map_err(|_| Error::panicked())?;
+        if let Some(cause) = &w.poisoned {
+            return Err(Error::Poisoned(Arc::clone(cause)));
         }
         Ok(w)
     }
@@ -203,7 +204,7 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         if let Ok(mut w) = self.writer.lock()
-            && !w.poisoned
+            && w.poisoned.is_none()
         {
             // Errors cannot be returned from drop; the store is poisoned by the failure.
             let _ = self.flush_or_poison(&mut w);

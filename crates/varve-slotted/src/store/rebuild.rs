@@ -81,7 +81,7 @@ impl Store {
             compacting: BTreeSet::new(),
             compact_cursor: BTreeMap::new(),
             active_dict,
-            poisoned: false,
+            poisoned: None,
             corrupt_entries: 0,
             summaries_rebuilt: 0,
             dict_bytes,
