@@ -291,6 +291,11 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     while let Some(arg) = iter.next() {
         match arg.as_str() {
             "-p" | "--package" => match iter.next() {
+                Some(name) if NOT_MUTATED.contains(&name.as_str()) => {
+                    return Err(format!(
+                        "{name} is not mutation-tested (test helpers; see NOT_MUTATED)"
+                    ));
+                }
                 Some(name) => crates.push(name.clone()),
                 None => return Err(format!("{arg} needs a crate name")),
             },
@@ -530,6 +535,7 @@ mod tests {
             ["x"]
         );
         assert!(parse_args(&strings(&["--table", "--", "--shard", "1/2"])).is_err());
+        assert!(parse_args(&strings(&["-p", "varve-testkit"])).is_err());
     }
 
     #[test]

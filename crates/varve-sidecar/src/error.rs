@@ -109,7 +109,7 @@ pub enum Error {
     /// refuses further writes until it is reopened, because a failed fsync cannot be
     /// retried safely; reads keep working.
     #[error("blob store is poisoned by an earlier failed commit; reopen it")]
-    Poisoned,
+    Poisoned(#[source] std::sync::Arc<io::Error>),
 }
 
 #[cfg(test)]

@@ -7,8 +7,10 @@
 use std::borrow::Cow;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{
+    Arc, Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc,
+};
 
 use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, MdbError, RwTxn, WithoutTls};
@@ -122,6 +124,12 @@ impl Drop for HandOff<'_> {
     }
 }
 
+/// The error of a commit that returned no result for a batch (not expected: one result
+/// per batch).
+fn no_result() -> Error {
+    Error::Io(std::io::Error::other("a commit returned no result"))
+}
+
 /// A copy of `e` for each caller of a group commit that failed as a whole.
 fn share_error(e: &Error) -> Error {
     match e {
@@ -134,7 +142,7 @@ fn share_error(e: &Error) -> Error {
             map_size: *map_size,
             max_map_size: *max_map_size,
         },
-        Error::Poisoned => Error::Poisoned,
+        Error::Poisoned(cause) => Error::Poisoned(Arc::clone(cause)),
         other => Error::Io(std::io::Error::other(other.to_string())),
     }
 }
@@ -195,7 +203,8 @@ pub struct Sidecar {
     hot: Option<Mutex<Sieve<BlobHash, HotBlob>>>,
     page_size: usize,
     options: SidecarOptions,
-    poisoned: AtomicBool,
+    /// The failed commit that poisoned the store, if one did.
+    poisoned: OnceLock<Arc<std::io::Error>>,
     /// Write transactions committed (for tests of the group commit).
     commits: AtomicU64,
     /// Group commit of concurrent `store_many` calls.
@@ -295,7 +304,7 @@ impl Sidecar {
             hot: (options.hot_budget > 0).then(|| Mutex::new(Sieve::new(options.hot_budget))),
             page_size,
             options,
-            poisoned: AtomicBool::new(false),
+            poisoned: OnceLock::new(),
             commits: AtomicU64::new(0),
             group: Mutex::new(GroupState::default()),
             path,
@@ -380,7 +389,7 @@ impl Sidecar {
         } else {
             self.commit_batches(&[&blobs])
                 .pop()
-                .unwrap_or(Err(Error::Poisoned))?
+                .unwrap_or_else(|| Err(no_result()))?
         };
         if self.options.cache_policy != CachePolicy::Keep {
             // Advice only, after a durable commit: a failure here must not make the caller
@@ -402,7 +411,7 @@ impl Sidecar {
             return self
                 .commit_batches(&[&blobs])
                 .pop()
-                .unwrap_or(Err(Error::Poisoned));
+                .unwrap_or_else(|| Err(no_result()));
         }
         // A commit is in progress: queue a copy of our blobs and wait for an answer.
         let (tx, rx) = mpsc::channel();
@@ -1132,8 +1141,8 @@ impl Sidecar {
     fn write<R>(&self, needed: u64, mut f: impl FnMut(&mut RwTxn<'_>) -> Result<R>) -> Result<R> {
         let mut attempt = 0;
         loop {
-            if self.poisoned.load(Ordering::Acquire) {
-                return Err(Error::Poisoned);
+            if let Some(cause) = self.poisoned.get() {
+                return Err(Error::Poisoned(Arc::clone(cause)));
             }
             attempt += 1;
             self.grow(needed, false)?;
@@ -1151,7 +1160,9 @@ impl Sidecar {
                             Err(heed::Error::Io(e)) => {
                                 // A failed commit (write or fsync) is not retried: the
                                 // kernel may have dropped the dirty pages already.
-                                self.poisoned.store(true, Ordering::Release);
+                                let _ = self
+                                    .poisoned
+                                    .set(Arc::new(std::io::Error::new(e.kind(), e.to_string())));
                                 Err(Error::Io(e))
                             }
                             Err(e) => Err(Error::Lmdb(e)),
@@ -1245,9 +1256,43 @@ mod tests {
     use crate::format::check_overflow_header;
 
     fn rss() -> u64 {
-        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-        let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-        pages * rustix::param::page_size() as u64
+        varve_testkit::mem::rss().total
+    }
+
+    #[test]
+    fn a_store_poisoned_by_a_failed_commit_refuses_writes_with_that_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        for group_commit in [true, false] {
+            let sc = Sidecar::open(
+                dir.path(),
+                SidecarOptions::default().group_commit(group_commit),
+            )
+            .unwrap();
+            let kept = sc.store(&vec![1u8; 5000]).unwrap();
+            let _ = sc
+                .poisoned
+                .set(Arc::new(std::io::Error::other("fdatasync failed")));
+            let refused = [
+                sc.store(&vec![2u8; 5000]).map(|_| ()),
+                sc.release(&BlobHash::of(&vec![1u8; 5000])).map(|_| ()),
+            ];
+            for r in refused {
+                match r {
+                    Err(e @ Error::Poisoned(_)) => assert_eq!(
+                        std::error::Error::source(&e).unwrap().to_string(),
+                        "fdatasync failed"
+                    ),
+                    other => panic!("{group_commit}: {other:?}"),
+                }
+            }
+            assert_eq!(sc.read(&kept).unwrap(), vec![1u8; 5000], "reads go on");
+            // Each caller of a failed group commit gets the same cause.
+            match share_error(&Error::Poisoned(Arc::clone(sc.poisoned.get().unwrap()))) {
+                Error::Poisoned(c) => assert_eq!(c.to_string(), "fdatasync failed"),
+                other => panic!("{other:?}"),
+            }
+            drop(sc);
+        }
     }
 
     #[test]
