@@ -97,8 +97,11 @@
 //! is stored and then waits for new events, in position (version) order with no gap and
 //! no duplicate, never before an event is acknowledged. The store keeps no queue per
 //! subscriber: a subscriber that stops pulling only falls behind, and a subscription holds
-//! at most one batch of events ([`Subscription::with_batch`]). With the `async` feature a
-//! subscription is also an async stream (see "Cargo features" below).
+//! at most one batch of events ([`Subscription::with_batch`]). Owned events come from
+//! `next`, `next_timeout`, `try_next` and `next_batch`; [`Subscription::next_batch_with`]
+//! hands borrowed views instead (no allocation per event, for catch-up reads and hot
+//! consumers). With the `async` feature a subscription is also an async stream (see "Cargo
+//! features" below).
 //!
 //! ```
 //! use varve_engine::{EventData, ExpectedVersion, Filter, Options, SubscribeFrom, Varve};
@@ -126,6 +129,7 @@
 //! [`Varve::put_snapshot`] keeps a stream's state at a version (the highest version
 //! wins) in the slotted payload store under `snapshots/`, flushed before it returns;
 //! [`Varve::latest_snapshot`] reads it back, so a reader replays only the events after it.
+//! [`Varve::snapshots`] lists and verifies every stored snapshot (`varve check` uses it).
 //!
 //! # Deletion and retention
 //!
