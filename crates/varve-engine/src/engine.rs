@@ -489,7 +489,14 @@ impl Varve {
         direction: Direction,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
-        let mut out = Vec::new();
+        // Room for what is visible in the range up front: a large read then fills one
+        // allocation instead of copying its events each time the vector doubles.
+        let end = self.core().visible_end();
+        let visible = match direction {
+            Direction::Forward => end.saturating_sub(from),
+            Direction::Backward => from.saturating_add(1).min(end),
+        };
+        let mut out = Vec::with_capacity(limit.min(usize::try_from(visible).unwrap_or(limit)));
         self.core()
             .scan_all(from, direction, limit, |v, n| out.push(owned(v, n)))?;
         Ok(out)
