@@ -87,15 +87,18 @@ pub enum Error {
         first: u64,
     },
 
-    /// An option is out of range.
-    #[error("invalid WAL option: {0}")]
-    InvalidOptions(&'static str),
+    /// An [`Options`](crate::Options) value is out of range; nothing was opened.
+    #[error("invalid option {what}: {why}")]
+    InvalidOptions {
+        /// The option.
+        what: &'static str,
+        /// What is wrong with it.
+        why: &'static str,
+    },
 }
 
 #[cfg(test)]
 mod tests {
-    use std::error::Error as _;
-
     use super::*;
 
     /// A wrapped error is the source, not part of the message: a report that walks the
@@ -103,16 +106,12 @@ mod tests {
     #[test]
     fn a_wrapped_io_error_is_the_source_and_not_repeated_in_the_message() {
         let e = Error::from(io::Error::other("disk on fire"));
-        assert_eq!(e.to_string(), "I/O error");
-        assert_eq!(
-            e.source().map(ToString::to_string).as_deref(),
-            Some("disk on fire")
-        );
+        varve_testkit::errors::assert_wraps(&e, "I/O error", "disk on fire");
         let p = Error::Poisoned(Arc::new(io::Error::other("fsync failed")));
-        assert_eq!(p.to_string(), "WAL is poisoned by an earlier I/O failure");
-        assert_eq!(
-            p.source().map(ToString::to_string).as_deref(),
-            Some("fsync failed")
+        varve_testkit::errors::assert_wraps(
+            &p,
+            "WAL is poisoned by an earlier I/O failure",
+            "fsync failed",
         );
     }
 }

@@ -176,22 +176,25 @@ impl Options {
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
+        let bad = |what, why| Err(Error::InvalidOptions { what, why });
         if self.max_record_size > u32::MAX as usize {
-            return Err(Error::InvalidOptions("max_record_size must fit in 32 bits"));
+            return bad("max_record_size", "must fit in 32 bits");
         }
         let need = (format::RECORD_HEADER_LEN + self.max_record_size) as u64;
         if self.capacity() < need {
-            return Err(Error::InvalidOptions(
-                "segment_size must hold a header and one record of max_record_size",
-            ));
+            return bad(
+                "segment_size",
+                "must hold a header and one record of max_record_size",
+            );
         }
         if self.start_lsn >= 1 << 62 {
-            return Err(Error::InvalidOptions("start_lsn must be below 2^62"));
+            return bad("start_lsn", "must be below 2^62");
         }
-        if self.group_bytes == 0 || self.max_queued_bytes == 0 {
-            return Err(Error::InvalidOptions(
-                "group_bytes and max_queued_bytes must be positive",
-            ));
+        if self.group_bytes == 0 {
+            return bad("group_bytes", "must be positive");
+        }
+        if self.max_queued_bytes == 0 {
+            return bad("max_queued_bytes", "must be positive");
         }
         Ok(())
     }

@@ -11,7 +11,6 @@
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -53,9 +52,7 @@ struct Id {
 }
 
 fn xorshift(s: &mut u64) -> u64 {
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
+    *s = varve_testkit::bytes::xorshift(*s);
     *s
 }
 
@@ -254,52 +251,30 @@ fn sigkill_at_random_moments_loses_no_acknowledged_record() {
     if std::env::var_os(CHILD_DIR).is_some() {
         return;
     }
-    let rounds: u32 = std::env::var("VARVE_CRASH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
+    let rounds = varve_testkit::crash::rounds(100);
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("wal");
     let acks = d.path().join("acks");
-    let exe = std::env::current_exe().unwrap();
     let mut rng = Instant::now().elapsed().as_nanos() as u64 ^ 0x9E37_79B9_7F4A_7C15;
     let mut acked: HashMap<u64, (u32, u32, u32, u8)> = HashMap::new();
     let mut last_next = 1;
     let mut seen = Seen::new();
     let mut recycled = 0;
     for round in 0..rounds {
-        let _ = std::fs::remove_file(&acks);
-        let mut child = Command::new(&exe)
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-            .env(CHILD_DIR, &dir)
-            .env(CHILD_ACKS, &acks)
-            .env(CHILD_ROUND, round.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
         // Kill at a random moment after the child has opened the log.
-        let started = Instant::now();
-        while std::fs::metadata(&acks).map_or(true, |m| m.len() == 0) {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("child exited early: {status}");
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "child never got ready"
-            );
-            std::thread::sleep(Duration::from_micros(500));
-        }
-        std::thread::sleep(Duration::from_micros(500 + xorshift(&mut rng) % 8_000));
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("child exited early: {status}");
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let text = std::fs::read_to_string(&acks).unwrap_or_default();
+        let round_s = round.to_string();
+        let lines = varve_testkit::crash::kill_child(
+            "crash_child",
+            &[
+                (CHILD_DIR, dir.as_os_str()),
+                (CHILD_ACKS, acks.as_os_str()),
+                (CHILD_ROUND, round_s.as_ref()),
+            ],
+            &acks,
+            Duration::from_micros(500 + xorshift(&mut rng) % 8_000),
+        );
         // Only complete lines were acknowledged (the kill may cut the last one).
-        let complete = text.rfind('\n').map_or("", |i| &text[..=i]);
-        for line in complete.lines().filter(|l| *l != "ready") {
+        for line in lines.iter().filter(|l| *l != "ready") {
             let f: Vec<u64> = line.split(' ').map(|x| x.parse().unwrap()).collect();
             let prev = acked.insert(f[0], (f[1] as u32, f[2] as u32, f[3] as u32, f[4] as u8));
             assert!(prev.is_none(), "LSN {} acknowledged twice", f[0]);

@@ -50,7 +50,10 @@ fn start_lsn_continues_a_log_that_reaches_it_and_starts_an_empty_one_there() {
     // Bounds.
     assert!(matches!(
         Wal::open(d.path(), small().start_lsn(1 << 62)),
-        Err(Error::InvalidOptions(_))
+        Err(Error::InvalidOptions {
+            what: "start_lsn",
+            ..
+        })
     ));
     assert!(
         Options::default()

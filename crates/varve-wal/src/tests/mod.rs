@@ -160,14 +160,17 @@ fn bad_input_is_refused_and_writes_nothing() {
     ));
     assert_eq!(wal.append(&rec).unwrap().wait().unwrap(), 1);
     assert_eq!(read_all(&wal).len(), 1);
-    assert!(matches!(
-        Wal::open(d.path().join("x"), Options::default().segment_size(100)),
-        Err(Error::InvalidOptions(_))
-    ));
-    assert!(matches!(
-        Wal::open(d.path().join("y"), Options::default().group_bytes(0)),
-        Err(Error::InvalidOptions(_))
-    ));
+    for (opts, option) in [
+        (Options::default().segment_size(100), "segment_size"),
+        (Options::default().group_bytes(0), "group_bytes"),
+        (Options::default().max_queued_bytes(0), "max_queued_bytes"),
+    ] {
+        match Wal::open(d.path().join(option), opts) {
+            Err(Error::InvalidOptions { what, .. }) => assert_eq!(what, option),
+            other => panic!("{option}: {:?}", other.err()),
+        }
+        assert!(!d.path().join(option).exists(), "nothing created");
+    }
 }
 
 #[test]
@@ -574,14 +577,20 @@ fn options_setters_take_effect_and_validate_checks_exact_bounds() {
     assert!(fit(1000, hdrs + 1000).is_ok());
     assert!(matches!(
         fit(1000, hdrs + 999),
-        Err(Error::InvalidOptions(_))
+        Err(Error::InvalidOptions {
+            what: "segment_size",
+            ..
+        })
     ));
     // The largest record size is u32::MAX; one more does not fit the length field.
     let max = u32::MAX as usize;
     assert!(fit(max, hdrs + max as u64).is_ok());
     assert!(matches!(
         fit(max + 1, hdrs + max as u64 + 1),
-        Err(Error::InvalidOptions(m)) if m.contains("32 bits")
+        Err(Error::InvalidOptions {
+            what: "max_record_size",
+            why
+        }) if why.contains("32 bits")
     ));
 }
 
