@@ -9,11 +9,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use varve_engine::{EventData, ExpectedVersion, Options, Varve};
 
-/// A temporary directory on the real disk (under the target dir), not tmpfs.
+/// A temporary directory on the real disk (under the target dir), checked not to be tmpfs.
 fn tempdir() -> tempfile::TempDir {
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    std::fs::create_dir_all(&base).unwrap();
-    tempfile::tempdir_in(base).unwrap()
+    varve_testkit::dirs::on_disk(Path::new(env!("CARGO_TARGET_TMPDIR")))
 }
 
 /// Options that never checkpoint on their own (tests decide with `close`/`drop`).

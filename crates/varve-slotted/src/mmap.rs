@@ -212,7 +212,7 @@ mod tests {
     const ENOSPC: i32 = 28;
 
     fn map(len: u64) -> (tempfile::TempDir, Map) {
-        let dir = tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap());
+        let dir = varve_testkit::dirs::in_memory();
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)

@@ -678,7 +678,7 @@ fn leftover_temporary_files_are_removed_on_open() {
 /// A scratch directory on tmpfs when there is one (fsync is free there, so the suite stays
 /// fast enough for mutation testing; mapping and page-cache behaviour are the same).
 fn scratch() -> tempfile::TempDir {
-    tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap())
+    varve_testkit::dirs::in_memory()
 }
 
 /// A tracker entry that fails its checksum is counted, its id reads as

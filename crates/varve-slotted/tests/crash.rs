@@ -300,7 +300,7 @@ fn reopen(dir: &Path) -> Store {
 }
 
 fn scratch() -> tempfile::TempDir {
-    tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap())
+    varve_testkit::dirs::in_memory()
 }
 
 /// A thread that panics while it holds the store's lock (here inside a flush) poisons the

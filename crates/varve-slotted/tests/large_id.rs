@@ -13,7 +13,7 @@ fn rss() -> u64 {
 
 #[test]
 fn a_large_id_is_cheap_in_memory_and_on_disk() {
-    let dir = tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap());
+    let dir = varve_testkit::dirs::in_memory();
     let opts = Options::default().min_page_size(64 * 1024);
     assert!(
         format!("{opts:?}").contains(&format!("max_id: {}", u32::MAX)),

@@ -187,5 +187,5 @@ proptest! {
 /// A scratch directory on tmpfs when there is one (fsync is free there, so the suite stays
 /// fast enough for mutation testing; mapping and page-cache behaviour are the same).
 fn scratch() -> tempfile::TempDir {
-    tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap())
+    varve_testkit::dirs::in_memory()
 }

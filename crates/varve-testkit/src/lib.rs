@@ -8,9 +8,12 @@
 //!   acknowledged; `VARVE_CRASH_ROUNDS` is read in one place.
 //! - [`errors`]: a wrapped error must be the source of its wrapper, not repeated in the
 //!   wrapper's message.
+//! - [`dirs`]: temporary directories on the real disk (checked not to be tmpfs) for
+//!   durability tests, or in memory for the others.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 pub mod bytes;
 pub mod crash;
+pub mod dirs;
 pub mod errors;
 pub mod mem;

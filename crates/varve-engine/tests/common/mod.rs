@@ -20,11 +20,9 @@ pub fn open(dir: &Path) -> Varve {
     Varve::open(dir, opts()).unwrap()
 }
 
-/// A temporary directory on the real disk (under the target dir), not tmpfs.
+/// A temporary directory on the real disk (under the target dir), checked not to be tmpfs.
 pub fn tempdir() -> tempfile::TempDir {
-    let base = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    std::fs::create_dir_all(&base).unwrap();
-    tempfile::tempdir_in(base).unwrap()
+    varve_testkit::dirs::on_disk(Path::new(env!("CARGO_TARGET_TMPDIR")))
 }
 
 /// An event of type `test-event`.

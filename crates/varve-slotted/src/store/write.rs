@@ -314,7 +314,7 @@ mod tests {
     const ENOSPC: i32 = 28;
 
     fn scratch() -> tempfile::TempDir {
-        tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap())
+        varve_testkit::dirs::in_memory()
     }
 
     fn opts() -> Options {
