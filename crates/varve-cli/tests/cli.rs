@@ -727,6 +727,51 @@ fn check_names_the_page_file_and_slot_offset_of_a_damaged_snapshot() {
 }
 
 #[test]
+fn check_names_the_tracker_entry_of_a_damaged_snapshot_pointer() {
+    let d = tempdir();
+    build_store(d.path(), true);
+    // Stream s0 is the store's first stream (id 0): its snapshot's tracker entry is the
+    // first after the 64-byte header; byte 9 is inside its checksum.
+    let tracker = d.path().join("snapshots").join("tracker.vvt");
+    let mut bytes = std::fs::read(&tracker).unwrap();
+    bytes[64 + 9] ^= 0x01;
+    std::fs::write(&tracker, &bytes).unwrap();
+    let (c, j) = check_json(d.path());
+    assert_eq!(c, 1, "{j}");
+    let problems = j["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{j}");
+    let place = problems[0]["where"].as_str().unwrap();
+    assert!(
+        place.contains(&format!("{} at byte 64", tracker.display())),
+        "{place}"
+    );
+    assert_eq!(j["events"], 13, "every event was still read");
+}
+
+#[test]
+fn check_names_a_wal_segment_that_is_not_a_segment() {
+    let d = tempdir();
+    build_store(d.path(), false);
+    let seg = wal_segment(d.path());
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[..4].copy_from_slice(b"JUNK");
+    std::fs::write(&seg, &bytes).unwrap();
+    let (c, j) = check_json(d.path());
+    assert_eq!(c, 1, "{j}");
+    let problems = j["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{j}");
+    let place = problems[0]["where"].as_str().unwrap();
+    assert!(place.contains(seg.to_str().unwrap()), "{place}");
+    let what = problems[0]["what"].as_str().unwrap();
+    assert!(what.contains("magic"), "{what}");
+    assert_eq!(
+        std::fs::read(&seg).unwrap(),
+        bytes,
+        "check changed the segment"
+    );
+}
+
+#[test]
 fn a_newer_format_version_is_exit_5_for_every_command() {
     let d = tempdir();
     build_store(d.path(), true);
