@@ -57,9 +57,9 @@ pub enum Error {
 
     /// The manager's background prefetcher is gone (it panicked). Sticky: from then on
     /// every read through this manager, by every reader, returns this error; drop the
-    /// manager and make a new one.
+    /// manager and make a new one. The source says what stopped it.
     #[error("background prefetcher stopped; this cache manager serves no more reads")]
-    Poisoned,
+    Poisoned(#[source] std::sync::Arc<io::Error>),
 }
 
 #[cfg(test)]

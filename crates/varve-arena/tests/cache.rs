@@ -923,11 +923,16 @@ fn a_dead_prefetcher_poisons_readers() {
             Err(e) => break e,
         }
     };
-    assert!(matches!(err, Error::Poisoned), "{err:?}");
-    assert!(matches!(r.next_record(), Err(Error::Poisoned)), "sticky");
+    assert!(matches!(err, Error::Poisoned(_)), "{err:?}");
+    let cause = std::error::Error::source(&err).unwrap().to_string();
+    assert_eq!(
+        cause,
+        "the prefetch thread panicked: injected prefetcher panic"
+    );
+    assert!(matches!(r.next_record(), Err(Error::Poisoned(_))), "sticky");
     assert!(matches!(
         m.reader(FILE, 0).next_record(),
-        Err(Error::Poisoned)
+        Err(Error::Poisoned(_))
     ));
 }
 

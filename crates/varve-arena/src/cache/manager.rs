@@ -73,6 +73,7 @@ impl CacheManager {
             room: Mutex::new(()),
             counters: Counters::default(),
             poisoned: AtomicBool::new(false),
+            poison_cause: std::sync::OnceLock::new(),
             next_reader: AtomicU64::new(0),
             live_readers: AtomicU64::new(0),
         });

@@ -27,31 +27,36 @@ pub(super) fn prefetch_queue(reader: u64, request: u64, in_flight: usize, queues
     ((reader + request % lanes) % queues as u64) as usize
 }
 
-/// Marks the manager poisoned if the prefetcher thread unwinds.
-struct PanicGuard<'a>(&'a Shared);
-
-impl Drop for PanicGuard<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.poisoned.store(true, Ordering::SeqCst);
-            // Wake readers waiting on pages that will now never load.
-            let _guard = self.0.lock();
-            self.0.loaded.notify_all();
-        }
-    }
-}
-
+/// Runs the prefetcher's loop; if it panics, the manager is poisoned with the panic's
+/// message as the cause, and readers waiting on pages that will never load are woken.
 pub(super) fn prefetch_worker(shared: &Shared, rx: &mpsc::Receiver<Msg>) {
-    let _guard = PanicGuard(shared);
-    loop {
-        match rx.recv() {
-            Ok(Msg::Prefetch {
-                file,
-                pages,
-                reader,
-            }) => shared.prefetch(file, &pages, reader),
-            Ok(Msg::Shutdown) | Err(_) => return,
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        loop {
+            match rx.recv() {
+                Ok(Msg::Prefetch {
+                    file,
+                    pages,
+                    reader,
+                }) => shared.prefetch(file, &pages, reader),
+                Ok(Msg::Shutdown) | Err(_) => return,
+            }
         }
+    }));
+    if let Err(payload) = run {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned());
+        let _ = shared
+            .poison_cause
+            .set(Arc::new(std::io::Error::other(format!(
+                "the prefetch thread panicked: {what}"
+            ))));
+        shared.poisoned.store(true, Ordering::Release);
+        // Wake readers waiting on pages that will now never load.
+        let _guard = shared.lock();
+        shared.loaded.notify_all();
     }
 }
 

@@ -141,8 +141,8 @@ impl TailReader {
     /// Like [`TailReader::next_record`] but reuses `rec`'s buffer; returns `true` if a
     /// record was read into it.
     pub fn next_into(&mut self, rec: &mut Record) -> Result<bool> {
-        if self.shared.poisoned.load(Ordering::Relaxed) {
-            return Err(Error::Poisoned);
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            return Err(self.shared.poisoned_error());
         }
         let framing = Arc::clone(&self.shared);
         let framing = &framing.framing;
@@ -270,8 +270,8 @@ impl TailReader {
             cache = guard;
             self.patient = !res.timed_out();
         }
-        if shared.poisoned.load(Ordering::Relaxed) {
-            return Err(Error::Poisoned);
+        if shared.poisoned.load(Ordering::Acquire) {
+            return Err(shared.poisoned_error());
         }
         let mut stale = false;
         if let Some(e) = cache.pages.peek_mut(&key) {

@@ -52,6 +52,8 @@ pub(super) struct Shared {
     pub(super) counters: Counters,
     /// Set if the prefetcher died of a panic; sticky.
     pub(super) poisoned: AtomicBool,
+    /// Why it died (set before `poisoned`).
+    pub(super) poison_cause: std::sync::OnceLock<Arc<std::io::Error>>,
     pub(super) next_reader: AtomicU64,
     pub(super) live_readers: AtomicU64,
 }
@@ -69,6 +71,16 @@ fn trim_target(min: u64) -> u64 {
 const LOCK_SPINS: u32 = 64;
 /// Attempts a reader yields the CPU between, after spinning, before it blocks on the lock.
 const LOCK_YIELDS: u32 = 2000;
+
+impl Shared {
+    /// The error every read returns once the prefetcher died (`poisoned` is set).
+    pub(super) fn poisoned_error(&self) -> Error {
+        Error::Poisoned(self.poison_cause.get().map_or_else(
+            || Arc::new(std::io::Error::other("the prefetch thread stopped")),
+            Arc::clone,
+        ))
+    }
+}
 
 impl Shared {
     pub(super) fn lock(&self) -> MutexGuard<'_, Cache> {
