@@ -84,13 +84,19 @@ pub(crate) fn location(dir: &Path) -> String {
     dir.join(EVENTS_FILE).display().to_string()
 }
 
+/// LMDB reader slots of `events.mdb` (read transactions open at once).
+pub(crate) const MAX_READERS: u32 = 1024;
+
 /// Opens (creating) `dir/events.mdb`, its databases, and checks the format version.
 pub(crate) fn open(dir: &Path, map_size: u64) -> Result<(heed::Env<WithoutTls>, Dbs, Checkpoint)> {
     let path = dir.join(EVENTS_FILE);
     let page = rustix::param::page_size() as u64;
     let map_size = usize::try_from(map_size.next_multiple_of(page)).unwrap_or(usize::MAX / 2);
     let mut opts = EnvOpenOptions::new().read_txn_without_tls();
-    opts.map_size(map_size).max_dbs(8);
+    // Reader slots: every open read transaction takes one, and point reads keep one per
+    // thread slot between calls (see `txns`: up to 64), so the default of 126 could run
+    // out under many reading threads. One slot is 64 bytes of the lock file.
+    opts.map_size(map_size).max_dbs(8).max_readers(MAX_READERS);
     // SAFETY: NO_SUB_DIR only names the data file `events.mdb` (lock file beside it); it is
     // not one of the flags heed marks unsafe for durability (NO_SYNC, NO_META_SYNC, NO_LOCK,
     // WRITE_MAP), so every commit stays durable and locked.

@@ -179,4 +179,48 @@ mod tests {
         assert_eq!(inner, Some(2));
         assert_eq!(db.core().txns().kept(), 1);
     }
+
+    /// Many threads reading at once, each inside a read's callback while every other one
+    /// is too, after each thread kept a transaction: more read transactions open at once
+    /// than LMDB's default of 126 reader slots. (A thread that fails still counts itself
+    /// in, so the others never wait for it past the deadline.)
+    #[test]
+    fn many_threads_reading_at_once_do_not_run_out_of_reader_slots() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::time::{Duration, Instant};
+
+        let (_dir, db) = store();
+        append(&db, 4);
+        db.checkpoint().expect("checkpoint");
+        let threads = 160;
+        let inside = AtomicUsize::new(0);
+        let failed = AtomicUsize::new(0);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let all_inside = || {
+            while inside.load(Ordering::SeqCst) < threads && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let (db, inside, failed) = (&db, &inside, &failed);
+                s.spawn(move || {
+                    let p = t as u64 % 4;
+                    let ok = db.get(p).is_ok_and(|e| e.is_some()) // keeps one per slot
+                        && db
+                            .with_event((p + 1) % 4, |_| {
+                                inside.fetch_add(1, Ordering::SeqCst);
+                                all_inside(); // every thread's transaction is open now
+                                db.get(p).is_ok_and(|e| e.is_some())
+                            })
+                            .is_ok_and(|r| r == Some(true));
+                    if !ok {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                        inside.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        assert_eq!(failed.load(Ordering::SeqCst), 0, "reads failed");
+    }
 }
