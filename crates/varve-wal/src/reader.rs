@@ -459,6 +459,46 @@ mod untrusted {
     }
 
     #[test]
+    fn a_length_within_the_limit_but_past_the_end_of_the_file_is_not_trusted() {
+        bounded(|| {
+            let d = tempfile::tempdir().unwrap();
+            // 1 MiB segments that take records of up to 512 KiB.
+            let opts = small().segment_size(1 << 20).max_record_size(512 << 10);
+            let wal = Wal::open(d.path(), opts).unwrap();
+            // Four records of 200 KiB (each below one read chunk), then a small one.
+            const BIG: usize = 200 << 10;
+            for i in 0..4u8 {
+                wal.append(&vec![i; BIG]).unwrap().wait().unwrap();
+            }
+            wal.append(b"fifth").unwrap().wait().unwrap();
+            let seg = wal.segments()[0].clone();
+            let rec5 = (crate::format::SEGMENT_HEADER_LEN
+                + 4 * (crate::format::RECORD_HEADER_LEN + BIG)) as u64;
+            // Record 5's length field says 300 KiB: within max_record_size and more than a
+            // read chunk, but past the end of the (preallocated) file.
+            let len = 300u32 << 10;
+            assert!(u64::from(len) > seg.file_len - rec5);
+            assert!(len as usize > super::READ_CHUNK);
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&seg.path)
+                .unwrap();
+            std::os::unix::fs::FileExt::write_all_at(&f, &len.to_le_bytes(), rec5).unwrap();
+            let mut it = wal.iter_from(1).unwrap();
+            for i in 0..4u8 {
+                assert_eq!(it.next().unwrap().unwrap().payload, vec![i; BIG]);
+            }
+            match it.next() {
+                Some(Err(Error::Corrupted { offset, .. })) => assert_eq!(offset, rec5),
+                other => panic!("{other:?}"),
+            }
+            // No buffer was sized for the bad length: one read chunk at most.
+            let cap = it.seg.as_ref().unwrap().buf.capacity();
+            assert!(cap <= super::READ_CHUNK, "buffer of {cap} bytes");
+        });
+    }
+
+    #[test]
     fn a_record_longer_than_today_s_limit_written_under_a_larger_one_still_reads() {
         let d = tempfile::tempdir().unwrap();
         let wal = Wal::open(d.path(), small().max_record_size(16 << 10)).unwrap();

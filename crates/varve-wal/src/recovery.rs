@@ -465,6 +465,51 @@ mod tests {
         v
     }
 
+    /// A fresh segment starting at LSN 1 holding `records`, then zeros.
+    fn segment(records: &[Vec<u8>]) -> Vec<u8> {
+        let mut buf = format::encode_segment_header(1, false).to_vec();
+        for r in records {
+            buf.extend_from_slice(r);
+        }
+        buf.resize(buf.len() + 256, 0);
+        buf
+    }
+
+    #[test]
+    fn only_a_close_marker_right_after_a_complete_batch_ends_the_log_cleanly() {
+        let r1 = record(1, 0, b"one");
+        let end1 = format::SEGMENT_HEADER_LEN + r1.len();
+        // The marker after a complete batch: a clean close.
+        let scan = scan_segment(
+            &segment(&[r1.clone(), format::close_marker(2).to_vec()]),
+            1,
+            false,
+            true,
+        );
+        assert!(scan.closed);
+        assert_eq!((scan.end, scan.clean_end), (end1, end1 + RECORD_HEADER_LEN));
+        assert_eq!(scan.garbage_end, scan.clean_end, "nothing to cut");
+        // A record flagged CLOSE with a payload is no marker: the log ends before it, not
+        // closed, and it is what a torn tail would cut.
+        let mut bogus = Vec::new();
+        format::put_unsequenced_header(&mut bogus, 3, 0, format::FLAG_CLOSE);
+        bogus.extend_from_slice(b"two");
+        format::seal_record(&mut bogus, 2, 0).unwrap();
+        let scan = scan_segment(&segment(&[r1.clone(), bogus.clone()]), 1, false, true);
+        assert!(!scan.closed);
+        assert_eq!((scan.end, scan.clean_end), (end1, end1));
+        assert_eq!(scan.garbage_end, end1 + bogus.len());
+        // A marker inside a batch (its last record missing) is no clean close either: the
+        // batch is dropped and the marker lies after the bad spot.
+        let cont = record(1, format::FLAG_BATCH_CONT, b"one");
+        let marker = format::close_marker(2);
+        let scan = scan_segment(&segment(&[cont.clone(), marker.to_vec()]), 1, false, true);
+        assert!(!scan.closed);
+        assert_eq!((scan.end, scan.records), (format::SEGMENT_HEADER_LEN, 0));
+        assert_eq!(scan.bad_offset, format::SEGMENT_HEADER_LEN + cont.len());
+        assert!(scan.close_after_bad);
+    }
+
     #[test]
     fn scan_after_counts_records_not_look_alikes_inside_payloads() {
         // 120 bytes of garbage (room for records 5 and 6), then record 7 whose payload is
